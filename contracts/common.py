@@ -1,0 +1,82 @@
+"""Replies every command handler answers with, error codes, and service control subjects."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from contracts.envelope import Message
+
+#: Error codes shared by replies and the REST envelope.
+VALIDATION_ERROR: Final = "VALIDATION_ERROR"
+NOT_FOUND: Final = "NOT_FOUND"
+CONFLICT: Final = "CONFLICT"
+UNAVAILABLE: Final = "UNAVAILABLE"
+INTERNAL: Final = "INTERNAL"
+
+
+def health_subject(service: str) -> str:
+    """Request/reply subject every running instance of ``service`` answers a Ping on."""
+    return f"svc.health.{service}"
+
+
+def rebuild_subject(service: str) -> str:
+    """Request/reply subject that asks ``service`` to drop and replay its read model."""
+    return f"svc.rebuild.{service}"
+
+
+class CommandAccepted(Message, frozen=True, tag="common.command_accepted.v1"):
+    """The command was decided and its events are stored.
+
+    ``version`` is the stream sequence of the aggregate's last event (its optimistic-concurrency
+    token); ``sequence`` is the stream position a read model must reach to show the result.
+    """
+
+    aggregate_id: str
+    version: int
+    sequence: int
+    events: int = 0
+
+
+class CommandRejected(Message, frozen=True, tag="common.command_rejected.v1"):
+    """The command was refused; nothing was stored. ``field`` names the offending input."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Ping(Message, frozen=True, tag="common.ping.v1"):
+    """Asks a service whether it is alive."""
+
+
+class Pong(Message, frozen=True, tag="common.pong.v1"):
+    """A service instance's answer to a Ping."""
+
+    service: str
+    instance: str
+    started_at: str
+    metrics_url: str | None = None
+
+
+class RebuildReadModel(Message, frozen=True, tag="common.rebuild_read_model.v1"):
+    """Asks a service to drop its read model and rebuild it by replaying its streams."""
+
+
+class ReadModelRebuilt(Message, frozen=True, tag="common.read_model_rebuilt.v1"):
+    """A read model was rebuilt: ``events`` replayed, now at ``positions`` per stream."""
+
+    service: str
+    events: int
+    positions: dict[str, int]
+
+
+Reply = CommandAccepted | CommandRejected
+
+ALL: tuple[type[Message], ...] = (
+    CommandAccepted,
+    CommandRejected,
+    Ping,
+    Pong,
+    RebuildReadModel,
+    ReadModelRebuilt,
+)

@@ -1,0 +1,1 @@
+"""AI Studio's services: ``kernel`` (shared infrastructure) and one package per context."""

@@ -1,0 +1,109 @@
+"""NATS wiring: connecting, sending commands, and command endpoints that always reply.
+
+A faststream handler that raises sends no reply and its caller just times out, so every
+endpoint here catches everything and answers with a ``CommandRejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import msgspec
+from fast_depends.msgspec import MsgSpecSerializer
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from contracts import Message
+from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected, Reply
+from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
+
+log = logging.getLogger(__name__)
+C = TypeVar("C", bound=Message)
+
+_reply_decoder = msgspec.json.Decoder(Reply)
+
+
+class NatsUnavailable(SystemExit):
+    """NATS could not be reached: a message for people, not a traceback."""
+
+
+def make_broker(url: str, name: str) -> NatsBroker:
+    return NatsBroker(
+        url,
+        serializer=MsgSpecSerializer(),
+        logger=None,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+    )
+
+
+async def connect(broker: NatsBroker, url: str, timeout: float = 10.0) -> None:
+    """Connect, or exit with a clear message when no NATS server answers at ``url``."""
+    try:
+        await asyncio.wait_for(broker.connect(), timeout)
+    except (TimeoutError, OSError) as exc:
+        raise NatsUnavailable(
+            f"Cannot reach NATS at {url} ({type(exc).__name__}). Start it with `studio up`, "
+            "or point STUDIO_NATS_URL at a running server."
+        ) from None
+
+
+async def request(
+    broker: NatsBroker,
+    subject: str,
+    command: Message,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """Send a command; a missing or silent service becomes an UNAVAILABLE rejection."""
+    try:
+        msg = await broker.connection.request(
+            subject, msgspec.json.encode(command), timeout=timeout, headers=dict(headers or {})
+        )
+    except NoRespondersError:
+        return CommandRejected(code=UNAVAILABLE, message=f"no service is listening on {subject}")
+    except (NatsTimeoutError, TimeoutError):
+        return CommandRejected(
+            code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
+        )
+    return _reply_decoder.decode(msg.data)
+
+
+def command_endpoint(
+    service: str,
+    command_type: type[C],
+    handle: Callable[[C, Mapping[str, str]], Awaitable[Reply]],
+) -> Callable[[NatsMessage], Awaitable[bytes]]:
+    """Wrap a command handler: decode, delegate, always reply, count."""
+    decoder = msgspec.json.Decoder(command_type)
+    name = command_type.__name__
+
+    async def endpoint(msg: NatsMessage) -> bytes:
+        started = time.perf_counter()
+        reply: Reply
+        try:
+            command = decoder.decode(msg.body)
+        except msgspec.ValidationError as exc:
+            reply = CommandRejected(code=VALIDATION_ERROR, message=str(exc))
+        else:
+            try:
+                reply = await handle(command, msg.headers or {})
+            except Exception:
+                log.exception("%s failed", name)
+                reply = CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
+        outcome = reply.code if isinstance(reply, CommandRejected) else "accepted"
+        COMMANDS.labels(service, name, outcome).inc()
+        COMMAND_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+        return msgspec.json.encode(reply)
+
+    endpoint.__name__ = f"handle_{name}"
+    return endpoint

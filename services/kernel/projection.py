@@ -1,0 +1,202 @@
+"""Projection runner: folds a stream's events into a SQLite read model.
+
+Each projector reads from its own durable pull consumer and records the stream position it has
+applied in the same transaction as the update, so a redelivered event is applied once. The
+SQLite position is the truth: at start the consumer is realigned to it, which is also how a
+deleted read model rebuilds itself by replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api
+from nats.js.errors import NotFoundError
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlmodel import Field, SQLModel, select
+
+from services.kernel.eventstore import StoredEvent
+from services.kernel.sqlite import session
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionPosition(SQLModel, table=True):
+    __tablename__ = "projection_position"
+    projector: str = Field(primary_key=True)
+    stream: str
+    position: int = 0
+    events: int = 0
+
+
+class Projector(Protocol):
+    """Folds one stream's events into tables of its own."""
+
+    name: str
+    stream: str
+    filter_subject: str
+    #: The tables this projector owns: dropped and recreated on rebuild.
+    metadata: MetaData
+
+    def decode(self, data: bytes) -> Any: ...
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None: ...
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        nc: NATS,
+        engine: AsyncEngine,
+        projectors: Sequence[Projector],
+        *,
+        consumer_prefix: str,
+        batch: int = 256,
+    ) -> None:
+        self._js = nc.jetstream()
+        self._engine = engine
+        self._projectors = list(projectors)
+        self._prefix = _safe(consumer_prefix)
+        self._batch = batch
+        self._positions: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.run_sync(ProjectionPosition.metadata.create_all)
+            for p in self._projectors:
+                await conn.run_sync(p.metadata.create_all)
+        for p in self._projectors:
+            self._positions[p.name] = await self._stored_position(p)
+            self._tasks.append(asyncio.create_task(self._run(p), name=f"projection:{p.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def position(self, stream: str) -> int:
+        """How far every projector of ``stream`` has applied it."""
+        mine = [self._positions.get(p.name, 0) for p in self._projectors if p.stream == stream]
+        return min(mine, default=0)
+
+    async def wait_for(self, stream: str, sequence: int, timeout: float) -> bool:
+        """Wait until the read model has applied ``stream`` up to ``sequence``."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.position(stream) >= sequence), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Wait until every stream is applied up to its last sequence now."""
+        for p in self._projectors:
+            info = await self._js.stream_info(p.stream)
+            if not await self.wait_for(p.stream, info.state.last_seq, timeout):
+                return False
+        return True
+
+    async def rebuild(self, timeout: float = 300.0) -> tuple[int, dict[str, int]]:
+        """Drop every table, replay every stream from the start; returns (events, positions)."""
+        await self.stop()
+        async with self._engine.begin() as conn:
+            for p in self._projectors:
+                await conn.run_sync(p.metadata.drop_all)
+                await conn.run_sync(p.metadata.create_all)
+            await conn.execute(ProjectionPosition.__table__.delete())  # type: ignore[attr-defined]
+        self._positions.clear()
+        await self.start()
+        if not await self.caught_up(timeout):
+            raise TimeoutError("the rebuild did not catch up in time")
+        async with session(self._engine) as db:
+            rows = (await db.exec(select(ProjectionPosition))).all()
+        return sum(r.events for r in rows), {r.stream: r.position for r in rows}
+
+    async def _stored_position(self, p: Projector) -> int:
+        async with session(self._engine) as db:
+            row = await db.get(ProjectionPosition, p.name)
+        return row.position if row else 0
+
+    def _durable(self, p: Projector) -> str:
+        return f"{self._prefix}-{_safe(p.name)}"
+
+    async def _subscribe(self, p: Projector) -> Any:
+        """(Re)create the durable consumer so that it delivers from the stored position on."""
+        durable = self._durable(p)
+        position = await self._stored_position(p)
+        try:
+            info = await self._js.consumer_info(p.stream, durable)
+            aligned = info.ack_floor is not None and info.ack_floor.stream_seq == position
+            if not aligned or info.num_ack_pending:
+                await self._js.delete_consumer(p.stream, durable)
+                raise NotFoundError
+        except NotFoundError:
+            await self._js.add_consumer(
+                p.stream,
+                api.ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=p.filter_subject,
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=position + 1,
+                    ack_policy=api.AckPolicy.ALL,
+                    ack_wait=60.0,
+                    inactive_threshold=7 * 24 * 3600.0,
+                ),
+            )
+        return await self._js.pull_subscribe_bind(durable=durable, stream=p.stream)
+
+    async def _run(self, p: Projector) -> None:
+        while True:
+            try:
+                sub = await self._subscribe(p)
+                while True:
+                    try:
+                        msgs = await sub.fetch(self._batch, timeout=2.0)
+                    except (NatsTimeoutError, TimeoutError):
+                        continue
+                    await self._apply(p, msgs)
+                    await msgs[-1].ack()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Order matters more than speed: start again from the stored position.
+                log.exception("projection %s failed; restarting from its stored position", p.name)
+                await asyncio.sleep(1.0)
+
+    async def _apply(self, p: Projector, msgs: list[Msg]) -> None:
+        async with session(self._engine) as db:
+            row = await db.get(ProjectionPosition, p.name) or ProjectionPosition(
+                projector=p.name, stream=p.stream
+            )
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq <= row.position:
+                    continue  # redelivered: already applied
+                stored = StoredEvent(seq, msg.subject, p.decode(msg.data), msg.headers or {})
+                await p.apply(db, stored)
+                row.position, row.events = seq, row.events + 1
+            db.add(row)
+            await db.commit()
+            position = row.position
+        async with self._changed:
+            self._positions[p.name] = position
+            self._changed.notify_all()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

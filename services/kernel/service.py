@@ -1,0 +1,100 @@
+"""The runtime every service process shares: connect, wire, answer health, serve metrics, stop.
+
+One composition root per service calls ``run(name, wire)``; ``wire`` registers the service's
+subscribers on the connected broker and returns its projection runner, if it has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import msgspec
+from faststream.nats import NatsBroker
+from prometheus_client import start_http_server
+
+from contracts import common
+from services.kernel.bus import NatsUnavailable, connect, make_broker
+from services.kernel.projection import ProjectionRunner
+from services.kernel.settings import Settings
+from services.kernel.telemetry import setup_logging
+
+log = logging.getLogger(__name__)
+
+Wire = Callable[[NatsBroker, Settings], Awaitable[ProjectionRunner | None]]
+
+
+def serve_metrics(settings: Settings) -> str | None:
+    """Expose ``/metrics`` on the configured port (0: a free one); returns its URL."""
+    if settings.metrics_port < 0:
+        return None
+    server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    return f"http://{settings.metrics_host}:{server.server_port}/metrics"
+
+
+def answer_health(
+    broker: NatsBroker, service: str, settings: Settings, metrics_url: str | None
+) -> None:
+    pong = msgspec.json.encode(
+        common.Pong(
+            service=service,
+            instance=settings.instance,
+            started_at=datetime.now(UTC).isoformat(),
+            metrics_url=metrics_url,
+        )
+    )
+
+    @broker.subscriber(common.health_subject(service))
+    async def ping() -> bytes:
+        return pong
+
+
+def answer_rebuild(broker: NatsBroker, service: str, runner: ProjectionRunner) -> None:
+    @broker.subscriber(common.rebuild_subject(service))
+    async def rebuild() -> bytes:
+        try:
+            events, positions = await runner.rebuild()
+        except Exception as exc:
+            log.exception("rebuild failed")
+            return msgspec.json.encode(
+                common.CommandRejected(code=common.INTERNAL, message=f"rebuild failed: {exc}")
+            )
+        log.info("read model rebuilt from %d events", events)
+        return msgspec.json.encode(
+            common.ReadModelRebuilt(service=service, events=events, positions=positions)
+        )
+
+
+async def _serve(service: str, wire: Wire) -> None:
+    settings = Settings.from_env()
+    broker = make_broker(settings.nats_url, name=f"{service}@{settings.instance}")
+    await connect(broker, settings.nats_url)
+    runner = await wire(broker, settings)
+    answer_health(broker, service, settings, serve_metrics(settings))
+    if runner is not None:
+        answer_rebuild(broker, service, runner)
+        await runner.start()
+    await broker.start()
+    log.info("%s is running (NATS %s)", service, settings.nats_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s is stopping", service)
+    if runner is not None:
+        await runner.stop()
+    await broker.stop()
+
+
+def run(service: str, wire: Wire) -> None:
+    """Run one service process until SIGINT or SIGTERM."""
+    setup_logging(service)
+    try:
+        asyncio.run(_serve(service, wire))
+    except NatsUnavailable as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None

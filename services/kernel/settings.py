@@ -1,0 +1,64 @@
+"""One settings object, read from ``STUDIO_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    value = _float(name, default)
+    if value != int(value):
+        raise SystemExit(f"{name} must be a whole number, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where the studio finds NATS and its workspace, and how patient it is."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    workspace: Path = Path("workspace")
+    #: Replicas of each event stream: 1 on one machine, 3 on a 3-node NATS cluster.
+    stream_replicas: int = 1
+    #: How long the gateway waits for a service's reply before answering 503.
+    request_timeout: float = 5.0
+    #: How long the gateway waits for its read model to show a command's result.
+    read_your_writes_timeout: float = 5.0
+    #: Names this process among several instances of one service (durable consumer names).
+    instance: str = field(default_factory=socket.gethostname)
+    #: Port of a service's Prometheus endpoint; 0 picks a free one, -1 turns it off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            nats_url=env.get("STUDIO_NATS_URL") or cls.nats_url,
+            workspace=Path(env.get("STUDIO_WORKSPACE") or "workspace").resolve(),
+            stream_replicas=_int("STUDIO_STREAM_REPLICAS", 1),
+            request_timeout=_float("STUDIO_REQUEST_TIMEOUT", 5.0),
+            read_your_writes_timeout=_float("STUDIO_READ_YOUR_WRITES_TIMEOUT", 5.0),
+            instance=env.get("STUDIO_INSTANCE") or socket.gethostname(),
+            metrics_port=_int("STUDIO_METRICS_PORT", 0),
+            metrics_host=env.get("STUDIO_METRICS_HOST") or "127.0.0.1",
+        )
+
+    def data_dir(self, service: str) -> Path:
+        """The folder a service keeps its read model and files in, created on first use."""
+        path = self.workspace / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,3 @@
+from services.projects.app import main
+
+main()

@@ -1,0 +1,48 @@
+"""Composition root of the projects service: the event store, the repository, the endpoints."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from faststream.nats import NatsBroker
+
+from contracts import projects as c
+from services.kernel.bus import command_endpoint
+from services.kernel.eventstore import EventStore
+from services.kernel.projection import ProjectionRunner
+from services.kernel.repository import Repository
+from services.kernel.service import run
+from services.kernel.settings import Settings
+from services.kernel.streams import StreamSpec, ensure_stream
+from services.projects import domain
+from services.projects.handlers import handle
+
+SERVICE = "projects"
+STREAM = StreamSpec(c.STREAM, (c.EVENTS,))
+COMMANDS: tuple[tuple[str, type[c.Command]], ...] = (
+    (c.Subjects.CREATE, c.CreateProject),
+    (c.Subjects.UPDATE, c.UpdateProject),
+    (c.Subjects.ARCHIVE, c.ArchiveProject),
+    (c.Subjects.RESTORE, c.RestoreProject),
+)
+
+
+async def wire(broker: NatsBroker, settings: Settings) -> ProjectionRunner | None:
+    await ensure_stream(broker.connection.jetstream(), STREAM, settings.stream_replicas)
+    store: EventStore[c.Event] = EventStore(
+        broker.connection, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+    )
+    projects = Repository(store, domain.evolve, None)
+    handler = partial(handle, projects=projects)
+    for subject, command_type in COMMANDS:
+        endpoint = command_endpoint(SERVICE, command_type, handler)
+        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+    return None
+
+
+def main() -> None:
+    run(SERVICE, wire)
+
+
+if __name__ == "__main__":
+    main()
