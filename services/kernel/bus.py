@@ -35,7 +35,7 @@ class NatsUnavailable(SystemExit):
 
 def make_broker(url: str, name: str) -> NatsBroker:
     return NatsBroker(
-        url,
+        [u.strip() for u in url.split(",") if u.strip()],
         serializer=MsgSpecSerializer(),
         logger=None,
         name=name,
@@ -107,3 +107,12 @@ def command_endpoint(
 
     endpoint.__name__ = f"handle_{name}"
     return endpoint
+
+
+async def check_nats(url: str, timeout: float = 5.0) -> None:
+    """Fail fast, with a message for people, when NATS is not there."""
+    broker = make_broker(url, name="studio-check")
+    try:
+        await connect(broker, url, timeout)
+    finally:
+        await broker.stop()

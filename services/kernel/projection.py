@@ -19,8 +19,9 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel import Field, SQLModel, select
 
 from services.kernel.eventstore import StoredEvent
@@ -44,7 +45,7 @@ class Projector(Protocol):
     stream: str
     filter_subject: str
     #: The tables this projector owns: dropped and recreated on rebuild.
-    metadata: MetaData
+    tables: Sequence[Table]
 
     def decode(self, data: bytes) -> Any: ...
 
@@ -72,9 +73,9 @@ class ProjectionRunner:
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
-            await conn.run_sync(ProjectionPosition.metadata.create_all)
+            await conn.run_sync(_create, [_table(ProjectionPosition)])
             for p in self._projectors:
-                await conn.run_sync(p.metadata.create_all)
+                await conn.run_sync(_create, p.tables)
         for p in self._projectors:
             self._positions[p.name] = await self._stored_position(p)
             self._tasks.append(asyncio.create_task(self._run(p), name=f"projection:{p.name}"))
@@ -116,9 +117,9 @@ class ProjectionRunner:
         await self.stop()
         async with self._engine.begin() as conn:
             for p in self._projectors:
-                await conn.run_sync(p.metadata.drop_all)
-                await conn.run_sync(p.metadata.create_all)
-            await conn.execute(ProjectionPosition.__table__.delete())  # type: ignore[attr-defined]
+                await conn.run_sync(_drop, p.tables)
+                await conn.run_sync(_create, p.tables)
+            await conn.execute(_table(ProjectionPosition).delete())
         self._positions.clear()
         await self.start()
         if not await self.caught_up(timeout):
@@ -169,6 +170,8 @@ class ProjectionRunner:
                         msgs = await sub.fetch(self._batch, timeout=2.0)
                     except (NatsTimeoutError, TimeoutError):
                         continue
+                    if not msgs:
+                        continue
                     await self._apply(p, msgs)
                     await msgs[-1].ack()
             except asyncio.CancelledError:
@@ -196,6 +199,18 @@ class ProjectionRunner:
         async with self._changed:
             self._positions[p.name] = position
             self._changed.notify_all()
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+def _create(conn: Any, tables: Sequence[Table]) -> None:
+    SQLModel.metadata.create_all(conn, tables=list(tables))
+
+
+def _drop(conn: Any, tables: Sequence[Table]) -> None:
+    SQLModel.metadata.drop_all(conn, tables=list(tables))
 
 
 def _safe(name: str) -> str:

@@ -1,0 +1,37 @@
+"""``python -m services.gateway``: serve the gateway with uvicorn (``STUDIO_HOST``/``STUDIO_PORT``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import uvicorn
+
+from services.gateway.app import create_app
+from services.kernel.bus import NatsUnavailable, check_nats
+from services.kernel.settings import Settings
+from services.kernel.telemetry import setup_logging
+
+
+def main() -> None:
+    setup_logging("gateway")
+    settings = Settings.from_env()
+    try:
+        asyncio.run(check_nats(settings.nats_url))
+    except NatsUnavailable as exc:
+        logging.getLogger("gateway").error("%s", exc)
+        raise SystemExit(2) from None
+    uvicorn.run(
+        create_app(settings),
+        host=os.environ.get("STUDIO_HOST", "127.0.0.1"),
+        port=int(os.environ.get("STUDIO_PORT", "8000")),
+        log_level=os.environ.get("STUDIO_LOG_LEVEL", "info").lower(),
+        access_log=False,
+        # Open SSE streams would otherwise hold a shutdown forever.
+        timeout_graceful_shutdown=3,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""REST for projects: list, get, create, update, archive, restore, and the event stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from contracts import common, new_id
+from contracts import projects as c
+from contracts.common import CommandAccepted
+from services.gateway.api.idempotent import idempotent
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.idempotency import derived_id
+from services.gateway.readmodel import ProjectRow
+from services.gateway.streams import last_event_id, sse_response
+from services.kernel.eventstore import check_id
+from services.kernel.sqlite import session
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+#: Until sign-in lands every request acts as this user.
+ACTOR = "anonymous"
+
+Sort = Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"]
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=c.NAME_MAX)
+    description: str = Field("", max_length=c.DESCRIPTION_MAX)
+    task_type: Literal["classification", "detection"] = "classification"
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=c.NAME_MAX)
+    description: str | None = Field(None, max_length=c.DESCRIPTION_MAX)
+
+    @model_validator(mode="after")
+    def _something(self) -> ProjectUpdate:
+        if self.name is None and self.description is None:
+            raise ValueError("give a name, a description or both")
+        return self
+
+
+@router.get("")
+async def list_projects(
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Literal["active", "archived", "all"] = "active",
+    q: Annotated[str | None, Query(max_length=c.NAME_MAX)] = None,
+    task_type: Literal["classification", "detection"] | None = None,
+    sort: Sort = "-created_at",
+) -> Response:
+    """List projects, newest first, filtered by status, task type and name."""
+    query = select(ProjectRow)
+    if status != "all":
+        query = query.where(col(ProjectRow.archived) == (status == "archived"))
+    if task_type:
+        query = query.where(col(ProjectRow.task_type) == task_type)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(col(ProjectRow.name).ilike(f"%{escaped}%", escape="\\"))
+    total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
+    column = col(getattr(ProjectRow, sort.lstrip("-")))
+    order = column.desc() if sort.startswith("-") else column.asc()
+    rows = (await db.exec(query.order_by(order, col(ProjectRow.id)).offset(offset).limit(limit))).all()
+    return ok({"items": [r.public() for r in rows], "total": total, "limit": limit, "offset": offset})
+
+
+@router.post("", status_code=201)
+async def create_project(body: ProjectCreate, request: Request, gateway: GatewayDep) -> Response:
+    """Create a project; send an ``Idempotency-Key`` to make retries safe."""
+    key = request.headers.get("idempotency-key")
+
+    async def run() -> Response:
+        project_id = derived_id(ACTOR, key, "project") if key else new_id()
+        command = c.CreateProject(
+            project_id=project_id,
+            name=body.name,
+            description=body.description,
+            task_type=body.task_type,
+            message_id=derived_id(ACTOR, key, "create_project") if key else new_id(),
+            correlation_id=REQUEST_ID.get(),
+            actor=ACTOR,
+        )
+        accepted = await gateway.send(c.Subjects.CREATE, command, request)
+        return await _answer(gateway, request, accepted, status=201)
+
+    return await idempotent(request, gateway, ACTOR, run)
+
+
+@router.get("/{project_id}")
+async def get_project(
+    project_id: str,
+    db: DbDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One project; its ``ETag`` is its version, to send back as ``If-Match``."""
+    row = await _row(db, project_id)
+    etag = f'"{row.version}"'
+    if if_none_match and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return ok(row.public(), headers={"ETag": etag})
+
+
+@router.patch("/{project_id}")
+async def update_project(
+    project_id: str,
+    body: ProjectUpdate,
+    request: Request,
+    gateway: GatewayDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Rename and/or re-describe; with ``If-Match`` it applies only to that version."""
+    command = c.UpdateProject(
+        project_id=_valid_id(project_id),
+        name=body.name,
+        description=body.description,
+        expected_version=_version(if_match),
+        correlation_id=REQUEST_ID.get(),
+        actor=ACTOR,
+    )
+    accepted = await gateway.send(c.Subjects.UPDATE, command, request)
+    return await _answer(gateway, request, accepted)
+
+
+@router.post("/{project_id}/archive")
+async def archive_project(
+    project_id: str,
+    request: Request,
+    gateway: GatewayDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Archive a project: hidden from the default list, read-only until restored."""
+    command = c.ArchiveProject(
+        project_id=_valid_id(project_id),
+        expected_version=_version(if_match),
+        correlation_id=REQUEST_ID.get(),
+        actor=ACTOR,
+    )
+    return await idempotent(
+        request, gateway, ACTOR, lambda: _run(gateway, request, c.Subjects.ARCHIVE, command)
+    )
+
+
+@router.post("/{project_id}/restore")
+async def restore_project(
+    project_id: str,
+    request: Request,
+    gateway: GatewayDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Bring an archived project back."""
+    command = c.RestoreProject(
+        project_id=_valid_id(project_id),
+        expected_version=_version(if_match),
+        correlation_id=REQUEST_ID.get(),
+        actor=ACTOR,
+    )
+    return await idempotent(
+        request, gateway, ACTOR, lambda: _run(gateway, request, c.Subjects.RESTORE, command)
+    )
+
+
+@router.get("/{project_id}/events", response_class=StreamingResponse)
+async def project_events(
+    project_id: str, request: Request, db: DbDep, gateway: GatewayDep
+) -> Response:
+    """Server-Sent Events: this project's events as they happen; resumes by ``Last-Event-ID``."""
+    await _row(db, project_id)
+    return sse_response(gateway.js, c.event_subject(project_id), last_event_id(request))
+
+
+async def _run(gateway: Gateway, request: Request, subject: str, command: Any) -> Response:
+    return await _answer(gateway, request, await gateway.send(subject, command, request))
+
+
+async def _answer(
+    gateway: Gateway, request: Request, accepted: CommandAccepted, status: int = 200
+) -> Response:
+    """Answer once the read model shows the command's result (read-your-writes)."""
+    project_id = accepted.aggregate_id
+    headers = {"ETag": f'"{accepted.version}"'}
+    if status == 201:
+        headers["Location"] = str(request.url_for("get_project", project_id=project_id))
+    if not await gateway.caught_up(c.STREAM, accepted.sequence):
+        # Stored, but the read model is behind: say so rather than show stale data.
+        data = {"id": project_id, "version": accepted.version, "pending": True}
+        return ok(data, status=202, headers=headers)
+    async with session(gateway.engine) as db:
+        row = await _row(db, project_id)
+    return ok(row.public(), status=status, headers=headers)
+
+
+async def _row(db: Any, project_id: str) -> ProjectRow:
+    row = await db.get(ProjectRow, project_id)
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist")
+    return row  # type: ignore[no-any-return]
+
+
+def _valid_id(project_id: str) -> str:
+    try:
+        return check_id(project_id)
+    except ValueError:
+        raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist") from None
+
+
+def _version(if_match: str | None) -> int | None:
+    """``If-Match: "7"`` → 7; ``*`` or no header → any version."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(
+            common.VALIDATION_ERROR,
+            'If-Match must be a version as given in ETag, e.g. "7"',
+            field="If-Match",
+        )
+    return int(tag)

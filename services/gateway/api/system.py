@@ -1,0 +1,84 @@
+"""``/health`` (NATS, every service, the read model) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from contracts import common
+from contracts import projects as c
+from services.gateway.envelope import REQUEST_ID
+from services.gateway.gateway import SERVICES, Gateway, GatewayDep
+
+router = APIRouter(tags=["system"])
+
+PING_TIMEOUT_S = 2.0
+_pong = msgspec.json.Decoder(common.Pong)
+
+
+async def ping(gateway: Gateway, service: str) -> dict[str, Any]:
+    try:
+        msg = await gateway.broker.connection.request(
+            common.health_subject(service),
+            msgspec.json.encode(common.Ping()),
+            timeout=PING_TIMEOUT_S,
+        )
+    except NoRespondersError:
+        return {"ok": False, "error": "not running"}
+    except (NatsTimeoutError, TimeoutError):
+        return {"ok": False, "error": f"no answer within {PING_TIMEOUT_S:g}s"}
+    pong = _pong.decode(msg.data)
+    return {"ok": True, "instance": pong.instance, "metrics_url": pong.metrics_url}
+
+
+async def read_model(gateway: Gateway) -> dict[str, Any]:
+    info = await gateway.js.stream_info(c.STREAM)
+    position = gateway.runner.position(c.STREAM)
+    return {c.STREAM: {"position": position, "lag": max(0, info.state.last_seq - position)}}
+
+
+@router.get("/health")
+async def health(gateway: GatewayDep) -> Response:
+    """200 when NATS and every service answer, else 503 with what is wrong."""
+    connected = gateway.broker.connection.is_connected
+    services: dict[str, Any] = {"gateway": {"ok": True, "instance": gateway.settings.instance}}
+    model: dict[str, Any] = {}
+    if connected:
+        answers = await asyncio.gather(*(ping(gateway, s) for s in SERVICES))
+        services |= dict(zip(SERVICES, answers, strict=True))
+        model = await read_model(gateway)
+    else:
+        services |= {s: {"ok": False, "error": "NATS is unreachable"} for s in SERVICES}
+    healthy = connected and all(s["ok"] for s in services.values())
+    data = {
+        "nats": {"ok": connected, "server": _server(gateway)},
+        "services": services,
+        "read_model": model,
+    }
+    if healthy:
+        return JSONResponse({"status": "ok", "data": data})
+    down = [name for name, s in services.items() if not s["ok"]] or ["nats"]
+    body = {
+        "status": "error",
+        "error": {"code": common.UNAVAILABLE, "message": f"unavailable: {', '.join(down)}"},
+        "data": data,
+        "request_id": REQUEST_ID.get(),
+    }
+    return JSONResponse(body, status_code=503)
+
+
+def _server(gateway: Gateway) -> str | None:
+    url = gateway.broker.connection.connected_url
+    return url.netloc if url else None
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

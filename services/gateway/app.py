@@ -1,0 +1,109 @@
+"""Composition root of the gateway: NATS, the read model and its projection, the routers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contracts import projects as c
+from services.gateway import envelope
+from services.gateway.api import projects, system
+from services.gateway.gateway import Gateway
+from services.gateway.idempotency import Idempotency, open_store
+from services.gateway.readmodel import ProjectsProjector
+from services.kernel.bus import connect, make_broker
+from services.kernel.projection import ProjectionRunner
+from services.kernel.service import answer_health, answer_rebuild
+from services.kernel.settings import Settings
+from services.kernel.sqlite import create_engine
+from services.kernel.streams import StreamSpec, ensure_stream
+
+SERVICE = "gateway"
+READ_MODEL = "readmodel.db"
+
+HTTP_REQUESTS = Counter(
+    "studio_http_requests_total", "HTTP requests.", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram("studio_http_request_seconds", "HTTP request time.", ["method", "route"])
+
+
+class HttpMetrics:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    broker = make_broker(settings.nats_url, name=f"{SERVICE}@{settings.instance}")
+    await connect(broker, settings.nats_url)
+    js = broker.connection.jetstream()
+    # The gateway may start before the projects service: the stream must exist to be read.
+    await ensure_stream(js, StreamSpec(c.STREAM, (c.EVENTS,)), settings.stream_replicas)
+    engine = create_engine(settings.data_dir(SERVICE) / READ_MODEL)
+    runner = ProjectionRunner(
+        broker.connection,
+        engine,
+        [ProjectsProjector()],
+        consumer_prefix=f"{SERVICE}-{settings.instance}",
+    )
+    await runner.start()
+    idempotency = Idempotency(await open_store(js, settings.stream_replicas))
+    app.state.gateway = Gateway(settings, broker, engine, runner, idempotency)
+    answer_health(broker, SERVICE, settings, metrics_url=None)
+    answer_rebuild(broker, SERVICE, runner)
+    await broker.start()
+    try:
+        yield
+    finally:
+        await runner.stop()
+        await broker.stop()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="AI Studio",
+        version="1",
+        summary="Train vision models from a web page or a REST API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings.from_env()
+    envelope.install(app)
+    app.add_middleware(HttpMetrics)
+    for router in (projects.router,):
+        app.include_router(router, prefix="/api/v1")
+        # /api/... is an alias of the current version.
+        app.include_router(router, prefix="/api", include_in_schema=False)
+    app.include_router(system.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,131 @@
+"""The JSON envelope every response uses, the request id, and errors as HTTP answers."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contracts import common
+
+log = logging.getLogger(__name__)
+REQUEST_ID = contextvars.ContextVar("request_id", default="")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+STATUS_OF = {
+    common.VALIDATION_ERROR: 422,
+    common.NOT_FOUND: 404,
+    common.CONFLICT: 409,
+    common.UNAVAILABLE: 503,
+    common.INTERNAL: 500,
+}
+_CODE_OF = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: common.NOT_FOUND,
+    405: "METHOD_NOT_ALLOWED",
+    409: common.CONFLICT,
+    412: "PRECONDITION_FAILED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: common.VALIDATION_ERROR,
+    503: common.UNAVAILABLE,
+}
+
+
+class ApiError(Exception):
+    """An error answered as the envelope; ``code`` is one of the contract's error codes."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None, status: int = 0):
+        super().__init__(message)
+        self.code, self.message, self.field = code, message, field
+        self.status = status or STATUS_OF.get(code, 400)
+
+
+def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"status": "ok", "data": data}, status_code=status, headers=headers)
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        err["field"] = field
+    err.update(extra)
+    return {"status": "error", "error": err, "request_id": REQUEST_ID.get()}
+
+
+def error(
+    status: int, code: str, message: str, field: str | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, field, **extra), status_code=status)
+
+
+class RequestIdMiddleware:
+    """Takes ``X-Request-ID`` (or makes one), keeps it for the request, echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"].append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "")
+
+
+def install(app: FastAPI) -> None:
+    """Every error, expected or not, leaves as the envelope with the request id."""
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"field": "", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        return error(422, common.VALIDATION_ERROR, message, first["field"], details=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODE_OF.get(exc.status_code, "HTTP_ERROR")
+        response = error(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        return error(500, common.INTERNAL, "internal error; the request id is in the logs")

@@ -1,0 +1,72 @@
+"""The gateway's ports in one object: the bus, the read model, idempotency keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import Message
+from contracts.common import CommandAccepted, CommandRejected
+from services.gateway.envelope import REQUEST_ID, ApiError
+from services.gateway.idempotency import Idempotency
+from services.kernel import bus
+from services.kernel.projection import ProjectionRunner
+from services.kernel.settings import Settings
+from services.kernel.sqlite import session
+from services.kernel.telemetry import child_traceparent
+
+#: The services the gateway reports on in /health.
+SERVICES = ("projects",)
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    broker: NatsBroker
+    engine: AsyncEngine
+    runner: ProjectionRunner
+    idempotency: Idempotency
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.connection.jetstream()
+
+    async def send(self, subject: str, command: Message, request: Request) -> CommandAccepted:
+        """Send a command to its service; a refusal becomes an ``ApiError``."""
+        headers = {
+            "traceparent": child_traceparent(request.headers.get("traceparent")),
+            "Studio-Request-Id": REQUEST_ID.get(),
+        }
+        reply = await bus.request(
+            self.broker, subject, command, timeout=self.settings.request_timeout, headers=headers
+        )
+        if isinstance(reply, CommandRejected):
+            raise ApiError(reply.code, reply.message, field=reply.field)
+        return reply
+
+    async def caught_up(self, stream: str, sequence: int) -> bool:
+        """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""
+        return await self.runner.wait_for(
+            stream, sequence, self.settings.read_your_writes_timeout
+        )
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    async with session(get_gateway(request).engine) as db:
+        yield db
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+DbDep = Annotated[AsyncSession, Depends(get_db)]

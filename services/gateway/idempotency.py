@@ -1,0 +1,118 @@
+"""``Idempotency-Key`` on POST: a retried request gets the first one's answer, once.
+
+Keys live in a JetStream KV bucket shared by every gateway instance, for a day. A key is
+claimed atomically (KV ``create``) before the request runs, so two racing retries never both
+run; the loser answers 409 until the first finishes. A key reused for a different request
+answers 422. Creates additionally derive their ids from the key (see ``derived_id``), so even a
+lost KV entry cannot make a second project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext, api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from contracts import common
+from services.gateway.envelope import ApiError
+
+BUCKET = "studio_idempotency"
+TTL_S = 24 * 3600.0
+#: A claim older than this was left by a gateway that died mid-request: it may be taken over.
+STALE_CLAIM_S = 60.0
+_NAMESPACE = uuid.UUID("6f1d8a52-3f2e-4a8e-9a7c-2d1b5e0c9f10")
+
+
+class Record(msgspec.Struct, frozen=True):
+    fingerprint: str
+    claimed_at: float
+    status: int = 0  # 0 while the first request is still running
+    body: Any = None
+    headers: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    fingerprint: str
+    revision: int
+
+
+def derived_id(actor: str, key: str, purpose: str) -> str:
+    """A stable id for what a keyed request creates: the same key gives the same id."""
+    return uuid.uuid5(_NAMESPACE, f"{actor}\n{key}\n{purpose}").hex
+
+
+async def open_store(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(BUCKET)
+    except Exception:
+        return await js.create_key_value(
+            api.KeyValueConfig(bucket=BUCKET, ttl=TTL_S, replicas=replicas, history=1)
+        )
+
+
+class Idempotency:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @staticmethod
+    def validate(key: str) -> str:
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            raise ApiError(
+                common.VALIDATION_ERROR,
+                "Idempotency-Key must be 1 to 255 printable characters",
+                field="Idempotency-Key",
+            )
+        return key
+
+    async def claim(
+        self, actor: str, key: str, request_fingerprint: str
+    ) -> Claim | tuple[int, Any, dict[str, str]]:
+        """Claim ``key``, or return the stored (status, body, headers) of its first request."""
+        kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
+        fresh = msgspec.json.encode(Record(request_fingerprint, time.time()))
+        try:
+            return Claim(kv_key, request_fingerprint, await self._kv.create(kv_key, fresh))
+        except KeyWrongLastSequenceError:
+            pass
+        entry = await self._kv.get(kv_key)
+        record = msgspec.json.decode(entry.value or b"", type=Record)
+        if record.fingerprint != request_fingerprint:
+            raise ApiError(
+                common.VALIDATION_ERROR,
+                "this Idempotency-Key was already used for a different request",
+                field="Idempotency-Key",
+            )
+        if record.status:
+            return record.status, record.body, record.headers
+        if time.time() - record.claimed_at < STALE_CLAIM_S:
+            raise ApiError(
+                common.CONFLICT, "a request with this Idempotency-Key is still being processed"
+            )
+        revision = await self._kv.update(kv_key, fresh, last=entry.revision)
+        return Claim(kv_key, request_fingerprint, revision)
+
+    async def complete(
+        self, claim: Claim, status: int, body: Any, headers: dict[str, str]
+    ) -> None:
+        record = Record(claim.fingerprint, time.time(), status, body, headers)
+        await self._kv.update(claim.key, msgspec.json.encode(record), last=claim.revision)
+
+    async def release(self, claim: Claim) -> None:
+        """Forget a claim whose request failed for a passing reason, so a retry may run."""
+        try:
+            await self._kv.delete(claim.key, last=claim.revision)
+        except (KeyNotFoundError, KeyWrongLastSequenceError):
+            pass
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
