@@ -17,6 +17,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def tag_of(message_type: type[msgspec.Struct]) -> str:
+    """The explicit versioned tag of a contract type, e.g. ``projects.project_created.v1``."""
+    return str(message_type.__struct_config__.tag)
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Who did what, when, and because of what.
 

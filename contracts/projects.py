@@ -80,7 +80,9 @@ class ProjectRenamed(Message, frozen=True, tag="projects.project_renamed.v1"):
     name: str
 
 
-class ProjectDescriptionUpdated(Message, frozen=True, tag="projects.project_description_updated.v1"):
+class ProjectDescriptionUpdated(
+    Message, frozen=True, tag="projects.project_description_updated.v1"
+):
     project_id: str
     description: str
 
@@ -93,7 +95,9 @@ class ProjectRestored(Message, frozen=True, tag="projects.project_restored.v1"):
     project_id: str
 
 
-Event = ProjectCreated | ProjectRenamed | ProjectDescriptionUpdated | ProjectArchived | ProjectRestored
+Event = (
+    ProjectCreated | ProjectRenamed | ProjectDescriptionUpdated | ProjectArchived | ProjectRestored
+)
 
 ALL: tuple[type[Message], ...] = (
     CreateProject,

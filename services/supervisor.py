@@ -1,29 +1,25 @@
 """``studio up``: NATS, then every service, then the gateway, as child processes; stops them in
-reverse order on Ctrl-C and restarts a service that dies.
-
-Children run in their own session so a Ctrl-C reaches only the supervisor, which then stops them
-in order; on Linux each child also gets SIGTERM if the supervisor itself dies.
-"""
+reverse order on Ctrl-C and restarts a service that dies."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen
 from typing import IO
 
 from services.kernel import nats_server
 from services.kernel.bus import check_nats
+from services.kernel.process import spawn, stop_gently
 
 SERVICES = ("projects",)
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
@@ -33,34 +29,20 @@ class StartupError(SystemExit):
     """Why the studio could not start, for people."""
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
+    process: Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
-        )
+        self.process = spawn(self.argv, self.env)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_gently(self.process)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -98,10 +80,9 @@ def wait_healthy(url: str, children: list[Child], timeout: float = 60.0) -> None
         for child in children:
             if child.process and child.process.poll() is not None:
                 raise StartupError(f"{child.name} exited during startup; see its log above")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.2)
     raise StartupError(f"the studio did not become healthy within {timeout:.0f}s; see the logs")
 

@@ -1,4 +1,4 @@
-"""``python -m services.gateway``: serve the gateway with uvicorn (``STUDIO_HOST``/``STUDIO_PORT``)."""
+"""``python -m services.gateway``: serve the gateway (``STUDIO_HOST``, ``STUDIO_PORT``)."""
 
 from __future__ import annotations
 

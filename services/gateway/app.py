@@ -17,7 +17,7 @@ from services.gateway.api import projects, system
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodel import ProjectsProjector
-from services.kernel.bus import connect, make_broker
+from services.kernel.bus import connect, make_broker, stop_broker
 from services.kernel.projection import ProjectionRunner
 from services.kernel.service import answer_health, answer_rebuild
 from services.kernel.settings import Settings
@@ -82,7 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await runner.stop()
-        await broker.stop()
+        await stop_broker(broker)
         await engine.dispose()
 
 

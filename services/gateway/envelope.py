@@ -110,9 +110,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()
-        ]
+        problems = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         first = problems[0] if problems else {"field": "", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         return error(422, common.VALIDATION_ERROR, message, first["field"], details=problems)

@@ -53,9 +53,7 @@ class Gateway:
 
     async def caught_up(self, stream: str, sequence: int) -> bool:
         """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""
-        return await self.runner.wait_for(
-            stream, sequence, self.settings.read_your_writes_timeout
-        )
+        return await self.runner.wait_for(stream, sequence, self.settings.read_your_writes_timeout)
 
 
 def get_gateway(request: Request) -> Gateway:

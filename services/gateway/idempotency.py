@@ -9,6 +9,7 @@ lost KV entry cannot make a second project.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -100,18 +101,14 @@ class Idempotency:
         revision = await self._kv.update(kv_key, fresh, last=entry.revision)
         return Claim(kv_key, request_fingerprint, revision)
 
-    async def complete(
-        self, claim: Claim, status: int, body: Any, headers: dict[str, str]
-    ) -> None:
+    async def complete(self, claim: Claim, status: int, body: Any, headers: dict[str, str]) -> None:
         record = Record(claim.fingerprint, time.time(), status, body, headers)
         await self._kv.update(claim.key, msgspec.json.encode(record), last=claim.revision)
 
     async def release(self, claim: Claim) -> None:
         """Forget a claim whose request failed for a passing reason, so a retry may run."""
-        try:
+        with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
             await self._kv.delete(claim.key, last=claim.revision)
-        except (KeyNotFoundError, KeyWrongLastSequenceError):
-            pass
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 from sqlalchemy import Table
@@ -51,7 +52,7 @@ class ProjectsProjector:
     name = "projects"
     stream = c.STREAM
     filter_subject = c.EVENTS
-    tables: ClassVar[list[Table]] = [ProjectRow.__table__]  # type: ignore[attr-defined]
+    tables: Sequence[Table] = (ProjectRow.__table__,)  # type: ignore[attr-defined]
     _decoder = msgspec.json.Decoder(c.Event)
 
     def decode(self, data: bytes) -> c.Event:

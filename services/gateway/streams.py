@@ -6,7 +6,6 @@ it saw receives exactly what it missed, then live events.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -55,7 +54,7 @@ async def _events(js: JetStreamContext, subject: str, after: int) -> AsyncIterat
         while True:
             try:
                 msg = await sub.next_msg(timeout=KEEPALIVE_S)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 yield b": keepalive\n\n"
                 continue
             tag = (msg.headers or {}).get("Studio-Event-Type", "message")

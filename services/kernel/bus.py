@@ -40,7 +40,7 @@ def make_broker(url: str, name: str) -> NatsBroker:
         logger=None,
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         connect_timeout=2,
     )
 
@@ -54,6 +54,14 @@ async def connect(broker: NatsBroker, url: str, timeout: float = 10.0) -> None:
             f"Cannot reach NATS at {url} ({type(exc).__name__}). Start it with `studio up`, "
             "or point STUDIO_NATS_URL at a running server."
         ) from None
+
+
+async def stop_broker(broker: NatsBroker, timeout: float = 5.0) -> None:
+    """Drain and close; NATS may already be gone, and a shutdown must not hang on it."""
+    try:
+        await asyncio.wait_for(broker.stop(), timeout)
+    except Exception as exc:
+        log.warning("closing the NATS connection: %s", exc or type(exc).__name__)
 
 
 async def request(

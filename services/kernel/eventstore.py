@@ -8,7 +8,6 @@ its last event (0 for none).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from contracts import Message
+from contracts.envelope import tag_of
 
 E = TypeVar("E", bound=Message)
 
@@ -168,7 +168,7 @@ class EventStore(Generic[E]):
                 msg = await sub.next_msg(timeout=5.0)
                 seq = msg.metadata.sequence.stream
                 out.append(StoredEvent(seq, subject, self.decode(msg.data), msg.headers or {}))
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TimeoutError(f"loading {subject} stalled at {len(out)} events") from exc
         finally:
             await sub.unsubscribe()
@@ -180,7 +180,7 @@ def _headers(
 ) -> dict[str, str]:
     h = {
         H_MSG_ID: event.message_id,
-        H_EVENT_TYPE: type(event).__struct_config__.tag or type(event).__name__,  # type: ignore[attr-defined]
+        H_EVENT_TYPE: tag_of(type(event)),
         H_CORRELATION: event.correlation_id,
         "Content-Type": "application/json",
     }

@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.kernel.process import spawn, stop_gently
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -57,13 +59,7 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: nats-server flushes and exits cleanly
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_gently(self.process, timeout)  # SIGTERM: nats-server flushes and exits cleanly
 
     def kill(self) -> None:
         self.process.kill()
@@ -79,9 +75,7 @@ def start(data_dir: Path, port: int = 0, *, ready_timeout: float = 20.0) -> Embe
     conf.write_text(config_text((data_dir / "jetstream").resolve(), port, monitor_port))
     log_path = data_dir / "nats-server.log"
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = spawn([binary(), "-c", str(conf)], output=log)
     server = EmbeddedNats(proc, port, monitor_port, log_path)
     deadline = time.monotonic() + ready_timeout
     url = f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true"

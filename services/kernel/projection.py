@@ -21,8 +21,8 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
@@ -163,23 +163,31 @@ class ProjectionRunner:
 
     async def _run(self, p: Projector) -> None:
         while True:
+            sub = None
             try:
                 sub = await self._subscribe(p)
-                while True:
-                    try:
-                        msgs = await sub.fetch(self._batch, timeout=2.0)
-                    except (NatsTimeoutError, TimeoutError):
-                        continue
-                    if not msgs:
-                        continue
-                    await self._apply(p, msgs)
-                    await msgs[-1].ack()
+                await self._consume(p, sub)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Order matters more than speed: start again from the stored position.
                 log.exception("projection %s failed; restarting from its stored position", p.name)
                 await asyncio.sleep(1.0)
+            finally:
+                if sub is not None:
+                    # A pull subscription left behind would hold the connection's drain.
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+
+    async def _consume(self, p: Projector, sub: Any) -> None:
+        while True:
+            try:
+                msgs = await sub.fetch(self._batch, timeout=2.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            if msgs:
+                await self._apply(p, msgs)
+                await msgs[-1].ack()
 
     async def _apply(self, p: Projector, msgs: list[Msg]) -> None:
         async with session(self._engine) as db:
@@ -202,7 +210,7 @@ class ProjectionRunner:
 
 
 def _table(model: type[SQLModel]) -> Table:
-    return model.__table__  # type: ignore[attr-defined,no-any-return]
+    return model.__table__  # type: ignore[attr-defined]
 
 
 def _create(conn: Any, tables: Sequence[Table]) -> None:

@@ -17,7 +17,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import start_http_server
 
 from contracts import common
-from services.kernel.bus import NatsUnavailable, connect, make_broker
+from services.kernel.bus import NatsUnavailable, connect, make_broker, stop_broker
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.telemetry import setup_logging
@@ -87,7 +87,7 @@ async def _serve(service: str, wire: Wire) -> None:
     log.info("%s is stopping", service)
     if runner is not None:
         await runner.stop()
-    await broker.stop()
+    await stop_broker(broker)
 
 
 def run(service: str, wire: Wire) -> None:

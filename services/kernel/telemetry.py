@@ -24,7 +24,7 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
 def child_traceparent(parent: str | None) -> str:
-    """A W3C ``traceparent`` for a new span: in ``parent``'s trace if it is valid, else a new one."""
+    """A W3C ``traceparent`` for a new span: in ``parent``'s trace if valid, else a new trace."""
     match = _TRACEPARENT.match(parent or "")
     if match and match.group(1) != "0" * 32:
         return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"

@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import projects as c
@@ -71,8 +72,12 @@ async def list_projects(
     total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
     column = col(getattr(ProjectRow, sort.lstrip("-")))
     order = column.desc() if sort.startswith("-") else column.asc()
-    rows = (await db.exec(query.order_by(order, col(ProjectRow.id)).offset(offset).limit(limit))).all()
-    return ok({"items": [r.public() for r in rows], "total": total, "limit": limit, "offset": offset})
+    rows = (
+        await db.exec(query.order_by(order, col(ProjectRow.id)).offset(offset).limit(limit))
+    ).all()
+    return ok(
+        {"items": [r.public() for r in rows], "total": total, "limit": limit, "offset": offset}
+    )
 
 
 @router.post("", status_code=201)
@@ -200,11 +205,11 @@ async def _answer(
     return ok(row.public(), status=status, headers=headers)
 
 
-async def _row(db: Any, project_id: str) -> ProjectRow:
+async def _row(db: AsyncSession, project_id: str) -> ProjectRow:
     row = await db.get(ProjectRow, project_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 def _valid_id(project_id: str) -> str:
