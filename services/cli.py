@@ -111,3 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     except supervisor.StartupError as exc:
         print(f"studio: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

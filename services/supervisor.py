@@ -20,6 +20,7 @@ from typing import IO
 from services.kernel import nats_server
 from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
+from services.kernel.settings import Settings
 
 SERVICES = ("projects",)
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
@@ -74,15 +75,20 @@ def lock_workspace(workspace: Path) -> IO[str]:
     return handle
 
 
-def wait_healthy(url: str, children: list[Child], timeout: float = 60.0) -> None:
+def wait_healthy(
+    url: str, children: list[Child], stopping: list[int], timeout: float = 60.0
+) -> bool:
+    """True once the gateway reports every part healthy; False if asked to stop first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopping:
+            return False
         for child in children:
             if child.process and child.process.poll() is not None:
                 raise StartupError(f"{child.name} exited during startup; see its log above")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as r:
             if r.status == 200:
-                return
+                return True
         time.sleep(0.2)
     raise StartupError(f"the studio did not become healthy within {timeout:.0f}s; see the logs")
 
@@ -101,13 +107,16 @@ def banner(url: str, workspace: Path) -> str:
 
 
 def up(host: str, port: int, workspace: Path) -> int:
+    stopping: list[int] = []
+    signal.signal(signal.SIGINT, lambda sig, _frame: stopping.append(sig))
+    signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
     workspace = workspace.resolve()
     check_port_free(host, port)
     lock = lock_workspace(workspace)
     nats_url = os.environ.get("STUDIO_NATS_URL")
     embedded = None
     if nats_url:
-        asyncio.run(check_nats(nats_url))
+        asyncio.run(check_nats(nats_url, Settings.from_env().connect_timeout))
     else:
         try:
             embedded = nats_server.start(workspace / "nats")
@@ -123,13 +132,11 @@ def up(host: str, port: int, workspace: Path) -> int:
     gateway_env = env | {"STUDIO_HOST": host, "STUDIO_PORT": str(port)}
     children.append(Child("gateway", [sys.executable, "-m", "services.gateway"], gateway_env))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    stopping: list[int] = []
-    signal.signal(signal.SIGINT, lambda sig, _frame: stopping.append(sig))
-    signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
     try:
         for child in children:
             child.start()
-        wait_healthy(url, children)
+        if not wait_healthy(url, children, stopping):
+            return 0
         (workspace / "run" / "studio.json").write_text(
             json.dumps({"pid": os.getpid(), "url": url, "nats_url": nats_url})
         )

@@ -18,7 +18,7 @@ def main() -> None:
     setup_logging("gateway")
     settings = Settings.from_env()
     try:
-        asyncio.run(check_nats(settings.nats_url))
+        asyncio.run(check_nats(settings.nats_url, settings.connect_timeout))
     except NatsUnavailable as exc:
         logging.getLogger("gateway").error("%s", exc)
         raise SystemExit(2) from None

@@ -61,7 +61,7 @@ class HttpMetrics:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     broker = make_broker(settings.nats_url, name=f"{SERVICE}@{settings.instance}")
-    await connect(broker, settings.nats_url)
+    await connect(broker, settings.nats_url, settings.connect_timeout)
     js = broker.connection.jetstream()
     # The gateway may start before the projects service: the stream must exist to be read.
     await ensure_stream(js, StreamSpec(c.STREAM, (c.EVENTS,)), settings.stream_replicas)

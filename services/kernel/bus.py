@@ -45,7 +45,7 @@ def make_broker(url: str, name: str) -> NatsBroker:
     )
 
 
-async def connect(broker: NatsBroker, url: str, timeout: float = 10.0) -> None:
+async def connect(broker: NatsBroker, url: str, timeout: float) -> None:
     """Connect, or exit with a clear message when no NATS server answers at ``url``."""
     try:
         await asyncio.wait_for(broker.connect(), timeout)
@@ -117,7 +117,7 @@ def command_endpoint(
     return endpoint
 
 
-async def check_nats(url: str, timeout: float = 5.0) -> None:
+async def check_nats(url: str, timeout: float) -> None:
     """Fail fast, with a message for people, when NATS is not there."""
     broker = make_broker(url, name="studio-check")
     try:

@@ -71,7 +71,7 @@ def answer_rebuild(broker: NatsBroker, service: str, runner: ProjectionRunner) -
 async def _serve(service: str, wire: Wire) -> None:
     settings = Settings.from_env()
     broker = make_broker(settings.nats_url, name=f"{service}@{settings.instance}")
-    await connect(broker, settings.nats_url)
+    await connect(broker, settings.nats_url, settings.connect_timeout)
     runner = await wire(broker, settings)
     answer_health(broker, service, settings, serve_metrics(settings))
     if runner is not None:

@@ -33,6 +33,8 @@ class Settings:
     workspace: Path = Path("workspace")
     #: Replicas of each event stream: 1 on one machine, 3 on a 3-node NATS cluster.
     stream_replicas: int = 1
+    #: How long a process waits for NATS at start before it gives up with a message.
+    connect_timeout: float = 10.0
     #: How long the gateway waits for a service's reply before answering 503.
     request_timeout: float = 5.0
     #: How long the gateway waits for its read model to show a command's result.
@@ -50,6 +52,7 @@ class Settings:
             nats_url=env.get("STUDIO_NATS_URL") or cls.nats_url,
             workspace=Path(env.get("STUDIO_WORKSPACE") or "workspace").resolve(),
             stream_replicas=_int("STUDIO_STREAM_REPLICAS", 1),
+            connect_timeout=_float("STUDIO_NATS_CONNECT_TIMEOUT", 10.0),
             request_timeout=_float("STUDIO_REQUEST_TIMEOUT", 5.0),
             read_your_writes_timeout=_float("STUDIO_READ_YOUR_WRITES_TIMEOUT", 5.0),
             instance=env.get("STUDIO_INSTANCE") or socket.gethostname(),

@@ -1,0 +1,173 @@
+"""Tests of what ``contracts.snapshot`` counts as breaking, so the snapshot test can fail.
+
+Each test compares the schemas of two throwaway Structs: the contract as it was, as it is now.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from contracts import snapshot
+
+
+class Inner(msgspec.Struct, frozen=True):
+    size: int
+
+
+class InnerGrown(msgspec.Struct, frozen=True):
+    size: int
+    unit: str = "px"
+
+
+class InnerRetyped(msgspec.Struct, frozen=True):
+    size: str
+
+
+class Thing(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+    name: str
+    count: int = 0
+    description: str = ""
+    inner: Inner | None = None
+
+
+def changes(new: type[msgspec.Struct], old: type[msgspec.Struct] = Thing) -> list[str]:
+    return snapshot.breaking_changes(msgspec.json.schema(old), msgspec.json.schema(new))
+
+
+def test_the_same_contract_has_no_breaking_change() -> None:
+    assert changes(Thing) == []
+
+
+def test_a_removed_field_is_breaking() -> None:
+    class Now(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+        description: str = ""
+        inner: Inner | None = None
+
+    assert changes(Now) == ["removed property 'count'"]
+
+
+def test_a_retyped_field_is_breaking() -> None:
+    class Now(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+        count: str = "0"
+        description: int = 0  # a field named like a schema annotation is still compared
+        inner: Inner | None = None
+
+    found = changes(Now)
+    assert [c.split(":")[0] for c in found] == [
+        "property 'count' changed type",
+        "property 'count' default changed",
+        "property 'description' changed type",
+        "property 'description' default changed",
+    ]
+
+
+def test_a_changed_default_is_breaking() -> None:
+    class Now(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+        count: int = 1  # older payloads without it would now replay as 1
+        description: str = ""
+        inner: Inner | None = None
+
+    assert changes(Now) == ["property 'count' default changed: 0 -> 1"]
+
+
+def test_a_narrowed_union_is_breaking_and_a_widened_one_is_not() -> None:
+    class Widened(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str | None
+        count: int | None = 0
+        description: str = ""
+        inner: Inner | None = None
+
+    assert changes(Widened) == []
+    assert changes(Thing, old=Widened) == [
+        'property \'name\' changed type: {"anyOf":[{"type":"string"},{"type":"null"}]} -> '
+        '{"type":"string"}',
+        'property \'count\' changed type: {"anyOf":[{"type":"integer"},{"type":"null"}]} -> '
+        '{"type":"integer"}',
+    ]
+
+
+def test_a_new_required_field_is_breaking_and_a_new_optional_one_is_not() -> None:
+    class Required(Thing, frozen=True, kw_only=True, tag="test.thing.v1"):
+        owner: str
+
+    class Optional(Thing, frozen=True, tag="test.thing.v1"):
+        owner: str = "nobody"
+
+    assert changes(Required) == ["property 'owner' is new and required"]
+    assert changes(Optional) == []
+
+
+def test_a_changed_tag_is_breaking() -> None:
+    class Now(Thing, frozen=True, tag="test.thing.v2"):
+        pass
+
+    assert changes(Now) == ["contract tag changed: test.thing.v1 -> test.thing.v2"]
+
+
+def test_a_nested_struct_is_compared_field_by_field() -> None:
+    class Grown(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+        count: int = 0
+        description: str = ""
+        inner: InnerGrown | None = None
+
+    class Retyped(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+        count: int = 0
+        description: str = ""
+        inner: InnerRetyped | None = None
+
+    assert changes(Grown) == []
+    assert changes(Retyped) == [
+        'property \'inner.size\' changed type: {"type":"integer"} -> {"type":"string"}'
+    ]
+
+
+def test_a_new_docstring_or_default_for_a_required_field_is_not_breaking() -> None:
+    class Now(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        """A documented thing."""
+
+        name: str = "unnamed"
+        count: int = 0
+        description: str = ""
+        inner: Inner | None = None
+
+    assert changes(Now) == []
+
+
+def snapshot_dir(tmp_path: Path) -> Path:
+    assert snapshot.main(["--write"], directory=tmp_path) == 0
+    return tmp_path
+
+
+def test_check_passes_on_a_fresh_snapshot(tmp_path: Path) -> None:
+    assert snapshot.main([], directory=snapshot_dir(tmp_path)) == 0
+
+
+def test_a_compatible_change_fails_the_check_until_it_is_written(tmp_path: Path) -> None:
+    given = snapshot_dir(tmp_path)
+    path = given / "projects.project_created.v1.json"
+    schema = json.loads(path.read_text())
+    del schema["$defs"]["ProjectCreated"]["properties"]["task_type"]  # as before it was added
+    path.write_text(snapshot.render(schema))
+
+    assert snapshot.main([], directory=given) == 1
+    assert snapshot.main(["--write"], directory=given) == 0
+    assert snapshot.main([], directory=given) == 0
+
+
+def test_write_refuses_a_breaking_change_unless_allowed(tmp_path: Path) -> None:
+    given = snapshot_dir(tmp_path)
+    (given / "projects.project_deleted.v1.json").write_text("{}\n")  # a contract since removed
+
+    assert snapshot.main([], directory=given) == 1
+    assert snapshot.main(["--write"], directory=given) == 1
+    assert (given / "projects.project_deleted.v1.json").exists()
+    assert snapshot.main(["--write", "--allow-breaking"], directory=given) == 0
+    assert not (given / "projects.project_deleted.v1.json").exists()

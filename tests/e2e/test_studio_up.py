@@ -1,0 +1,129 @@
+"""The newcomer's journey through ``studio up``: start, create, watch, stop, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.kernel.nats_server import free_port
+
+pytestmark = pytest.mark.e2e
+
+STUDIO = [sys.executable, "-m", "services.cli"]
+
+
+def env_without_nats() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+
+
+class Studio:
+    def __init__(self, workspace: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = workspace.parent / f"studio-{port}-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            [*STUDIO, "up", "--port", str(port), "--workspace", str(workspace)],
+            env=env_without_nats(),
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # as a terminal would: Ctrl-C goes to the studio alone
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            if "AI Studio is running" in self.log.read_text():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(self.log.read_text())
+
+    def ctrl_c(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+
+def test_up_create_watch_stop_restart_and_the_project_is_still_there(tmp_path: Path):
+    workspace, port = tmp_path / "ws", free_port()
+    studio = Studio(workspace, port)
+    try:
+        studio.wait_ready()
+        resp = httpx.post(f"{studio.url}/api/v1/projects", json={"name": "Birds"}, timeout=15)
+        assert resp.status_code == 201, resp.text
+        pid = resp.json()["data"]["id"]
+        with httpx.stream("GET", f"{studio.url}/api/v1/projects/{pid}/events", timeout=15) as sse:
+            lines = sse.iter_lines()
+            assert "event: project_created" in [next(lines) for _ in range(4)]
+        assert "curl" in studio.log.read_text()  # the banner shows the first call to make
+    finally:
+        code = studio.ctrl_c()
+    assert code == 0
+    assert "Traceback" not in studio.log.read_text()
+    # nothing of the studio is left running
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{studio.url}/health", timeout=2)
+    again = Studio(workspace, port)
+    try:
+        again.wait_ready()
+        got = httpx.get(f"{again.url}/api/v1/projects/{pid}", timeout=15)
+        assert got.status_code == 200
+        assert got.json()["data"]["name"] == "Birds"
+    finally:
+        assert again.ctrl_c() == 0
+
+
+def run_studio(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STUDIO, *args],
+        env=env or env_without_nats(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_busy_port_or_workspace_fails_with_a_clear_message(tmp_path: Path):
+    port = free_port()
+    studio = Studio(tmp_path / "ws", port)
+    try:
+        studio.wait_ready()
+        busy = run_studio("up", "--port", str(port), "--workspace", str(tmp_path / "other"))
+        assert busy.returncode == 2
+        assert f"Port {port}" in busy.stderr and "already in use" in busy.stderr
+        same_ws = run_studio("up", "--port", str(free_port()), "--workspace", str(tmp_path / "ws"))
+        assert same_ws.returncode == 2
+        assert "Another studio is already running" in same_ws.stderr
+        for done in (busy, same_ws):
+            assert "Traceback" not in done.stderr
+    finally:
+        assert studio.ctrl_c() == 0
+
+
+def test_nats_not_running_gives_a_message_not_a_traceback(tmp_path: Path):
+    dead = f"nats://127.0.0.1:{free_port()}"
+    env = env_without_nats() | {
+        "STUDIO_NATS_URL": dead,
+        "STUDIO_WORKSPACE": str(tmp_path),
+        "STUDIO_NATS_CONNECT_TIMEOUT": "2",
+    }
+    up = run_studio("up", "--port", str(free_port()), "--workspace", str(tmp_path), env=env)
+    assert up.returncode != 0
+    assert "Cannot reach NATS" in up.stderr
+    assert "Traceback" not in up.stderr
+    for service in ("projects", "gateway"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"services.{service}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert "Cannot reach NATS" in done.stderr
+        assert "Traceback" not in done.stderr

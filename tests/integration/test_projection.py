@@ -1,0 +1,158 @@
+"""The projection runner against a real nats-server: applied once, in order, rebuildable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from sqlalchemy import Table
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import projects as c
+from services.kernel.eventstore import EventStore, StoredEvent
+from services.kernel.projection import ProjectionRunner
+from services.kernel.sqlite import create_engine, session
+from services.kernel.streams import StreamSpec, ensure_stream
+
+pytestmark = pytest.mark.integration
+
+
+class Seen(SQLModel, table=True):
+    """One row per applied event: a second application of one event would fail the test."""
+
+    __tablename__ = "test_seen"
+    sequence: int = Field(primary_key=True)
+    project_id: str
+    kind: str
+
+
+class Recorder:
+    name = "recorder"
+    stream = c.STREAM
+    filter_subject = c.EVENTS
+    tables: Sequence[Table] = (Seen.__table__,)  # type: ignore[attr-defined]
+    _decoder = msgspec.json.Decoder(c.Event)
+
+    def decode(self, data: bytes) -> c.Event:
+        return self._decoder.decode(data)
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        kind = type(stored.event).__name__
+        db.add(Seen(sequence=stored.sequence, project_id=stored.event.project_id, kind=kind))
+
+
+@pytest.fixture
+async def store(nc: NATS) -> EventStore[c.Event]:
+    await ensure_stream(nc.jetstream(), StreamSpec(c.STREAM, (c.EVENTS,)))
+    return EventStore(nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event)
+
+
+@pytest.fixture
+async def runner(nc: NATS, tmp_path: Path) -> AsyncIterator[ProjectionRunner]:
+    engine = create_engine(tmp_path / "model.db")
+    r = ProjectionRunner(nc, engine, [Recorder()], consumer_prefix="test")
+    yield r
+    await r.stop()
+    await engine.dispose()
+
+
+async def write(store: EventStore[c.Event], projects: int, renames: int) -> int:
+    last = 0
+    for i in range(projects):
+        pid = f"p{i}"
+        v = await store.append(pid, [c.ProjectCreated(project_id=pid, name="n")], 0)
+        for j in range(renames):
+            v = await store.append(pid, [c.ProjectRenamed(project_id=pid, name=f"n{j}")], v)
+        last = v
+    return last
+
+
+async def rows(runner: ProjectionRunner) -> list[tuple[int, str, str]]:
+    async with session(runner._engine) as db:
+        return [(r.sequence, r.project_id, r.kind) for r in (await db.exec(select(Seen))).all()]
+
+
+async def test_every_event_is_applied_once_in_stream_order(store, runner):
+    last = await write(store, projects=3, renames=4)
+    await runner.start()
+    assert await runner.wait_for(c.STREAM, last, timeout=10)
+    seen = await rows(runner)
+    assert [s for s, _, _ in seen] == list(range(1, last + 1))
+
+
+async def test_an_event_redelivered_after_a_lost_ack_is_applied_once(store, runner, monkeypatch):
+    # given the first acks never reach the server (the update is committed, the ack is lost)
+    lost = {"count": 0}
+    real_ack = Msg.ack
+
+    async def flaky_ack(self: Msg) -> None:
+        if lost["count"] < 2:
+            lost["count"] += 1
+            raise ConnectionError("ack lost")
+        await real_ack(self)
+
+    monkeypatch.setattr(Msg, "ack", flaky_ack)
+    last = await write(store, projects=2, renames=2)
+    # when the runner starts over from what it stored, and more events arrive
+    await runner.start()
+    assert await runner.wait_for(c.STREAM, last, timeout=15)
+    more = await write_more(store)
+    assert await runner.wait_for(c.STREAM, more, timeout=15)
+    # then each event was applied exactly once (the primary key would have refused a second)
+    assert lost["count"] == 2
+    assert [s for s, _, _ in await rows(runner)] == list(range(1, more + 1))
+
+
+async def write_more(store: EventStore[c.Event]) -> int:
+    return await store.append("late", [c.ProjectCreated(project_id="late", name="n")], 0)
+
+
+async def test_a_restarted_runner_resumes_from_its_stored_position(store, runner, nc, tmp_path):
+    last = await write(store, projects=2, renames=1)
+    await runner.start()
+    assert await runner.wait_for(c.STREAM, last, timeout=10)
+    await runner.stop()
+    newer = await write_more(store)
+    again = ProjectionRunner(nc, runner._engine, [Recorder()], consumer_prefix="test")
+    await again.start()
+    try:
+        assert again.position(c.STREAM) == last
+        assert await again.wait_for(c.STREAM, newer, timeout=10)
+    finally:
+        await again.stop()
+    assert [s for s, _, _ in await rows(runner)] == list(range(1, newer + 1))
+
+
+async def test_a_rebuild_replays_everything_into_an_identical_model(store, runner):
+    last = await write(store, projects=4, renames=3)
+    await runner.start()
+    assert await runner.wait_for(c.STREAM, last, timeout=10)
+    before = await rows(runner)
+    events, positions = await runner.rebuild(timeout=30)
+    assert (events, positions) == (last, {c.STREAM: last})
+    assert await rows(runner) == before
+
+
+async def test_a_deleted_model_file_is_rebuilt_by_replay_at_start(store, nc, tmp_path):
+    last = await write(store, projects=2, renames=2)
+    path = tmp_path / "gone.db"
+    for _attempt in range(2):  # the second start finds no file, but the same durable consumer
+        engine = create_engine(path)
+        r = ProjectionRunner(nc, engine, [Recorder()], consumer_prefix="same")
+        await r.start()
+        assert await r.wait_for(c.STREAM, last, timeout=10)
+        assert [s for s, _, _ in await rows(r)] == list(range(1, last + 1))
+        await r.stop()
+        await engine.dispose()
+        path.unlink()
+
+
+async def test_wait_for_gives_up_after_its_timeout(runner):
+    await runner.start()
+    assert not await runner.wait_for(c.STREAM, 10_000, timeout=0.2)

@@ -1,0 +1,114 @@
+"""Faults: services down, hung, killed and restarted; NATS restarted; read models deleted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def create(stack: Stack, name: str) -> dict:
+    resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": name}, timeout=15)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["data"]
+
+
+def listing(stack: Stack) -> list[dict]:
+    resp = httpx.get(f"{stack.base_url}/api/v1/projects", params={"status": "all"}, timeout=15)
+    return resp.json()["data"]["items"]
+
+
+def test_a_stopped_service_answers_503_at_once_and_health_says_which(own_stack: Stack):
+    stack = own_stack.up()
+    stack.stop("projects")
+    started = time.monotonic()
+    resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": "x"}, timeout=15)
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "UNAVAILABLE"
+    assert time.monotonic() - started < 5
+    health = httpx.get(f"{stack.base_url}/health", timeout=15)
+    assert health.status_code == 503
+    assert health.json()["data"]["services"]["projects"]["ok"] is False
+    assert "projects" in health.json()["error"]["message"]
+
+
+def test_a_hung_service_answers_503_after_the_request_timeout(own_stack: Stack):
+    # given a projects service that stops answering (SIGSTOP) with a 1.5 s request timeout
+    stack = own_stack.up()
+    stack.pause("projects")
+    try:
+        started = time.monotonic()
+        resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": "x"}, timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        stack.resume("projects")
+    # then the request ends with 503 rather than hanging
+    assert resp.status_code == 503
+    assert elapsed < 10
+
+
+def test_killed_and_restarted_services_keep_every_project(own_stack: Stack):
+    stack = own_stack.up()
+    made = [create(stack, f"p{i}") for i in range(3)]
+    for name in ("projects", "gateway"):
+        stack.kill(name)
+    stack.up()
+    assert {p["id"] for p in listing(stack)} == {p["id"] for p in made}
+    # and the restarted projects service still decides from the stored history
+    resp = httpx.post(f"{stack.base_url}/api/v1/projects/{made[0]['id']}/archive", timeout=15)
+    assert resp.status_code == 200
+    resp = httpx.post(f"{stack.base_url}/api/v1/projects/{made[0]['id']}/archive", timeout=15)
+    assert resp.status_code == 409
+
+
+def test_nats_restarted_the_studio_reconnects_and_nothing_is_lost(own_stack: Stack):
+    stack = own_stack.up()
+    before = create(stack, "before")
+    assert stack.nats is not None
+    port = stack.nats.port
+    stack.nats.stop()
+    stack.start_nats(port)
+    stack.wait_healthy()
+    after = create(stack, "after")
+    assert {p["id"] for p in listing(stack)} == {before["id"], after["id"]}
+
+
+def test_a_deleted_read_model_is_rebuilt_identical(own_stack: Stack):
+    stack = own_stack.up()
+    for i in range(4):
+        project = create(stack, f"p{i}")
+    httpx.patch(
+        f"{stack.base_url}/api/v1/projects/{project['id']}", json={"name": "renamed"}, timeout=15
+    )
+    before = listing(stack)
+    # when the gateway is stopped and its read model deleted, then started again
+    stack.stop("gateway")
+    studio(stack, "rebuild", "gateway")
+    assert not (stack.workspace / "gateway" / "readmodel.db").exists()
+    stack.start("gateway")
+    stack.wait_healthy()
+    # then it replays the stream into the same model
+    assert listing(stack) == before
+    # and `studio rebuild` on the running gateway does the same in place
+    out = studio(stack, "rebuild", "gateway")
+    assert "rebuilt from 5 events" in out
+    assert listing(stack) == before
+
+
+def studio(stack: Stack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args, "--workspace", str(stack.workspace)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout

@@ -1,0 +1,277 @@
+"""The Project decider, given past events, when a command, then new events or a refusal.
+
+Pure: no bus, no store. Events are compared on their payload, since the handler stamps the
+envelope (ids, time, actor) later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgspec
+import pytest
+
+from contracts import common
+from contracts.envelope import tag_of
+from contracts.projects import (
+    ArchiveProject,
+    Command,
+    CreateProject,
+    Event,
+    ProjectArchived,
+    ProjectCreated,
+    ProjectDescriptionUpdated,
+    ProjectRenamed,
+    ProjectRestored,
+    RestoreProject,
+    UpdateProject,
+)
+from services.projects.domain import (
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidProject,
+    Project,
+    ProjectAlreadyArchived,
+    ProjectAlreadyExists,
+    ProjectIsArchived,
+    ProjectNotArchived,
+    ProjectNotFound,
+    decide,
+    evolve,
+    fold,
+)
+
+ENVELOPE = {"message_id", "correlation_id", "causation_id", "actor", "occurred_at"}
+
+
+def payload(event: Event) -> tuple[str, dict[str, Any]]:
+    fields = msgspec.structs.asdict(event)
+    return tag_of(type(event)), {k: v for k, v in fields.items() if k not in ENVELOPE}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    history: tuple[Event, ...]
+    command: Command | None = None
+
+    def when(self, command: Command) -> Scenario:
+        return replace(self, command=command)
+
+    def then(self, *expected: Event) -> None:
+        assert [payload(e) for e in self._decide()] == [payload(e) for e in expected]
+
+    def then_refused(self, error: type[DomainError], *, field: str | None = None) -> DomainError:
+        with pytest.raises(error) as refused:
+            self._decide()
+        assert type(refused.value) is error
+        assert refused.value.field == field
+        return refused.value
+
+    def _decide(self) -> list[Event]:
+        assert self.command is not None, "say when(command) first"
+        return decide(fold(list(self.history)), self.command)
+
+
+def given(*history: Event) -> Scenario:
+    return Scenario(history)
+
+
+P = "p-1"
+CREATED = ProjectCreated(project_id=P, name="Cats", description="Is it a cat?", causation_id="c-1")
+ARCHIVED = ProjectArchived(project_id=P)
+
+
+def create(name: str = "Cats", **fields: Any) -> CreateProject:
+    return CreateProject(project_id=P, name=name, **fields)
+
+
+def created(name: str = "Cats", description: str = "") -> ProjectCreated:
+    return ProjectCreated(project_id=P, name=name, description=description)
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+def test_create_a_project() -> None:
+    given().when(create(description="Is it a cat?")).then(created(description="Is it a cat?"))
+
+
+def test_create_strips_and_nfc_normalises_the_name() -> None:
+    given().when(create("  Cafe\u0301 \n", description=" d ")).then(created("Caf\u00e9", "d"))
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t\n", " \u00a0 "])
+def test_create_refuses_an_empty_name(name: str) -> None:
+    given().when(create(name)).then_refused(InvalidProject, field="name")
+
+
+def test_create_accepts_a_200_character_name_and_refuses_201() -> None:
+    given().when(create(" " + "n" * 200 + " ")).then(created("n" * 200))
+    given().when(create("n" * 201)).then_refused(InvalidProject, field="name")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "line\nbreak", "tab\there", "del\x7f"])
+def test_create_refuses_control_characters_in_the_name(name: str) -> None:
+    given().when(create(name)).then_refused(InvalidProject, field="name")
+
+
+def test_create_refuses_a_description_over_5000_characters() -> None:
+    given().when(create(description="d" * 5000)).then(created(description="d" * 5000))
+    given().when(create(description="d" * 5001)).then_refused(InvalidProject, field="description")
+
+
+def test_create_refuses_an_unknown_task_type() -> None:
+    given().when(create(task_type="segmentation")).then_refused(InvalidProject, field="task_type")
+
+
+def test_create_refuses_detection_until_it_is_available() -> None:
+    error = (
+        given().when(create(task_type="detection")).then_refused(InvalidProject, field="task_type")
+    )
+    assert "not available yet" in error.message
+
+
+def test_create_refuses_a_project_that_already_exists() -> None:
+    given(CREATED).when(create(message_id="c-2")).then_refused(ProjectAlreadyExists)
+
+
+def test_the_same_create_retried_decides_nothing() -> None:
+    retry = create(" Cats ", description="Is it a cat?", message_id="c-1")
+    given(CREATED).when(retry).then()
+
+
+def test_the_same_idempotency_key_with_another_payload_is_refused() -> None:
+    given(CREATED).when(create("Dogs", message_id="c-1")).then_refused(
+        IdempotencyKeyReused, field="Idempotency-Key"
+    )
+
+
+# --- update ---------------------------------------------------------------------------------
+
+
+def update(**fields: Any) -> UpdateProject:
+    return UpdateProject(project_id=P, **fields)
+
+
+def test_rename_only() -> None:
+    given(CREATED).when(update(name=" Dogs ")).then(ProjectRenamed(project_id=P, name="Dogs"))
+
+
+def test_describe_only() -> None:
+    given(CREATED).when(update(description="")).then(
+        ProjectDescriptionUpdated(project_id=P, description="")
+    )
+
+
+def test_rename_and_describe_are_two_events_in_order() -> None:
+    given(CREATED).when(update(name="Dogs", description="Woof")).then(
+        ProjectRenamed(project_id=P, name="Dogs"),
+        ProjectDescriptionUpdated(project_id=P, description="Woof"),
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [update(), update(name="Cats", description="Is it a cat?"), update(name=" Cats")]
+)
+def test_an_update_that_changes_nothing_decides_nothing(command: UpdateProject) -> None:
+    given(CREATED).when(command).then()
+
+
+def test_update_refuses_a_missing_project() -> None:
+    given().when(update(name="Dogs")).then_refused(ProjectNotFound)
+
+
+def test_update_refuses_an_archived_project() -> None:
+    given(CREATED, ARCHIVED).when(update(name="Dogs")).then_refused(ProjectIsArchived)
+
+
+def test_update_refuses_an_invalid_name_or_description() -> None:
+    given(CREATED).when(update(name=" ")).then_refused(InvalidProject, field="name")
+    given(CREATED).when(update(description="d" * 5001)).then_refused(
+        InvalidProject, field="description"
+    )
+
+
+# --- archive and restore --------------------------------------------------------------------
+
+
+def test_archive_a_project() -> None:
+    given(CREATED).when(ArchiveProject(project_id=P)).then(ProjectArchived(project_id=P))
+
+
+def test_archive_refuses_an_archived_project() -> None:
+    given(CREATED, ARCHIVED).when(ArchiveProject(project_id=P)).then_refused(ProjectAlreadyArchived)
+
+
+def test_archive_refuses_a_missing_project() -> None:
+    given().when(ArchiveProject(project_id=P)).then_refused(ProjectNotFound)
+
+
+def test_restore_an_archived_project() -> None:
+    given(CREATED, ARCHIVED).when(RestoreProject(project_id=P)).then(ProjectRestored(project_id=P))
+
+
+def test_restore_refuses_a_project_that_is_not_archived() -> None:
+    given(CREATED).when(RestoreProject(project_id=P)).then_refused(ProjectNotArchived)
+    restored = ProjectRestored(project_id=P)
+    given(CREATED, ARCHIVED, restored).when(RestoreProject(project_id=P)).then_refused(
+        ProjectNotArchived
+    )
+
+
+def test_restore_refuses_a_missing_project() -> None:
+    given().when(RestoreProject(project_id=P)).then_refused(ProjectNotFound)
+
+
+# --- evolve and fold ------------------------------------------------------------------------
+
+
+def test_fold_replays_every_event_into_the_project() -> None:
+    history: list[Event] = [
+        CREATED,
+        ProjectRenamed(project_id=P, name="Dogs"),
+        ProjectDescriptionUpdated(project_id=P, description="Woof"),
+        ARCHIVED,
+    ]
+    assert fold(history) == Project(
+        project_id=P,
+        name="Dogs",
+        description="Woof",
+        task_type="classification",
+        archived=True,
+        created_by="c-1",
+    )
+    assert evolve(fold(history), ProjectRestored(project_id=P)) == replace(
+        fold(history), archived=False
+    )
+
+
+def test_fold_of_no_events_is_no_project() -> None:
+    assert fold([]) is None
+
+
+def test_an_event_for_a_missing_project_cannot_be_replayed() -> None:
+    with pytest.raises(ProjectNotFound):
+        evolve(None, ProjectRenamed(project_id=P, name="Dogs"))
+
+
+def test_decide_rejects_what_is_not_a_projects_command() -> None:
+    with pytest.raises(TypeError):
+        decide(None, ARCHIVED)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidProject, common.VALIDATION_ERROR),
+        (IdempotencyKeyReused, common.VALIDATION_ERROR),
+        (ProjectNotFound, common.NOT_FOUND),
+        (ProjectAlreadyExists, common.CONFLICT),
+        (ProjectIsArchived, common.CONFLICT),
+        (ProjectAlreadyArchived, common.CONFLICT),
+        (ProjectNotArchived, common.CONFLICT),
+    ],
+)
+def test_each_refusal_answers_its_contract_code(error: type[DomainError], code: str) -> None:
+    assert error.code == code
