@@ -43,6 +43,8 @@ class CommandRejected(Message, frozen=True, tag="common.command_rejected.v1"):
     code: str
     message: str
     field: str | None = None
+    #: The HTTP status the refusal deserves when its code alone does not say (0: by code).
+    status: int = 0
 
 
 class Ping(Message, frozen=True, tag="common.ping.v1"):

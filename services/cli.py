@@ -19,7 +19,10 @@ from contracts import common
 from services import supervisor
 
 #: Services whose read model ``studio rebuild`` can replay, and where that model lives.
-READ_MODELS = {"gateway": Path("gateway") / "readmodel.db"}
+READ_MODELS = {
+    "gateway": Path("gateway") / "readmodel.db",
+    "datasets": Path("datasets") / "readmodel.db",
+}
 
 
 def _workspace(args: argparse.Namespace) -> Path:
@@ -51,6 +54,9 @@ async def _request(url: str, subject: str, body: msgspec.Struct, timeout: float)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.import_root:
+        roots = [str(Path(r).expanduser().resolve()) for r in args.import_root]
+        os.environ["STUDIO_IMPORT_ROOTS"] = os.pathsep.join(roots)
     return supervisor.up(args.host, args.port, _workspace(args))
 
 
@@ -92,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
     up.add_argument("--port", type=int, default=8000, help="port to serve on (8000)")
     up.add_argument("--workspace", help="data folder (./workspace)")
+    up.add_argument(
+        "--import-root",
+        action="append",
+        metavar="DIR",
+        help="a server folder imports may read from (repeatable; STUDIO_IMPORT_ROOTS)",
+    )
     up.set_defaults(func=cmd_up)
     rebuild = sub.add_parser("rebuild", help="drop a read model and rebuild it by replay")
     rebuild.add_argument("service", choices=sorted(READ_MODELS))

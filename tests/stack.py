@@ -18,6 +18,8 @@ from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.process import stop_gently
 
+SERVICES = ("projects", "datasets", "gateway")
+
 
 class Stack:
     def __init__(self, root: Path, **env: str) -> None:
@@ -27,6 +29,8 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.nats: EmbeddedNats | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.imports = root / "imports"
+        self.imports.mkdir(parents=True, exist_ok=True)
         self.extra_env = env
 
     @property
@@ -42,6 +46,7 @@ class Stack:
             "STUDIO_HOST": "127.0.0.1",
             "STUDIO_PORT": str(self.port),
             "STUDIO_LOG_LEVEL": "WARNING",
+            "STUDIO_IMPORT_ROOTS": str(self.imports),
             **self.extra_env,
         }
 
@@ -71,7 +76,7 @@ class Stack:
     def up(self) -> Stack:
         if self.nats is None:
             self.start_nats()
-        for name in ("projects", "gateway"):
+        for name in SERVICES:
             if name not in self.procs:
                 self.start(name)
         self.wait_healthy()

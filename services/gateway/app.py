@@ -11,9 +11,11 @@ from fastapi.responses import RedirectResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts import projects as c
+from contracts import datasets as d
+from contracts import projects as p
 from services.gateway import envelope
-from services.gateway.api import projects, system
+from services.gateway.api import datasets, projects, splits, system
+from services.gateway.datasets_model import DatasetsProjector
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodel import ProjectsProjector
@@ -25,6 +27,7 @@ from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 
 SERVICE = "gateway"
+STREAMS = (StreamSpec(p.STREAM, (p.EVENTS,)), StreamSpec(d.STREAM, (d.EVENTS,)))
 READ_MODEL = "readmodel.db"
 
 HTTP_REQUESTS = Counter(
@@ -63,13 +66,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker = make_broker(settings.nats_url, name=f"{SERVICE}@{settings.instance}")
     await connect(broker, settings.nats_url, settings.connect_timeout)
     js = broker.connection.jetstream()
-    # The gateway may start before the projects service: the stream must exist to be read.
-    await ensure_stream(js, StreamSpec(c.STREAM, (c.EVENTS,)), settings.stream_replicas)
+    # The gateway may start before the services: their streams must exist to be read.
+    for spec in STREAMS:
+        await ensure_stream(js, spec, settings.stream_replicas)
     engine = create_engine(settings.data_dir(SERVICE) / READ_MODEL)
     runner = ProjectionRunner(
         broker.connection,
         engine,
-        [ProjectsProjector()],
+        [ProjectsProjector(), DatasetsProjector()],
         consumer_prefix=f"{SERVICE}-{settings.instance}",
     )
     await runner.start()
@@ -96,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or Settings.from_env()
     envelope.install(app)
     app.add_middleware(HttpMetrics)
-    for router in (projects.router,):
+    for router in (projects.router, datasets.router, splits.router):
         app.include_router(router, prefix="/api/v1")
         # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False)

@@ -23,7 +23,7 @@ from services.kernel.sqlite import session
 from services.kernel.telemetry import child_traceparent
 
 #: The services the gateway reports on in /health.
-SERVICES = ("projects",)
+SERVICES = ("projects", "datasets")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Gateway:
             self.broker, subject, command, timeout=self.settings.request_timeout, headers=headers
         )
         if isinstance(reply, CommandRejected):
-            raise ApiError(reply.code, reply.message, field=reply.field)
+            raise ApiError(reply.code, reply.message, field=reply.field, status=reply.status)
         return reply
 
     async def caught_up(self, stream: str, sequence: int) -> bool:

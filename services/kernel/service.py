@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -24,7 +26,16 @@ from services.kernel.telemetry import setup_logging
 
 log = logging.getLogger(__name__)
 
-Wire = Callable[[NatsBroker, Settings], Awaitable[ProjectionRunner | None]]
+
+@dataclass(frozen=True)
+class Parts:
+    """What ``wire`` made: a projection runner to start, and work to do once it runs."""
+
+    runner: ProjectionRunner | None = None
+    on_start: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+
+Wire = Callable[[NatsBroker, Settings], Awaitable[Parts]]
 
 
 def serve_metrics(settings: Settings) -> str | None:
@@ -72,12 +83,14 @@ async def _serve(service: str, wire: Wire) -> None:
     settings = Settings.from_env()
     broker = make_broker(settings.nats_url, name=f"{service}@{settings.instance}")
     await connect(broker, settings.nats_url, settings.connect_timeout)
-    runner = await wire(broker, settings)
+    parts = await wire(broker, settings)
+    runner = parts.runner
     answer_health(broker, service, settings, serve_metrics(settings))
     if runner is not None:
         answer_rebuild(broker, service, runner)
         await runner.start()
     await broker.start()
+    background = asyncio.create_task(parts.on_start()) if parts.on_start else None
     log.info("%s is running (NATS %s)", service, settings.nats_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +98,8 @@ async def _serve(service: str, wire: Wire) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("%s is stopping", service)
+    if background is not None:
+        background.cancel()
     if runner is not None:
         await runner.stop()
     await stop_broker(broker)

@@ -44,6 +44,10 @@ class Settings:
     #: Port of a service's Prometheus endpoint; 0 picks a free one, -1 turns it off.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: Server folders that imports may read from (``STUDIO_IMPORT_ROOTS``, os.pathsep-separated).
+    import_roots: tuple[Path, ...] = ()
+    #: The largest ZIP upload accepted, in bytes.
+    upload_max_bytes: int = 2 * 1024**3
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +62,12 @@ class Settings:
             instance=env.get("STUDIO_INSTANCE") or socket.gethostname(),
             metrics_port=_int("STUDIO_METRICS_PORT", 0),
             metrics_host=env.get("STUDIO_METRICS_HOST") or "127.0.0.1",
+            import_roots=tuple(
+                Path(p).expanduser().resolve()
+                for p in (env.get("STUDIO_IMPORT_ROOTS") or "").split(os.pathsep)
+                if p.strip()
+            ),
+            upload_max_bytes=_int("STUDIO_UPLOAD_MAX_BYTES", 2 * 1024**3),
         )
 
     def data_dir(self, service: str) -> Path:

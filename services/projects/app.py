@@ -9,9 +9,8 @@ from faststream.nats import NatsBroker
 from contracts import projects as c
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
-from services.kernel.projection import ProjectionRunner
 from services.kernel.repository import Repository
-from services.kernel.service import run
+from services.kernel.service import Parts, run
 from services.kernel.settings import Settings
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.projects import domain
@@ -27,7 +26,7 @@ COMMANDS: tuple[tuple[str, type[c.Command]], ...] = (
 )
 
 
-async def wire(broker: NatsBroker, settings: Settings) -> ProjectionRunner | None:
+async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     await ensure_stream(broker.connection.jetstream(), STREAM, settings.stream_replicas)
     store: EventStore[c.Event] = EventStore(
         broker.connection, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
@@ -37,7 +36,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> ProjectionRunner | Non
     for subject, command_type in COMMANDS:
         endpoint = command_endpoint(SERVICE, command_type, handler)
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
-    return None
+    return Parts()
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts import common
-from contracts import projects as c
+from contracts import datasets as d
+from contracts import projects as p
 from services.gateway.envelope import REQUEST_ID
 from services.gateway.gateway import SERVICES, Gateway, GatewayDep
 
@@ -39,9 +40,12 @@ async def ping(gateway: Gateway, service: str) -> dict[str, Any]:
 
 
 async def read_model(gateway: Gateway) -> dict[str, Any]:
-    info = await gateway.js.stream_info(c.STREAM)
-    position = gateway.runner.position(c.STREAM)
-    return {c.STREAM: {"position": position, "lag": max(0, info.state.last_seq - position)}}
+    lags: dict[str, Any] = {}
+    for stream in (p.STREAM, d.STREAM):
+        info = await gateway.js.stream_info(stream)
+        position = gateway.runner.position(stream)
+        lags[stream] = {"position": position, "lag": max(0, info.state.last_seq - position)}
+    return lags
 
 
 @router.get("/health")

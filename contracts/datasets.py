@@ -1,0 +1,259 @@
+"""The datasets context: one Dataset aggregate per project: its images, imports and splits."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from contracts.envelope import Message
+
+CONTEXT: Final = "datasets"
+STREAM: Final = "DATASETS"
+EVENTS: Final = "evt.datasets.>"
+
+LABEL_MAX: Final = 200
+SPLIT_NAME_MAX: Final = 100
+SUBSETS: Final = ("train", "val", "test")
+
+
+def event_subject(dataset_id: str) -> str:
+    """Every event of one dataset (its id is its project's id)."""
+    return f"evt.datasets.{dataset_id}"
+
+
+def progress_subject(import_id: str) -> str:
+    """Core NATS (not stored): an import's live progress, a few times a second."""
+    return f"live.datasets.import.{import_id}"
+
+
+class Subjects:
+    START_IMPORT: Final = "cmd.datasets.start_import"
+    CANCEL_IMPORT: Final = "cmd.datasets.cancel_import"
+    RELABEL_IMAGE: Final = "cmd.datasets.relabel_image"
+    DELETE_IMAGE: Final = "cmd.datasets.delete_image"
+    CREATE_SPLIT: Final = "cmd.datasets.create_split"
+    HEALTH: Final = "qry.datasets.health"
+
+
+# --- values carried inside events ---------------------------------------------------------
+
+
+class Box(msgspec.Struct, frozen=True):
+    """A bounding box, normalised to [0, 1]: top-left x, y, width, height."""
+
+    label: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class ImageRecord(msgspec.Struct, frozen=True):
+    """One image as imported. Its id is the sha256 of its bytes: a dataset holds a file once."""
+
+    image_id: str
+    filename: str
+    label: str
+    width: int
+    height: int
+    size: int
+    format: str
+    phash: str
+    split_hint: str | None = None
+    boxes: list[Box] = []
+
+
+class FileProblem(msgspec.Struct, frozen=True):
+    file: str
+    reason: str
+
+
+class DuplicateRecord(msgspec.Struct, frozen=True):
+    """A file byte-identical to an image the dataset keeps (from this import or an earlier one)."""
+
+    file: str
+    label: str | None
+    image_id: str
+    kept_label: str
+
+
+class ImportReport(msgspec.Struct, frozen=True):
+    format: str
+    files: int
+    imported: int
+    duplicates: list[DuplicateRecord] = []
+    corrupt: list[FileProblem] = []
+    skipped: list[FileProblem] = []
+    label_problems: list[FileProblem] = []
+    seconds: float = 0.0
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+class StartImport(Message, frozen=True, tag="datasets.start_import.v1"):
+    """Import files into a project's dataset from a server path or an uploaded ZIP."""
+
+    dataset_id: str
+    import_id: str
+    source_kind: str  # "local" | "upload"
+    source: str  # the path as the user gave it, or the uploaded file's name
+    format: str = "auto"
+    #: For an upload: the archive the gateway streamed into the shared workspace.
+    staged_path: str | None = None
+
+
+class CancelImport(Message, frozen=True, tag="datasets.cancel_import.v1"):
+    dataset_id: str
+    import_id: str
+
+
+class RelabelImage(Message, frozen=True, tag="datasets.relabel_image.v1"):
+    dataset_id: str
+    image_id: str
+    label: str
+
+
+class DeleteImage(Message, frozen=True, tag="datasets.delete_image.v1"):
+    dataset_id: str
+    image_id: str
+
+
+class CreateSplit(Message, frozen=True, tag="datasets.create_split.v1"):
+    dataset_id: str
+    split_id: str
+    name: str
+    train: float
+    val: float
+    test: float
+    strategy: str = "stratified"
+    seed: int = 0
+
+
+class GetHealth(Message, frozen=True, tag="datasets.get_health.v1"):
+    dataset_id: str
+
+
+class HealthReport(Message, frozen=True, tag="datasets.health_report.v1"):
+    dataset_id: str
+    report: dict[str, Any]
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class ImportStarted(Message, frozen=True, tag="datasets.import_started.v1"):
+    dataset_id: str
+    import_id: str
+    source_kind: str
+    source: str
+    format: str
+    #: The service instance running it: only that instance may declare it interrupted.
+    instance: str = ""
+
+
+class ImportValidated(Message, frozen=True, tag="datasets.import_validated.v1"):
+    """The source was read and understood: ``files`` images will be decoded."""
+
+    dataset_id: str
+    import_id: str
+    format: str
+    files: int
+    classes: list[str] = []
+
+
+class ImagesAdded(Message, frozen=True, tag="datasets.images_added.v1"):
+    """A batch of an import's images; always stored together with its ``ImportCompleted``."""
+
+    dataset_id: str
+    import_id: str
+    images: list[ImageRecord]
+
+
+class ImportCompleted(Message, frozen=True, tag="datasets.import_completed.v1"):
+    dataset_id: str
+    import_id: str
+    report: ImportReport
+
+
+class ImportFailed(Message, frozen=True, tag="datasets.import_failed.v1"):
+    """Nothing of the import was kept. ``status`` is the HTTP status the error deserves."""
+
+    dataset_id: str
+    import_id: str
+    code: str
+    message: str
+    status: int = 422
+    field: str | None = None
+
+
+class ImageRelabeled(Message, frozen=True, tag="datasets.image_relabeled.v1"):
+    dataset_id: str
+    image_id: str
+    label: str
+    previous: str
+
+
+class ImageDeleted(Message, frozen=True, tag="datasets.image_deleted.v1"):
+    dataset_id: str
+    image_id: str
+
+
+class SplitCreated(Message, frozen=True, tag="datasets.split_created.v1"):
+    """A named split; its assignment follows in ``SplitAssigned`` parts stored atomically with it.
+
+    ``counts`` is subset → label → images; ``recipe_hash`` is the sha256 over the sorted
+    ``image_id:subset`` lines, so two machines can check they computed the same split.
+    """
+
+    dataset_id: str
+    split_id: str
+    name: str
+    strategy: str
+    ratios: dict[str, float]
+    seed: int
+    images: int
+    groups: int
+    counts: dict[str, dict[str, int]]
+    recipe_hash: str
+
+
+class SplitAssigned(Message, frozen=True, tag="datasets.split_assigned.v1"):
+    dataset_id: str
+    split_id: str
+    part: int
+    assignment: dict[str, str]
+
+
+Command = StartImport | CancelImport | RelabelImage | DeleteImage | CreateSplit
+Event = (
+    ImportStarted
+    | ImportValidated
+    | ImagesAdded
+    | ImportCompleted
+    | ImportFailed
+    | ImageRelabeled
+    | ImageDeleted
+    | SplitCreated
+    | SplitAssigned
+)
+
+ALL: tuple[type[Message], ...] = (
+    StartImport,
+    CancelImport,
+    RelabelImage,
+    DeleteImage,
+    CreateSplit,
+    GetHealth,
+    HealthReport,
+    ImportStarted,
+    ImportValidated,
+    ImagesAdded,
+    ImportCompleted,
+    ImportFailed,
+    ImageRelabeled,
+    ImageDeleted,
+    SplitCreated,
+    SplitAssigned,
+)

@@ -1,0 +1,3 @@
+from services.datasets.app import main
+
+main()

@@ -1,0 +1,141 @@
+"""Composition root of the datasets service: event store, import jobs, endpoints, recovery."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import msgspec
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NATS
+
+from contracts import common
+from contracts import datasets as c
+from contracts import projects as p
+from services.datasets import domain, sources
+from services.datasets.handlers import Datasets
+from services.datasets.importer import Importer, Job
+from services.datasets.projection import ImportJobs, KnownProject, unfinished
+from services.kernel.blobstore import BlobStore
+from services.kernel.bus import command_endpoint
+from services.kernel.eventstore import EventStore
+from services.kernel.projection import ProjectionRunner
+from services.kernel.repository import Repository
+from services.kernel.service import Parts, run
+from services.kernel.settings import Settings
+from services.kernel.sqlite import create_engine, session
+from services.kernel.streams import StreamSpec, ensure_stream
+
+SERVICE = "datasets"
+STREAM = StreamSpec(c.STREAM, (c.EVENTS,))
+log = logging.getLogger(__name__)
+
+
+def project_finder(nc: NATS) -> EventStore[p.Event]:
+    """Projects are read from their own events, so a project made a moment ago is found."""
+    return EventStore(nc, stream=p.STREAM, subject=p.event_subject, event_type=p.Event)
+
+
+async def find_project(projects: EventStore[p.Event], project_id: str) -> KnownProject | None:
+    found: KnownProject | None = None
+    for stored in await projects.load(project_id):
+        event = stored.event
+        if isinstance(event, p.ProjectCreated):
+            found = KnownProject(id=project_id, task_type=event.task_type)
+        elif found is not None and isinstance(event, p.ProjectArchived | p.ProjectRestored):
+            found.archived = isinstance(event, p.ProjectArchived)
+    return found
+
+
+async def wire(broker: NatsBroker, settings: Settings) -> Parts:
+    nc = broker.connection
+    js = nc.jetstream()
+    await ensure_stream(js, STREAM, settings.stream_replicas)
+    await ensure_stream(js, StreamSpec(p.STREAM, (p.EVENTS,)), settings.stream_replicas)
+    store: EventStore[c.Event] = EventStore(
+        nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+    )
+    data = settings.data_dir(SERVICE)
+    engine = create_engine(data / "readmodel.db")
+    runner = ProjectionRunner(
+        nc, engine, [ImportJobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
+    )
+    projects = project_finder(nc)
+    handlers = Datasets(
+        Repository(store, domain.evolve, domain.Dataset()),
+        lambda pid: find_project(projects, pid),
+        instance=settings.instance,
+        import_roots=settings.import_roots,
+        uploads=settings.data_dir("uploads"),
+        staging=data / "staging",
+    )
+
+    async def publish(job: Job) -> None:
+        await nc.publish(c.progress_subject(job.import_id), msgspec.json.encode(job.progress()))
+
+    handlers.importer = Importer(
+        BlobStore(settings.data_dir("blobs")),
+        handlers,
+        publish,
+        zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
+    )
+    endpoints = (
+        (c.Subjects.START_IMPORT, c.StartImport, handlers.start_import),
+        (c.Subjects.CANCEL_IMPORT, c.CancelImport, handlers.cancel_import),
+        (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.relabel_image),
+        (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.delete_image),
+        (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
+    )
+    for subject, command_type, handle in endpoints:
+        endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]
+        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+    broker.subscriber(c.Subjects.HEALTH, queue=SERVICE, max_workers=2)(health_endpoint(handlers))
+    return Parts(runner, partial(recover, runner, engine, handlers, settings))
+
+
+def health_endpoint(handlers: Datasets):
+    decoder = msgspec.json.Decoder(c.GetHealth)
+
+    async def health(msg: NatsMessage) -> bytes:
+        try:
+            return msgspec.json.encode(await handlers.get_health(decoder.decode(msg.body)))
+        except Exception as exc:
+            log.exception("health report failed")
+            return msgspec.json.encode(
+                common.CommandRejected(code=common.INTERNAL, message=f"health failed: {exc}")
+            )
+
+    return health
+
+
+async def recover(runner: ProjectionRunner, engine, handlers: Datasets, settings: Settings) -> None:
+    """Imports this instance left running when it stopped end as failed: nothing of them is kept."""
+    if not await runner.caught_up(timeout=120):
+        log.error("could not read the import history; unfinished imports stay open")
+        return
+    async with session(engine) as db:
+        left = await unfinished(db, settings.instance)
+    for job in left:
+        if handlers.importer is not None and job.import_id in handlers.importer.jobs:
+            continue
+        command = c.StartImport(
+            dataset_id=job.dataset_id, import_id=job.import_id, source_kind="local", source=""
+        )
+        await handlers.failed(
+            Job(command, settings.workspace),
+            "INTERRUPTED",
+            "the datasets service stopped during this import; nothing of it was kept: "
+            "start it again",
+            409,
+            None,
+        )
+        log.warning("import %s was interrupted by a restart; marked failed", job.import_id)
+
+
+def main() -> None:
+    run(SERVICE, wire)
+
+
+if __name__ == "__main__":
+    main()

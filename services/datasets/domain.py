@@ -1,0 +1,250 @@
+"""The Dataset aggregate as a pure decider: its images, its imports and its splits.
+
+An import is decided twice: ``start`` records that it runs; ``commit`` turns the files it read
+into events, folding byte-identical files into one image and reporting them, and is stored as
+one atomic batch, so an import is kept whole or not at all. Imports ``contracts`` and the pure
+``splits`` module only.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import msgspec
+
+from contracts import common
+from contracts import datasets as c
+from services.datasets import splits as splitting
+
+#: Images per ``ImagesAdded`` event: keeps each stored message well under NATS's payload limit.
+IMAGES_PER_EVENT = 1000
+#: Assignments per ``SplitAssigned`` event.
+ASSIGNMENTS_PER_EVENT = 20_000
+RUNNING = "running"
+TERMINAL = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Image:
+    filename: str
+    label: str
+    phash: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    images: dict[str, Image] = field(default_factory=dict)
+    imports: dict[str, str] = field(default_factory=dict)  # import id → running|completed|failed
+    splits: dict[str, str] = field(default_factory=dict)  # split name → split id
+    #: What imports found and did not keep, for the health report.
+    duplicates: tuple[c.DuplicateRecord, ...] = ()
+    corrupt: tuple[c.FileProblem, ...] = ()
+
+
+class DomainError(Exception):
+    code = common.CONFLICT
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+class InvalidInput(DomainError):
+    code = common.VALIDATION_ERROR
+
+
+class NotFound(DomainError):
+    code = common.NOT_FOUND
+
+
+class Conflict(DomainError):
+    code = common.CONFLICT
+
+
+def start(state: Dataset, command: c.StartImport, instance: str) -> list[c.Event]:
+    if command.import_id in state.imports:
+        raise Conflict(f"import {command.import_id} already exists")
+    return [
+        c.ImportStarted(
+            dataset_id=command.dataset_id,
+            import_id=command.import_id,
+            source_kind=command.source_kind,
+            source=command.source,
+            format=command.format,
+            instance=instance,
+        )
+    ]
+
+
+def running(state: Dataset, import_id: str) -> None:
+    status = state.imports.get(import_id)
+    if status is None:
+        raise NotFound(f"import {import_id} does not exist")
+    if status != RUNNING:
+        raise Conflict(f"import {import_id} has already {status}")
+
+
+def commit(
+    state: Dataset,
+    dataset_id: str,
+    import_id: str,
+    records: Sequence[c.ImageRecord],
+    report: c.ImportReport,
+) -> list[c.Event]:
+    """The import's images, less byte-identical copies (reported), then its completion."""
+    running(state, import_id)
+    kept: dict[str, c.ImageRecord] = {}
+    duplicates = list(report.duplicates)
+    for record in records:
+        first = kept.get(record.image_id)
+        known = state.images.get(record.image_id)
+        if first is None and known is None:
+            kept[record.image_id] = record
+            continue
+        kept_label = first.label if first is not None else known.label  # type: ignore[union-attr]
+        duplicates.append(
+            c.DuplicateRecord(
+                file=record.filename,
+                label=record.label,
+                image_id=record.image_id,
+                kept_label=kept_label,
+            )
+        )
+    images = list(kept.values())
+    batches: list[c.Event] = [
+        c.ImagesAdded(
+            dataset_id=dataset_id, import_id=import_id, images=images[i : i + IMAGES_PER_EVENT]
+        )
+        for i in range(0, len(images), IMAGES_PER_EVENT)
+    ]
+    final = replace_report(report, imported=len(images), duplicates=duplicates)
+    return [*batches, c.ImportCompleted(dataset_id=dataset_id, import_id=import_id, report=final)]
+
+
+def replace_report(report: c.ImportReport, **changes: object) -> c.ImportReport:
+    return msgspec.structs.replace(report, **changes)
+
+
+def fail(state: Dataset, command: c.ImportFailed) -> list[c.Event]:
+    running(state, command.import_id)
+    return [command]
+
+
+def relabel(state: Dataset, command: c.RelabelImage) -> list[c.Event]:
+    image = _image(state, command.image_id)
+    label = valid_label(command.label)
+    if label == image.label:
+        return []
+    return [
+        c.ImageRelabeled(
+            dataset_id=command.dataset_id,
+            image_id=command.image_id,
+            label=label,
+            previous=image.label,
+        )
+    ]
+
+
+def delete(state: Dataset, command: c.DeleteImage) -> list[c.Event]:
+    _image(state, command.image_id)
+    return [c.ImageDeleted(dataset_id=command.dataset_id, image_id=command.image_id)]
+
+
+def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
+    name = command.name.strip()
+    if not name or len(name) > c.SPLIT_NAME_MAX:
+        raise InvalidInput(f"name must be 1 to {c.SPLIT_NAME_MAX} characters", field="name")
+    if name in state.splits:
+        raise Conflict(f"a split named {name!r} already exists")
+    ratios = (command.train, command.val, command.test)
+    try:
+        splitting.validate_ratios(ratios)
+        items = splitting.group_duplicates(
+            [
+                splitting.SplitItem(i, img.label, img.phash)
+                for i, img in sorted(state.images.items())
+            ]
+        )
+        if not items:
+            raise InvalidInput("the dataset has no images to split", field="dataset")
+        assignment = splitting.assign(items, ratios, command.strategy, command.seed)
+    except splitting.SplitError as err:
+        raise InvalidInput(err.message, field=err.field) from None
+    counts: dict[str, dict[str, int]] = {s: {} for s in c.SUBSETS}
+    for image_id, subset in assignment.items():
+        label = state.images[image_id].label
+        counts[subset][label] = counts[subset].get(label, 0) + 1
+    created = c.SplitCreated(
+        dataset_id=command.dataset_id,
+        split_id=command.split_id,
+        name=name,
+        strategy=command.strategy,
+        ratios=dict(zip(c.SUBSETS, ratios, strict=True)),
+        seed=command.seed,
+        images=len(assignment),
+        groups=len({item.group for item in items}),
+        counts={s: dict(sorted(n.items())) for s, n in counts.items()},
+        recipe_hash=splitting.recipe_hash(assignment),
+    )
+    ordered = sorted(assignment.items())
+    parts: list[c.Event] = [
+        c.SplitAssigned(
+            dataset_id=command.dataset_id,
+            split_id=command.split_id,
+            part=n,
+            assignment=dict(ordered[i : i + ASSIGNMENTS_PER_EVENT]),
+        )
+        for n, i in enumerate(range(0, len(ordered), ASSIGNMENTS_PER_EVENT))
+    ]
+    return [created, *parts]
+
+
+def evolve(state: Dataset, event: c.Event) -> Dataset:
+    match event:
+        case c.ImportStarted():
+            return replace(state, imports={**state.imports, event.import_id: RUNNING})
+        case c.ImagesAdded():
+            added = {
+                r.image_id: Image(r.filename, r.label, r.phash, r.width, r.height)
+                for r in event.images
+            }
+            return replace(state, images={**state.images, **added})
+        case c.ImportCompleted():
+            return replace(
+                state,
+                imports={**state.imports, event.import_id: "completed"},
+                duplicates=(*state.duplicates, *event.report.duplicates),
+                corrupt=(*state.corrupt, *event.report.corrupt),
+            )
+        case c.ImportFailed():
+            return replace(state, imports={**state.imports, event.import_id: "failed"})
+        case c.ImageRelabeled():
+            image = replace(state.images[event.image_id], label=event.label)
+            return replace(state, images={**state.images, event.image_id: image})
+        case c.ImageDeleted():
+            images = dict(state.images)
+            images.pop(event.image_id, None)
+            return replace(state, images=images)
+        case c.SplitCreated():
+            return replace(state, splits={**state.splits, event.name: event.split_id})
+    return state
+
+
+def valid_label(raw: str) -> str:
+    label = unicodedata.normalize("NFC", raw).strip()
+    if not label or len(label) > c.LABEL_MAX:
+        raise InvalidInput(f"label must be 1 to {c.LABEL_MAX} characters", field="label")
+    if any(unicodedata.category(ch) == "Cc" for ch in label):
+        raise InvalidInput("label must not contain control characters", field="label")
+    return label
+
+
+def _image(state: Dataset, image_id: str) -> Image:
+    image = state.images.get(image_id)
+    if image is None:
+        raise NotFound(f"image {image_id} is not in this dataset")
+    return image

@@ -1,0 +1,208 @@
+"""Command handlers of the datasets service, and the outcome of its import jobs.
+
+Each command is decided against the stored Dataset (``kernel.commands.execute``). Starting an
+import checks what can be checked at once (the project, the path, the archive's name), stores
+``ImportStarted`` and leaves the rest to a background job whose outcome comes back here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+
+import msgspec
+
+from contracts import common
+from contracts import datasets as c
+from contracts.common import CommandAccepted, CommandRejected, Reply
+from services.datasets import domain, formats, health, sources
+from services.datasets.importer import Importer, Job
+from services.datasets.projection import KnownProject
+from services.kernel.commands import execute, rejected
+from services.kernel.repository import Repository
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "folder", "csv", "coco", "yolo")
+_REFUSALS = (domain.DomainError,)
+
+
+class Datasets:
+    def __init__(
+        self,
+        repo: Repository[domain.Dataset],
+        find_project: Callable[[str], Awaitable[KnownProject | None]] | None,
+        *,
+        instance: str,
+        import_roots: Sequence[Path],
+        uploads: Path,
+        staging: Path,
+    ) -> None:
+        self.repo = repo
+        self.find_project = find_project
+        self.importer: Importer | None = None
+        self.instance = instance
+        self.import_roots = list(import_roots)
+        self.uploads = uploads
+        self.staging = staging
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _run(
+        self, command: c.Message, dataset_id: str, decide: Callable[[domain.Dataset], list[c.Event]]
+    ) -> Reply:
+        return await execute(
+            self.repo,
+            dataset_id,
+            command,
+            decide,
+            headers={},
+            refusals=_REFUSALS,
+            noun="dataset",
+        )
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def start_import(self, command: c.StartImport, headers: Mapping[str, str]) -> Reply:
+        try:
+            await self._project(command.dataset_id)
+            job = self._job(command)
+        except (domain.DomainError, sources.SourceError) as err:
+            return rejected(err)
+        reply = await execute(
+            self.repo,
+            command.dataset_id,
+            command,
+            partial(domain.start, command=command, instance=self.instance),
+            headers=headers,
+            refusals=_REFUSALS,
+            noun="dataset",
+        )
+        if isinstance(reply, CommandAccepted) and reply.events:
+            assert self.importer is not None
+            task = asyncio.create_task(self.importer.run(job), name=f"import:{command.import_id}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return reply
+
+    async def cancel_import(self, command: c.CancelImport, headers: Mapping[str, str]) -> Reply:
+        assert self.importer is not None
+        job = self.importer.jobs.get(command.import_id)
+        if job is None or job.command.dataset_id != command.dataset_id:
+            state, version = await self.repo.get(command.dataset_id)
+            try:
+                domain.running(state, command.import_id)
+            except domain.DomainError as err:
+                return rejected(err)
+            return CommandRejected(
+                code=common.CONFLICT, message="that import runs on another datasets instance"
+            )
+        job.cancel.set()
+        _, version = await self.repo.get(command.dataset_id)
+        return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=version)
+
+    async def relabel_image(self, command: c.RelabelImage, headers: Mapping[str, str]) -> Reply:
+        return await self._run(
+            command, command.dataset_id, partial(domain.relabel, command=command)
+        )
+
+    async def delete_image(self, command: c.DeleteImage, headers: Mapping[str, str]) -> Reply:
+        return await self._run(command, command.dataset_id, partial(domain.delete, command=command))
+
+    async def create_split(self, command: c.CreateSplit, headers: Mapping[str, str]) -> Reply:
+        try:
+            await self._project(command.dataset_id, writable=False)
+        except domain.DomainError as err:
+            return rejected(err)
+        # Grouping 100k images takes a second or two of this loop; fine for a rare command.
+        return await self._run(
+            command, command.dataset_id, partial(domain.create_split, command=command)
+        )
+
+    async def get_health(self, query: c.GetHealth) -> c.HealthReport:
+        state, _ = await self.repo.get(query.dataset_id)
+        facts = [
+            health.ImageFacts(i, img.filename, img.label, i, img.phash, img.width, img.height)
+            for i, img in sorted(state.images.items())
+        ]
+        report = await asyncio.to_thread(
+            health.report,
+            facts,
+            [health.DuplicateSeen(d.file, d.label, d.image_id) for d in state.duplicates],
+            [health.CorruptSeen(p.file, p.reason) for p in state.corrupt],
+        )
+        return c.HealthReport(dataset_id=query.dataset_id, report=report)
+
+    # --- the outcome of import jobs -------------------------------------------------------------
+
+    async def validated(self, job: Job, manifest: formats.Manifest) -> None:
+        event = c.ImportValidated(
+            dataset_id=job.command.dataset_id,
+            import_id=job.import_id,
+            format=manifest.format,
+            files=len(manifest.entries),
+            classes=manifest.classes,
+        )
+        await self._outcome(job, "validated", lambda s: _if_running(s, job.import_id, [event]))
+
+    async def commit(self, job: Job, records: list[c.ImageRecord], report: c.ImportReport) -> None:
+        dataset_id = job.command.dataset_id
+
+        def decide(state: domain.Dataset) -> list[c.Event]:
+            return domain.commit(state, dataset_id, job.import_id, records, report)
+
+        await self._outcome(job, "committed", decide)
+
+    async def failed(
+        self, job: Job, code: str, message: str, status: int, field: str | None
+    ) -> None:
+        event = c.ImportFailed(
+            dataset_id=job.command.dataset_id,
+            import_id=job.import_id,
+            code=code,
+            message=message,
+            status=status,
+            field=field,
+        )
+        await self._outcome(job, "failed", lambda state: domain.fail(state, event))
+
+    async def _outcome(
+        self, job: Job, step: str, decide: Callable[[domain.Dataset], list[c.Event]]
+    ) -> None:
+        # Each step of the job has ids of its own, derived so that a retried step is one write.
+        cause = msgspec.structs.replace(job.command, message_id=f"{job.command.message_id}.{step}")
+        reply = await self._run(cause, job.command.dataset_id, decide)
+        if isinstance(reply, CommandRejected):
+            log.error("import %s: could not store its outcome: %s", job.import_id, reply.message)
+
+    # --- checks made before an import starts ------------------------------------------------------
+
+    async def _project(self, dataset_id: str, writable: bool = True) -> KnownProject:
+        assert self.find_project is not None
+        project = await self.find_project(dataset_id)
+        if project is None:
+            raise domain.NotFound(f"project {dataset_id} does not exist", field="project_id")
+        if writable and project.archived:
+            raise domain.Conflict(f"project {dataset_id} is archived; restore it first")
+        return project
+
+    def _job(self, command: c.StartImport) -> Job:
+        if command.format not in FORMATS:
+            raise domain.InvalidInput(f"format must be one of {', '.join(FORMATS)}", "format")
+        if command.source_kind == "local":
+            return Job(command, sources.resolve_local(command.source, self.import_roots))
+        if command.source_kind != "upload" or command.staged_path is None:
+            raise domain.InvalidInput("source_kind must be local or upload", "source_kind")
+        staged = Path(command.staged_path).resolve()
+        if staged.parent != self.uploads.resolve() or not staged.is_file():
+            raise domain.InvalidInput("the uploaded archive is not where it was staged", "file")
+        root = self.staging / command.import_id
+        root.mkdir(parents=True, exist_ok=False)
+        return Job(command, root, staging=root)
+
+
+def _if_running(state: domain.Dataset, import_id: str, events: list[c.Event]) -> list[c.Event]:
+    domain.running(state, import_id)
+    return events

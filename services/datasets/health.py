@@ -1,0 +1,205 @@
+"""A dataset's health report: duplicates, unreadable files, class balance, odd image sizes.
+
+Pure: takes facts about the kept images and the files skipped at import, returns a JSON-ready
+dict with every list in a fixed order. Imports nothing from ``services`` but ``splits`` (for the
+near-duplicate grouping that splits use too).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.datasets.splits import SplitItem, group_duplicates
+
+IMBALANCE_WARNING = 3.0  # largest/smallest class ratio from which the report warns
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    image_id: str
+    filename: str
+    label: str | None
+    sha256: str
+    phash: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class DuplicateSeen:
+    """A file found at import to be byte-identical to an image already kept."""
+
+    filename: str
+    label: str | None
+    image_id: str
+
+
+@dataclass(frozen=True)
+class CorruptSeen:
+    filename: str
+    reason: str
+
+
+def report(
+    images: Sequence[ImageFacts],
+    duplicates: Sequence[DuplicateSeen],
+    corrupt: Sequence[CorruptSeen],
+    *,
+    min_per_class: int = 3,
+    near_distance: int = 4,
+    tiny: int = 32,
+    huge: int = 8000,
+) -> dict[str, Any]:
+    ordered = sorted(images, key=lambda f: (f.filename, f.image_id))
+    classes = dict(sorted(Counter(f.label for f in images if f.label is not None).items()))
+    exact = _exact_duplicates(images, duplicates)
+    result: dict[str, Any] = {
+        "images": len(images),
+        "unlabeled": sum(1 for f in images if f.label is None),
+        "classes": classes,
+        "exact_duplicates": exact,
+        "label_conflicts": sum(1 for entry in exact if entry["label_conflict"]),
+        "near_duplicates": _near_duplicates(images, near_distance),
+        "corrupt": [
+            {"filename": c.filename, "reason": c.reason}
+            for c in sorted(corrupt, key=lambda c: (c.filename, c.reason))
+        ],
+        "imbalance": _imbalance(classes),
+        "tiny_images": [_size_entry(f) for f in ordered if min(f.width, f.height) < tiny],
+        "huge_images": [_size_entry(f) for f in ordered if max(f.width, f.height) > huge],
+        "small_classes": [
+            {"label": label, "count": n} for label, n in classes.items() if n < min_per_class
+        ],
+        "size_stats": {
+            "width": _stats([f.width for f in images]),
+            "height": _stats([f.height for f in images]),
+        },
+    }
+    result["warnings"] = _warnings(result, min_per_class=min_per_class, tiny=tiny, huge=huge)
+    return result
+
+
+def _exact_duplicates(
+    images: Sequence[ImageFacts], duplicates: Sequence[DuplicateSeen]
+) -> list[dict[str, Any]]:
+    by_id = {f.image_id: f for f in images}
+    copies: dict[str, list[DuplicateSeen]] = defaultdict(list)
+    for dup in duplicates:
+        copies[dup.image_id].append(dup)
+    entries = []
+    for image_id, seen in copies.items():
+        kept = by_id.get(image_id)  # None if the kept image was deleted since
+        labels = {d.label for d in seen} | ({kept.label} if kept else set())
+        entries.append(
+            {
+                "image_id": image_id,
+                "kept": kept.filename if kept else None,
+                "label": kept.label if kept else None,
+                "copies": [
+                    {"filename": d.filename, "label": d.label}
+                    for d in sorted(seen, key=lambda d: (d.filename, d.label or ""))
+                ],
+                "label_conflict": len(labels) > 1,
+            }
+        )
+    return sorted(entries, key=lambda e: (e["kept"] or "", e["image_id"]))
+
+
+def _near_duplicates(images: Sequence[ImageFacts], distance: int) -> list[dict[str, Any]]:
+    items = [SplitItem(f.image_id, f.label or "", f.phash) for f in images]
+    members: dict[str, list[str]] = defaultdict(list)
+    for item in group_duplicates(items, distance):
+        assert item.group is not None  # group_duplicates always sets it
+        members[item.group].append(item.image_id)
+    by_id = {f.image_id: f for f in images}
+    groups = sorted(sorted(ids) for ids in members.values() if len(ids) > 1)
+    return [
+        {
+            "group": ids,
+            "filenames": [by_id[i].filename for i in ids],
+            "labels": [by_id[i].label for i in ids],
+        }
+        for ids in groups
+    ]
+
+
+def _imbalance(classes: dict[str, int]) -> dict[str, Any]:
+    if not classes:
+        return {"ratio": None, "largest": None, "smallest": None, "class_weights": {}}
+    # Ties go to the alphabetically first label: classes is sorted and max/min keep the first.
+    largest = max(classes, key=lambda label: classes[label])
+    smallest = min(classes, key=lambda label: classes[label])
+    total = sum(classes.values())
+    return {
+        "ratio": round(classes[largest] / classes[smallest], 4) if len(classes) > 1 else None,
+        "largest": largest,
+        "smallest": smallest,
+        "class_weights": {
+            label: round(total / (len(classes) * n), 4) for label, n in classes.items()
+        },
+    }
+
+
+def _size_entry(f: ImageFacts) -> dict[str, Any]:
+    return {"image_id": f.image_id, "filename": f.filename, "width": f.width, "height": f.height}
+
+
+def _stats(values: list[int]) -> dict[str, float | int | None]:
+    if not values:
+        return {"min": None, "max": None, "mean": None, "median": None}
+    return {
+        "min": min(values),
+        "max": max(values),
+        "mean": round(statistics.fmean(values), 2),
+        "median": statistics.median(values),
+    }
+
+
+def _warnings(r: dict[str, Any], *, min_per_class: int, tiny: int, huge: int) -> list[str]:
+    found: list[str] = []
+    if r["images"] == 0:
+        found.append("The dataset has no images.")
+    if r["unlabeled"]:
+        found.append(f"{r['unlabeled']} images have no label.")
+    copies = sum(len(e["copies"]) for e in r["exact_duplicates"])
+    if copies:
+        found.append(f"{copies} files were exact copies of images already imported and skipped.")
+    if r["label_conflicts"]:
+        found.append(f"{r['label_conflicts']} duplicated images were given conflicting labels.")
+    if near := r["near_duplicates"]:
+        mixed = sum(1 for g in near if len(set(g["labels"])) > 1)
+        found.append(
+            f"{len(near)} groups of near-duplicate images ({sum(len(g['group']) for g in near)} "
+            f"images); {mixed} of them mix labels. Splits keep each group in one subset."
+        )
+    if r["corrupt"]:
+        found.append(f"{len(r['corrupt'])} files could not be read as images and were skipped.")
+    found.extend(_class_warnings(r, min_per_class))
+    if r["tiny_images"]:
+        found.append(f"{len(r['tiny_images'])} images are under {tiny} px on their short side.")
+    if r["huge_images"]:
+        found.append(f"{len(r['huge_images'])} images are over {huge} px on their long side.")
+    return found
+
+
+def _class_warnings(r: dict[str, Any], min_per_class: int) -> list[str]:
+    found: list[str] = []
+    if len(r["classes"]) == 1:
+        found.append("Only one class: a classifier needs at least two.")
+    imbalance = r["imbalance"]
+    if imbalance["ratio"] is not None and imbalance["ratio"] >= IMBALANCE_WARNING:
+        found.append(
+            f"Classes are imbalanced: {imbalance['largest']!r} has {imbalance['ratio']:g} times "
+            f"as many images as {imbalance['smallest']!r}."
+        )
+    if small := r["small_classes"]:
+        names = ", ".join(repr(c["label"]) for c in small[:5]) + (", ..." if len(small) > 5 else "")
+        found.append(
+            f"{len(small)} classes have fewer than {min_per_class} images, too few for a "
+            f"train/val/test split: {names}."
+        )
+    return found

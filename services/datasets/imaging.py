@@ -1,0 +1,174 @@
+"""Reads one image file for import: digest, validation, oriented size, perceptual hash, thumbnail.
+
+``inspect`` is the only entry point with side effects (it stores the original and a thumbnail in
+a :class:`BlobStore`). Pillow and the filesystem only; imports nothing from ``services`` but
+``blobstore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from services.kernel.blobstore import BlobStore
+
+THUMB_MAX = 256
+THUMB_QUALITY = 85
+_CHUNK = 1 << 20
+_ROTATES_90 = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_RESIZABLE = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})  # resized well by Pillow as they are
+# What Pillow raises on malformed input varies by plugin; all of these mean "bad file" there.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str  # of the file's bytes as they are
+    size: int  # bytes
+    width: int  # after EXIF orientation is applied
+    height: int
+    format: str  # Pillow's format name, e.g. "JPEG", "PNG"
+    mime: str  # e.g. "image/jpeg"
+    phash: str  # 16 hex chars: 64-bit difference hash (dHash) of the oriented image
+
+
+class CorruptImage(Exception):
+    """The file is not a usable image; ``str(exc)`` is a short reason for a person."""
+
+
+def inspect(path: Path, store: BlobStore) -> ImageInfo:
+    """Validate and describe one image, storing it and (once) its thumbnail in ``store``."""
+    sha256, size = _digest(path)
+    if size == 0:
+        raise CorruptImage("empty file")
+    try:
+        fmt, width, height, thumb = _decode(path)
+    except _DECODE_ERRORS as exc:
+        raise CorruptImage(_reason(exc)) from exc
+    with thumb:
+        phash = dhash(thumb)
+        if not store.has_thumb(sha256):
+            store.put_thumb(sha256, _jpeg_bytes(thumb))
+    store.put(path, sha256)
+    return ImageInfo(sha256, size, width, height, fmt, mime_of(fmt), phash)
+
+
+def mime_of(format: str) -> str:
+    # MPO is how Pillow names the multi-picture JPEGs phones write; browsers see a JPEG.
+    if format.upper() == "MPO":
+        return "image/jpeg"
+    Image.init()
+    return Image.MIME.get(format.upper(), "application/octet-stream")
+
+
+def dhash(img: Image.Image) -> str:
+    """64-bit difference hash: is each pixel of a 9x8 grey thumbnail darker than its right one."""
+    small = img.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    px = small.tobytes()
+    bits = 0
+    for row in range(8):
+        for col in range(8):
+            left = px[row * 9 + col]
+            bits = (bits << 1) | (px[row * 9 + col + 1] > left)
+    return f"{bits:016x}"
+
+
+def hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _decode(path: Path) -> tuple[str, int, int, Image.Image]:
+    """(format, oriented full width, oriented full height, RGB thumbnail)."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone in this process flipped Pillow's global: half-grey images would pass as good.
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    # verify() catches what load() tolerates (PNG CRCs) but leaves the image unusable: reopen.
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        _refuse_bomb(img)
+        fmt = img.format or "UNKNOWN"
+        width, height = img.size
+        if img.getexif().get(ExifTags.Base.Orientation, 1) in _ROTATES_90:
+            width, height = height, width
+        if fmt in ("JPEG", "MPO"):
+            # Decode big photos at 1/2..1/8 scale: the thumbnail and dHash need no more.
+            img.draft("RGB", (THUMB_MAX * 2, THUMB_MAX * 2))
+        ImageOps.exif_transpose(img, in_place=True)  # loads the pixels
+        if img.mode in _RESIZABLE:
+            # Shrink first: converting to RGB copies every pixel of what it is given.
+            img.thumbnail((THUMB_MAX, THUMB_MAX), Image.Resampling.LANCZOS)
+        thumb = _to_rgb(img)
+    thumb.thumbnail((THUMB_MAX, THUMB_MAX), Image.Resampling.LANCZOS)
+    return fmt, width, height, thumb
+
+
+def _refuse_bomb(img: Image.Image) -> None:
+    # Pillow only *warns* between 1x and 2x MAX_IMAGE_PIXELS; turning that warning into an error
+    # would need warnings.catch_warnings, which is not thread-safe. Same limit, checked here.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and img.width * img.height > limit:
+        raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """A new RGB image: alpha composited on white, 16-bit and float scaled down to 8 bits."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, _WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if img.mode.startswith(("I", "F")):
+        wide = img.convert("I") if img.mode.startswith("I;") else img
+        if (wide.getextrema()[1] or 0) > 255:  # type: ignore[operator]
+            wide = wide.point(lambda v: v / 256)
+        return wide.convert("L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=THUMB_QUALITY)
+    return buf.getvalue()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return "too many pixels (possible decompression bomb)"
+    text = str(exc)
+    if isinstance(exc, EOFError) or "truncated" in text.lower():
+        return "truncated file"
+    return f"unreadable image: {text[:120]}" if text else "unreadable image"

@@ -1,0 +1,413 @@
+"""REST for datasets: imports (server path, ZIP upload) as jobs, browsing, images, health."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from contracts import common, new_id
+from contracts import datasets as c
+from services.gateway.api.idempotent import idempotent
+from services.gateway.datasets_model import ImageRow, ImportRow, SplitMember, SplitRow
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.uploads import receive
+from services.kernel.blobstore import BlobStore
+from services.kernel.eventstore import check_id
+from services.kernel.sqlite import session
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+ACTOR = "anonymous"
+#: How long starting an import waits to answer a bad source with its 4xx rather than a 202.
+VALIDATION_WAIT_S = 10.0
+Format = Literal["auto", "folder", "csv", "coco", "yolo"]
+MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "MPO": "image/jpeg",
+}
+
+
+class LocalImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project_id: str = Field(min_length=1, max_length=128)
+    path: str = Field(min_length=1, max_length=4096)
+    format: Format = "auto"
+
+
+class Relabel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=c.LABEL_MAX)
+
+
+@router.post("/import/local", status_code=202)
+async def import_local(body: LocalImport, request: Request, gateway: GatewayDep) -> Response:
+    """Import from a folder on the server (only below the operator's allowed roots)."""
+
+    async def run() -> Response:
+        return await _start(gateway, request, body.project_id, "local", body.path, body.format)
+
+    return await idempotent(request, gateway, ACTOR, run)
+
+
+@router.post("/import/upload", status_code=202)
+async def import_upload(
+    request: Request,
+    gateway: GatewayDep,
+    project_id: Annotated[str | None, Query(max_length=128)] = None,
+    format: Annotated[Format | None, Query()] = None,
+) -> Response:
+    """Import a ZIP: multipart field ``file`` (with ``project_id``, ``format``) or a raw body."""
+    staged = gateway.settings.data_dir("uploads") / f"{new_id()}.zip"
+    upload = await receive(request, staged, gateway.settings.upload_max_bytes)
+    try:
+        pid = project_id or upload.fields.get("project_id") or ""
+        fmt = format or upload.fields.get("format") or "auto"
+        if not pid:
+            raise ApiError(common.VALIDATION_ERROR, "project_id is required", field="project_id")
+        if fmt not in ("auto", "folder", "csv", "coco", "yolo"):
+            raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
+        return await _start(gateway, request, pid, "upload", upload.filename, fmt, staged)
+    except ApiError as err:
+        if err.status != 503:  # refused: the service never took the file
+            staged.unlink(missing_ok=True)
+        raise
+
+
+@router.get("/import/{import_id}")
+async def get_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+    """An import job: its state, and its report once it is over."""
+    row = await _import(db, import_id)
+    data = row.public()
+    data["progress"] = None if row.done else await _progress(gateway, import_id)
+    return ok(data)
+
+
+@router.post("/import/{import_id}/cancel")
+async def cancel_import(import_id: str, request: Request, db: DbDep, gw: GatewayDep) -> Response:
+    """Stop a running import; nothing of it is kept."""
+    row = await _import(db, import_id)
+    command = c.CancelImport(dataset_id=row.dataset_id, import_id=import_id, actor=ACTOR)
+    await gw.send(c.Subjects.CANCEL_IMPORT, command, request)
+    final = await _wait_for_import(gw, import_id, lambda r: r.done, timeout=30.0)
+    return ok(final.public())
+
+
+@router.get("/import/{import_id}/stream", response_class=StreamingResponse)
+async def stream_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+    """Server-Sent Events: ``status``, then ``progress`` a few times a second, then
+    ``complete`` (with the report) or ``error``."""
+    await _import(db, import_id)
+    return StreamingResponse(
+        _import_events(gateway, import_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{project_id}")
+async def summary(project_id: str, db: DbDep) -> Response:
+    """Counts, the class histogram, image sizes, imports and splits of a project's dataset."""
+    where = col(ImageRow.dataset_id) == project_id
+    stats = (
+        await db.exec(
+            select(  # type: ignore[call-overload]
+                func.count(),
+                func.coalesce(func.sum(ImageRow.size), 0),
+                func.min(ImageRow.width),
+                func.max(ImageRow.width),
+                func.avg(ImageRow.width),
+                func.min(ImageRow.height),
+                func.max(ImageRow.height),
+                func.avg(ImageRow.height),
+            ).where(where)
+        )
+    ).one()
+    classes = (
+        await db.exec(
+            select(ImageRow.label, func.count())
+            .where(where)
+            .group_by(ImageRow.label)
+            .order_by(ImageRow.label)
+        )
+    ).all()
+    imports = (
+        await db.exec(
+            select(ImportRow)
+            .where(col(ImportRow.dataset_id) == project_id)
+            .order_by(col(ImportRow.started_at).desc())
+            .limit(20)
+        )
+    ).all()
+    splits = (await db.exec(select(SplitRow).where(col(SplitRow.dataset_id) == project_id))).all()
+    n, size, wmin, wmax, wavg, hmin, hmax, havg = stats
+    return ok(
+        {
+            "project_id": project_id,
+            "images": n,
+            "bytes": size,
+            "classes": {label: count for label, count in classes},
+            "width": {"min": wmin, "max": wmax, "mean": round(wavg, 1) if wavg else None},
+            "height": {"min": hmin, "max": hmax, "mean": round(havg, 1) if havg else None},
+            "imports": [r.public() for r in imports],
+            "splits": [s.public() for s in sorted(splits, key=lambda s: s.created_at)],
+        }
+    )
+
+
+@router.get("/{project_id}/images")
+async def list_images(
+    project_id: str,
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
+    label: str | None = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    split_id: str | None = None,
+    subset: Literal["train", "val", "test"] | None = None,
+) -> Response:
+    """A page of images by file name; filter by label, file name text, split and subset."""
+    query = select(ImageRow).where(col(ImageRow.dataset_id) == project_id)
+    if label is not None:
+        query = query.where(col(ImageRow.label) == label)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(col(ImageRow.filename).ilike(f"%{escaped}%", escape="\\"))
+    if subset and not split_id:
+        raise ApiError(common.VALIDATION_ERROR, "subset needs a split_id", field="subset")
+    if split_id:
+        member = select(SplitMember.image_id).where(col(SplitMember.split_id) == split_id)
+        if subset:
+            member = member.where(col(SplitMember.subset) == subset)
+        query = query.where(col(ImageRow.image_id).in_(member))
+    total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
+    if cursor:
+        after_name, after_id = _decode_cursor(cursor)
+        query = query.where(
+            (col(ImageRow.filename) > after_name)
+            | ((col(ImageRow.filename) == after_name) & (col(ImageRow.image_id) > after_id))
+        )
+    order = (col(ImageRow.filename), col(ImageRow.image_id))
+    rows = (await db.exec(query.order_by(*order).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].filename, rows[-1].image_id) if more else None
+    return ok({"items": [r.public() for r in rows], "total": total, "next_cursor": next_cursor})
+
+
+@router.get("/{project_id}/image/{image_id}", response_class=FileResponse)
+async def image(
+    project_id: str,
+    image_id: str,
+    db: DbDep,
+    gateway: GatewayDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The image's original bytes."""
+    row = await _image(db, project_id, image_id)
+    path = BlobStore(gateway.settings.data_dir("blobs")).blob_path(row.image_id)
+    return _file(
+        path, MIME.get(row.format, "application/octet-stream"), row.image_id, if_none_match
+    )
+
+
+@router.get("/{project_id}/thumbnail/{image_id}", response_class=FileResponse)
+async def thumbnail(
+    project_id: str,
+    image_id: str,
+    db: DbDep,
+    gateway: GatewayDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A JPEG of at most 256 pixels a side, EXIF orientation applied."""
+    row = await _image(db, project_id, image_id)
+    path = BlobStore(gateway.settings.data_dir("blobs")).thumb_path(row.image_id)
+    return _file(path, "image/jpeg", f"t-{row.image_id}", if_none_match)
+
+
+@router.patch("/{project_id}/images/{image_id}")
+async def relabel(
+    project_id: str, image_id: str, body: Relabel, request: Request, gateway: GatewayDep
+) -> Response:
+    """Give an image another label."""
+    command = c.RelabelImage(
+        dataset_id=project_id,
+        image_id=image_id,
+        label=body.label,
+        actor=ACTOR,
+        correlation_id=REQUEST_ID.get(),
+    )
+    accepted = await gateway.send(c.Subjects.RELABEL_IMAGE, command, request)
+    await gateway.caught_up(c.STREAM, accepted.sequence)
+    async with session(gateway.engine) as db:
+        return ok((await _image(db, project_id, image_id)).public())
+
+
+@router.delete("/{project_id}/images/{image_id}", status_code=204)
+async def delete_image(
+    project_id: str, image_id: str, request: Request, gateway: GatewayDep
+) -> Response:
+    """Remove an image from the dataset (its file stays for other datasets that hold it)."""
+    command = c.DeleteImage(
+        dataset_id=project_id, image_id=image_id, actor=ACTOR, correlation_id=REQUEST_ID.get()
+    )
+    accepted = await gateway.send(c.Subjects.DELETE_IMAGE, command, request)
+    await gateway.caught_up(c.STREAM, accepted.sequence)
+    return Response(status_code=204)
+
+
+@router.get("/{project_id}/health")
+async def dataset_health(project_id: str, request: Request, gateway: GatewayDep) -> Response:
+    """Duplicates, near-duplicates, corrupt files, imbalance, odd sizes, small classes."""
+    query = c.GetHealth(dataset_id=_valid(project_id), correlation_id=REQUEST_ID.get())
+    try:
+        msg = await gateway.broker.connection.request(
+            c.Subjects.HEALTH, msgspec.json.encode(query), timeout=60.0
+        )
+    except Exception as exc:
+        raise ApiError(common.UNAVAILABLE, f"the datasets service did not answer: {exc}") from None
+    reply = msgspec.json.decode(msg.data, type=c.HealthReport | common.CommandRejected)
+    if isinstance(reply, common.CommandRejected):
+        raise ApiError(reply.code, reply.message, field=reply.field)
+    return ok(reply.report)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def _start(
+    gateway: Gateway,
+    request: Request,
+    project_id: str,
+    kind: str,
+    source: str,
+    fmt: str,
+    staged: Any = None,
+) -> Response:
+    import_id = new_id()
+    command = c.StartImport(
+        dataset_id=_valid(project_id, "project_id"),
+        import_id=import_id,
+        source_kind=kind,
+        source=source,
+        format=fmt,
+        staged_path=str(staged) if staged else None,
+        actor=ACTOR,
+        correlation_id=REQUEST_ID.get(),
+    )
+    accepted = await gateway.send(c.Subjects.START_IMPORT, command, request)
+    await gateway.caught_up(c.STREAM, accepted.sequence)
+    row = await _wait_for_import(
+        gateway, import_id, lambda r: r.state != "running", VALIDATION_WAIT_S
+    )
+    if row.state == "failed" and row.error:
+        err = row.error
+        raise ApiError(err["code"], err["message"], field=err.get("field"), status=err["status"])
+    location = str(request.url_for("get_import", import_id=import_id))
+    return ok(row.public(), status=202, headers={"Location": location})
+
+
+async def _wait_for_import(
+    gateway: Gateway, import_id: str, done: Any, timeout: float
+) -> ImportRow:
+    deadline = time.monotonic() + timeout
+    while True:
+        position = gateway.runner.position(c.STREAM)
+        async with session(gateway.engine) as db:
+            row = await _import(db, import_id)
+        left = deadline - time.monotonic()
+        if done(row) or left <= 0:
+            return row
+        await gateway.runner.wait_for(c.STREAM, position + 1, left)
+
+
+async def _progress(gateway: Gateway, import_id: str) -> dict[str, Any] | None:
+    sub = await gateway.broker.connection.subscribe(c.progress_subject(import_id))
+    try:
+        msg = await sub.next_msg(timeout=1.0)
+        return msgspec.json.decode(msg.data)
+    except Exception:
+        return None
+    finally:
+        await sub.unsubscribe()
+
+
+async def _import_events(gateway: Gateway, import_id: str) -> Any:
+    sub = await gateway.broker.connection.subscribe(c.progress_subject(import_id))
+    try:
+        async with session(gateway.engine) as db:
+            row = await _import(db, import_id)
+        yield _sse("status", row.public())
+        while not row.done:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+                yield b"event: progress\ndata: " + msg.data + b"\n\n"
+            except (TimeoutError, Exception):
+                yield b": keepalive\n\n"
+            async with session(gateway.engine) as db:
+                row = await _import(db, import_id)
+        yield _sse("complete" if row.state == "completed" else "error", row.public())
+    finally:
+        await sub.unsubscribe()
+
+
+def _sse(name: str, data: Any) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (name.encode(), msgspec.json.encode(data))
+
+
+def _file(path: Any, media_type: str, etag: str, if_none_match: str | None) -> Response:
+    tag = f'"{etag}"'
+    headers = {"ETag": tag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if if_none_match and tag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    if not path.exists():
+        raise ApiError(common.NOT_FOUND, "the image's file is missing from the store")
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+async def _import(db: Any, import_id: str) -> ImportRow:
+    row = await db.get(ImportRow, import_id)
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"import {import_id} does not exist")
+    return row
+
+
+async def _image(db: Any, project_id: str, image_id: str) -> ImageRow:
+    row = await db.get(ImageRow, (project_id, image_id))
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"image {image_id} is not in this dataset")
+    return row
+
+
+def _valid(dataset_id: str, field: str = "project_id") -> str:
+    try:
+        return check_id(dataset_id)
+    except ValueError:
+        raise ApiError(
+            common.NOT_FOUND, f"project {dataset_id} does not exist", field=field
+        ) from None
+
+
+def _encode_cursor(filename: str, image_id: str) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([filename, image_id])).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        name, image_id = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+        return str(name), str(image_id)
+    except Exception:
+        raise ApiError(common.VALIDATION_ERROR, "invalid cursor", field="cursor") from None

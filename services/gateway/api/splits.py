@@ -1,0 +1,95 @@
+"""REST for splits: create a named, seeded, leak-free train/val/test split; list and read them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
+
+from contracts import common, new_id
+from contracts import datasets as c
+from services.gateway.api.idempotent import idempotent
+from services.gateway.datasets_model import SplitRow
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.gateway import DbDep, GatewayDep
+from services.gateway.idempotency import derived_id
+from services.kernel.sqlite import session
+
+router = APIRouter(prefix="/splits", tags=["splits"])
+ACTOR = "anonymous"
+
+
+class Ratios(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: float = Field(ge=0, le=1)
+    val: float = Field(ge=0, le=1)
+    test: float = Field(0.0, ge=0, le=1)
+
+
+class SplitCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=c.SPLIT_NAME_MAX)
+    ratios: Ratios
+    strategy: Literal["random", "stratified"] = "stratified"
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+@router.post("", status_code=201)
+async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep) -> Response:
+    """Split the dataset; the same dataset, ratios and seed give the same split anywhere."""
+    key = request.headers.get("idempotency-key")
+
+    async def run() -> Response:
+        split_id = derived_id(ACTOR, key, "split") if key else new_id()
+        command = c.CreateSplit(
+            dataset_id=body.project_id,
+            split_id=split_id,
+            name=body.name,
+            train=body.ratios.train,
+            val=body.ratios.val,
+            test=body.ratios.test,
+            strategy=body.strategy,
+            seed=body.seed,
+            actor=ACTOR,
+            correlation_id=REQUEST_ID.get(),
+        )
+        accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
+        await gateway.caught_up(c.STREAM, accepted.sequence)
+        async with session(gateway.engine) as db:
+            row = await _split(db, split_id)
+        location = str(request.url_for("get_split", split_id=split_id))
+        return ok(row.public(), status=201, headers={"Location": location})
+
+    return await idempotent(request, gateway, ACTOR, run)
+
+
+@router.get("")
+async def list_splits(
+    db: DbDep, project_id: Annotated[str, Query(min_length=1, max_length=128)]
+) -> Response:
+    """A project's splits, oldest first, with per-subset class counts."""
+    rows = (
+        await db.exec(
+            select(SplitRow)
+            .where(col(SplitRow.dataset_id) == project_id)
+            .order_by(col(SplitRow.created_at))
+        )
+    ).all()
+    return ok({"items": [r.public() for r in rows]})
+
+
+@router.get("/{split_id}")
+async def get_split(split_id: str, db: DbDep) -> Response:
+    """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
+    return ok((await _split(db, split_id)).public())
+
+
+async def _split(db: DbDep, split_id: str) -> SplitRow:
+    row = await db.get(SplitRow, split_id)
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"split {split_id} does not exist")
+    return row

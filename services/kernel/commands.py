@@ -1,0 +1,110 @@
+"""Running one decision against one aggregate: load, decide, stamp, append, reply.
+
+Shared by every service's handlers. A refusal from the domain is answered (never retried);
+a concurrent write is retried when the caller did not pin a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from contracts import Message, common
+from contracts.common import CommandAccepted, CommandRejected, Reply
+from services.kernel.eventstore import ConcurrencyConflict, check_id
+from services.kernel.repository import Repository
+from services.kernel.telemetry import EVENTS_APPENDED, child_traceparent
+
+S = TypeVar("S")
+E = TypeVar("E", bound=Message)
+
+#: Without an expected version a command is retried on a concurrent write, then refused.
+ATTEMPTS = 3
+
+
+def stamp(events: Sequence[E], command: Message) -> list[E]:
+    """Give each event its envelope; ids derive from the command's, so a retry is recognised."""
+    now = datetime.now(UTC)
+    return [
+        msgspec.structs.replace(
+            event,
+            message_id=f"{command.message_id}-{i}",
+            correlation_id=command.correlation_id,
+            causation_id=command.message_id,
+            actor=command.actor,
+            occurred_at=now,
+        )
+        for i, event in enumerate(events)
+    ]
+
+
+def rejected(err: Any) -> CommandRejected:
+    """A domain refusal (anything with ``code``, ``message`` and ``field``) as a reply."""
+    return CommandRejected(
+        code=err.code,
+        message=err.message,
+        field=err.field,
+        status=getattr(err, "status", 0),
+    )
+
+
+async def execute(
+    repo: Repository[S],
+    aggregate_id: str,
+    command: Message,
+    decide: Callable[[S], Sequence[Message]],
+    *,
+    headers: Mapping[str, str],
+    refusals: tuple[type[Exception], ...],
+    expected: int | None = None,
+    noun: str = "it",
+) -> Reply:
+    """Decide ``command`` against the stored aggregate and store what it decided."""
+    try:
+        check_id(aggregate_id)
+    except ValueError:
+        return CommandRejected(code=common.NOT_FOUND, message=f"{noun} {aggregate_id!r} not found")
+    trace = {"traceparent": child_traceparent(headers.get("traceparent"))}
+    for attempt in range(1, ATTEMPTS + 1):
+        state, version = await repo.get(aggregate_id)
+        if expected is not None and expected != version:
+            return stale(noun, aggregate_id, expected, version)
+        try:
+            events = decide(state)
+        except refusals as err:
+            return rejected(err)
+        if not events:
+            return accepted(command, aggregate_id, version, 0)
+        try:
+            sequence = await repo.store.append(
+                aggregate_id, stamp(events, command), version, headers=trace
+            )
+        except ConcurrencyConflict:
+            if expected is not None or attempt == ATTEMPTS:
+                return stale(noun, aggregate_id, version, await repo.store.version(aggregate_id))
+            continue
+        EVENTS_APPENDED.labels(noun).inc(len(events))
+        return accepted(command, aggregate_id, sequence, len(events))
+    raise AssertionError("unreachable")
+
+
+def accepted(command: Message, aggregate_id: str, version: int, events: int) -> CommandAccepted:
+    return CommandAccepted(
+        aggregate_id=aggregate_id,
+        version=version,
+        sequence=version,
+        events=events,
+        correlation_id=command.correlation_id,
+        causation_id=command.message_id,
+    )
+
+
+def stale(noun: str, aggregate_id: str, expected: int, actual: int) -> CommandRejected:
+    return CommandRejected(
+        code=common.CONFLICT,
+        message=f"{noun} {aggregate_id} was changed by someone else "
+        f"(you had version {expected}, it is now at {actual}); reload and try again",
+    )

@@ -1,0 +1,366 @@
+"""Datasets over REST against the running studio: imports in four formats, browsing, splits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests import imagesets
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+API = "/api/v1"
+
+
+async def project(api: httpx.AsyncClient) -> str:
+    resp = await api.post(f"{API}/projects", json={"name": f"ds-{uuid.uuid4().hex[:8]}"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["data"]["id"])
+
+
+async def finished(api: httpx.AsyncClient, job: dict, timeout: float = 60) -> dict:
+    """Poll the job until it is over (its SSE stream is tested on its own)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        data = (await api.get(f"{API}/datasets/import/{job['id']}")).json()["data"]
+        if data["state"] in ("completed", "failed", "cancelled"):
+            return data
+        assert asyncio.get_running_loop().time() < deadline, data
+        await asyncio.sleep(0.1)
+
+
+async def import_local(api: httpx.AsyncClient, pid: str, path: Path, fmt: str = "auto") -> dict:
+    resp = await api.post(
+        f"{API}/datasets/import/local", json={"project_id": pid, "path": str(path), "format": fmt}
+    )
+    assert resp.status_code == 202, resp.text
+    return await finished(api, resp.json()["data"])
+
+
+async def upload(
+    api: httpx.AsyncClient, pid: str, archive: Path, fmt: str = "auto"
+) -> httpx.Response:
+    with archive.open("rb") as fh:
+        return await api.post(
+            f"{API}/datasets/import/upload",
+            data={"project_id": pid, "format": fmt},
+            files={"file": (archive.name, fh, "application/zip")},
+        )
+
+
+async def images(api: httpx.AsyncClient, pid: str, **params: object) -> list[dict]:
+    out: list[dict] = []
+    cursor = None
+    while True:
+        query = {"limit": 3, **params, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get(f"{API}/datasets/{pid}/images", params=query)).json()["data"]
+        out += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out
+
+
+def error(resp: httpx.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code, resp.text
+    return resp.json()["error"]
+
+
+async def test_a_folder_imports_from_a_server_path_with_an_exact_report(api, stack: Stack):
+    # given a folder dataset with a duplicate, a corrupt file and a text file
+    pid = await project(api)
+    root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"cat": 4, "dog": 3})
+    (root / "cat" / "copy.png").write_bytes((root / "dog" / "dog_0.png").read_bytes())
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "dog" / "notes.txt").write_text("hello")
+    # when it is imported
+    job = await import_local(api, pid, root)
+    # then the report names every file's fate
+    assert job["state"] == "completed", job
+    report = job["report"]
+    assert report["format"] == "folder"
+    assert report["imported"] == 7
+    assert [d["file"] for d in report["duplicates"]] == ["dog/dog_0.png"]
+    assert report["duplicates"][0]["kept_label"] == "cat"
+    assert [p["file"] for p in report["corrupt"]] == ["dog/broken.png"]
+    assert [p["file"] for p in report["skipped"]] == ["dog/notes.txt"]
+    summary = (await api.get(f"{API}/datasets/{pid}")).json()["data"]
+    assert summary["images"] == 7
+    # cat/copy.png comes first by name, so it is the one kept; dog/dog_0.png is the duplicate
+    assert summary["classes"] == {"cat": 5, "dog": 2}
+    assert summary["width"] == {"min": 32, "max": 32, "mean": 32.0}
+
+
+async def test_browse_pages_filters_and_serves_images_and_thumbnails(api, stack: Stack):
+    pid = await project(api)
+    await import_local(
+        api, pid, imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 4, "b": 3})
+    )
+    listed = await images(api, pid)
+    assert len(listed) == 7
+    assert [i["filename"] for i in listed] == sorted(i["filename"] for i in listed)
+    assert {i["label"] for i in await images(api, pid, label="b")} == {"b"}
+    assert [i["filename"] for i in await images(api, pid, q="a_1")] == ["a/a_1.png"]
+    first = listed[0]
+    resp = await api.get(f"{API}/datasets/{pid}/image/{first['id']}")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "image/png"
+    assert resp.headers["etag"] == f'"{first["id"]}"'
+    again = await api.get(
+        f"{API}/datasets/{pid}/image/{first['id']}", headers={"If-None-Match": resp.headers["etag"]}
+    )
+    assert again.status_code == 304
+    thumb = await api.get(f"{API}/datasets/{pid}/thumbnail/{first['id']}")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (32, 32)
+    error(await api.get(f"{API}/datasets/{pid}/image/{'0' * 64}"), 404, "NOT_FOUND")
+    error(await api.get(f"{API}/datasets/{pid}/image/..%2F..%2Fetc%2Fpasswd"), 404, "NOT_FOUND")
+    error(
+        await api.get(f"{API}/datasets/{pid}/images", params={"limit": 501}),
+        422,
+        "VALIDATION_ERROR",
+    )
+    error(
+        await api.get(f"{API}/datasets/{pid}/images", params={"cursor": "!!"}),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["folder", "csv", "coco", "yolo"])
+async def test_each_format_imports_from_a_zip_upload(api, stack: Stack, tmp_path: Path, fmt):
+    pid = await project(api)
+    src = tmp_path / "src"
+    if fmt == "folder":
+        imagesets.folder(src, {"x": 2, "y": 2})
+    elif fmt == "csv":
+        imagesets.csv_set(src, [("1.png", "x"), ("2.png", "x"), ("3.png", "y"), ("4.png", "y")])
+    elif fmt == "coco":
+        imagesets.coco_set(src, ["x", "x", "y", "y"])
+    else:
+        imagesets.yolo_set(src, [0, 0, 1, 1], ["x", "y"])
+    resp = await upload(api, pid, imagesets.zip_dir(src, tmp_path / "data.zip"))
+    assert resp.status_code == 202, resp.text
+    job = await finished(api, resp.json()["data"])
+    assert job["state"] == "completed", job
+    assert job["report"]["format"] == fmt
+    summary = (await api.get(f"{API}/datasets/{pid}")).json()["data"]
+    assert summary["classes"] == {"x": 2, "y": 2}
+    if fmt in ("coco", "yolo"):  # boxes are kept for detection later
+        assert all(i["boxes"] for i in await images(api, pid))
+
+
+async def test_a_raw_zip_body_imports_too(api, tmp_path: Path):
+    pid = await project(api)
+    archive = imagesets.zip_dir(imagesets.folder(tmp_path / "s", {"x": 2}), tmp_path / "a.zip")
+    resp = await api.post(
+        f"{API}/datasets/import/upload",
+        params={"project_id": pid},
+        content=archive.read_bytes(),
+        headers={"content-type": "application/zip"},
+    )
+    assert resp.status_code == 202, resp.text
+    assert (await finished(api, resp.json()["data"]))["report"]["imported"] == 2
+
+
+async def test_a_second_import_adds_and_reports_images_already_there(api, stack: Stack):
+    pid = await project(api)
+    first = imagesets.folder(stack.imports / uuid.uuid4().hex, {"x": 3})
+    await import_local(api, pid, first)
+    second = imagesets.folder(stack.imports / uuid.uuid4().hex, {"x": 1, "y": 2}, start=2)
+    job = await import_local(api, pid, second)
+    # seed 2 is x_2 of the first import: the same bytes, reported and not added twice
+    assert [d["file"] for d in job["report"]["duplicates"]] == ["x/x_0.png"]
+    assert (await api.get(f"{API}/datasets/{pid}")).json()["data"]["classes"] == {"x": 3, "y": 2}
+
+
+def zip_with(
+    tmp_path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED
+) -> Path:
+    archive = tmp_path / f"{uuid.uuid4().hex}.zip"
+    with zipfile.ZipFile(archive, "w", compression) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return archive
+
+
+BAD_UPLOADS = {
+    "zip slip": ({"../evil.png": b"x", "a/b.png": b"y"}, 422, "UNSAFE_ARCHIVE"),
+    "absolute path": ({"/tmp/evil.png": b"x"}, 422, "UNSAFE_ARCHIVE"),
+    "zip bomb": ({"a/bomb.png": b"\0" * 30_000_000}, 422, "ZIP_BOMB"),
+    "empty": ({}, 422, "EMPTY_ARCHIVE"),
+    "bad coco json": ({"instances.json": b"{not json", "images/a.png": b"x"}, 422, "INVALID_JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+async def test_bad_archives_get_a_clear_4xx_and_change_nothing(api, tmp_path: Path, case):
+    pid = await project(api)
+    entries, status, code = BAD_UPLOADS[case]
+    archive = zip_with(tmp_path, entries, zipfile.ZIP_DEFLATED)
+    error(await upload(api, pid, archive), status, code)
+    assert (await api.get(f"{API}/datasets/{pid}")).json()["data"]["images"] == 0
+
+
+async def test_a_file_that_is_not_a_zip_is_refused(api, tmp_path: Path):
+    pid = await project(api)
+    not_zip = tmp_path / "photo.zip"
+    imagesets.write(not_zip, 1, "PNG")
+    error(await upload(api, pid, not_zip), 415, "NOT_A_ZIP")
+
+
+async def test_bad_annotations_are_refused_whole(api, stack: Stack, tmp_path: Path):
+    pid = await project(api)
+    coco = imagesets.coco_set(tmp_path / "coco", ["x", "y"])
+    doc = (coco / "instances.json").read_text().replace('"category_id": 2', '"category_id": 9')
+    (coco / "instances.json").write_text(doc)
+    error(
+        await upload(api, pid, imagesets.zip_dir(coco, tmp_path / "c.zip")), 422, "UNKNOWN_CATEGORY"
+    )
+    yolo = imagesets.yolo_set(tmp_path / "yolo", [0, 5], ["x", "y"])
+    error(
+        await upload(api, pid, imagesets.zip_dir(yolo, tmp_path / "y.zip")),
+        422,
+        "LABEL_OUT_OF_RANGE",
+    )
+    (yolo / "labels" / "img1.txt").write_text("1 1.5 0.5 0.2 0.2\n")
+    error(
+        await upload(api, pid, imagesets.zip_dir(yolo, tmp_path / "y2.zip")),
+        422,
+        "LABEL_OUT_OF_RANGE",
+    )
+    csv = imagesets.csv_set(tmp_path / "csv", [("a.png", "x")])
+    with (csv / "labels.csv").open("a") as fh:
+        fh.write("images/missing.png,y\n")
+    error(await upload(api, pid, imagesets.zip_dir(csv, tmp_path / "s.zip")), 422, "MISSING_FILES")
+    coco2 = imagesets.coco_set(tmp_path / "coco2", ["x"])
+    (coco2 / "images" / "img0.png").unlink()
+    imagesets.write(coco2 / "images" / "other.png", 5)
+    error(
+        await upload(api, pid, imagesets.zip_dir(coco2, tmp_path / "c2.zip")), 422, "MISSING_FILES"
+    )
+    assert (await api.get(f"{API}/datasets/{pid}")).json()["data"]["images"] == 0
+
+
+async def test_server_paths_outside_the_allowed_roots_are_refused(
+    api, stack: Stack, tmp_path: Path
+):
+    pid = await project(api)
+    outside = imagesets.folder(tmp_path / "outside", {"x": 1})
+    body = {"project_id": pid, "path": str(outside)}
+    error(await api.post(f"{API}/datasets/import/local", json=body), 403, "PATH_NOT_ALLOWED")
+    link = stack.imports / f"link-{uuid.uuid4().hex}"
+    link.symlink_to(outside)
+    body = {"project_id": pid, "path": str(link)}
+    error(await api.post(f"{API}/datasets/import/local", json=body), 403, "PATH_NOT_ALLOWED")
+    body = {"project_id": pid, "path": str(stack.imports / "nope")}
+    error(await api.post(f"{API}/datasets/import/local", json=body), 404, "NOT_FOUND")
+    body = {"project_id": "0" * 32, "path": str(stack.imports)}
+    error(await api.post(f"{API}/datasets/import/local", json=body), 404, "NOT_FOUND")
+    body = {"project_id": pid, "path": str(stack.imports), "format": "tiff"}
+    error(await api.post(f"{API}/datasets/import/local", json=body), 422, "VALIDATION_ERROR")
+
+
+async def test_relabel_and_delete_an_image(api, stack: Stack):
+    pid = await project(api)
+    await import_local(api, pid, imagesets.folder(stack.imports / uuid.uuid4().hex, {"x": 2}))
+    image = (await images(api, pid))[0]
+    resp = await api.patch(f"{API}/datasets/{pid}/images/{image['id']}", json={"label": "z"})
+    assert resp.json()["data"]["label"] == "z"
+    error(
+        await api.patch(f"{API}/datasets/{pid}/images/{image['id']}", json={"label": ""}),
+        422,
+        "VALIDATION_ERROR",
+    )
+    assert (await api.delete(f"{API}/datasets/{pid}/images/{image['id']}")).status_code == 204
+    assert [i["id"] for i in await images(api, pid)] != [image["id"]]
+    assert len(await images(api, pid)) == 1
+    error(await api.delete(f"{API}/datasets/{pid}/images/{image['id']}"), 404, "NOT_FOUND")
+
+
+async def test_health_reports_duplicates_near_duplicates_and_imbalance(api, stack: Stack):
+    pid = await project(api)
+    root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"big": 6, "small": 1})
+    (root / "small" / "twin.png").write_bytes((root / "big" / "big_0.png").read_bytes())
+    near = imagesets.noise(0)
+    near.save(root / "small" / "near.jpg", "JPEG", quality=95)
+    (root / "small" / "bad.png").write_bytes(b"garbage")
+    await import_local(api, pid, root)
+    report = (await api.get(f"{API}/datasets/{pid}/health")).json()["data"]
+    assert report["exact_duplicates"][0]["label_conflict"] is True
+    assert any(len(g["group"]) == 2 for g in report["near_duplicates"])
+    assert report["corrupt"][0]["filename"] == "small/bad.png"
+    assert report["imbalance"]["largest"] == "big"
+    assert report["warnings"]
+
+
+async def test_splits_are_stratified_seeded_and_leak_free(api, stack: Stack):
+    pid = await project(api)
+    root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 10, "b": 10})
+    imagesets.noise(3).save(root / "b" / "near_a3.jpg", "JPEG", quality=95)  # near-duplicate of a_3
+    await import_local(api, pid, root)
+    body = {
+        "project_id": pid,
+        "name": "main",
+        "ratios": {"train": 0.6, "val": 0.2, "test": 0.2},
+        "seed": 7,
+    }
+    resp = await api.post(f"{API}/splits", json=body)
+    assert resp.status_code == 201, resp.text
+    split = resp.json()["data"]
+    assert split["images"] == 21
+    assert split["counts"]["val"]["a"] == 2
+    again = await api.post(f"{API}/splits", json={**body, "name": "same again"})
+    assert again.json()["data"]["recipe_hash"] == split["recipe_hash"]
+    other = await api.post(f"{API}/splits", json={**body, "name": "other seed", "seed": 8})
+    assert other.json()["data"]["recipe_hash"] != split["recipe_hash"]
+    subsets = {}
+    for subset in ("train", "val", "test"):
+        for image in await images(api, pid, split_id=split["id"], subset=subset):
+            subsets[image["filename"]] = subset
+    assert len(subsets) == 21
+    assert subsets["a/a_3.png"] == subsets["b/near_a3.jpg"]
+    error(await api.post(f"{API}/splits", json=body), 409, "CONFLICT")
+    listed = (await api.get(f"{API}/splits", params={"project_id": pid})).json()["data"]["items"]
+    assert [s["name"] for s in listed] == ["main", "same again", "other seed"]
+
+
+@pytest.mark.parametrize(
+    ("ratios", "field"),
+    [
+        ({"train": 0.6, "val": 0.3, "test": 0.3}, "ratios"),
+        ({"train": 1.2, "val": 0, "test": 0}, "ratios.train"),
+        ({"train": 0.98, "val": 0.01, "test": 0.01}, "ratios"),
+    ],
+)
+async def test_bad_split_ratios_get_422(api, stack: Stack, ratios, field):
+    pid = await project(api)
+    await import_local(
+        api, pid, imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 3, "b": 3})
+    )
+    resp = await api.post(f"{API}/splits", json={"project_id": pid, "name": "s", "ratios": ratios})
+    assert error(resp, 422, "VALIDATION_ERROR")["field"] == field
+
+
+async def test_import_progress_streams_over_sse_until_complete(api, stack: Stack):
+    pid = await project(api)
+    root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 30})
+    resp = await api.post(
+        f"{API}/datasets/import/local", json={"project_id": pid, "path": str(root)}
+    )
+    job = resp.json()["data"]
+    names = []
+    async with api.stream("GET", f"{API}/datasets/import/{job['id']}/stream") as sse:
+        async for line in sse.aiter_lines():
+            if line.startswith("event: "):
+                names.append(line.removeprefix("event: "))
+    assert names[0] == "status"
+    assert names[-1] == "complete"

@@ -1,0 +1,159 @@
+"""The health report, section by section, on a small synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from services.datasets.health import CorruptSeen, DuplicateSeen, ImageFacts, report
+
+FAR = ["0f0f0f0f0f0f0f0f", "f0f0f0f0f0f0f0f0", "00ff00ff00ff00ff", "ff00ff00ff00ff00"]
+
+
+def fact(
+    image_id: str,
+    label: str | None,
+    phash: str,
+    size: tuple[int, int] = (640, 480),
+) -> ImageFacts:
+    return ImageFacts(image_id, f"{image_id}.jpg", label, image_id, phash, *size)
+
+
+@pytest.fixture
+def dataset() -> dict[str, Any]:
+    """6 cats, 2 dogs, 1 fox; a near-duplicate cat/dog pair; one tiny and one huge image."""
+    images = [
+        fact("c1", "cat", "0000000000000000"),
+        fact("c2", "cat", "0000000000000007"),  # 3 bits from c1, and labelled differently: d1
+        fact("c3", "cat", FAR[0], (20, 300)),
+        fact("c4", "cat", FAR[1], (9000, 100)),
+        fact("c5", "cat", FAR[2], (100, 200)),
+        fact("c6", "cat", FAR[3], (300, 100)),
+        fact("d1", "dog", "0000000000000003"),
+        fact("d2", "dog", "ffffffffffffffff"),
+        fact("f1", "fox", "00000000ffffffff"),
+    ]
+    duplicates = [
+        DuplicateSeen("copy/c1-b.jpg", "cat", "c1"),
+        DuplicateSeen("copy/c1-a.jpg", "dog", "c1"),
+        DuplicateSeen("copy/d2.jpg", "dog", "d2"),
+    ]
+    corrupt = [CorruptSeen("z.jpg", "truncated file"), CorruptSeen("a.txt", "not an image")]
+    return report(images, duplicates, corrupt)
+
+
+def test_counts_and_classes(dataset: dict[str, Any]) -> None:
+    assert dataset["images"] == 9
+    assert dataset["unlabeled"] == 0
+    assert list(dataset["classes"].items()) == [("cat", 6), ("dog", 2), ("fox", 1)]
+
+
+def test_exact_duplicates_and_label_conflicts(dataset: dict[str, Any]) -> None:
+    assert dataset["exact_duplicates"] == [
+        {
+            "image_id": "c1",
+            "kept": "c1.jpg",
+            "label": "cat",
+            "copies": [
+                {"filename": "copy/c1-a.jpg", "label": "dog"},
+                {"filename": "copy/c1-b.jpg", "label": "cat"},
+            ],
+            "label_conflict": True,
+        },
+        {
+            "image_id": "d2",
+            "kept": "d2.jpg",
+            "label": "dog",
+            "copies": [{"filename": "copy/d2.jpg", "label": "dog"}],
+            "label_conflict": False,
+        },
+    ]
+    assert dataset["label_conflicts"] == 1
+
+
+def test_near_duplicates_are_grouped_transitively(dataset: dict[str, Any]) -> None:
+    assert dataset["near_duplicates"] == [
+        {
+            "group": ["c1", "c2", "d1"],
+            "filenames": ["c1.jpg", "c2.jpg", "d1.jpg"],
+            "labels": ["cat", "cat", "dog"],
+        }
+    ]
+
+
+def test_corrupt_files_are_listed_by_name(dataset: dict[str, Any]) -> None:
+    assert dataset["corrupt"] == [
+        {"filename": "a.txt", "reason": "not an image"},
+        {"filename": "z.jpg", "reason": "truncated file"},
+    ]
+
+
+def test_imbalance_and_class_weights(dataset: dict[str, Any]) -> None:
+    assert dataset["imbalance"] == {
+        "ratio": 6.0,
+        "largest": "cat",
+        "smallest": "fox",
+        "class_weights": {"cat": 0.5, "dog": 1.5, "fox": 3.0},
+    }
+    assert dataset["small_classes"] == [{"label": "dog", "count": 2}, {"label": "fox", "count": 1}]
+
+
+def test_odd_sizes_and_size_statistics(dataset: dict[str, Any]) -> None:
+    assert dataset["tiny_images"] == [
+        {"image_id": "c3", "filename": "c3.jpg", "width": 20, "height": 300}
+    ]
+    assert dataset["huge_images"] == [
+        {"image_id": "c4", "filename": "c4.jpg", "width": 9000, "height": 100}
+    ]
+    assert dataset["size_stats"] == {
+        "width": {"min": 20, "max": 9000, "mean": 1402.22, "median": 640},
+        "height": {"min": 100, "max": 480, "mean": 344.44, "median": 480},
+    }
+
+
+def test_every_problem_gets_a_warning(dataset: dict[str, Any]) -> None:
+    text = " ".join(dataset["warnings"])
+    for fragment in (
+        "3 files were exact copies",
+        "1 duplicated images were given conflicting labels",
+        "1 groups of near-duplicate images (3 images); 1 of them mix labels",
+        "2 files could not be read",
+        "'cat' has 6 times as many images as 'fox'",
+        "2 classes have fewer than 3 images",
+        "1 images are under 32 px",
+        "1 images are over 8000 px",
+    ):
+        assert fragment in text
+    assert len(dataset["warnings"]) == 8
+
+
+def test_the_report_is_json_and_independent_of_input_order() -> None:
+    # given the same facts in two orders
+    images = [fact(f"i{n}", "ab"[n % 2], FAR[n]) for n in range(4)]
+    dups = [DuplicateSeen("x.jpg", "a", "i0"), DuplicateSeen("w.jpg", "b", "i1")]
+    forward = report(images, dups, [CorruptSeen("q", "r"), CorruptSeen("p", "s")])
+    backward = report(images[::-1], dups[::-1], [CorruptSeen("p", "s"), CorruptSeen("q", "r")])
+    # then the reports serialise to the same JSON
+    assert json.dumps(forward) == json.dumps(backward)
+
+
+def test_an_empty_dataset() -> None:
+    empty = report([], [], [])
+    assert empty["images"] == 0 and empty["classes"] == {}
+    assert empty["imbalance"] == {
+        "ratio": None,
+        "largest": None,
+        "smallest": None,
+        "class_weights": {},
+    }
+    assert empty["size_stats"]["width"] == {"min": None, "max": None, "mean": None, "median": None}
+    assert empty["warnings"] == ["The dataset has no images."]
+
+
+def test_a_balanced_single_class_has_no_ratio() -> None:
+    single = report([fact(f"i{n}", "a", FAR[n]) for n in range(3)], [], [])
+    assert single["imbalance"]["ratio"] is None
+    assert single["imbalance"]["class_weights"] == {"a": 1.0}
+    assert single["warnings"] == ["Only one class: a classifier needs at least two."]
