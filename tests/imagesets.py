@@ -90,3 +90,16 @@ def zip_dir(src: Path, archive: Path) -> Path:
             if path.is_file():
                 zf.write(path, path.relative_to(src).as_posix())
     return archive
+
+
+def heavy(root: Path, count: int, size: int = 512) -> Path:
+    """``count`` large noise PNGs in two classes: slow enough to decode that a test can act
+    while an import of them runs."""
+    for i in range(count):
+        path = root / f"c{i % 2}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(i)
+        Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).save(
+            path, "PNG", compress_level=1
+        )
+    return root

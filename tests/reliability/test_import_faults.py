@@ -1,0 +1,100 @@
+"""An import interrupted by a crash or a cancel leaves the dataset exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import imagesets
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+API = "/api/v1"
+
+
+def start(stack: Stack, path: str) -> tuple[str, str]:
+    pid = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
+    project_id = pid.json()["data"]["id"]
+    body = {"project_id": project_id, "path": path}
+    resp = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    return project_id, resp.json()["data"]["id"]
+
+
+def job(stack: Stack, import_id: str) -> dict:
+    resp = httpx.get(f"{stack.base_url}{API}/datasets/import/{import_id}", timeout=15)
+    return resp.json()["data"]
+
+
+def wait(stack: Stack, import_id: str, done, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = job(stack, import_id)
+        if done(data):
+            return data
+        assert time.monotonic() < deadline, data
+        time.sleep(0.05)
+
+
+def decoding(data: dict) -> bool:
+    progress = data.get("progress") or {}
+    return progress.get("phase") == "decoding" and progress.get("done", 0) > 0
+
+
+def images(stack: Stack, project_id: str) -> int:
+    summary = httpx.get(f"{stack.base_url}{API}/datasets/{project_id}", timeout=15)
+    return int(summary.json()["data"]["images"])
+
+
+def inside(stack: Stack, source: Path) -> Path:
+    """The set, hard-linked under the stack's allowed import root (a symlink would escape it)."""
+    return Path(shutil.copytree(source, stack.imports / "heavy", copy_function=os.link))
+
+
+@pytest.fixture(scope="module")
+def heavy_set(tmp_path_factory: pytest.TempPathFactory):
+    return imagesets.heavy(tmp_path_factory.mktemp("heavy"), 200)
+
+
+def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
+    own_stack: Stack, heavy_set
+):
+    stack = own_stack
+    source = inside(stack, heavy_set)
+    stack.up()
+    project_id, import_id = start(stack, str(source))
+    # when the service is killed while it decodes the images
+    wait(stack, import_id, decoding)
+    stack.kill("datasets")
+    stack.start("datasets")
+    stack.wait_healthy()
+    # then the import ends as interrupted and the dataset holds nothing of it
+    failed = wait(stack, import_id, lambda d: d["state"] != "running" and d["state"] != "importing")
+    assert failed["state"] == "failed"
+    assert failed["error"]["code"] == "INTERRUPTED"
+    assert images(stack, project_id) == 0
+    # and the same import, started again, completes whole
+    body = {"project_id": project_id, "path": str(source)}
+    retry = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
+    done = wait(stack, retry.json()["data"]["id"], lambda d: d["state"] == "completed")
+    assert done["report"]["imported"] == 200
+    assert images(stack, project_id) == 200
+
+
+def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
+    stack = own_stack
+    stack.up()
+    project_id, import_id = start(stack, str(inside(stack, heavy_set)))
+    wait(stack, import_id, decoding)
+    resp = httpx.post(f"{stack.base_url}{API}/datasets/import/{import_id}/cancel", timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["state"] == "cancelled"
+    assert images(stack, project_id) == 0
+    again = httpx.post(f"{stack.base_url}{API}/datasets/import/{import_id}/cancel", timeout=60)
+    assert again.status_code == 409
