@@ -26,6 +26,9 @@ from tests.stack import Stack
 
 API = "/api/v1"
 SAMPLE_S = 0.05
+ROW = "{:>7} {:>9} {:>7} {:>9} {:>8} {:>6} {:>23} {:>22}"
+MEASURED = ("datasets", "gateway")
+HEAD = ("images", "studio s", "img/s", "pillow s", "img/s", "ratio")
 
 
 def generate(folder: Path, count: int, size: int, seed: int) -> list[Path]:
@@ -118,7 +121,7 @@ def main() -> int:
     rows, failed = [], False
     try:
         stack.up()
-        pids = {name: stack.procs[name].pid for name in ("datasets", "gateway")}
+        pids = {name: stack.procs[name].pid for name in MEASURED}
         with httpx.Client(base_url=stack.base_url, timeout=60) as api:
             for folder, paths in sets:
                 n = len(paths)
@@ -129,7 +132,7 @@ def main() -> int:
                 imported = (job.get("report") or {}).get("imported")
                 ok = job["state"] == "completed" and imported == n
                 failed |= not ok
-                rows.append((n, secs, base_s, idle, rss.peak, ok))
+                rows.append((n, secs, base_s, idle, rss.peak))
                 top = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(phases.items()))
                 print(f"  {n} images: {job['state']}, imported={imported}; phases: {top}")
                 if not ok:
@@ -143,25 +146,20 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    print(
-        f"\n{'images':>7} {'studio s':>9} {'img/s':>7} {'pillow s':>9} {'img/s':>8} "
-        f"{'ratio':>6} {'datasets MiB idle→peak':>23} {'gateway MiB idle→peak':>22}"
-    )
-    for n, secs, base_s, idle, peak, _ in rows:
-        print(
-            f"{n:>7} {secs:>9.2f} {n / secs:>7.0f} {base_s:>9.2f} {n / base_s:>8.0f} "
-            f"{base_s / secs:>6.3f} {idle['datasets']:>10.0f} → {peak['datasets']:<10.0f}"
-            f" {idle['gateway']:>9.0f} → {peak['gateway']:<10.0f}"
-        )
-    if len(rows) == 2:
+    print("\n" + ROW.format(*HEAD, *(f"{k} MiB idle→peak" for k in MEASURED)))
+    for n, secs, base_s, idle, peak in rows:
+        mem = [f"{idle[k]:.0f} → {peak[k]:.0f}" for k in MEASURED]
+        speed = [f"{secs:.2f}", f"{n / secs:.0f}", f"{base_s:.2f}", f"{n / base_s:.0f}"]
+        print(ROW.format(n, *speed, f"{base_s / secs:.3f}", *mem))
+    if len(rows) == 2 and rows[1][0] > rows[0][0]:
         per_k = 1000 / (rows[1][0] - rows[0][0])
-        grow = {k: (rows[1][4][k] - rows[0][4][k]) * per_k for k in ("datasets", "gateway")}
+        grow = {k: (rows[1][4][k] - rows[0][4][k]) * per_k for k in MEASURED}
         ratio = sum(r[2] for r in rows) / sum(r[1] for r in rows)
+        flat = "flat" if max(grow.values()) < 1.0 else "NOT flat"
         print(
-            f"\nverdict: studio throughput is {ratio:.3f}x Pillow-verify-only (ratio "
-            f"studio/baseline); peak RSS grows {grow['datasets']:+.1f} MiB (datasets), "
-            f"{grow['gateway']:+.1f} MiB (gateway) per 1000 images"
-            f"{'' if not failed else '; AN IMPORT FAILED'}"
+            f"\nverdict: studio throughput is {ratio:.3f}x Pillow open+verify; peak RSS per 1000 "
+            f"images {grow['datasets']:+.1f} MiB datasets, {grow['gateway']:+.1f} MiB gateway "
+            f"({flat}){'; AN IMPORT FAILED' if failed else ''}"
         )
     return 1 if failed else 0
 

@@ -98,3 +98,25 @@ def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
     assert images(stack, project_id) == 0
     again = httpx.post(f"{stack.base_url}{API}/datasets/import/{import_id}/cancel", timeout=60)
     assert again.status_code == 409
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tmp_path: Path):
+    stack = Stack(tmp_path, STUDIO_UPLOAD_MAX_BYTES="20000")
+    try:
+        stack.up()
+        pid = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
+        project_id = pid.json()["data"]["id"]
+        big = imagesets.zip_dir(imagesets.heavy(tmp_path / "big", 2, size=64), tmp_path / "b.zip")
+        with big.open("rb") as fh:
+            resp = httpx.post(
+                f"{stack.base_url}{API}/datasets/import/upload",
+                data={"project_id": project_id},
+                files={"file": ("b.zip", fh, "application/zip")},
+                timeout=30,
+            )
+        assert resp.status_code == 413, resp.text
+        assert resp.json()["error"]["code"] == "ARCHIVE_TOO_LARGE"
+        assert list((stack.workspace / "uploads").iterdir()) == []
+        assert images(stack, project_id) == 0
+    finally:
+        stack.down()
