@@ -75,7 +75,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         await nc.publish(c.progress_subject(job.import_id), msgspec.json.encode(job.progress()))
 
     handlers.importer = Importer(
-        BlobStore(settings.data_dir("blobs")),
+        BlobStore(settings.data_dir("blobs"), durable=False),
         handlers,
         publish,
         zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),

@@ -26,7 +26,7 @@ RUNNING = "running"
 TERMINAL = ("completed", "failed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Image:
     filename: str
     label: str

@@ -29,6 +29,8 @@ from services.kernel.blobstore import BlobStore
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
+#: Files handed to the decoding threads at a time.
+WINDOW = 256
 
 
 class Outcome(Protocol):
@@ -132,6 +134,8 @@ class Importer:
         records, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
         self._check(job)
         job.phase = "committing"
+        # The images must be on disk before the events that refer to them are stored.
+        await asyncio.to_thread(self._store.sync)
         report = c.ImportReport(
             format=manifest.format,
             files=len(manifest.entries) + len(manifest.skipped) + len(manifest.label_problems),
@@ -149,14 +153,22 @@ class Importer:
         records: list[c.ImageRecord] = []
         corrupt: list[c.FileProblem] = []
         with ThreadPoolExecutor(self._workers, thread_name_prefix="decode") as pool:
-            results = pool.map(self._decode, [job] * len(entries), entries)
-            for entry, result in zip(entries, results, strict=True):
-                job.done += 1
-                if isinstance(result, CorruptImage):
-                    corrupt.append(c.FileProblem(entry.name, str(result) or "not a readable image"))
-                elif result is not None:
-                    records.append(_record(entry, result))
+            # A bounded window of files in flight keeps memory flat however large the import.
+            for start in range(0, len(entries), WINDOW):
+                chunk = entries[start : start + WINDOW]
+                for entry, result in zip(
+                    chunk, pool.map(self._decode_one(job), chunk), strict=True
+                ):
+                    job.done += 1
+                    if isinstance(result, CorruptImage):
+                        reason = str(result) or "not a readable image"
+                        corrupt.append(c.FileProblem(entry.name, reason))
+                    elif result is not None:
+                        records.append(_record(entry, result))
         return records, corrupt
+
+    def _decode_one(self, job: Job) -> Callable[[formats.Entry], ImageInfo | CorruptImage | None]:
+        return lambda entry: self._decode(job, entry)
 
     def _decode(self, job: Job, entry: formats.Entry) -> ImageInfo | CorruptImage | None:
         if job.cancel.is_set():

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,7 +79,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await runner.start()
     idempotency = Idempotency(await open_store(js, settings.stream_replicas))
-    app.state.gateway = Gateway(settings, broker, engine, runner, idempotency)
+    gateway = app.state.gateway = Gateway(settings, broker, engine, runner, idempotency)
+
+    async def on_progress(msg: Msg) -> None:
+        gateway.progress.put(msg.subject.rsplit(".", 1)[-1], msg.data)
+
+    await broker.connection.subscribe(d.progress_subject("*"), cb=on_progress)
     answer_health(broker, SERVICE, settings, metrics_url=None)
     answer_rebuild(broker, SERVICE, runner)
     await broker.start()

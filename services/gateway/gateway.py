@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,6 +27,23 @@ from services.kernel.telemetry import child_traceparent
 SERVICES = ("projects", "datasets")
 
 
+class LatestProgress:
+    """A bounded map of the last progress message per job, fed by a live subscription."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._latest: OrderedDict[str, bytes] = OrderedDict()
+        self._size = size
+
+    def put(self, key: str, data: bytes) -> None:
+        self._latest[key] = data
+        self._latest.move_to_end(key)
+        while len(self._latest) > self._size:
+            self._latest.popitem(last=False)
+
+    def get(self, key: str) -> bytes | None:
+        return self._latest.get(key)
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -33,6 +51,8 @@ class Gateway:
     engine: AsyncEngine
     runner: ProjectionRunner
     idempotency: Idempotency
+    #: The latest live progress of each running import, as its service last published it.
+    progress: LatestProgress = field(default_factory=lambda: LatestProgress())
 
     @property
     def js(self) -> JetStreamContext:

@@ -92,7 +92,8 @@ async def get_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response
     """An import job: its state, and its report once it is over."""
     row = await _import(db, import_id)
     data = row.public()
-    data["progress"] = None if row.done else await _progress(gateway, import_id)
+    latest = None if row.done else gateway.progress.get(import_id)
+    data["progress"] = msgspec.json.decode(latest) if latest else None
     return ok(data)
 
 
@@ -332,17 +333,6 @@ async def _wait_for_import(
         if done(row) or left <= 0:
             return row
         await gateway.runner.wait_for(c.STREAM, position + 1, left)
-
-
-async def _progress(gateway: Gateway, import_id: str) -> dict[str, Any] | None:
-    sub = await gateway.broker.connection.subscribe(c.progress_subject(import_id))
-    try:
-        msg = await sub.next_msg(timeout=1.0)
-        return msgspec.json.decode(msg.data)
-    except Exception:
-        return None
-    finally:
-        await sub.unsubscribe()
 
 
 async def _import_events(gateway: Gateway, import_id: str) -> Any:
