@@ -14,9 +14,9 @@ from contracts import common
 from contracts import datasets as c
 from contracts import projects as p
 from services.datasets import domain, sources
-from services.datasets.handlers import Datasets
+from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import Importer, Job
-from services.datasets.projection import ImportJobs, KnownProject, unfinished
+from services.datasets.projection import ImportJobs, unfinished
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore

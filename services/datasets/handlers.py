@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -20,13 +21,23 @@ from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.datasets import domain, formats, health, sources
 from services.datasets.importer import Importer, Job
-from services.datasets.projection import KnownProject
 from services.kernel.commands import execute, rejected
 from services.kernel.repository import Repository
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "folder", "csv", "coco", "yolo")
+
+
+@dataclass
+class KnownProject:
+    """What this service needs to know of a project, folded from the project's own events."""
+
+    id: str
+    task_type: str
+    archived: bool = False
+
+
 _REFUSALS = (domain.DomainError,)
 
 

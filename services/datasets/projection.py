@@ -1,29 +1,18 @@
-"""The datasets service's own read models: which projects exist, and which imports it runs.
-
-Projects come from the PROJECTS stream (an import needs a live classification project);
-imports from its own stream, so that after a crash it can find the imports it left unfinished.
-"""
+"""The datasets service's own read model: the imports it runs, from its own stream, so that
+after a crash it can find the imports it left unfinished."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 from sqlalchemy import Table
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import datasets as d
-from contracts import projects as p
 from services.kernel.eventstore import StoredEvent
-
-
-class KnownProject(SQLModel, table=True):
-    __tablename__ = "known_projects"
-    id: str = Field(primary_key=True)
-    task_type: str
-    archived: bool = False
+from services.kernel.projection import Decodes
 
 
 class ImportJob(SQLModel, table=True):
@@ -34,36 +23,12 @@ class ImportJob(SQLModel, table=True):
     status: str = Field(index=True)
 
 
-class ProjectsMirror:
-    name = "datasets-projects"
-    stream = p.STREAM
-    filter_subject = p.EVENTS
-    tables: Sequence[Table] = (KnownProject.__table__,)  # type: ignore[attr-defined]
-    _decoder = msgspec.json.Decoder(p.Event)
-
-    def decode(self, data: bytes) -> p.Event:
-        return self._decoder.decode(data)
-
-    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
-        event = stored.event
-        if isinstance(event, p.ProjectCreated):
-            db.add(KnownProject(id=event.project_id, task_type=event.task_type))
-            return
-        row = await db.get(KnownProject, event.project_id)
-        if row is not None and isinstance(event, p.ProjectArchived | p.ProjectRestored):
-            row.archived = isinstance(event, p.ProjectArchived)
-            db.add(row)
-
-
-class ImportJobs:
+class ImportJobs(Decodes):
     name = "datasets-imports"
     stream = d.STREAM
     filter_subject = d.EVENTS
     tables: Sequence[Table] = (ImportJob.__table__,)  # type: ignore[attr-defined]
-    _decoder = msgspec.json.Decoder(d.Event)
-
-    def decode(self, data: bytes) -> d.Event:
-        return self._decoder.decode(data)
+    event_type = d.Event
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -12,7 +12,9 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import datasets as c
+from services.gateway.readmodel import iso
 from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import Decodes
 
 
 class ImageRow(SQLModel, table=True):
@@ -120,12 +122,7 @@ class SplitMember(SQLModel, table=True):
     subset: str = Field(index=True)
 
 
-def iso(moment: datetime) -> str:
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class DatasetsProjector:
+class DatasetsProjector(Decodes):
     name = "datasets"
     stream = c.STREAM
     filter_subject = c.EVENTS
@@ -135,10 +132,7 @@ class DatasetsProjector:
         SplitRow.__table__,  # type: ignore[attr-defined]
         SplitMember.__table__,  # type: ignore[attr-defined]
     )
-    _decoder = msgspec.json.Decoder(c.Event)
-
-    def decode(self, data: bytes) -> c.Event:
-        return self._decoder.decode(data)
+    event_type = c.Event
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at

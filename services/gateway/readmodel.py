@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from sqlalchemy import Table
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import projects as c
 from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import Decodes
 
 
 class ProjectRow(SQLModel, table=True):
@@ -36,27 +36,24 @@ class ProjectRow(SQLModel, table=True):
             "task_type": self.task_type,
             "status": "archived" if self.archived else "active",
             "version": self.version,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
             "created_by": self.created_by,
         }
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     # SQLite may hand back a naive time; every stored time is UTC.
     moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ProjectsProjector:
+class ProjectsProjector(Decodes):
     name = "projects"
     stream = c.STREAM
     filter_subject = c.EVENTS
     tables: Sequence[Table] = (ProjectRow.__table__,)  # type: ignore[attr-defined]
-    _decoder = msgspec.json.Decoder(c.Event)
-
-    def decode(self, data: bytes) -> c.Event:
-        return self._decoder.decode(data)
+    event_type = c.Event
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[c.Event]) -> None:
         event = stored.event

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -50,6 +51,20 @@ class Projector(Protocol):
     def decode(self, data: bytes) -> Any: ...
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None: ...
+
+
+class Decodes:
+    """Base of a projector: set ``event_type`` (a tagged union) and get ``decode`` for it."""
+
+    event_type: ClassVar[Any]
+    _decoder: ClassVar[msgspec.json.Decoder[Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._decoder = msgspec.json.Decoder(cls.event_type)
+
+    def decode(self, data: bytes) -> Any:
+        return self._decoder.decode(data)
 
 
 class ProjectionRunner:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -16,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import projects as c
 from services.kernel.eventstore import EventStore, StoredEvent
-from services.kernel.projection import ProjectionRunner
+from services.kernel.projection import Decodes, ProjectionRunner
 from services.kernel.sqlite import create_engine, session
 from services.kernel.streams import StreamSpec, ensure_stream
 
@@ -32,15 +31,12 @@ class Seen(SQLModel, table=True):
     kind: str
 
 
-class Recorder:
+class Recorder(Decodes):
     name = "recorder"
     stream = c.STREAM
     filter_subject = c.EVENTS
     tables: Sequence[Table] = (Seen.__table__,)  # type: ignore[attr-defined]
-    _decoder = msgspec.json.Decoder(c.Event)
-
-    def decode(self, data: bytes) -> c.Event:
-        return self._decoder.decode(data)
+    event_type = c.Event
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         kind = type(stored.event).__name__
