@@ -5,10 +5,10 @@ Schema rules (STYLE.md): explicit versioned tags, new fields go last with a defa
 change is a new ``.vN`` type. ``contracts/schemas/`` holds the committed JSON Schema snapshot.
 """
 
-from contracts import common, datasets, projects
+from contracts import common, datasets, projects, training
 from contracts.envelope import Message, new_id
 
 #: Every contract type, for the schema snapshot and the contract tests.
-ALL: tuple[type[Message], ...] = (*common.ALL, *projects.ALL, *datasets.ALL)
+ALL: tuple[type[Message], ...] = (*common.ALL, *projects.ALL, *datasets.ALL, *training.ALL)
 
-__all__ = ["ALL", "Message", "common", "datasets", "new_id", "projects"]
+__all__ = ["ALL", "Message", "common", "datasets", "new_id", "projects", "training"]

@@ -1,0 +1,201 @@
+"""The training context: the Run aggregate (queued → running → completed/stopped/failed/…)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from contracts.envelope import Message
+
+CONTEXT: Final = "training"
+STREAM: Final = "TRAINING"
+EVENTS: Final = "evt.training.>"
+
+MODELS: Final = (
+    "smallcnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+)
+OPTIMIZERS: Final = ("sgd", "adamw")
+SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
+AUGMENTATIONS: Final = ("none", "light", "standard")
+
+
+def event_subject(run_id: str) -> str:
+    return f"evt.training.{run_id}"
+
+
+def progress_subject(run_id: str) -> str:
+    """Core NATS (not stored): batch progress of a running run, a few times a second."""
+    return f"live.training.{run_id}"
+
+
+class Subjects:
+    START_RUN: Final = "cmd.training.start_run"
+    STOP_RUN: Final = "cmd.training.stop_run"
+    RESUME_RUN: Final = "cmd.training.resume_run"
+
+
+class Hyperparameters(msgspec.Struct, frozen=True, kw_only=True):
+    model: str = "smallcnn"
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    image_size: int = 64
+    augmentation: str = "light"
+    #: "none", or "auto": inverse class frequency from the training subset.
+    class_weights: str = "none"
+    #: Epochs without a better validation accuracy before stopping; 0 never stops early.
+    early_stopping_patience: int = 0
+    seed: int = 0
+    #: "auto" uses AMP on CUDA only; "on" / "off" force it (on is ignored on CPU).
+    mixed_precision: str = "auto"
+    workers: int = 0
+    #: A weights file on the trainer's machine to start from; none starts from scratch.
+    pretrained: str | None = None
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+class StartRun(Message, frozen=True, tag="training.start_run.v1"):
+    run_id: str
+    experiment_id: str
+    project_id: str
+    split_id: str
+    hyperparameters: Hyperparameters
+    #: "queue" waits for a free device; "reject" refuses when every device is busy.
+    if_busy: str = "queue"
+
+
+class StopRun(Message, frozen=True, tag="training.stop_run.v1"):
+    run_id: str
+
+
+class ResumeRun(Message, frozen=True, tag="training.resume_run.v1"):
+    run_id: str
+    #: Raise the number of epochs (the schedule is re-planned); None keeps it.
+    epochs: int | None = None
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class RunQueued(Message, frozen=True, tag="training.run_queued.v1"):
+    run_id: str
+    experiment_id: str
+    project_id: str
+    split_id: str
+    hyperparameters: Hyperparameters
+    classes: list[str]
+    train_images: int
+    val_images: int
+
+
+class RunStarted(Message, frozen=True, tag="training.run_started.v1"):
+    run_id: str
+    instance: str
+    device: str
+    lease: str
+    attempt: int
+    start_epoch: int
+
+
+class EpochCompleted(Message, frozen=True, tag="training.epoch_completed.v1"):
+    run_id: str
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+    images_per_second: float
+    gpu_memory_peak: int | None = None
+
+
+class CheckpointSaved(Message, frozen=True, tag="training.checkpoint_saved.v1"):
+    run_id: str
+    epoch: int
+    kind: str  # "last" | "best"
+    sha256: str
+    size: int
+    #: Its name in the artifacts Object Store bucket, for trainers on other machines.
+    object_name: str
+
+
+class RunStopRequested(Message, frozen=True, tag="training.run_stop_requested.v1"):
+    run_id: str
+
+
+class RunStopped(Message, frozen=True, tag="training.run_stopped.v1"):
+    run_id: str
+    #: The last epoch whose checkpoint is kept: a resume continues after it.
+    epoch: int
+
+
+class RunCompleted(Message, frozen=True, tag="training.run_completed.v1"):
+    run_id: str
+    epochs: int
+    best_epoch: int
+    best_val_accuracy: float
+    early_stopped: bool = False
+
+
+class RunFailed(Message, frozen=True, tag="training.run_failed.v1"):
+    run_id: str
+    code: str
+    message: str
+
+
+class RunInterrupted(Message, frozen=True, tag="training.run_interrupted.v1"):
+    """Its trainer vanished (its device lease expired); resumable from its last checkpoint."""
+
+    run_id: str
+    reason: str
+
+
+class RunResumed(Message, frozen=True, tag="training.run_resumed.v1"):
+    """Back in the queue, to continue after its last checkpoint, up to ``epochs``."""
+
+    run_id: str
+    epochs: int
+
+
+Command = StartRun | StopRun | ResumeRun
+Event = (
+    RunQueued
+    | RunStarted
+    | EpochCompleted
+    | CheckpointSaved
+    | RunStopRequested
+    | RunStopped
+    | RunCompleted
+    | RunFailed
+    | RunInterrupted
+    | RunResumed
+)
+
+ALL: tuple[type[Message], ...] = (
+    StartRun,
+    StopRun,
+    ResumeRun,
+    RunQueued,
+    RunStarted,
+    EpochCompleted,
+    CheckpointSaved,
+    RunStopRequested,
+    RunStopped,
+    RunCompleted,
+    RunFailed,
+    RunInterrupted,
+    RunResumed,
+)
