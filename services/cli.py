@@ -22,6 +22,7 @@ from services import supervisor
 READ_MODELS = {
     "gateway": Path("gateway") / "readmodel.db",
     "datasets": Path("datasets") / "readmodel.db",
+    "trainer": Path("trainer") / "readmodel.db",
 }
 
 

@@ -22,7 +22,7 @@ from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
 from services.kernel.settings import Settings
 
-SERVICES = ("projects", "datasets")
+SERVICES = ("projects", "datasets", "trainer")
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 

@@ -103,3 +103,19 @@ def heavy(root: Path, count: int, size: int = 512) -> Path:
             path, "PNG", compress_level=1
         )
     return root
+
+
+def squares(root: Path, per_class: int, size: int = 32, start: int = 0) -> Path:
+    """A learnable two-class set: a bright square top-left (``tl``) or bottom-right (``br``),
+    on noise."""
+    for label in ("tl", "br"):
+        for i in range(per_class):
+            rng = random.Random(start + i * 2 + (label == "br"))
+            img = Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3))
+            q = size // 3
+            x = rng.randrange(0, 3) + (0 if label == "tl" else size - q - 3)
+            img.paste((255, 255, 255), (x, x, x + q, x + q))
+            path = root / label / f"{label}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+    return root

@@ -18,7 +18,7 @@ from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.process import stop_gently
 
-SERVICES = ("projects", "datasets", "gateway")
+SERVICES = ("projects", "datasets", "trainer", "gateway")
 
 
 class Stack:
@@ -53,10 +53,14 @@ class Stack:
     def start_nats(self, port: int = 0) -> None:
         self.nats = nats_server.start(self.root / "nats", port)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, module: str | None = None, **env: str) -> None:
+        """Start ``services.<module or name>`` as ``name``, with extra environment."""
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=self.env(), stdout=log, stderr=log
+            [sys.executable, "-m", f"services.{module or name}"],
+            env=self.env() | env,
+            stdout=log,
+            stderr=log,
         )
 
     def stop(self, name: str) -> None:

@@ -14,13 +14,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import datasets as d
 from contracts import projects as p
+from contracts import training as t
 from services.gateway import envelope
-from services.gateway.api import datasets, projects, splits, system
+from services.gateway.api import datasets, projects, splits, system, training
 from services.gateway.datasets_model import DatasetsProjector
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodel import ProjectsProjector
+from services.gateway.training_model import TrainingProjector
 from services.kernel.bus import connect, make_broker, stop_broker
+from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.service import answer_health, answer_rebuild
 from services.kernel.settings import Settings
@@ -28,7 +31,11 @@ from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 
 SERVICE = "gateway"
-STREAMS = (StreamSpec(p.STREAM, (p.EVENTS,)), StreamSpec(d.STREAM, (d.EVENTS,)))
+STREAMS = (
+    StreamSpec(p.STREAM, (p.EVENTS,)),
+    StreamSpec(d.STREAM, (d.EVENTS,)),
+    StreamSpec(t.STREAM, (t.EVENTS,)),
+)
 READ_MODEL = "readmodel.db"
 
 HTTP_REQUESTS = Counter(
@@ -74,12 +81,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runner = ProjectionRunner(
         broker.connection,
         engine,
-        [ProjectsProjector(), DatasetsProjector()],
+        [ProjectsProjector(), DatasetsProjector(), TrainingProjector()],
         consumer_prefix=f"{SERVICE}-{settings.instance}",
     )
     await runner.start()
     idempotency = Idempotency(await open_store(js, settings.stream_replicas))
-    gateway = app.state.gateway = Gateway(settings, broker, engine, runner, idempotency)
+    leases = Leases(js, ttl=settings.lease_ttl, replicas=settings.stream_replicas)
+    await leases.open()
+    gateway = app.state.gateway = Gateway(settings, broker, engine, runner, idempotency, leases)
 
     async def on_progress(msg: Msg) -> None:
         gateway.progress.put(msg.subject.rsplit(".", 1)[-1], msg.data)
@@ -106,11 +115,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or Settings.from_env()
     envelope.install(app)
     app.add_middleware(HttpMetrics)
-    for router in (projects.router, datasets.router, splits.router):
+    for router in (projects.router, datasets.router, splits.router, training.router, system.api):
         app.include_router(router, prefix="/api/v1")
         # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False)
     app.include_router(system.router)
+    app.include_router(training.sockets)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

@@ -18,13 +18,14 @@ from contracts.common import CommandAccepted, CommandRejected
 from services.gateway.envelope import REQUEST_ID, ApiError
 from services.gateway.idempotency import Idempotency
 from services.kernel import bus
+from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.sqlite import session
 from services.kernel.telemetry import child_traceparent
 
 #: The services the gateway reports on in /health.
-SERVICES = ("projects", "datasets")
+SERVICES = ("projects", "datasets", "trainer")
 
 
 class LatestProgress:
@@ -51,6 +52,7 @@ class Gateway:
     engine: AsyncEngine
     runner: ProjectionRunner
     idempotency: Idempotency
+    leases: Leases
     #: The latest live progress of each running import, as its service last published it.
     progress: LatestProgress = field(default_factory=lambda: LatestProgress())
 

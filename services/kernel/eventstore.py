@@ -8,7 +8,10 @@ its last event (0 for none).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,13 +19,26 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from contracts import Message
 from contracts.envelope import tag_of
 
 E = TypeVar("E", bound=Message)
+log = logging.getLogger(__name__)
+
+#: Failures of reaching JetStream, not of the append itself: worth retrying.
+_TRANSIENT = (
+    NatsTimeoutError,
+    NoRespondersError,
+    ServiceUnavailableError,
+    ConnectionClosedError,
+    OutboundBufferLimitError,
+    TimeoutError,
+)
 
 #: Server error codes a stale or already-committed append answers with.
 _WRONG_LAST_SEQUENCE = 10071
@@ -77,6 +93,8 @@ class EventStore(Generic[E]):
         self.stream = stream
         self._subject = subject
         self._decoder: msgspec.json.Decoder[E] = msgspec.json.Decoder(event_type)
+        #: How long an append keeps trying while NATS is unreachable.
+        self.retry_for = 60.0
 
     def subject(self, aggregate_id: str) -> str:
         return self._subject(check_id(aggregate_id))
@@ -99,9 +117,30 @@ class EventStore(Generic[E]):
         expected_version: int,
         headers: Mapping[str, str] | None = None,
     ) -> int:
-        """Store ``events`` after ``expected_version``; returns the last one's sequence."""
+        """Store ``events`` after ``expected_version``; returns the last one's sequence.
+
+        While NATS is unreachable (a restart, a leader election) the append is retried for up
+        to ``retry_for`` seconds with the same message ids, so it is stored once.
+        """
         if not events:
             return expected_version
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return await self._append_once(aggregate_id, events, expected_version, headers)
+            except _TRANSIENT as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("append to %s waits for NATS: %s", aggregate_id, type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _append_once(
+        self,
+        aggregate_id: str,
+        events: Sequence[E],
+        expected_version: int,
+        headers: Mapping[str, str] | None,
+    ) -> int:
         subject = self.subject(aggregate_id)
         try:
             if len(events) == 1:

@@ -48,6 +48,8 @@ class Settings:
     import_roots: tuple[Path, ...] = ()
     #: The largest ZIP upload accepted, in bytes.
     upload_max_bytes: int = 2 * 1024**3
+    #: Seconds a device lease outlives its trainer's last heartbeat.
+    lease_ttl: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +70,7 @@ class Settings:
                 if p.strip()
             ),
             upload_max_bytes=_int("STUDIO_UPLOAD_MAX_BYTES", 2 * 1024**3),
+            lease_ttl=_float("STUDIO_LEASE_TTL", 10.0),
         )
 
     def data_dir(self, service: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from typing import Any
 
 import msgspec
@@ -11,14 +12,20 @@ from fastapi.responses import JSONResponse, Response
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func
+from sqlmodel import select
 
 from contracts import common
 from contracts import datasets as d
 from contracts import projects as p
+from contracts import training as t
 from services.gateway.envelope import REQUEST_ID
 from services.gateway.gateway import SERVICES, Gateway, GatewayDep
+from services.gateway.training_model import RunRow
+from services.kernel.sqlite import session
 
 router = APIRouter(tags=["system"])
+api = APIRouter(tags=["system"])
 
 PING_TIMEOUT_S = 2.0
 _pong = msgspec.json.Decoder(common.Pong)
@@ -41,7 +48,7 @@ async def ping(gateway: Gateway, service: str) -> dict[str, Any]:
 
 async def read_model(gateway: Gateway) -> dict[str, Any]:
     lags: dict[str, Any] = {}
-    for stream in (p.STREAM, d.STREAM):
+    for stream in (p.STREAM, d.STREAM, t.STREAM):
         info = await gateway.js.stream_info(stream)
         position = gateway.runner.position(stream)
         lags[stream] = {"position": position, "lag": max(0, info.state.last_seq - position)}
@@ -81,6 +88,35 @@ async def health(gateway: GatewayDep) -> Response:
 def _server(gateway: Gateway) -> str | None:
     url = gateway.broker.connection.connected_url
     return url.netloc if url else None
+
+
+@api.get("/system")
+async def system(gateway: GatewayDep) -> Response:
+    """Every service, the device leases (who trains what where), the queue, workspace disk."""
+    services = dict(
+        zip(SERVICES, await asyncio.gather(*(ping(gateway, s) for s in SERVICES)), strict=True)
+    )
+    disk = shutil.disk_usage(gateway.settings.workspace)
+    async with session(gateway.engine) as db:
+        counts = dict(
+            (await db.exec(select(RunRow.status, func.count()).group_by(RunRow.status))).all()
+        )
+    return JSONResponse(
+        {
+            "status": "ok",
+            "data": {
+                "services": services,
+                "leases": [msgspec.to_builtins(h) for h in await gateway.leases.holders()],
+                "runs": counts,
+                "workspace": {
+                    "path": str(gateway.settings.workspace),
+                    "total": disk.total,
+                    "used": disk.used,
+                    "free": disk.free,
+                },
+            },
+        }
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -1,0 +1,250 @@
+"""GPU leases: one key per device in a JetStream KV bucket, so a crashed trainer frees its device.
+
+A lease is taken atomically (``kv.create``), renewed by an optimistic ``kv.update`` that resets the
+key's age, and dropped by the bucket TTL once its holder stops renewing. Measured on nats-server
+2.14: a key is never removed before its TTL and is gone 0.03-0.35 s after it (the server checks
+ages at most every 250 ms), so the TTL is the least time a dead holder blocks a device.
+
+Imports nats-py and msgspec only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from types import EllipsisType
+
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext, api
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+from nats.js.kv import KeyValue
+
+BUCKET = "studio_leases"
+
+log = logging.getLogger(__name__)
+
+# KV keys are subject tokens: no empty token, so no leading, trailing or doubled dot.
+_KEY_RE = re.compile(r"[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*")
+_WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream error codes for a failed expected-last check
+#: Failures of NATS rather than of the lease: a renewal retries them until the TTL runs out.
+_OUTAGE = (nats.errors.Error, TimeoutError, OSError)
+_RETRY_S = 0.25
+
+
+class LeaseInfo(msgspec.Struct, frozen=True):
+    key: str
+    holder: str
+    run_id: str | None
+    since: float
+    renewed: float
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(LeaseInfo).decode
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid lease key, else raise ``ValueError``."""
+    if not _KEY_RE.fullmatch(key):
+        raise ValueError(f"invalid lease key {key!r}: use letters, digits, '-', '_', '=', '.'")
+    return key
+
+
+async def _read(kv: KeyValue, key: str) -> tuple[LeaseInfo, int] | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:  # never taken, expired, or released (a delete marker)
+        return None
+    return (_decode(entry.value), entry.revision) if entry.value and entry.revision else None
+
+
+class Leases:
+    """The lease bucket: take a device, or see who holds which."""
+
+    def __init__(self, js: JetStreamContext, *, ttl: float = 10.0, replicas: int = 1) -> None:
+        if ttl <= 0:
+            raise ValueError("a lease TTL must be positive")
+        self.ttl = ttl
+        self._js = js
+        self._replicas = replicas
+        self._kv: KeyValue | None = None
+
+    async def open(self) -> None:
+        """Get or create the bucket; an existing one keeps its TTL, which the leases then use."""
+        config = api.KeyValueConfig(bucket=BUCKET, ttl=self.ttl, history=1, replicas=self._replicas)
+        try:
+            kv = await self._js.key_value(BUCKET)
+        except BucketNotFoundError:
+            try:
+                kv = await self._js.create_key_value(config)
+            except BadRequestError:  # created meanwhile by a peer with another config
+                kv = await self._js.key_value(BUCKET)
+        ttl = (await kv.status()).ttl
+        if not ttl:
+            log.warning("lease bucket %s has no TTL: a crashed holder keeps its device", BUCKET)
+        elif not math.isclose(ttl, self.ttl):
+            log.warning(
+                "lease bucket %s has a TTL of %ss, not %ss; using it", BUCKET, ttl, self.ttl
+            )
+            self.ttl = ttl  # renewals must keep pace with the TTL the server applies
+        self._kv = kv
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("Leases.open() was not awaited")
+        return self._kv
+
+    async def acquire(self, key: str, holder: str, run_id: str | None = None) -> Lease | None:
+        """Take ``key`` for ``holder``; None when someone holds it."""
+        check_key(key)
+        now = time.time()
+        info = LeaseInfo(key=key, holder=holder, run_id=run_id, since=now, renewed=now)
+        for _ in range(2):
+            sent = time.monotonic()
+            try:
+                revision = await self._bucket().create(key, _encode(info))
+            except KeyWrongLastSequenceError:
+                return None
+            except KeyNotFoundError:
+                # nats-py re-reads a delete marker to create over it; the marker expired in
+                # between, which leaves the key free: try again.
+                continue
+            return Lease(self._bucket(), info, revision, ttl=self.ttl, written_at=sent)
+        return None
+
+    async def holders(self) -> list[LeaseInfo]:
+        """Every live lease, sorted by key."""
+        try:
+            keys = await self._bucket().keys()
+        except NoKeysError:
+            return []
+        found = await asyncio.gather(*(self.holder(key) for key in sorted(keys)))
+        return [info for info in found if info is not None]  # some may expire while we read
+
+    async def holder(self, key: str) -> LeaseInfo | None:
+        """Who holds ``key``, if anyone."""
+        read = await _read(self._bucket(), check_key(key))
+        return read[0] if read else None
+
+
+class Lease:
+    """One held device. Renew it faster than the TTL, or watch ``lost`` and stop using it."""
+
+    def __init__(
+        self, kv: KeyValue, info: LeaseInfo, revision: int, *, ttl: float, written_at: float
+    ) -> None:
+        self.key = info.key
+        self.info = info
+        self.revision = revision
+        self.ttl = ttl
+        self.lost = asyncio.Event()
+        self._kv = kv
+        # Monotonic time the last good write was *sent*: the server starts the TTL no earlier.
+        self._written_at = written_at
+
+    async def renew(self, run_id: str | EllipsisType | None = ...) -> bool:
+        """Reset the TTL (and set ``run_id`` if given); False, with ``lost`` set, if not held."""
+        if self.lost.is_set():
+            return False
+        info = msgspec.structs.replace(self.info, renewed=time.time())
+        if not isinstance(run_id, EllipsisType):
+            info = msgspec.structs.replace(info, run_id=run_id)
+        sent = time.monotonic()
+        revision = await self._as_holder(
+            lambda last: self._kv.update(self.key, _encode(info), last=last)
+        )
+        if revision is None:
+            self.lost.set()
+            return False
+        self.info, self.revision, self._written_at = info, revision, sent
+        return True
+
+    async def release(self) -> None:
+        """Free the device; quiet when the lease expired or another holder has it now."""
+        await self._as_holder(self._delete)
+
+    async def _delete(self, last: int) -> int:
+        try:
+            await self._kv.delete(self.key, last=last)
+        except BadRequestError as err:  # nats-py maps this code for update, not for delete
+            if err.err_code in _WRONG_LAST_SEQUENCE:
+                raise KeyWrongLastSequenceError(description=err.description) from err
+            raise
+        return last
+
+    async def _as_holder(self, write: Callable[[int], Awaitable[int]]) -> int | None:
+        """``write(last)`` at this lease's revision; None when the key is no longer ours.
+
+        A write whose reply was lost (an outage, a cancelled renewal) may still have been stored,
+        moving the key past ``self.revision``: if the stored value is still this acquisition
+        (same holder and ``since``), the write is retried at the revision found.
+        """
+        last = self.revision
+        for _ in range(3):
+            try:
+                return await write(last)
+            except KeyWrongLastSequenceError:
+                read = await _read(self._kv, self.key)
+                if read is None or read[1] == last:
+                    return None
+                found, revision = read
+                if (found.holder, found.since) != (self.info.holder, self.info.since):
+                    return None
+                last = revision
+        return None
+
+    @asynccontextmanager
+    async def keep_alive(self, interval: float | None = None) -> AsyncIterator[Lease]:
+        """Renew every ``interval`` (ttl/3) while the block runs, then release the lease."""
+        task = asyncio.create_task(self._keep_renewing(interval or self.ttl / 3))
+        try:
+            yield self
+        finally:
+            # Cancelling mid-renewal is safe: release adopts a renewal that landed unseen.
+            task.cancel()
+            await asyncio.wait({task})
+            try:
+                await self.release()
+            except _OUTAGE as err:
+                log.warning("lease %s not released (%s); it expires by its TTL", self.key, err)
+
+    async def _keep_renewing(self, every: float) -> None:
+        """Renew until cancelled; ride out a NATS outage until the TTL may have run out."""
+        delay = every
+        while True:
+            await asyncio.sleep(min(delay, max(self._time_left(), 0)))
+            left = self._time_left()
+            if left <= 0:
+                log.warning("lease %s lost: no renewal got through within the TTL", self.key)
+                self.lost.set()
+                return
+            try:
+                async with asyncio.timeout(left):  # a renewal that lands after the TTL is moot
+                    held = await self.renew()
+            except _OUTAGE as err:
+                log.info("renewing lease %s failed (%r); retrying", self.key, err)
+                delay = _RETRY_S
+                continue
+            except Exception:  # a bug: stop using the device rather than hold it blindly
+                log.exception("renewing lease %s failed; giving it up", self.key)
+                self.lost.set()
+                return
+            if not held:
+                log.warning("lease %s lost: the key expired or another holder took it", self.key)
+                return
+            delay = every
+
+    def _time_left(self) -> float:
+        return self._written_at + self.ttl - time.monotonic()

@@ -1,0 +1,34 @@
+"""The torch training engine of the trainer service: models, data, the epoch loop, checkpoints.
+
+Synchronous and self-contained: the service calls ``train`` from a worker thread and hears back
+through ``Callbacks``. Imports torch, torchvision, Pillow, msgspec and ``contracts.training``;
+never NATS, asyncio or another ``services`` package.
+"""
+
+from services.trainer.engine.api import (
+    Callbacks,
+    Checkpoint,
+    CheckpointError,
+    EpochMetrics,
+    Outcome,
+    Sample,
+)
+from services.trainer.engine.checkpoints import read_checkpoint
+from services.trainer.engine.devices import pick_device
+from services.trainer.engine.models import build_model
+from services.trainer.engine.training import train
+from services.trainer.engine.validation import validate
+
+__all__ = [
+    "Callbacks",
+    "Checkpoint",
+    "CheckpointError",
+    "EpochMetrics",
+    "Outcome",
+    "Sample",
+    "build_model",
+    "pick_device",
+    "read_checkpoint",
+    "train",
+    "validate",
+]

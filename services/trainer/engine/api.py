@@ -1,0 +1,70 @@
+"""The engine's public records: what it is given, what it reports, and what it returns.
+
+Plain frozen dataclasses and a ``Protocol`` for the caller's callbacks; imports nothing but the
+standard library, so the trainer service can type against them without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+COMPLETED = "completed"
+EARLY_STOPPED = "early_stopped"
+STOPPED = "stopped"
+
+
+class CheckpointError(RuntimeError):
+    """``last.pt`` is missing, unreadable, or belongs to another model or class list."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training or validation image: any Pillow format, oriented by its EXIF tag."""
+
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    #: The learning rate of the epoch's last optimizer step.
+    learning_rate: float
+    seconds: float
+    #: Training images / training seconds (validation excluded).
+    images_per_second: float
+    #: Peak bytes allocated on the GPU during the epoch; None off CUDA.
+    gpu_memory_peak: int | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    kind: str  # "last" | "best"
+    path: Path
+    sha256: str
+    size: int
+
+
+class Callbacks(Protocol):
+    def on_batch(self, epoch: int, batch: int, batches: int, loss: float) -> None:
+        """Every training batch (1-based ``batch``); the caller throttles what it forwards."""
+
+    def on_epoch(self, metrics: EpochMetrics, checkpoints: list[Checkpoint]) -> None:
+        """After the epoch's checkpoint files are written and fsynced; may block."""
+
+    def should_stop(self) -> bool:
+        """Polled at every batch boundary, in training and in validation."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "completed" | "early_stopped" | "stopped"
+    #: The last epoch whose checkpoint exists (0 if none).
+    epochs_done: int
+    best_epoch: int
+    best_val_accuracy: float

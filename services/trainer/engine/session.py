@@ -1,0 +1,141 @@
+"""A run's moving parts: built from the hyperparameters, saved to and restored from a checkpoint.
+
+Imports torch, msgspec, ``contracts.training`` and the engine's own modules only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import torch
+from torch import nn
+
+from contracts.training import Hyperparameters
+from services.trainer.engine.api import CheckpointError, EpochMetrics, Outcome, Sample
+from services.trainer.engine.checkpoints import FORMAT, read_checkpoint
+from services.trainer.engine.data import EpochSampler, build_transform, make_loader
+from services.trainer.engine.loop import Loader, Trainee
+from services.trainer.engine.models import build_model
+from services.trainer.engine.optim import amp_dtype, build_optimizer, class_weights
+from services.trainer.engine.seeding import rng_state, set_rng_state
+
+
+@dataclass
+class Progress:
+    """Where a run stands: its last finished epoch, its best one, and every epoch's metrics."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_accuracy: float = 0.0
+    history: list[EpochMetrics] = field(default_factory=list)
+
+    def record(self, metrics: EpochMetrics) -> bool:
+        """Adds an epoch; True when it is the new best (a tie keeps the earlier epoch)."""
+        self.epoch = metrics.epoch
+        self.history.append(metrics)
+        improved = self.best_epoch == 0 or metrics.val_accuracy > self.best_accuracy
+        if improved:
+            self.best_epoch, self.best_accuracy = metrics.epoch, metrics.val_accuracy
+        return improved
+
+    def patience_exhausted(self, patience: int) -> bool:
+        return patience > 0 and self.epoch - self.best_epoch >= patience
+
+    def outcome(self, status: str) -> Outcome:
+        return Outcome(status, self.epoch, self.best_epoch, self.best_accuracy)
+
+
+@dataclass
+class Session:
+    h: Hyperparameters
+    classes: list[str]
+    trainee: Trainee
+    sampler: EpochSampler
+    train_loader: Loader
+    val_loader: Loader
+
+
+def open_session(
+    h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
+    device: str, *, pretrained: Path | None,
+) -> Session:  # fmt: skip
+    dev = torch.device(device)
+    model = build_model(h.model, len(classes), pretrained).to(dev)
+    if dev.type == "cuda":
+        # channels_last lets cuDNN use its tensor-core convolutions without transposes.
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights([s.label for s in train], len(classes)).to(dev)
+    amp = amp_dtype(h.mixed_precision, device)
+    trainee = Trainee(
+        model=model,
+        optimizer=build_optimizer(h, model),
+        schedule=None,
+        scaler=torch.amp.GradScaler(dev.type, enabled=amp is torch.float16),
+        criterion=nn.CrossEntropyLoss(weight=weights if h.class_weights == "auto" else None),
+        device=dev,
+        amp=amp,
+    )
+    sampler = EpochSampler(len(train), h.seed, shuffle=True)
+    train_loader, val_loader = _loaders(h, train, val, sampler, device)
+    return Session(h, list(classes), trainee, sampler, train_loader, val_loader)
+
+
+def _loaders(
+    h: Hyperparameters, train: Sequence[Sample], val: Sequence[Sample], sampler: EpochSampler,
+    device: str,
+) -> tuple[Loader, Loader]:  # fmt: skip
+    train_tf = build_transform(h.augmentation, h.image_size, train=True)
+    val_tf = build_transform(h.augmentation, h.image_size, train=False)
+    # A last batch of one image breaks BatchNorm where features are 1x1; drop just that one.
+    drop_last = len(train) % h.batch_size == 1
+    val_sampler = EpochSampler(len(val), h.seed, shuffle=False)
+    return (
+        make_loader(train, train_tf, h, sampler, device, drop_last=drop_last),
+        make_loader(val, val_tf, h, val_sampler, device),
+    )
+
+
+def snapshot(s: Session, progress: Progress) -> dict[str, Any]:
+    """Everything a resume needs, and what a reader of the file wants to know about the run."""
+    t = s.trainee
+    return {
+        "format": FORMAT,
+        "model_name": s.h.model,
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.schedule.scheduler.state_dict() if t.schedule else None,
+        "scaler": t.scaler.state_dict(),
+        "rng": rng_state(),
+        "epoch": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        "best_val_accuracy": progress.best_accuracy,
+        "history": [asdict(m) for m in progress.history],
+        "hyperparameters": msgspec.to_builtins(s.h),
+        "classes": s.classes,
+    }
+
+
+def restore(s: Session, path: Path) -> Progress:
+    """Loads ``path`` into the session. The schedule is not loaded: it is re-planned from the
+    epoch (see ``optim.plan_schedule``), which also covers a change in the number of epochs."""
+    state = read_checkpoint(path)
+    if state["model_name"] != s.h.model or list(state["classes"]) != s.classes:
+        raise CheckpointError(
+            f"{path} was trained as {state['model_name']} on {state['classes']}, "
+            f"not {s.h.model} on {s.classes}"
+        )
+    t = s.trainee
+    try:
+        t.model.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        if t.scaler.is_enabled() and state["scaler"]:
+            t.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} does not fit this run: {exc}") from exc
+    history = [EpochMetrics(**m) for m in state["history"]]
+    return Progress(state["epoch"], state["best_epoch"], state["best_val_accuracy"], history)

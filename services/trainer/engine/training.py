@@ -1,0 +1,103 @@
+"""``train``: the epoch loop of one run, from scratch or resumed from its ``last.pt``.
+
+Called from a worker thread of the trainer service; blocks until the run completes, stops early
+or is stopped. Imports torch, ``contracts.training`` and the engine's own modules only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from contracts.training import Hyperparameters
+from services.trainer.engine.api import (
+    COMPLETED,
+    EARLY_STOPPED,
+    STOPPED,
+    Callbacks,
+    EpochMetrics,
+    Outcome,
+    Sample,
+)
+from services.trainer.engine.checkpoints import LAST, write_checkpoints
+from services.trainer.engine.devices import peak_memory, reset_peak_memory
+from services.trainer.engine.loop import StopRequested, train_pass, validate_pass
+from services.trainer.engine.optim import plan_schedule
+from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
+from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
+from services.trainer.engine.validation import validate
+
+
+def train(
+    h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
+    workdir: Path, device: str, callbacks: Callbacks, *, resume: bool = False,
+) -> Outcome:  # fmt: skip
+    """Trains up to ``h.epochs``, writing ``last.pt`` (and ``best.pt``) to ``workdir`` after
+    every epoch; ``resume`` continues after the epoch stored in ``workdir/last.pt``."""
+    _check(h, classes, train, val, resume=resume)
+    configure_determinism()
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed_all(derive_seed("init", h.seed))
+    pretrained = Path(h.pretrained) if h.pretrained and not resume else None
+    session = open_session(h, classes, train, val, device, pretrained=pretrained)
+    progress = restore(session, workdir / LAST) if resume else Progress()
+    if progress.epoch >= h.epochs:
+        return progress.outcome(COMPLETED)
+    t = session.trainee
+    t.schedule = plan_schedule(t.optimizer, h, len(session.train_loader), progress.epoch)
+    try:
+        for epoch in range(progress.epoch + 1, h.epochs + 1):
+            metrics = _epoch(session, epoch, callbacks)
+            improved = progress.record(metrics)
+            checkpoints = write_checkpoints(snapshot(session, progress), workdir, best=improved)
+            callbacks.on_epoch(metrics, checkpoints)
+            if progress.patience_exhausted(h.early_stopping_patience):
+                return progress.outcome(EARLY_STOPPED)
+    except StopRequested:
+        return progress.outcome(STOPPED)
+    return progress.outcome(COMPLETED)
+
+
+def _epoch(s: Session, epoch: int, callbacks: Callbacks) -> EpochMetrics:
+    # Everything random in the epoch starts from (seed, epoch), never from the epochs before.
+    seed_all(derive_seed("epoch", s.h.seed, epoch))
+    s.sampler.set_epoch(epoch)
+    device = str(s.trainee.device)
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    train_loss, lr = train_pass(s.trainee, s.train_loader, epoch, callbacks)
+    train_seconds = time.perf_counter() - start
+    val_loss, accuracy = validate_pass(s.trainee, s.val_loader, callbacks)
+    if s.trainee.schedule is not None:
+        s.trainee.schedule.after_epoch()
+    images = min(len(s.sampler), len(s.train_loader) * s.h.batch_size)
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        val_accuracy=accuracy,
+        learning_rate=lr,
+        seconds=time.perf_counter() - start,
+        images_per_second=images / max(train_seconds, 1e-9),
+        gpu_memory_peak=peak_memory(device),
+    )
+
+
+def _check(
+    h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
+    *, resume: bool,
+) -> None:  # fmt: skip
+    # A resume starts from its checkpoint: the pretrained file may be gone by then.
+    problems = validate(msgspec.structs.replace(h, pretrained=None) if resume else h)
+    if problems:
+        raise ValueError("invalid hyperparameters: " + "; ".join(f"{f}: {m}" for f, m in problems))
+    if len(classes) < 2:
+        raise ValueError(f"a classifier needs at least two classes, not {len(classes)}")
+    if len(train) < 2 or not val:
+        raise ValueError(f"need 2+ training and 1+ validation images, not {len(train)}/{len(val)}")
+    for sample in [*train, *val]:
+        if not 0 <= sample.label < len(classes):
+            raise ValueError(f"label {sample.label} of {sample.path} is not a class index")

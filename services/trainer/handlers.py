@@ -1,0 +1,92 @@
+"""Command handlers of the trainer service: start (queue), stop and resume a run.
+
+A run is checked in full when it is submitted (hyperparameters, split, classes), so a bad
+request is refused at once rather than failing later on a device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+
+from contracts import common
+from contracts import datasets as d
+from contracts import training as c
+from contracts.common import CommandRejected, Reply
+from services.kernel.commands import execute
+from services.kernel.eventstore import EventStore
+from services.kernel.repository import Repository
+from services.trainer import dataview, domain
+from services.trainer.engine import validate
+
+_REFUSALS = (domain.DomainError,)
+
+
+def invalid(message: str, field: str) -> CommandRejected:
+    return CommandRejected(code=common.VALIDATION_ERROR, message=message, field=field)
+
+
+class Training:
+    def __init__(
+        self,
+        runs: Repository[domain.State],
+        datasets: EventStore[d.Event],
+        busy: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self.runs = runs
+        self.datasets = datasets
+        self.busy = busy
+
+    async def start_run(self, command: c.StartRun, headers: Mapping[str, str]) -> Reply:
+        queued = await self._checked(command)
+        if isinstance(queued, CommandRejected):
+            return queued
+        if command.if_busy == "reject" and await self.busy():
+            return CommandRejected(
+                code=common.CONFLICT, message="An experiment is already training"
+            )
+        return await self._execute(command, command.run_id, partial(domain.queue, event=queued))
+
+    async def stop_run(self, command: c.StopRun, headers: Mapping[str, str]) -> Reply:
+        return await self._execute(command, command.run_id, partial(domain.stop, command=command))
+
+    async def resume_run(self, command: c.ResumeRun, headers: Mapping[str, str]) -> Reply:
+        decide = partial(domain.resume, command=command)
+        return await self._execute(command, command.run_id, decide)
+
+    async def _execute(self, command: c.Command, run_id: str, decide: Callable) -> Reply:
+        return await execute(
+            self.runs, run_id, command, decide, headers={}, refusals=_REFUSALS, noun="run"
+        )
+
+    async def _checked(self, command: c.StartRun) -> c.RunQueued | CommandRejected:
+        if command.if_busy not in ("queue", "reject"):
+            return invalid("if_busy must be queue or reject", "if_busy")
+        problems = validate(command.hyperparameters)
+        if problems:
+            field, message = problems[0]
+            return invalid(message, f"hyperparameters.{field}")
+        try:
+            view = await dataview.load(self.datasets, command.project_id)
+        except ValueError:
+            return invalid("invalid project id", "project_id")
+        if command.split_id not in view.splits:
+            return invalid(f"split {command.split_id} does not exist in this project", "split_id")
+        train = view.subset(command.split_id, "train")
+        val = view.subset(command.split_id, "val")
+        if not train or not val:
+            which = "training" if not train else "validation"
+            return invalid(f"the split has no {which} images", "split_id")
+        classes = sorted({label for _, label in train + val})
+        if len(classes) < 2:
+            return invalid("training needs at least two classes; this split has one", "split_id")
+        return c.RunQueued(
+            run_id=command.run_id,
+            experiment_id=command.experiment_id,
+            project_id=command.project_id,
+            split_id=command.split_id,
+            hyperparameters=command.hyperparameters,
+            classes=classes,
+            train_images=len(train),
+            val_images=len(val),
+        )

@@ -1,0 +1,73 @@
+"""The trainer's read model of runs: the queue (in order), and which runs are active where."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import training as c
+from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import Decodes
+from services.trainer import domain
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "trainer_runs"
+    run_id: str = Field(primary_key=True)
+    status: str = Field(index=True)
+    #: The sequence of its latest RunQueued or RunResumed: the queue's order.
+    queued_seq: int = Field(index=True)
+    instance: str = ""
+    lease: str = ""
+
+
+_STATUS: dict[type, str] = {
+    c.RunStopped: domain.STOPPED,
+    c.RunCompleted: domain.COMPLETED,
+    c.RunFailed: domain.FAILED,
+    c.RunInterrupted: domain.INTERRUPTED,
+    c.RunStopRequested: domain.STOPPING,
+}
+
+
+class Runs(Decodes):
+    name = "trainer-runs"
+    stream = c.STREAM
+    filter_subject = c.EVENTS
+    event_type = c.Event
+    tables: Sequence[Table] = (RunRow.__table__,)  # type: ignore[attr-defined]
+
+    def __init__(self, on_stop: Callable[[str], None]) -> None:
+        self._on_stop = on_stop
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        event = stored.event
+        if isinstance(event, c.RunQueued):
+            db.add(RunRow(run_id=event.run_id, status=domain.QUEUED, queued_seq=stored.sequence))
+            return
+        row = await db.get(RunRow, event.run_id)
+        if row is None:
+            return
+        if isinstance(event, c.RunResumed):
+            row.status, row.queued_seq = domain.QUEUED, stored.sequence
+        elif isinstance(event, c.RunStarted):
+            row.status, row.instance, row.lease = domain.RUNNING, event.instance, event.lease
+        elif type(event) in _STATUS:
+            row.status = _STATUS[type(event)]
+            if isinstance(event, c.RunStopRequested):
+                self._on_stop(event.run_id)
+        db.add(row)
+
+
+async def queued(db: AsyncSession) -> list[RunRow]:
+    query = select(RunRow).where(col(RunRow.status) == domain.QUEUED)
+    return list((await db.exec(query.order_by(col(RunRow.queued_seq)))).all())
+
+
+async def active(db: AsyncSession) -> list[RunRow]:
+    query = select(RunRow).where(col(RunRow.status).in_(domain.ACTIVE))
+    return list((await db.exec(query)).all())

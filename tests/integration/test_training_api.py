@@ -1,0 +1,202 @@
+"""Training against the running studio: a small CNN learns, streams, stops and resumes exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.stack import Stack
+from tests.training_helpers import (
+    API,
+    client,
+    curves,
+    learnable_split,
+    run,
+    submit,
+    wait,
+    wait_status,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def split(stack: Stack) -> tuple[str, str]:
+    return learnable_split(stack)
+
+
+def sse_events(stack: Stack, run_id: str, last_id: str | None = None) -> list[dict]:
+    """Every event of a finished run's stream (it closes after ``complete``)."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    events, current = [], {}
+    with (
+        client(stack) as api,
+        api.stream("GET", f"{API}/training/runs/{run_id}/stream", headers=headers) as resp,
+    ):
+        for line in resp.iter_lines():
+            if not line:
+                if "event" in current:
+                    events.append(current)
+                current = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                current[key] = value
+    return events
+
+
+def test_a_small_cnn_learns_and_every_epoch_is_streamed(stack: Stack, split):
+    project_id, split_id = split
+    resp = submit(stack, project_id, split_id)
+    assert resp.status_code == 202, resp.text
+    queued = resp.json()["data"]
+    assert queued["status"] in ("queued", "running")
+    done = wait_status(stack, queued["id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    assert done["best_val_accuracy"] >= 0.8  # chance is 0.5
+    assert [e["epoch"] for e in done["history"]] == [1, 2, 3, 4]
+    assert {k["kind"] for k in done["checkpoints"]} == {"last", "best"}
+    assert all(len(k["sha256"]) == 64 for k in done["checkpoints"])
+    # a client arriving after the end gets the whole history, then complete
+    events = sse_events(stack, queued["id"])
+    names = [e["event"] for e in events]
+    assert names.count("epoch_end") == 4
+    assert names[-1] == "complete"
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+    # one that saw the second epoch gets exactly what came after it
+    second = next(e for e in events if e["event"] == "epoch_end" and '"epoch":2' in e["data"])
+    rest = sse_events(stack, queued["id"], second["id"])
+    assert [e["id"] for e in rest] == [e["id"] for e in events if int(e["id"]) > int(second["id"])]
+
+
+def test_the_same_seed_gives_the_same_curves(stack: Stack, split):
+    project_id, split_id = split
+    first = submit(stack, project_id, split_id, hyperparameters={"epochs": 2}).json()["data"]
+    second = submit(stack, project_id, split_id, hyperparameters={"epochs": 2}).json()["data"]
+    a = wait_status(stack, first["id"], "completed")
+    b = wait_status(stack, second["id"], "completed")
+    assert curves(a) == curves(b)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hyperparameters": {"model": "vgg99"}}, "hyperparameters.model"),
+        ({"hyperparameters": {"epochs": 0}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"learning_rate": -1}}, "hyperparameters.learning_rate"),
+        ({"hyperparameters": {"optimizer": "lion"}}, "hyperparameters.optimizer"),
+        ({"split_id": "0" * 32}, "split_id"),
+    ],
+)
+def test_bad_runs_are_refused_with_422_naming_the_field(stack: Stack, split, change, field):
+    project_id, split_id = split
+    body = {"split_id": split_id} | change
+    resp = submit(stack, project_id, body.pop("split_id"), **body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+def test_a_split_with_one_class_or_no_validation_images_is_refused(stack: Stack, split):
+    project_id, _ = split
+    with client(stack) as api:
+        only_train = api.post(
+            f"{API}/splits",
+            json={
+                "project_id": project_id,
+                "name": "all-train",
+                "ratios": {"train": 1.0, "val": 0.0, "test": 0.0},
+            },
+        ).json()["data"]
+    resp = submit(stack, project_id, only_train["id"])
+    assert resp.status_code == 422
+    assert "validation" in resp.json()["error"]["message"]
+
+
+def test_unknown_runs_get_404(stack: Stack):
+    with client(stack) as api:
+        for call in (
+            api.get(f"{API}/training/runs/{'0' * 32}"),
+            api.post(f"{API}/training/runs/{'0' * 32}/stop"),
+            api.post(f"{API}/training/runs/{'0' * 32}/resume"),
+        ):
+            assert call.status_code == 404, call.text
+
+
+def test_stop_then_resume_gives_the_same_curves_as_an_uninterrupted_run(stack: Stack, split):
+    project_id, split_id = split
+    hyper = {"epochs": 5, "schedule": "cosine", "seed": 11}
+    whole = submit(stack, project_id, split_id, hyperparameters=hyper).json()["data"]
+    reference = wait_status(stack, whole["id"], "completed")
+    cut = submit(stack, project_id, split_id, hyperparameters=hyper).json()["data"]
+    wait(lambda: len(run(stack, cut["id"])["history"]) >= 2)
+    with client(stack) as api:
+        stopped = api.post(f"{API}/training/runs/{cut['id']}/stop")
+        assert stopped.status_code == 202, stopped.text
+    halted = wait_status(stack, cut["id"], "stopped", "completed")
+    if halted["status"] == "stopped":
+        assert halted["epochs_done"] < 5
+        with client(stack) as api:
+            resumed = api.post(f"{API}/training/runs/{cut['id']}/resume")
+            assert resumed.status_code == 202, resumed.text
+    finished = wait_status(stack, cut["id"], "completed")
+    assert curves(finished) == curves(reference)
+
+
+def test_resume_may_raise_the_number_of_epochs(stack: Stack, split):
+    project_id, split_id = split
+    first = submit(stack, project_id, split_id, hyperparameters={"epochs": 2}).json()["data"]
+    wait_status(stack, first["id"], "completed")
+    with client(stack) as api:
+        lower = api.post(f"{API}/training/runs/{first['id']}/resume", json={"epochs": 1})
+        assert lower.status_code == 422
+        more = api.post(f"{API}/training/runs/{first['id']}/resume", json={"epochs": 3})
+        assert more.status_code == 202, more.text
+    done = wait_status(stack, first["id"], "completed")
+    assert [e["epoch"] for e in done["history"]] == [1, 2, 3]
+
+
+def test_compare_and_queue_and_system(stack: Stack, split):
+    project_id, split_id = split
+    a = submit(stack, project_id, split_id, hyperparameters={"epochs": 1}).json()["data"]
+    b = submit(stack, project_id, split_id, hyperparameters={"epochs": 1}).json()["data"]
+    wait_status(stack, a["id"], "completed")
+    wait_status(stack, b["id"], "completed")
+    with client(stack) as api:
+        both = api.get(f"{API}/training/compare", params={"run_ids": f"{a['id']},{b['id']}"})
+        assert [len(r["history"]) for r in both.json()["data"]["runs"]] == [1, 1]
+        assert api.get(f"{API}/training/compare", params={"run_ids": a["id"]}).status_code == 422
+        queue = api.get(f"{API}/training/queue").json()["data"]
+        assert set(queue) == {"running", "queued", "leases"}
+        system = api.get(f"{API}/system").json()["data"]
+        assert system["services"]["trainer"]["ok"] is True
+        assert system["workspace"]["free"] > 0
+
+
+def test_experiment_stream_over_sse_and_websocket(stack: Stack, split):
+    project_id, split_id = split
+    resp = submit(stack, project_id, split_id, hyperparameters={"epochs": 2})
+    data = resp.json()["data"]
+    wait_status(stack, data["id"], "completed")
+    url = f"{API}/training/{project_id}/experiments/{data['experiment_id']}/stream"
+    seen = []
+    with client(stack) as api, api.stream("GET", url) as sse:
+        for line in sse.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+                if seen[-1] == "complete":
+                    break
+    assert seen.count("epoch_end") == 2
+
+    async def receive() -> list[str]:
+        ws_url = stack.base_url.replace("http", "ws") + f"/ws/experiments/{data['experiment_id']}"
+        kinds = []
+        async with connect(ws_url) as sock:
+            while "complete" not in kinds:
+                kinds.append(json.loads(await asyncio.wait_for(sock.recv(), 30))["type"])
+        return kinds
+
+    kinds = asyncio.run(receive())
+    assert kinds.count("epoch_end") == 2
