@@ -264,20 +264,28 @@ class Bridge:
     ) -> None:
         self.worker, self.run, self.loop, self.stop, self.lease = worker, run, loop, stop, lease
         self._last = 0.0
-        self._started = time.monotonic()
+        self._epoch, self._epoch_start, self._loss_sum = 0, time.monotonic(), 0.0
 
     def on_batch(self, epoch: int, batch: int, batches: int, loss: float) -> None:
         now = time.monotonic()
+        if epoch != self._epoch:
+            self._epoch, self._epoch_start, self._loss_sum = epoch, now, 0.0
+        self._loss_sum += loss
         if now - self._last < PROGRESS_INTERVAL_S and batch != batches:
             return
         self._last = now
+        per_batch = (now - self._epoch_start) / max(batch, 1)
+        eta = per_batch * ((batches - batch) + (self.run.epochs - epoch) * batches)
         data = msgspec.json.encode(
             {
                 "run_id": self.run.run_id,
                 "epoch": epoch,
+                "epochs": self.run.epochs,
                 "batch": batch,
                 "batches": batches,
                 "loss": round(loss, 6),
+                "running_loss": round(self._loss_sum / max(batch, 1), 6),
+                "eta_s": round(eta, 1),
             }
         )
         subject = c.progress_subject(self.run.run_id)

@@ -200,3 +200,20 @@ def test_experiment_stream_over_sse_and_websocket(stack: Stack, split):
 
     kinds = asyncio.run(receive())
     assert kinds.count("epoch_end") == 2
+
+
+def test_live_batch_progress_is_streamed_while_a_run_trains(stack: Stack, split):
+    project_id, split_id = split
+    data = submit(stack, project_id, split_id, hyperparameters={"epochs": 8}).json()["data"]
+    progress = []
+    with client(stack) as api, api.stream("GET", f"{API}/training/runs/{data['id']}/stream") as sse:
+        name = ""
+        for line in sse.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name == "progress":
+                progress.append(json.loads(line.removeprefix("data: ")))
+            if name == "complete":
+                break
+    assert progress, "no progress event arrived"
+    assert {"epoch", "batch", "batches", "running_loss", "eta_s"} <= set(progress[-1])

@@ -108,3 +108,28 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
         raise ValueError(f"{path} holds no state dict of tensors")
     return data
+
+
+#: ``pretrained: "imagenet"`` means torchvision's default weights, from torch's cache only.
+CACHED = "imagenet"
+
+
+def pretrained_path(model: str, value: str) -> Path:
+    """The weights file ``value`` names: a path, or ``imagenet`` for the file torchvision
+    would download into torch's cache. Raises ValueError when it is not there: nothing is
+    downloaded at run time."""
+    if value != CACHED:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"no such file: {value!r}")
+        return path
+    if model not in _TORCHVISION:
+        raise ValueError(f"{model} has no ImageNet weights; give a weights file or none")
+    url = tv.get_model_weights(model).DEFAULT.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not path.is_file():
+        raise ValueError(
+            f"the ImageNet weights of {model} are not in torch's cache ({path}); nothing is "
+            "downloaded at run time: put the file there, or give its path"
+        )
+    return path

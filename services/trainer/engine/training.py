@@ -25,6 +25,7 @@ from services.trainer.engine.api import (
 from services.trainer.engine.checkpoints import LAST, write_checkpoints
 from services.trainer.engine.devices import peak_memory, reset_peak_memory
 from services.trainer.engine.loop import StopRequested, train_pass, validate_pass
+from services.trainer.engine.models import pretrained_path
 from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
 from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
@@ -41,7 +42,7 @@ def train(
     configure_determinism()
     workdir.mkdir(parents=True, exist_ok=True)
     seed_all(derive_seed("init", h.seed))
-    pretrained = Path(h.pretrained) if h.pretrained and not resume else None
+    pretrained = pretrained_path(h.model, h.pretrained) if h.pretrained and not resume else None
     session = open_session(h, classes, train, val, device, pretrained=pretrained)
     progress = restore(session, workdir / LAST) if resume else Progress()
     if progress.epoch >= h.epochs:

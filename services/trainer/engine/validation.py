@@ -1,13 +1,12 @@
 """Checks a ``Hyperparameters`` before a run is queued: every bad value, with its field.
 
-Pure apart from one filesystem look-up (the pretrained file); imports ``contracts.training`` only.
+Pure apart from one filesystem look-up (the pretrained file, by path or in torch's cache).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from contracts.training import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULES, Hyperparameters
+from services.trainer.engine.models import pretrained_path
 
 CLASS_WEIGHTS = ("none", "auto")
 MIXED_PRECISION = ("auto", "on", "off")
@@ -34,7 +33,7 @@ def validate(h: Hyperparameters) -> list[Problem]:
         _between("early_stopping_patience", h.early_stopping_patience, 0, 1000),
         _between("workers", h.workers, 0, 32),
         None if h.seed >= 0 else ("seed", f"must be 0 or more, not {h.seed}"),
-        _pretrained(h.pretrained),
+        _pretrained(h.model, h.pretrained),
     ]
     return [problem for problem in checks if problem is not None]
 
@@ -65,7 +64,11 @@ def _image_size(model: str, size: int) -> Problem | None:
     return problem
 
 
-def _pretrained(path: str | None) -> Problem | None:
-    if path is None or (path and Path(path).is_file()):
+def _pretrained(model: str, value: str | None) -> Problem | None:
+    if value is None or model not in MODELS:
         return None
-    return "pretrained", f"no such file: {path!r}"
+    try:
+        pretrained_path(model, value)
+    except ValueError as err:
+        return "pretrained", str(err)
+    return None

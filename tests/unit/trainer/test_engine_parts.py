@@ -159,3 +159,25 @@ def test_a_planned_schedule_fast_forwards_to_the_stepped_one(schedule: str) -> N
 
     assert planned.param_groups[0]["lr"] == stepped.param_groups[0]["lr"]
     assert planned.param_groups[0]["momentum"] == stepped.param_groups[0]["momentum"]
+
+
+def test_imagenet_weights_come_from_torchs_cache_only(tmp_path, monkeypatch):
+    import torch
+    from torchvision import models as tv
+
+    from contracts.training import Hyperparameters
+    from services.trainer.engine import validate
+    from services.trainer.engine.models import pretrained_path
+
+    # given an empty torch cache: the weights are refused, never downloaded
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    problems = validate(Hyperparameters(model="resnet18", pretrained="imagenet"))
+    assert problems and problems[0][0] == "pretrained" and "cache" in problems[0][1]
+    assert validate(Hyperparameters(model="smallcnn", pretrained="imagenet"))[0][0] == "pretrained"
+    # when the file torchvision would have downloaded is there, it is the one used
+    name = tv.get_model_weights("resnet18").DEFAULT.url.rsplit("/", 1)[-1]
+    cached = tmp_path / "checkpoints" / name
+    cached.parent.mkdir()
+    torch.save(tv.resnet18(weights=None).state_dict(), cached)
+    assert pretrained_path("resnet18", "imagenet") == cached
+    assert validate(Hyperparameters(model="resnet18", pretrained="imagenet")) == []

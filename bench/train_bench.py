@@ -1,0 +1,215 @@
+"""Benchmark of training through the studio against a plain PyTorch loop, in the same run.
+
+    .venv/bin/python -m bench.train_bench [--images-per-class 200] [--epochs 3] [--image-size 64]
+                                          [--batch-size 32] [--model smallcnn]
+
+Throughput: images/s of the training passes of a plain loop (ImageFolder, DataLoader) and, right
+after it on the same images, of a run submitted through the REST API of a real studio
+(``tests.stack``). Latency: a second run of 20 short epochs, watched over SSE, gives the delay
+from each epoch's stored ``occurred_at`` to its ``epoch_end`` at the client. It fails only when a
+run fails, never because of a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from services.trainer.engine import build_model
+from tests import imagesets
+from tests.stack import Stack
+
+API = "/api/v1"
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, as the engine's
+FINAL = ("completed", "failed", "stopped", "interrupted")
+SAME = "model, AdamW lr 1e-3 wd 1e-4, batch, fp32, resize+centre-crop+normalise, 0 workers, shuffle"
+EXTRA = (
+    "studio only, per image: a seed derived (blake2b) and the CPU RNG saved/set/restored, "
+    "exif_transpose, draft() (a no-op on these PNGs); per batch: a stop poll and ≤4 progress "
+    "messages/s to NATS. channels_last and AMP apply on CUDA only, so neither side uses them here."
+)
+
+
+def baseline(folder: Path, names: set[str], args: argparse.Namespace) -> list[float]:
+    """images/s of each training pass of a plain loop over the files named in ``names``."""
+    size = args.image_size
+    resize = [v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.PILToTensor()]
+    transform = v2.Compose(
+        [*resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    )
+    data = ImageFolder(str(folder), transform, is_valid_file=lambda p: Path(p).name in names)
+    drop = len(data) % args.batch_size == 1  # as the engine does, for BatchNorm
+    loader = DataLoader(data, args.batch_size, shuffle=True, num_workers=0, drop_last=drop)
+    torch.manual_seed(0)
+    model = build_model(args.model, len(data.classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    criterion, rates = nn.CrossEntropyLoss(), []
+    for _ in range(args.epochs):
+        model.train()
+        start = time.perf_counter()
+        for images, labels in loader:
+            loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        rates.append((len(data) - drop) / (time.perf_counter() - start))
+    return rates
+
+
+class Watcher(threading.Thread):
+    """An SSE client of one run: ms from each ``epoch_end``'s ``occurred_at`` to its arrival."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.delays, self.ready = url, [], threading.Event()
+
+    def run(self) -> None:
+        timeout = httpx.Timeout(10, read=120)
+        with httpx.stream("GET", self.url, timeout=timeout) as resp:
+            self.ready.set()
+            event = ""
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "epoch_end":
+                    now = datetime.now(UTC)
+                    stamp = datetime.fromisoformat(json.loads(line[6:])["occurred_at"])
+                    self.delays.append((now - stamp).total_seconds() * 1000)
+
+
+def studio_run(api: httpx.Client, body: dict, timeout: float = 900) -> tuple[dict, list[float]]:
+    """Submits a run, watches its SSE stream, polls until it ends: (the run, SSE delays)."""
+    resp = api.post(f"{API}/training/run", json=body)
+    if resp.status_code != 202:
+        raise RuntimeError(f"run refused: {resp.status_code} {resp.text}")
+    run_id = resp.json()["data"]["id"]
+    watcher = Watcher(f"{api.base_url}{API}/training/runs/{run_id}/stream")
+    watcher.start()
+    watcher.ready.wait(10)
+    deadline = time.monotonic() + timeout
+    while (run := api.get(f"{API}/training/runs/{run_id}").json()["data"])["status"] not in FINAL:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run still {run['status']} after {timeout:.0f} s")
+        time.sleep(0.5)
+    watcher.join(30)
+    return run, watcher.delays
+
+
+def prepare(api: httpx.Client, folder: Path) -> str:
+    """A project with ``folder`` imported; its id."""
+    pid = api.post(f"{API}/projects", json={"name": "train bench"}).json()["data"]["id"]
+    body = {"project_id": pid, "path": str(folder)}
+    job = api.post(f"{API}/datasets/import/local", json=body).json()["data"]
+    while job["state"] not in ("completed", "failed", "cancelled"):
+        time.sleep(0.1)
+        job = api.get(f"{API}/datasets/import/{job['id']}").json()["data"]
+    if job["state"] != "completed":
+        raise RuntimeError(f"import {job['state']}: {job.get('error')}")
+    return str(pid)
+
+
+def split(api: httpx.Client, pid: str, train: float, val: float) -> tuple[str, set[str]]:
+    """A split's id and the file names of its training subset."""
+    ratios = {"train": train, "val": val, "test": round(1 - train - val, 6)}
+    body = {"project_id": pid, "name": f"{train}", "ratios": ratios, "seed": 1}
+    sid = api.post(f"{API}/splits", json=body).json()["data"]["id"]
+    names: set[str] = set()
+    params = {"split_id": sid, "subset": "train", "limit": 500}
+    while params.get("cursor", True):
+        page = api.get(f"{API}/datasets/{pid}/images", params=params).json()["data"]
+        names |= {Path(item["filename"]).name for item in page["items"]}
+        params["cursor"] = page["next_cursor"]
+    return sid, names
+
+
+def row(name: str, values: list[float], fmt: str = ".1f") -> str:
+    median = f"{statistics.median(values):>9{fmt}}" if values else ""
+    return f"{name:>14} " + "".join(f"{v:>9{fmt}}" for v in values) + median
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images-per-class", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default="smallcnn")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    stack, n, load = Stack(root), args.images_per_class, os.getloadavg()[0]
+    folder = imagesets.squares(stack.imports / "squares", n, size=args.image_size)
+    hyper = {"model": args.model, "batch_size": args.batch_size, "learning_rate": 1e-3}
+    hyper |= {"image_size": args.image_size, "augmentation": "none", "schedule": "none"}
+    print(f"{2 * n} {args.image_size}px PNGs (squares), split 80/20/0, {args.epochs} epochs")
+    failed, runs = False, []
+    try:
+        with httpx.Client(base_url=stack.up().base_url, timeout=60) as api:
+            pid = prepare(api, folder)
+            sid, names = split(api, pid, 0.8, 0.2)
+            base = baseline(folder, names, args)
+            body = {"project_id": pid, "split_id": sid}
+            runs.append(
+                studio_run(api, body | {"hyperparameters": hyper | {"epochs": args.epochs}})
+            )
+            train = min(0.8, 64 / (2 * n))  # the latency run: 20 epochs of 64 training images
+            body["split_id"] = split(api, pid, train, min(train / 4, 1 - train))[0]
+            runs.append(studio_run(api, body | {"hyperparameters": hyper | {"epochs": 20}}))
+    finally:
+        stack.down()
+        for name in ("trainer", "gateway", "datasets"):
+            bad = [ln for ln in stack.log(name).splitlines() if "ERROR" in ln or "Traceback" in ln]
+            if bad:
+                print(f"{name}.log: {len(bad)} error lines, first: {bad[0][:200]}")
+        shutil.rmtree(root, ignore_errors=True)
+    for r, _ in runs:
+        failed |= r["status"] != "completed"
+        print(
+            f"run {r['id'][:8]}: {r['status']}, {r['train_images']}/{r['val_images']} "
+            f"train/val images, device {r['device']} {r['message'] or ''}"
+        )
+    studio = [e["images_per_second"] for e in runs[0][0]["history"]]
+    ratios = [s / b for s, b in zip(studio, base, strict=False)]
+    print(
+        f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
+        f"{load:.1f} before, {os.getloadavg()[0]:.1f} after\nsame: {SAME}\n{EXTRA}"
+    )
+    print("\nimages/s of the training passes (the engine times the training pass only)")
+    print(f"{'epoch':>14} " + "".join(f"{e:>9}" for e in range(1, len(base) + 1)) + "   median")
+    print(
+        f"{row('plain PyTorch', base)}\n{row('studio', studio)}\n{row('studio/plain', ratios, '.3f')}"
+    )
+    delays = runs[1][1]
+    if delays:
+        q = (
+            statistics.quantiles(delays, n=100, method="inclusive")
+            if len(delays) > 1
+            else delays * 99
+        )
+        print(
+            f"\nepoch_end occurred_at → SSE client, {len(delays)} epochs: p50 {q[49]:.1f} ms, "
+            f"p99 {q[98]:.1f} ms, max {max(delays):.1f} ms"
+        )
+    ratio = statistics.median(ratios) if ratios else 0.0
+    print(f"\nverdict: studio/plain {ratio:.3f} (goal ≥ 0.97){'; A RUN FAILED' if failed else ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
