@@ -37,6 +37,7 @@ from tests.stack import Stack
 
 API = "/api/v1"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, as the engine's
+OPTIONS = dict(images_per_class=200, epochs=3, image_size=64, batch_size=32, model="smallcnn")
 FINAL = ("completed", "failed", "stopped", "interrupted")
 SAME = "model, AdamW lr 1e-3 wd 1e-4, batch, fp32, resize+centre-crop+normalise, 0 workers, shuffle"
 EXTRA = (
@@ -73,43 +74,38 @@ def baseline(folder: Path, names: set[str], args: argparse.Namespace) -> list[fl
     return rates
 
 
-class Watcher(threading.Thread):
+def watch(url: str, delays: list[float], ready: threading.Event) -> None:
     """An SSE client of one run: ms from each ``epoch_end``'s ``occurred_at`` to its arrival."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.delays, self.ready = url, [], threading.Event()
-
-    def run(self) -> None:
-        timeout = httpx.Timeout(10, read=120)
-        with httpx.stream("GET", self.url, timeout=timeout) as resp:
-            self.ready.set()
-            event = ""
-            for line in resp.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "epoch_end":
-                    now = datetime.now(UTC)
-                    stamp = datetime.fromisoformat(json.loads(line[6:])["occurred_at"])
-                    self.delays.append((now - stamp).total_seconds() * 1000)
+    with httpx.stream("GET", url, timeout=httpx.Timeout(10, read=120)) as resp:
+        ready.set()
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "epoch_end":
+                now = datetime.now(UTC)
+                stamp = datetime.fromisoformat(json.loads(line[6:])["occurred_at"])
+                delays.append((now - stamp).total_seconds() * 1000)
 
 
-def studio_run(api: httpx.Client, body: dict, timeout: float = 900) -> tuple[dict, list[float]]:
+def studio_run(api: httpx.Client, body: dict, epochs: int) -> tuple[dict, list[float]]:
     """Submits a run, watches its SSE stream, polls until it ends: (the run, SSE delays)."""
-    resp = api.post(f"{API}/training/run", json=body)
+    hyper = body["hyperparameters"] | {"epochs": epochs}
+    resp = api.post(f"{API}/training/run", json=body | {"hyperparameters": hyper})
     if resp.status_code != 202:
         raise RuntimeError(f"run refused: {resp.status_code} {resp.text}")
     run_id = resp.json()["data"]["id"]
-    watcher = Watcher(f"{api.base_url}{API}/training/runs/{run_id}/stream")
+    url, delays, ready = f"{api.base_url}{API}/training/runs/{run_id}/stream", [], threading.Event()
+    watcher = threading.Thread(target=watch, args=(url, delays, ready), daemon=True)
     watcher.start()
-    watcher.ready.wait(10)
-    deadline = time.monotonic() + timeout
+    ready.wait(10)
+    deadline = time.monotonic() + 900
     while (run := api.get(f"{API}/training/runs/{run_id}").json()["data"])["status"] not in FINAL:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"run still {run['status']} after {timeout:.0f} s")
+            raise RuntimeError(f"run still {run['status']} after 900 s")
         time.sleep(0.5)
     watcher.join(30)
-    return run, watcher.delays
+    return run, delays
 
 
 def prepare(api: httpx.Client, folder: Path) -> str:
@@ -146,11 +142,8 @@ def row(name: str, values: list[float], fmt: str = ".1f") -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images-per-class", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--model", default="smallcnn")
+    for name, default in OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="train-bench-"))
     stack, n, load = Stack(root), args.images_per_class, os.getloadavg()[0]
@@ -158,19 +151,17 @@ def main() -> int:
     hyper = {"model": args.model, "batch_size": args.batch_size, "learning_rate": 1e-3}
     hyper |= {"image_size": args.image_size, "augmentation": "none", "schedule": "none"}
     print(f"{2 * n} {args.image_size}px PNGs (squares), split 80/20/0, {args.epochs} epochs")
-    failed, runs = False, []
+    runs: list[tuple[dict, list[float]]] = []
     try:
         with httpx.Client(base_url=stack.up().base_url, timeout=60) as api:
             pid = prepare(api, folder)
             sid, names = split(api, pid, 0.8, 0.2)
-            base = baseline(folder, names, args)
-            body = {"project_id": pid, "split_id": sid}
-            runs.append(
-                studio_run(api, body | {"hyperparameters": hyper | {"epochs": args.epochs}})
-            )
+            base = baseline(folder, names, args)  # right before the studio's run
+            body = {"project_id": pid, "split_id": sid, "hyperparameters": hyper}
+            runs.append(studio_run(api, body, args.epochs))
             train = min(0.8, 64 / (2 * n))  # the latency run: 20 epochs of 64 training images
             body["split_id"] = split(api, pid, train, min(train / 4, 1 - train))[0]
-            runs.append(studio_run(api, body | {"hyperparameters": hyper | {"epochs": 20}}))
+            runs.append(studio_run(api, body, 20))
     finally:
         stack.down()
         for name in ("trainer", "gateway", "datasets"):
@@ -179,33 +170,21 @@ def main() -> int:
                 print(f"{name}.log: {len(bad)} error lines, first: {bad[0][:200]}")
         shutil.rmtree(root, ignore_errors=True)
     for r, _ in runs:
-        failed |= r["status"] != "completed"
-        print(
-            f"run {r['id'][:8]}: {r['status']}, {r['train_images']}/{r['val_images']} "
-            f"train/val images, device {r['device']} {r['message'] or ''}"
-        )
+        print(f"run {r['id'][:8]}: {r['status']}, {r['train_images']}/{r['val_images']} "
+              f"train/val images on {r['device']} {r['message'] or ''}")  # fmt: skip
     studio = [e["images_per_second"] for e in runs[0][0]["history"]]
     ratios = [s / b for s, b in zip(studio, base, strict=False)]
-    print(
-        f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
-        f"{load:.1f} before, {os.getloadavg()[0]:.1f} after\nsame: {SAME}\n{EXTRA}"
-    )
+    print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
+          f"{load:.1f} before, {os.getloadavg()[0]:.1f} after\nsame: {SAME}\n{EXTRA}")  # fmt: skip
     print("\nimages/s of the training passes (the engine times the training pass only)")
     print(f"{'epoch':>14} " + "".join(f"{e:>9}" for e in range(1, len(base) + 1)) + "   median")
-    print(
-        f"{row('plain PyTorch', base)}\n{row('studio', studio)}\n{row('studio/plain', ratios, '.3f')}"
-    )
-    delays = runs[1][1]
-    if delays:
-        q = (
-            statistics.quantiles(delays, n=100, method="inclusive")
-            if len(delays) > 1
-            else delays * 99
-        )
-        print(
-            f"\nepoch_end occurred_at → SSE client, {len(delays)} epochs: p50 {q[49]:.1f} ms, "
-            f"p99 {q[98]:.1f} ms, max {max(delays):.1f} ms"
-        )
+    print(row("plain PyTorch", base), row("studio", studio), sep="\n")
+    print(row("studio/plain", ratios, ".3f"))
+    if delays := sorted(runs[1][1]):
+        p50, p99 = (delays[round(q * (len(delays) - 1))] for q in (0.5, 0.99))
+        print(f"\nepoch_end occurred_at → SSE client, {len(delays)} epochs: p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms, max {delays[-1]:.1f} ms")  # fmt: skip
+    failed = any(r["status"] != "completed" for r, _ in runs)
     ratio = statistics.median(ratios) if ratios else 0.0
     print(f"\nverdict: studio/plain {ratio:.3f} (goal ≥ 0.97){'; A RUN FAILED' if failed else ''}")
     return 1 if failed else 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from websockets.asyncio.client import connect
 
+from tests import imagesets
 from tests.stack import Stack
 from tests.training_helpers import (
     API,
@@ -217,3 +219,51 @@ def test_live_batch_progress_is_streamed_while_a_run_trains(stack: Stack, split)
                 break
     assert progress, "no progress event arrived"
     assert {"epoch", "batch", "batches", "running_loss", "eta_s"} <= set(progress[-1])
+
+
+def test_the_queue_tells_the_truth_and_if_busy_reject_answers_409(stack: Stack, split):
+    project_id, split_id = split
+    long = submit(stack, project_id, split_id, hyperparameters={"epochs": 200}).json()["data"]
+    wait_status(stack, long["id"], "running")
+    # when the device is busy, a run that will not wait is refused as the original API did
+    busy = submit(stack, project_id, split_id, if_busy="reject")
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["error"]["message"] == "An experiment is already training"
+    # and one that waits is shown queued, with its place
+    waiting = submit(stack, project_id, split_id)
+    assert waiting.status_code == 202
+    assert (waiting.json()["data"]["status"], waiting.json()["data"]["position"]) == ("queued", 1)
+    with client(stack) as api:
+        queue = api.get(f"{API}/training/queue").json()["data"]
+        assert [r["id"] for r in queue["running"]] == [long["id"]]
+        assert [r["id"] for r in queue["queued"]] == [waiting.json()["data"]["id"]]
+        assert len(queue["leases"]) == 1 and queue["leases"][0]["run_id"] == long["id"]
+        # a queued run stops at once; a running one at its next batch, keeping its checkpoint
+        stopped = api.post(f"{API}/training/runs/{waiting.json()['data']['id']}/stop")
+        assert stopped.json()["data"]["status"] == "stopped"
+        assert api.post(f"{API}/training/runs/{long['id']}/stop").status_code == 202
+    halted = wait_status(stack, long["id"], "stopped", timeout=30)
+    assert halted["epochs_done"] == len(halted["history"])
+    with client(stack) as api:
+        again = api.post(f"{API}/training/runs/{long['id']}/stop")
+        assert again.status_code == 409
+
+
+def test_a_split_with_a_single_class_is_refused(stack: Stack, tmp_path):
+    with client(stack) as api:
+        pid = api.post(f"{API}/projects", json={"name": "one class"}).json()["data"]["id"]
+        root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"only": 12})
+        job = api.post(f"{API}/datasets/import/local", json={"project_id": pid, "path": str(root)})
+        wait(
+            lambda: (
+                api.get(f"{API}/datasets/import/{job.json()['data']['id']}").json()["data"]["state"]
+                == "completed"
+            )
+        )
+        ratios = {"train": 0.5, "val": 0.5, "test": 0.0}
+        split_id = api.post(
+            f"{API}/splits", json={"project_id": pid, "name": "s", "ratios": ratios}
+        ).json()["data"]["id"]
+    resp = submit(stack, pid, split_id)
+    assert resp.status_code == 422
+    assert "two classes" in resp.json()["error"]["message"]
