@@ -24,6 +24,8 @@ from services.kernel.settings import Settings
 from services.kernel.sqlite import session
 from services.kernel.telemetry import child_traceparent
 
+#: How long a read waits for the read model to show an aggregate's latest event.
+FRESH_WAIT_S = 2.0
 #: The services the gateway reports on in /health.
 SERVICES = ("projects", "datasets", "trainer")
 
@@ -72,6 +74,15 @@ class Gateway:
         if isinstance(reply, CommandRejected):
             raise ApiError(reply.code, reply.message, field=reply.field, status=reply.status)
         return reply
+
+    async def fresh(self, stream: str, subject: str) -> None:
+        """Let the read model apply what ``subject`` holds now, so that a client which saw an
+        event on a stream and then asks for the aggregate sees it reflected (bounded wait)."""
+        try:
+            last = await self.js.get_last_msg(stream, subject, direct=True)
+        except Exception:
+            return
+        await self.runner.wait_for(stream, int(last.seq or 0), FRESH_WAIT_S)
 
     async def caught_up(self, stream: str, sequence: int) -> bool:
         """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""

@@ -91,6 +91,8 @@ async def import_upload(
 async def get_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response:
     """An import job: its state, and its report once it is over."""
     row = await _import(db, import_id)
+    await gateway.fresh(c.STREAM, c.event_subject(row.dataset_id))
+    await db.refresh(row)
     data = row.public()
     latest = None if row.done else gateway.progress.get(import_id)
     data["progress"] = msgspec.json.decode(latest) if latest else None

@@ -19,6 +19,7 @@ from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.streams import last_event_id
 from services.gateway.training_model import CheckpointRow, EpochRow, RunRow
 from services.gateway.training_streams import experiment_feed, run_feed, sse, ws
+from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/training", tags=["training"])
@@ -114,9 +115,11 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}")
-async def get_run(run_id: str, db: DbDep) -> Response:
+async def get_run(run_id: str, gateway: GatewayDep) -> Response:
     """A run with its full metric history and its checkpoints."""
-    return ok(await _detail(db, run_id))
+    await _fresh(gateway, run_id)
+    async with session(gateway.engine) as db:
+        return ok(await _detail(db, run_id))
 
 
 @router.post("/runs/{run_id}/stop")
@@ -141,12 +144,15 @@ async def resume_run(
 
 
 @router.get("/compare")
-async def compare(db: DbDep, run_ids: Annotated[str, Query(min_length=1)]) -> Response:
+async def compare(gateway: GatewayDep, run_ids: Annotated[str, Query(min_length=1)]) -> Response:
     """Two or more runs' curves side by side: ``?run_ids=a,b``."""
     ids = [r for r in run_ids.split(",") if r]
     if len(ids) < 2:
         raise ApiError(common.VALIDATION_ERROR, "give at least two run ids", field="run_ids")
-    return ok({"runs": [await _detail(db, run_id) for run_id in ids]})
+    for run_id in ids:
+        await _fresh(gateway, run_id)
+    async with session(gateway.engine) as db:
+        return ok({"runs": [await _detail(db, run_id) for run_id in ids]})
 
 
 @router.get("/runs/{run_id}/stream", response_class=StreamingResponse)
@@ -210,6 +216,19 @@ async def _run_answer(
             data["position"] = (await db.exec(ahead)).one() + 1
     location = str(request.url_for("get_run", run_id=run_id))
     return ok(data, status=status, headers={"Location": location})
+
+
+async def _fresh(gateway: Gateway, run_id: str) -> None:
+    if check(run_id):
+        await gateway.fresh(c.STREAM, c.event_subject(run_id))
+
+
+def check(run_id: str) -> bool:
+    try:
+        check_id(run_id)
+    except ValueError:
+        return False
+    return True
 
 
 async def _runs(db: AsyncSession, statuses: tuple[str, ...]) -> list[RunRow]:
