@@ -5,6 +5,7 @@ through ``Callbacks``. Imports torch, torchvision, Pillow, msgspec and ``contrac
 never NATS, asyncio or another ``services`` package.
 """
 
+from services.kernel.vision.models import build_model
 from services.trainer.engine.api import (
     Callbacks,
     Checkpoint,
@@ -15,7 +16,6 @@ from services.trainer.engine.api import (
 )
 from services.trainer.engine.checkpoints import read_checkpoint
 from services.trainer.engine.devices import pick_device
-from services.trainer.engine.models import build_model
 from services.trainer.engine.training import train
 from services.trainer.engine.validation import validate
 

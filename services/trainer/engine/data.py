@@ -12,45 +12,32 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from contracts.training import Hyperparameters
+from services.kernel.vision.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    load_image,
+)
 from services.trainer.engine.api import Sample
 from services.trainer.engine.seeding import derive_seed, isolated_rng, seed_worker
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_WHITE = (255, 255, 255)
-
 Transform = Callable[[Image.Image], Tensor]
-
-
-def load_image(path: Path, size: int) -> Image.Image:
-    """``path`` upright in RGB; JPEGs decode at the smallest scale still twice ``size``."""
-    with Image.open(path) as file:
-        file.draft("RGB", (2 * size, 2 * size))  # large photos: a fraction of time and memory
-        image = ImageOps.exif_transpose(file)
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            # Transparent pixels hold arbitrary colours; show them as the studio does, on white.
-            rgba = image.convert("RGBA")
-            canvas = Image.new("RGB", rgba.size, _WHITE)
-            canvas.paste(rgba, mask=rgba.getchannel("A"))
-            return canvas
-        return image.convert("RGB")
 
 
 def build_transform(augmentation: str, size: int, *, train: bool) -> Transform:
     """The preset's random crop and colour changes in training; a plain resize otherwise."""
     if not train or augmentation == "none":
-        head: list[v2.Transform] = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-    elif augmentation == "light":
-        head = [v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True)]
+        return eval_transform(size)
+    if augmentation == "light":
+        head: list[v2.Transform] = [v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True)]
         head.append(v2.RandomHorizontalFlip())
     else:
         head = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True)]

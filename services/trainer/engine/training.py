@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.training import Hyperparameters
+from services.kernel.vision.models import pretrained_path
 from services.trainer.engine.api import (
     COMPLETED,
     EARLY_STOPPED,
@@ -25,7 +26,6 @@ from services.trainer.engine.api import (
 from services.trainer.engine.checkpoints import LAST, write_checkpoints
 from services.trainer.engine.devices import peak_memory, reset_peak_memory
 from services.trainer.engine.loop import StopRequested, train_pass, validate_pass
-from services.trainer.engine.models import pretrained_path
 from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
 from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
