@@ -5,10 +5,25 @@ Schema rules (STYLE.md): explicit versioned tags, new fields go last with a defa
 change is a new ``.vN`` type. ``contracts/schemas/`` holds the committed JSON Schema snapshot.
 """
 
-from contracts import common, datasets, projects, training
+from contracts import common, datasets, exports, projects, training
 from contracts.envelope import Message, new_id
 
 #: Every contract type, for the schema snapshot and the contract tests.
-ALL: tuple[type[Message], ...] = (*common.ALL, *projects.ALL, *datasets.ALL, *training.ALL)
+ALL: tuple[type[Message], ...] = (
+    *common.ALL,
+    *projects.ALL,
+    *datasets.ALL,
+    *training.ALL,
+    *exports.ALL,
+)
 
-__all__ = ["ALL", "Message", "common", "datasets", "new_id", "projects", "training"]
+__all__ = [
+    "ALL",
+    "Message",
+    "common",
+    "datasets",
+    "exports",
+    "new_id",
+    "projects",
+    "training",
+]

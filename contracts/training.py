@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -170,6 +170,52 @@ class RunResumed(Message, frozen=True, tag="training.run_resumed.v1"):
     epochs: int
 
 
+# --- evaluation: an aggregate of its own in the training context ------------------------------
+
+
+class EvaluationSubjects:
+    EVALUATE_RUN: Final = "cmd.training.evaluate_run"
+
+
+def evaluation_subject(evaluation_id: str) -> str:
+    return f"evt.training.{evaluation_id}"
+
+
+class EvaluateRun(Message, frozen=True, tag="training.evaluate_run.v1"):
+    evaluation_id: str
+    run_id: str
+    checkpoint: str = "best"  # "best" | "last"
+    subset: str = "test"  # "train" | "val" | "test"
+
+
+class EvaluationStarted(Message, frozen=True, tag="training.evaluation_started.v1"):
+    evaluation_id: str
+    run_id: str
+    checkpoint: str
+    subset: str
+    images: int
+    checkpoint_epoch: int
+    instance: str = ""
+
+
+class EvaluationCompleted(Message, frozen=True, tag="training.evaluation_completed.v1"):
+    """``metrics``: accuracy, top-5, per class, macro/weighted, confusion matrix, ECE and the
+    misclassified images; ``predictions``: [image id, true index, predicted index, confidence]
+    for every image, so any confusion-matrix cell can be listed."""
+
+    evaluation_id: str
+    run_id: str
+    metrics: dict[str, Any]
+    predictions: list[tuple[str, int, int, float]]
+
+
+class EvaluationFailed(Message, frozen=True, tag="training.evaluation_failed.v1"):
+    evaluation_id: str
+    run_id: str
+    code: str
+    message: str
+
+
 Command = StartRun | StopRun | ResumeRun
 Event = (
     RunQueued
@@ -182,6 +228,9 @@ Event = (
     | RunFailed
     | RunInterrupted
     | RunResumed
+    | EvaluationStarted
+    | EvaluationCompleted
+    | EvaluationFailed
 )
 
 ALL: tuple[type[Message], ...] = (
@@ -198,4 +247,8 @@ ALL: tuple[type[Message], ...] = (
     RunFailed,
     RunInterrupted,
     RunResumed,
+    EvaluateRun,
+    EvaluationStarted,
+    EvaluationCompleted,
+    EvaluationFailed,
 )

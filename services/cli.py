@@ -23,6 +23,7 @@ READ_MODELS = {
     "gateway": Path("gateway") / "readmodel.db",
     "datasets": Path("datasets") / "readmodel.db",
     "trainer": Path("trainer") / "readmodel.db",
+    "exporter": Path("exporter") / "readmodel.db",
 }
 
 

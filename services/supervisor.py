@@ -22,7 +22,7 @@ from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
 from services.kernel.settings import Settings
 
-SERVICES = ("projects", "datasets", "trainer")
+SERVICES = ("projects", "datasets", "trainer", "exporter")
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 

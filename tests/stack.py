@@ -18,7 +18,7 @@ from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.process import stop_gently
 
-SERVICES = ("projects", "datasets", "trainer", "gateway")
+SERVICES = ("projects", "datasets", "trainer", "exporter", "gateway")
 
 
 class Stack:

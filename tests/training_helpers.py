@@ -28,8 +28,8 @@ def client(stack: Stack) -> httpx.Client:
     return httpx.Client(base_url=stack.base_url, timeout=30)
 
 
-def learnable_split(stack: Stack, per_class: int = 30) -> tuple[str, str]:
-    """A project whose dataset has a 70/30 split of a two-class set; returns its ids."""
+def learnable_split(stack: Stack, per_class: int = 30, test: float = 0.0) -> tuple[str, str]:
+    """A project with a train/val(/test) split of a learnable two-class set; returns its ids."""
     with client(stack) as api:
         pid = api.post(f"{API}/projects", json={"name": f"t-{uuid.uuid4().hex[:6]}"}).json()
         project_id = pid["data"]["id"]
@@ -42,7 +42,8 @@ def learnable_split(stack: Stack, per_class: int = 30) -> tuple[str, str]:
                 api.get(f"{API}/datasets/import/{job['id']}").json()["data"]["state"] == "completed"
             )
         )
-        ratios = {"train": 0.7, "val": 0.3, "test": 0.0}
+        val = 0.3 if test == 0 else 0.25
+        ratios = {"train": round(1 - val - test, 6), "val": val, "test": test}
         split = api.post(
             f"{API}/splits", json={"project_id": project_id, "name": "s", "ratios": ratios}
         )

@@ -13,11 +13,21 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import datasets as d
+from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
 from services.gateway import envelope
-from services.gateway.api import datasets, projects, splits, system, training
+from services.gateway.api import (
+    datasets,
+    evaluation,
+    exports,
+    projects,
+    splits,
+    system,
+    training,
+)
 from services.gateway.datasets_model import DatasetsProjector
+from services.gateway.exports_model import ExportsProjector
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodel import ProjectsProjector
@@ -35,6 +45,7 @@ STREAMS = (
     StreamSpec(p.STREAM, (p.EVENTS,)),
     StreamSpec(d.STREAM, (d.EVENTS,)),
     StreamSpec(t.STREAM, (t.EVENTS,)),
+    StreamSpec(x.STREAM, (x.EVENTS,)),
 )
 READ_MODEL = "readmodel.db"
 
@@ -81,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runner = ProjectionRunner(
         broker.connection,
         engine,
-        [ProjectsProjector(), DatasetsProjector(), TrainingProjector()],
+        [ProjectsProjector(), DatasetsProjector(), TrainingProjector(), ExportsProjector()],
         consumer_prefix=f"{SERVICE}-{settings.instance}",
     )
     await runner.start()
@@ -115,7 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or Settings.from_env()
     envelope.install(app)
     app.add_middleware(HttpMetrics)
-    for router in (projects.router, datasets.router, splits.router, training.router, system.api):
+    for router in (
+        projects.router,
+        datasets.router,
+        splits.router,
+        training.router,
+        evaluation.router,
+        exports.router,
+        system.api,
+    ):
         app.include_router(router, prefix="/api/v1")
         # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False)

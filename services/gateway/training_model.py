@@ -104,6 +104,37 @@ class EpochRow(SQLModel, table=True):
         return self.model_dump(exclude={"run_id"})
 
 
+class EvaluationRow(SQLModel, table=True):
+    __tablename__ = "evaluations"
+    evaluation_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    status: str
+    checkpoint: str
+    subset: str
+    images: int
+    checkpoint_epoch: int
+    metrics: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    predictions: list[Any] | None = Field(default=None, sa_type=JSON)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    started_at: datetime
+    finished_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.evaluation_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "checkpoint": self.checkpoint,
+            "checkpoint_epoch": self.checkpoint_epoch,
+            "subset": self.subset,
+            "images": self.images,
+            "metrics": self.metrics,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at) if self.finished_at else None,
+        }
+
+
 class CheckpointRow(SQLModel, table=True):
     __tablename__ = "run_checkpoints"
     run_id: str = Field(primary_key=True)
@@ -126,10 +157,14 @@ class TrainingProjector(Decodes):
         RunRow.__table__,  # type: ignore[attr-defined]
         EpochRow.__table__,  # type: ignore[attr-defined]
         CheckpointRow.__table__,  # type: ignore[attr-defined]
+        EvaluationRow.__table__,  # type: ignore[attr-defined]
     )
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at
+        if isinstance(event, c.EvaluationStarted | c.EvaluationCompleted | c.EvaluationFailed):
+            await _evaluation(db, event, when)
+            return
         if isinstance(event, c.RunQueued):
             db.add(_queued(event, stored.sequence))
             return
@@ -175,3 +210,30 @@ def _queued(event: c.RunQueued, sequence: int) -> RunRow:
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
     )
+
+
+async def _evaluation(db: AsyncSession, event: Any, when: datetime) -> None:
+    if isinstance(event, c.EvaluationStarted):
+        db.add(
+            EvaluationRow(
+                evaluation_id=event.evaluation_id,
+                run_id=event.run_id,
+                status="running",
+                checkpoint=event.checkpoint,
+                subset=event.subset,
+                images=event.images,
+                checkpoint_epoch=event.checkpoint_epoch,
+                started_at=when,
+            )
+        )
+        return
+    row = await db.get(EvaluationRow, event.evaluation_id)
+    if row is None:
+        return
+    row.finished_at = when
+    if isinstance(event, c.EvaluationCompleted):
+        row.status, row.metrics = "completed", event.metrics
+        row.predictions = [list(p) for p in event.predictions]
+    else:
+        row.status, row.error = "failed", {"code": event.code, "message": event.message}
+    db.add(row)

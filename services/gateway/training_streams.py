@@ -27,6 +27,9 @@ NAMES: dict[str, str] = {
     "training.checkpoint_saved.v1": "checkpoint",
     "training.run_completed.v1": "complete",
     "training.run_failed.v1": "error",
+    "training.evaluation_started.v1": "evaluation",
+    "training.evaluation_completed.v1": "evaluation",
+    "training.evaluation_failed.v1": "evaluation",
 }
 STATUS_BY_TAG = {t.__struct_config__.tag: s for t, s in STATUS_OF.items()}  # type: ignore[attr-defined]
 FINAL = ("complete", "error")

@@ -22,8 +22,10 @@ from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine, session
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
+from services.trainer.evaluations import Evaluations
+from services.trainer.evaluations import evolve as evaluation_evolve
 from services.trainer.handlers import Training
-from services.trainer.projection import Runs, active, queued
+from services.trainer.projection import Runs, active, queued, running_evaluations
 from services.trainer.worker import Worker
 
 SERVICE = "trainer"
@@ -91,10 +93,20 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
             return bool(await active(s) or await queued(s)) or bool(await leases.holders())
 
     handlers = Training(runs, datasets, busy)
+    evaluations = Evaluations(
+        evaluations=Repository(runs_store, evaluation_evolve, None),
+        runs=runs_store,
+        datasets=datasets,
+        blobs=BlobStore(settings.data_dir("blobs")),
+        artifacts=settings.data_dir("artifacts"),
+        objects=objects,
+        instance=settings.instance,
+    )
     endpoints = (
         (c.Subjects.START_RUN, c.StartRun, handlers.start_run),
         (c.Subjects.STOP_RUN, c.StopRun, handlers.stop_run),
         (c.Subjects.RESUME_RUN, c.ResumeRun, handlers.resume_run),
+        (c.EvaluationSubjects.EVALUATE_RUN, c.EvaluateRun, evaluations.evaluate_run),
     )
     for subject, command_type, handle in endpoints:
         endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]
@@ -102,6 +114,10 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
 
     async def start() -> None:
         await runner.caught_up(timeout=120)
+        async with session(db) as s:
+            left = await running_evaluations(s, settings.instance)
+        for row in left:
+            await evaluations.interrupt(row.evaluation_id, row.run_id)
         await worker.serve()
 
     return Parts(runner, start)

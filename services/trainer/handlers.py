@@ -13,10 +13,11 @@ from contracts import common
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandRejected, Reply
+from services.kernel import dataview
 from services.kernel.commands import execute
 from services.kernel.eventstore import EventStore
 from services.kernel.repository import Repository
-from services.trainer import dataview, domain
+from services.trainer import domain
 from services.trainer.engine import validate
 
 _REFUSALS = (domain.DomainError,)

@@ -15,6 +15,14 @@ from services.kernel.projection import Decodes
 from services.trainer import domain
 
 
+class EvaluationRow(SQLModel, table=True):
+    __tablename__ = "trainer_evaluations"
+    evaluation_id: str = Field(primary_key=True)
+    run_id: str
+    instance: str = Field(index=True)
+    status: str = Field(index=True)
+
+
 class RunRow(SQLModel, table=True):
     __tablename__ = "trainer_runs"
     run_id: str = Field(primary_key=True)
@@ -39,13 +47,32 @@ class Runs(Decodes):
     stream = c.STREAM
     filter_subject = c.EVENTS
     event_type = c.Event
-    tables: Sequence[Table] = (RunRow.__table__,)  # type: ignore[attr-defined]
+    tables: Sequence[Table] = (
+        RunRow.__table__,  # type: ignore[attr-defined]
+        EvaluationRow.__table__,  # type: ignore[attr-defined]
+    )
 
     def __init__(self, on_stop: Callable[[str], None]) -> None:
         self._on_stop = on_stop
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event
+        if isinstance(event, c.EvaluationStarted):
+            db.add(
+                EvaluationRow(
+                    evaluation_id=event.evaluation_id,
+                    run_id=event.run_id,
+                    instance=event.instance,
+                    status="running",
+                )
+            )
+            return
+        if isinstance(event, c.EvaluationCompleted | c.EvaluationFailed):
+            row_e = await db.get(EvaluationRow, event.evaluation_id)
+            if row_e is not None:
+                row_e.status = "ended"
+                db.add(row_e)
+            return
         if isinstance(event, c.RunQueued):
             db.add(RunRow(run_id=event.run_id, status=domain.QUEUED, queued_seq=stored.sequence))
             return
@@ -70,4 +97,11 @@ async def queued(db: AsyncSession) -> list[RunRow]:
 
 async def active(db: AsyncSession) -> list[RunRow]:
     query = select(RunRow).where(col(RunRow.status).in_(domain.ACTIVE))
+    return list((await db.exec(query)).all())
+
+
+async def running_evaluations(db: AsyncSession, instance: str) -> list[EvaluationRow]:
+    query = select(EvaluationRow).where(
+        col(EvaluationRow.instance) == instance, col(EvaluationRow.status) == "running"
+    )
     return list((await db.exec(query)).all())

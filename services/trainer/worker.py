@@ -24,13 +24,14 @@ from contracts import Message
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandAccepted
+from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Lease, Leases
 from services.kernel.repository import Repository
 from services.kernel.sqlite import session
-from services.trainer import dataview, domain, engine
+from services.trainer import domain, engine
 from services.trainer.projection import active, queued
 
 log = logging.getLogger(__name__)

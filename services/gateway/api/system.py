@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from contracts import common
 from contracts import datasets as d
+from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
 from services.gateway.envelope import REQUEST_ID
@@ -48,7 +49,7 @@ async def ping(gateway: Gateway, service: str) -> dict[str, Any]:
 
 async def read_model(gateway: Gateway) -> dict[str, Any]:
     lags: dict[str, Any] = {}
-    for stream in (p.STREAM, d.STREAM, t.STREAM):
+    for stream in (p.STREAM, d.STREAM, t.STREAM, x.STREAM):
         info = await gateway.js.stream_info(stream)
         position = gateway.runner.position(stream)
         lags[stream] = {"position": position, "lag": max(0, info.state.last_seq - position)}

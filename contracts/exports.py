@@ -1,0 +1,104 @@
+"""The exports context: a run's checkpoint exported (ONNX, TorchScript), verified, served."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from contracts.envelope import Message
+
+CONTEXT: Final = "exports"
+STREAM: Final = "EXPORTS"
+EVENTS: Final = "evt.exports.>"
+FORMATS: Final = ("onnx", "torchscript")
+
+
+def event_subject(export_id: str) -> str:
+    return f"evt.exports.{export_id}"
+
+
+class Subjects:
+    REQUEST_EXPORT: Final = "cmd.exports.request_export"
+    PREDICT: Final = "qry.exports.predict"
+
+
+class Parity(msgspec.Struct, frozen=True):
+    """The exported model against the trained one, on the same preprocessed images."""
+
+    images: int
+    max_abs_diff: float
+    top1_agreement: float
+    torch_accuracy: float | None
+    exported_accuracy: float | None
+    passed: bool
+
+
+class Latency(msgspec.Struct, frozen=True):
+    """Milliseconds per batch: the exported model's runtime next to torch eager."""
+
+    exported_b1: float
+    exported_b32: float
+    torch_b1: float
+    torch_b32: float
+
+
+class RequestExport(Message, frozen=True, tag="exports.request_export.v1"):
+    export_id: str
+    run_id: str
+    checkpoint: str = "best"
+    format: str = "onnx"
+
+
+class Predict(Message, frozen=True, tag="exports.predict.v1"):
+    export_id: str
+    images: list[bytes]
+    top_k: int = 5
+
+
+class Predictions(Message, frozen=True, tag="exports.predictions.v1"):
+    export_id: str
+    results: list[list[tuple[str, float]]]
+
+
+class ExportRequested(Message, frozen=True, tag="exports.export_requested.v1"):
+    export_id: str
+    run_id: str
+    checkpoint: str
+    format: str
+    checkpoint_sha256: str
+    checkpoint_epoch: int
+    instance: str = ""
+
+
+class ExportCompleted(Message, frozen=True, tag="exports.export_completed.v1"):
+    export_id: str
+    run_id: str
+    format: str
+    file_name: str
+    size: int
+    sha256: str
+    parity: Parity
+    latency: Latency | None
+    bundle_size: int
+    bundle_sha256: str
+
+
+class ExportFailed(Message, frozen=True, tag="exports.export_failed.v1"):
+    export_id: str
+    run_id: str
+    code: str
+    message: str
+    parity: Parity | None = None
+
+
+Event = ExportRequested | ExportCompleted | ExportFailed
+
+ALL: tuple[type[Message], ...] = (
+    RequestExport,
+    Predict,
+    Predictions,
+    ExportRequested,
+    ExportCompleted,
+    ExportFailed,
+)

@@ -1,0 +1,1 @@
+"""The exporter service: turns a trained checkpoint into a verified ONNX or TorchScript file."""

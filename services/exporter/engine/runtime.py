@@ -1,0 +1,24 @@
+"""onnxruntime sessions on the best provider this machine really has."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+@cache
+def providers() -> list[str]:
+    """CUDA first only when onnxruntime-gpu is installed and a GPU is present: asking for CUDA
+    without one makes onnxruntime log errors on every session before falling back."""
+    if CUDA in ort.get_available_providers() and torch.cuda.is_available():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def open_session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=list(providers()))

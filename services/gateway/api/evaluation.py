@@ -1,0 +1,105 @@
+"""REST for evaluations: run one on a checkpoint, read its metrics, list a confusion cell."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
+
+from contracts import common, new_id
+from contracts import training as c
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.gateway import DbDep, GatewayDep
+from services.gateway.training_model import EvaluationRow, RunRow
+from services.kernel.sqlite import session
+
+router = APIRouter(prefix="/evaluation", tags=["evaluation"])
+
+
+class EvaluationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(min_length=1, max_length=128)
+    checkpoint: Literal["best", "last"] = "best"
+    subset: Literal["train", "val", "test"] = "test"
+
+
+@router.post("/run", status_code=202)
+async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) -> Response:
+    """Evaluate a run's checkpoint on a subset of its split, in the background."""
+    command = c.EvaluateRun(
+        evaluation_id=new_id(),
+        run_id=body.run_id,
+        checkpoint=body.checkpoint,
+        subset=body.subset,
+        correlation_id=REQUEST_ID.get(),
+    )
+    accepted = await gateway.send(c.EvaluationSubjects.EVALUATE_RUN, command, request)
+    await gateway.caught_up(c.STREAM, accepted.sequence)
+    async with session(gateway.engine) as db:
+        row = await _evaluation(db, command.evaluation_id)
+    location = str(request.url_for("get_evaluation", evaluation_id=row.evaluation_id))
+    return ok(row.public(), status=202, headers={"Location": location})
+
+
+@router.get("")
+async def list_evaluations(db: DbDep, run_id: str) -> Response:
+    """A run's evaluations, newest first."""
+    rows = (
+        await db.exec(
+            select(EvaluationRow)
+            .where(col(EvaluationRow.run_id) == run_id)
+            .order_by(col(EvaluationRow.started_at).desc())
+        )
+    ).all()
+    return ok({"items": [r.public() for r in rows]})
+
+
+@router.get("/{evaluation_id}")
+async def get_evaluation(evaluation_id: str, gateway: GatewayDep) -> Response:
+    """Its state, and once completed: accuracy, per class, confusion matrix, ECE, errors."""
+    await gateway.fresh(c.STREAM, c.evaluation_subject(evaluation_id))
+    async with session(gateway.engine) as db:
+        return ok((await _evaluation(db, evaluation_id)).public())
+
+
+@router.get("/{evaluation_id}/cell")
+async def confusion_cell(
+    evaluation_id: str, db: DbDep, true: str, predicted: str, limit: int = 200
+) -> Response:
+    """The images of one confusion-matrix cell, most confident first, with thumbnail links."""
+    row = await _evaluation(db, evaluation_id)
+    if row.status != "completed" or row.predictions is None:
+        raise ApiError(common.CONFLICT, f"evaluation {evaluation_id} is {row.status}")
+    run = await db.get(RunRow, row.run_id)
+    classes = run.classes if run else []
+    if true not in classes or predicted not in classes:
+        raise ApiError(common.VALIDATION_ERROR, "unknown class", field="true")
+    t, p = classes.index(true), classes.index(predicted)
+    cell = sorted((x for x in row.predictions if x[1] == t and x[2] == p), key=lambda x: -x[3])[
+        : max(1, min(limit, 1000))
+    ]
+    project = run.project_id if run else ""
+    return ok(
+        {
+            "true": true,
+            "predicted": predicted,
+            "items": [
+                {
+                    "image_id": image_id,
+                    "confidence": confidence,
+                    "thumbnail": f"/api/v1/datasets/{project}/thumbnail/{image_id}",
+                }
+                for image_id, _, _, confidence in cell
+            ],
+        }
+    )
+
+
+async def _evaluation(db: DbDep, evaluation_id: str) -> EvaluationRow:
+    row = await db.get(EvaluationRow, evaluation_id)
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"evaluation {evaluation_id} does not exist")
+    return row

@@ -1,0 +1,160 @@
+"""REST for exports: request a verified export, read its figures, download it, predict."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+import msgspec
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
+from starlette.datastructures import UploadFile
+
+from contracts import common, new_id
+from contracts import exports as x
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.exports_model import ExportRow
+from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.kernel.eventstore import check_id
+from services.kernel.sqlite import session
+
+router = APIRouter(prefix="/export", tags=["export"])
+#: Images sent to one prediction, in bytes (they travel to the exporter in one NATS message).
+PREDICT_MAX_BYTES = 6 * 1024 * 1024
+MEDIA = {"onnx": "application/onnx", "torchscript": "application/octet-stream"}
+
+
+class ExportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(min_length=1, max_length=128)
+    checkpoint: Literal["best", "last"] = "best"
+    format: str = Field("onnx", max_length=32)
+
+
+@router.post("/run", status_code=202)
+async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) -> Response:
+    """Export a run's checkpoint; it is offered only once its parity check passes."""
+    command = x.RequestExport(
+        export_id=new_id(),
+        run_id=body.run_id,
+        checkpoint=body.checkpoint,
+        format=body.format,
+        correlation_id=REQUEST_ID.get(),
+    )
+    accepted = await gateway.send(x.Subjects.REQUEST_EXPORT, command, request)
+    await gateway.caught_up(x.STREAM, accepted.sequence)
+    async with session(gateway.engine) as db:
+        row = await _export(db, command.export_id)
+    location = str(request.url_for("get_export", export_id=row.export_id))
+    return ok(row.public(), status=202, headers={"Location": location})
+
+
+@router.get("")
+async def list_exports(db: DbDep, run_id: str) -> Response:
+    """A run's exports, newest first."""
+    query = select(ExportRow).where(col(ExportRow.run_id) == run_id)
+    rows = (await db.exec(query.order_by(col(ExportRow.started_at).desc()))).all()
+    return ok({"items": [r.public() for r in rows]})
+
+
+@router.get("/{export_id}")
+async def get_export(export_id: str, gateway: GatewayDep) -> Response:
+    """Its state; once done its size, sha256, parity and latency figures (or why it failed)."""
+    await _fresh(gateway, export_id)
+    async with session(gateway.engine) as db:
+        return ok((await _export(db, export_id)).public())
+
+
+@router.get("/{export_id}/download", response_class=FileResponse)
+async def download(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+    """The model file, with its sha256 in ``X-Checksum-SHA256``; range requests work."""
+    row = await _ready(db, export_id)
+    assert row.file_name and row.sha256
+    path = gateway.settings.data_dir("exports") / export_id / row.file_name
+    suffix = row.file_name.rsplit(".", 1)[-1]
+    return _file(path, f"{row.run_id}-{export_id}.{suffix}", row.sha256, MEDIA.get(row.format))
+
+
+@router.get("/{export_id}/bundle", response_class=FileResponse)
+async def bundle(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+    """A ZIP: the model, ``labels.txt`` and a model card (Markdown and JSON)."""
+    row = await _ready(db, export_id)
+    assert row.bundle_sha256
+    path = gateway.settings.data_dir("exports") / export_id / "bundle.zip"
+    return _file(path, f"{row.run_id}-{export_id}-bundle.zip", row.bundle_sha256, "application/zip")
+
+
+@router.post("/{export_id}/predict")
+async def predict(
+    export_id: str,
+    request: Request,
+    gateway: GatewayDep,
+    top_k: Annotated[int, Query(ge=1, le=100)] = 5,
+) -> Response:
+    """Top-k labels and scores for one or more images (multipart), from the exported model."""
+    images = await _images(request)
+    query = x.Predict(export_id=_valid(export_id), images=images, top_k=top_k)
+    try:
+        msg = await gateway.broker.connection.request(
+            x.Subjects.PREDICT, msgspec.json.encode(query), timeout=60.0
+        )
+    except Exception as exc:
+        raise ApiError(common.UNAVAILABLE, f"the exporter did not answer: {exc}") from None
+    reply = msgspec.json.decode(msg.data, type=x.Predictions | common.CommandRejected)
+    if isinstance(reply, common.CommandRejected):
+        raise ApiError(reply.code, reply.message, field=reply.field)
+    results = [[{"label": label, "score": score} for label, score in r] for r in reply.results]
+    return ok({"export_id": export_id, "predictions": results})
+
+
+async def _images(request: Request) -> list[bytes]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > PREDICT_MAX_BYTES:
+        raise ApiError("PAYLOAD_TOO_LARGE", "send at most 6 MB of images at once", status=413)
+    form = await request.form(max_files=64, max_fields=16)
+    images = [await f.read() for _, f in form.multi_items() if isinstance(f, UploadFile)]
+    if not images:
+        raise ApiError(
+            common.VALIDATION_ERROR, "send one or more images as multipart files", field="file"
+        )
+    if sum(len(i) for i in images) > PREDICT_MAX_BYTES:
+        raise ApiError("PAYLOAD_TOO_LARGE", "send at most 6 MB of images at once", status=413)
+    return images
+
+
+def _file(path: object, name: str, sha256: str, media: str | None) -> FileResponse:
+    digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+    headers = {
+        "X-Checksum-SHA256": sha256,
+        "Repr-Digest": f"sha-256=:{digest}:",
+        "ETag": f'"{sha256}"',
+    }
+    return FileResponse(path, media_type=media, filename=name, headers=headers)  # type: ignore[arg-type]
+
+
+async def _fresh(gateway: Gateway, export_id: str) -> None:
+    await gateway.fresh(x.STREAM, x.event_subject(_valid(export_id)))
+
+
+async def _ready(db: DbDep, export_id: str) -> ExportRow:
+    row = await _export(db, export_id)
+    if row.status != "completed":
+        why = f": {row.error['message']}" if row.error else ""
+        raise ApiError(common.CONFLICT, f"export {export_id} is {row.status}{why}")
+    return row
+
+
+async def _export(db: DbDep, export_id: str) -> ExportRow:
+    row = await db.get(ExportRow, export_id)
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist")
+    return row
+
+
+def _valid(export_id: str) -> str:
+    try:
+        return check_id(export_id)
+    except ValueError:
+        raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist") from None

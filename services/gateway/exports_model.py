@@ -1,0 +1,85 @@
+"""The gateway's read model of exports: state, file, sha256, parity and latency figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import JSON, Table
+from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import exports as x
+from services.gateway.readmodel import iso
+from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import Decodes
+
+
+class ExportRow(SQLModel, table=True):
+    __tablename__ = "exports"
+    export_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    status: str
+    format: str
+    checkpoint: str
+    checkpoint_epoch: int
+    checkpoint_sha256: str
+    file_name: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    parity: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    latency: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    bundle_size: int | None = None
+    bundle_sha256: str | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    started_at: datetime
+    finished_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        data = self.model_dump(exclude={"export_id", "started_at", "finished_at"})
+        return {"id": self.export_id, **data} | {
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at) if self.finished_at else None,
+        }
+
+
+class ExportsProjector(Decodes):
+    name = "exports"
+    stream = x.STREAM
+    filter_subject = x.EVENTS
+    event_type = x.Event
+    tables: Sequence[Table] = (ExportRow.__table__,)  # type: ignore[attr-defined]
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        event, when = stored.event, stored.event.occurred_at
+        if isinstance(event, x.ExportRequested):
+            db.add(
+                ExportRow(
+                    export_id=event.export_id,
+                    run_id=event.run_id,
+                    status="running",
+                    format=event.format,
+                    checkpoint=event.checkpoint,
+                    checkpoint_epoch=event.checkpoint_epoch,
+                    checkpoint_sha256=event.checkpoint_sha256,
+                    started_at=when,
+                )
+            )
+            return
+        row = await db.get(ExportRow, event.export_id)
+        if row is None:
+            return
+        row.finished_at = when
+        if isinstance(event, x.ExportCompleted):
+            row.status = "completed"
+            row.file_name, row.size, row.sha256 = event.file_name, event.size, event.sha256
+            row.parity = msgspec.to_builtins(event.parity)
+            row.latency = msgspec.to_builtins(event.latency)
+            row.bundle_size, row.bundle_sha256 = event.bundle_size, event.bundle_sha256
+        elif isinstance(event, x.ExportFailed):
+            row.status = "failed"
+            row.error = {"code": event.code, "message": event.message}
+            row.parity = msgspec.to_builtins(event.parity)
+        db.add(row)

@@ -1,0 +1,91 @@
+"""``evaluate``: a trained checkpoint run over labelled images, scored by ``metrics.report``.
+
+Images go through ``load_image`` and ``eval_transform``, the preprocessing validation, export
+and prediction use, so the accuracy here is the one training recorded for the same images.
+Imports torch, ``services.kernel.vision`` and the engine's own modules only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from services.kernel.vision.models import build_model
+from services.kernel.vision.preprocess import eval_transform, load_image
+from services.trainer.engine.api import CheckpointError
+from services.trainer.engine.checkpoints import read_checkpoint
+from services.trainer.engine.metrics import Prediction, report
+
+#: (image_id, path, true class index)
+LabelledImage = tuple[str, Path, int]
+
+
+class EvaluationStopped(Exception):
+    """``should_stop`` was true at a batch boundary: there is no partial report."""
+
+
+def evaluate(
+    checkpoint: Path, samples: Sequence[LabelledImage], device: str = "cpu",
+    batch_size: int = 64, should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:  # fmt: skip
+    """``metrics.report`` of the checkpoint's model on ``samples``, with the checkpoint's epoch
+    and classes. ValueError for a missing, corrupt or unloadable checkpoint or a bad label;
+    EvaluationStopped when ``should_stop`` turns true (polled before every batch)."""
+    model, classes, size, epoch = _load(checkpoint)
+    for image_id, _, label in samples:
+        if not 0 <= label < len(classes):
+            raise ValueError(f"label {label} of {image_id!r} is not one of {len(classes)} classes")
+    dev = torch.device(device)
+    model.to(dev).eval()
+    # In-process decoding, one batch at a time: memory stays flat whatever the number of images.
+    loader = DataLoader(_Images(samples, size), batch_size=batch_size, num_workers=0)
+    predictions: list[Prediction] = []
+    with torch.inference_mode():
+        for batch, (ids, images, labels) in enumerate(loader):
+            if should_stop():
+                raise EvaluationStopped(f"stopped before batch {batch + 1} of {len(loader)}")
+            probabilities = torch.softmax(model(images.to(dev)).float(), dim=1).cpu().tolist()
+            predictions += [
+                Prediction(i, int(t), tuple(p))
+                for i, t, p in zip(ids, labels.tolist(), probabilities, strict=True)
+            ]
+    # Every image's outcome, compact, so any cell of the confusion matrix can be listed.
+    per_image = [[p.image_id, p.true, p.predicted, round(p.confidence, 6)] for p in predictions]
+    return {
+        **report(predictions, classes),
+        "checkpoint_epoch": epoch,
+        "classes": classes,
+        "predictions": per_image,
+    }
+
+
+def _load(path: Path) -> tuple[nn.Module, list[str], int, int]:
+    """(model with the checkpoint's weights, classes, input size, epoch)."""
+    try:
+        state = read_checkpoint(path)
+        classes = [str(c) for c in state["classes"]]
+        model = build_model(state["model_name"], len(classes))
+        model.load_state_dict(state["model"])
+        return model, classes, int(state["hyperparameters"]["image_size"]), int(state["epoch"])
+    # A checkpoint that reads but does not fit its own model is as unusable as a corrupt one.
+    except (CheckpointError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot evaluate {path}: {exc}") from exc
+
+
+class _Images(Dataset[tuple[str, Tensor, int]]):
+    """Decodes one labelled image per index; holds no decoded image."""
+
+    def __init__(self, samples: Sequence[LabelledImage], size: int) -> None:
+        self.samples, self.size, self.transform = list(samples), size, eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[str, Tensor, int]:
+        image_id, path, label = self.samples[index]
+        return image_id, self.transform(load_image(path, self.size)), label
