@@ -22,7 +22,6 @@ from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
 from services.kernel.settings import Settings
 
-SERVICES = ("projects", "datasets", "trainer", "exporter")
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 
@@ -128,7 +127,8 @@ def up(host: str, port: int, workspace: Path) -> int:
         "STUDIO_WORKSPACE": str(workspace),
         "STUDIO_INSTANCE": os.environ.get("STUDIO_INSTANCE", "local"),
     }
-    children = [Child(name, [sys.executable, "-m", f"services.{name}"], env) for name in SERVICES]
+    names = Settings.from_env().services
+    children = [Child(name, [sys.executable, "-m", f"services.{name}"], env) for name in names]
     gateway_env = env | {"STUDIO_HOST": host, "STUDIO_PORT": str(port)}
     children.append(Child("gateway", [sys.executable, "-m", "services.gateway"], gateway_env))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 
 from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats
-from tests.stack import Stack
+from tests.stack import SERVICES, Stack
 
 
 @pytest.fixture
@@ -31,9 +31,12 @@ async def nc(nats_srv: EmbeddedNats) -> AsyncIterator[NATS]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One running studio shared by a module's tests (each test makes its own projects)."""
-    s = Stack(tmp_path_factory.mktemp("stack"))
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """One running studio shared by a module's tests (each test makes its own projects);
+    a module's ``STACK_SERVICES`` names the services it needs, when not all."""
+    s = Stack(tmp_path_factory.mktemp("stack"), services_of(request))
     try:
         yield s.up()
     finally:
@@ -41,9 +44,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
+def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """A studio of the test's own, for tests that stop, kill or restart parts of it."""
-    s = Stack(tmp_path, STUDIO_REQUEST_TIMEOUT="1.5")
+    s = Stack(tmp_path, services_of(request), STUDIO_REQUEST_TIMEOUT="1.5")
     try:
         yield s
     finally:
@@ -54,3 +57,7 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
         yield client
+
+
+def services_of(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return tuple(getattr(request.module, "STACK_SERVICES", SERVICES))

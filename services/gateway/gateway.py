@@ -26,8 +26,6 @@ from services.kernel.telemetry import child_traceparent
 
 #: How long a read waits for the read model to show an aggregate's latest event.
 FRESH_WAIT_S = 2.0
-#: The services the gateway reports on in /health.
-SERVICES = ("projects", "datasets", "trainer", "exporter")
 
 
 class LatestProgress:

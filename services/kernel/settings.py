@@ -25,6 +25,10 @@ def _int(name: str, default: int) -> int:
     return int(value)
 
 
+#: Every service of the studio (the gateway aside), in the order they start.
+SERVICES = ("projects", "datasets", "trainer", "exporter")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Where the studio finds NATS and its workspace, and how patient it is."""
@@ -50,6 +54,8 @@ class Settings:
     upload_max_bytes: int = 2 * 1024**3
     #: Seconds a device lease outlives its trainer's last heartbeat.
     lease_ttl: float = 10.0
+    #: The services this deployment runs, which the gateway's health reports on.
+    services: tuple[str, ...] = SERVICES
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,6 +77,11 @@ class Settings:
             ),
             upload_max_bytes=_int("STUDIO_UPLOAD_MAX_BYTES", 2 * 1024**3),
             lease_ttl=_float("STUDIO_LEASE_TTL", 10.0),
+            services=tuple(
+                s.strip()
+                for s in (env.get("STUDIO_SERVICES") or ",".join(SERVICES)).split(",")
+                if s.strip()
+            ),
         )
 
     def data_dir(self, service: str) -> Path:

@@ -65,6 +65,10 @@ def sample(t: mi.Type) -> Any:
             return datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
         case mi.StructType(cls=cls):
             return build(cls)
+        case mi.TupleType(item_types=items):
+            return tuple(sample(item) for item in items)
+        case mi.BytesType():
+            return b"\x00bytes"
         case mi.AnyType():
             return {"nested": [1, "two", None]}
     raise NotImplementedError(f"teach sample() a value for {t!r}")

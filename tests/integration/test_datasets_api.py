@@ -16,6 +16,8 @@ from tests import imagesets
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
+#: What these tests need of the studio: the stack starts only these (and the gateway).
+STACK_SERVICES = ("projects", "datasets")
 
 API = "/api/v1"
 

@@ -14,6 +14,8 @@ from contracts import projects as c
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
+#: What these tests need of the studio: the stack starts only these (and the gateway).
+STACK_SERVICES = ("projects",)
 
 
 async def create(api: httpx.AsyncClient, name: str | None = None, **body: str) -> dict:

@@ -23,6 +23,8 @@ from tests.training_helpers import (
 )
 
 pytestmark = pytest.mark.integration
+#: What these tests need of the studio: the stack starts only these (and the gateway).
+STACK_SERVICES = ("projects", "datasets", "trainer")
 
 
 @pytest.fixture(scope="module")

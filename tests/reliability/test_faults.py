@@ -12,6 +12,8 @@ import pytest
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
+#: What these tests need of the studio: the stack starts only these (and the gateway).
+STACK_SERVICES = ("projects",)
 
 
 def create(stack: Stack, name: str) -> dict:

@@ -27,7 +27,12 @@ SLOW = {"epochs": 5, "image_size": 48, "seed": 3}
 
 @pytest.fixture
 def stack(tmp_path) -> Stack:
-    s = Stack(tmp_path, STUDIO_LEASE_TTL="2", STUDIO_TRAINER_SLOT="slot-a")
+    s = Stack(
+        tmp_path,
+        ("projects", "datasets", "trainer"),
+        STUDIO_LEASE_TTL="2",
+        STUDIO_TRAINER_SLOT="slot-a",
+    )
     try:
         yield s.up()
     finally:

@@ -21,7 +21,7 @@ from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
 from services.gateway.envelope import REQUEST_ID
-from services.gateway.gateway import SERVICES, Gateway, GatewayDep
+from services.gateway.gateway import Gateway, GatewayDep
 from services.gateway.training_model import RunRow
 from services.kernel.sqlite import session
 
@@ -63,11 +63,14 @@ async def health(gateway: GatewayDep) -> Response:
     services: dict[str, Any] = {"gateway": {"ok": True, "instance": gateway.settings.instance}}
     model: dict[str, Any] = {}
     if connected:
-        answers = await asyncio.gather(*(ping(gateway, s) for s in SERVICES))
-        services |= dict(zip(SERVICES, answers, strict=True))
+        names = gateway.settings.services
+        answers = await asyncio.gather(*(ping(gateway, s) for s in names))
+        services |= dict(zip(names, answers, strict=True))
         model = await read_model(gateway)
     else:
-        services |= {s: {"ok": False, "error": "NATS is unreachable"} for s in SERVICES}
+        services |= {
+            s: {"ok": False, "error": "NATS is unreachable"} for s in gateway.settings.services
+        }
     healthy = connected and all(s["ok"] for s in services.values())
     data = {
         "nats": {"ok": connected, "server": _server(gateway)},
@@ -95,7 +98,11 @@ def _server(gateway: Gateway) -> str | None:
 async def system(gateway: GatewayDep) -> Response:
     """Every service, the device leases (who trains what where), the queue, workspace disk."""
     services = dict(
-        zip(SERVICES, await asyncio.gather(*(ping(gateway, s) for s in SERVICES)), strict=True)
+        zip(
+            gateway.settings.services,
+            await asyncio.gather(*(ping(gateway, s) for s in gateway.settings.services)),
+            strict=True,
+        )
     )
     disk = shutil.disk_usage(gateway.settings.workspace)
     async with session(gateway.engine) as db:
