@@ -8,7 +8,6 @@ engine; this module stores the outcome and answers predictions.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import shutil
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
 from services.kernel.eventstore import EventStore, check_id
+from services.kernel.jobs import Refused, finish_running, sha256_file, start_once
 from services.kernel.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -48,22 +48,12 @@ class Export:
 State = Export | None
 
 
-class Refused(Exception):
-    def __init__(self, code: str, message: str, field: str | None = None, status: int = 0):
-        super().__init__(message)
-        self.code, self.message, self.field, self.status = code, message, field, status
-
-
 def request(state: State, event: x.ExportRequested) -> list[x.Event]:
-    if state is not None:
-        raise Refused(common.CONFLICT, f"export {event.export_id} already exists")
-    return [event]
+    return start_once(state, event, "export", event.export_id)
 
 
 def finish(state: State, event: x.Event) -> list[x.Event]:
-    if state is None or state.status != "running":
-        raise Refused(common.CONFLICT, "that export is not running")
-    return [event]
+    return finish_running(state, event, "export")
 
 
 def evolve(state: State, event: x.Event) -> State:
@@ -201,7 +191,7 @@ class Exporter:
                 parity=parity,
                 latency=_latency(exported.latency),
                 bundle_size=bundle.stat().st_size,
-                bundle_sha256=_sha256(bundle),
+                bundle_sha256=sha256_file(bundle),
             )
             await self._finish(ids, done)
         except Refused as err:
@@ -246,7 +236,7 @@ class Exporter:
                     "CHECKPOINT_MISSING", f"the {kind} checkpoint of run {run_id} is gone"
                 ) from None
             copy.write_bytes(result.data or b"")
-        if _sha256(copy) != requested.checkpoint_sha256:
+        if sha256_file(copy) != requested.checkpoint_sha256:
             raise Refused(
                 "CORRUPT_CHECKPOINT",
                 f"the {kind} checkpoint's sha256 does not match the one recorded when it was saved",
@@ -323,11 +313,3 @@ def _latency(lat: Any) -> x.Latency | None:
         torch_b1=lat.torch_b1,
         torch_b32=lat.torch_b32,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -8,7 +8,6 @@ checked against the sha256 its ``CheckpointSaved`` recorded before it is trusted
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
 from services.kernel.eventstore import EventStore, check_id
+from services.kernel.jobs import Refused, finish_running, sha256_file, start_once
 from services.kernel.repository import Repository
 from services.trainer.engine.evaluate import evaluate
 
@@ -45,22 +45,12 @@ class Evaluation:
 State = Evaluation | None
 
 
-class Refused(Exception):
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.field = code, message, field
-
-
 def start(state: State, event: c.EvaluationStarted) -> list[c.Event]:
-    if state is not None:
-        raise Refused(common.CONFLICT, f"evaluation {event.evaluation_id} already exists")
-    return [event]
+    return start_once(state, event, "evaluation", event.evaluation_id)
 
 
 def finish(state: State, event: c.Event) -> list[c.Event]:
-    if state is None or state.status != "running":
-        raise Refused(common.CONFLICT, "that evaluation is not running")
-    return [event]
+    return finish_running(state, event, "evaluation")
 
 
 def evolve(state: State, event: c.Event) -> State:
@@ -176,7 +166,7 @@ class Evaluations:
     async def _checkpoint(self, run_id: str, kind: str, sha256: str) -> Path:
         """The checkpoint as recorded: from this machine or the Object Store, sha256 checked."""
         path = self.artifacts / run_id / f"{kind}.pt"
-        if not path.exists() or _sha256(path) != sha256:
+        if not path.exists() or sha256_file(path) != sha256:
             try:
                 result = await self.objects.get(f"runs/{run_id}/{kind}.pt")
             except Exception:
@@ -185,7 +175,7 @@ class Evaluations:
                 ) from None
             path = self.artifacts / run_id / f"{kind}.eval.pt"
             path.write_bytes(result.data or b"")
-        if _sha256(path) != sha256:
+        if sha256_file(path) != sha256:
             raise Refused(
                 "CORRUPT_CHECKPOINT", f"the {kind} checkpoint's sha256 does not match its record"
             )
@@ -217,11 +207,3 @@ class Evaluations:
             refusals=(Refused,),
             noun="evaluation",
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
