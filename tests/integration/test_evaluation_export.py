@@ -163,3 +163,19 @@ def test_a_corrupt_checkpoint_fails_the_export_and_its_download_is_409(stack, tr
     assert failed["error"]["code"] == "CORRUPT_CHECKPOINT"
     with client(stack) as api:
         assert api.get(f"{API}/export/{failed['id']}/download").status_code == 409
+
+
+def test_a_run_without_a_checkpoint_cannot_be_exported_or_evaluated(stack, trained):
+    project_id, split_id = trained["project_id"], trained["split_id"]
+    busy = submit(stack, project_id, split_id, hyperparameters={"epochs": 200}).json()["data"]
+    wait_status(stack, busy["id"], "running")
+    waiting = submit(stack, project_id, split_id).json()["data"]
+    with client(stack) as api:
+        stopped = api.post(f"{API}/training/runs/{waiting['id']}/stop").json()["data"]
+        assert (stopped["status"], stopped["epochs_done"]) == ("stopped", 0)
+        export = api.post(f"{API}/export/run", json={"run_id": waiting["id"]})
+        assert export.status_code == 409, export.text
+        evaluation = api.post(f"{API}/evaluation/run", json={"run_id": waiting["id"]})
+        assert evaluation.status_code == 409, evaluation.text
+        api.post(f"{API}/training/runs/{busy['id']}/stop")
+    wait_status(stack, busy["id"], "stopped")
