@@ -3,6 +3,13 @@
 ``python -m contracts.snapshot`` compares ``contracts/schemas/<tag>.json`` with the schemas the
 code generates now and exits 1 listing what differs. ``--write`` records compatible changes; it
 refuses breaking ones (make a new ``.vN`` type instead) unless ``--allow-breaking`` is given.
+
+The snapshot is a contract's *shape* — fields, types, required, tags, enums, defaults and
+bounds — never its prose: titles, descriptions and examples are dropped before it is written or
+compared, so a reworded docstring (or a msgspec release that renders docstrings differently)
+changes nothing. Events are stored and replayed for ever, so a bound that narrows breaks them;
+commands and replies are only in flight, so a command may tighten its bounds (a longer string
+from an old client is refused with a clear 422, nothing stored becomes unreadable).
 A leaf module: imports msgspec, the standard library and ``contracts`` only.
 """
 
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,47 +32,110 @@ SCHEMAS_DIR = Path(__file__).with_name("schemas")
 
 Schema = dict[str, Any]
 
+#: Keys that document a schema: prose, never part of a snapshot.
+_PROSE = frozenset({"title", "description", "examples"})
 #: Keys that document a schema (or are compared on their own) rather than constrain the wire form.
-_ANNOTATIONS = frozenset({"title", "description", "examples", "default"})
+_ANNOTATIONS = _PROSE | {"default"}
+#: Keys that bound a value; a command may narrow them, an event may not.
+_BOUNDS = frozenset(
+    {
+        "maxLength",
+        "minLength",
+        "pattern",
+        "maximum",
+        "minimum",
+        "exclusiveMaximum",
+        "exclusiveMinimum",
+        "maxItems",
+        "minItems",
+        "maxProperties",
+        "minProperties",
+    }
+)
 
 
 def current() -> dict[str, Schema]:
-    """The JSON Schema of every contract type, by tag, as the code defines it now."""
-    return {tag_of(cls): msgspec.json.schema(cls) for cls in contracts.ALL}
+    """The shape of every contract type's JSON Schema, by tag, as the code defines it now."""
+    return {tag_of(cls): shape(msgspec.json.schema(cls)) for cls in contracts.ALL}
+
+
+def stored_tags() -> frozenset[str]:
+    """Tags of the contracts that are stored (every context's ``Event`` union)."""
+    contexts = (contracts.projects, contracts.datasets, contracts.training, contracts.exports)
+    return frozenset(tag_of(t) for m in contexts for t in typing.get_args(m.Event))
+
+
+def shape(node: Any) -> Any:
+    """``node`` without its prose (titles, descriptions, examples), at every depth."""
+    if isinstance(node, list):
+        return [shape(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in ("properties", "$defs"):  # names, not annotations, even one called "title"
+            out[key] = {name: shape(s) for name, s in value.items()}
+        elif key not in _PROSE:
+            out[key] = shape(value)
+    return out
 
 
 def stored(directory: Path = SCHEMAS_DIR) -> dict[str, Schema]:
-    """The committed snapshot, by tag (the file name less ``.json``)."""
-    return {p.stem: json.loads(p.read_text("utf-8")) for p in sorted(directory.glob("*.json"))}
+    """The committed snapshot, by tag (the file name less ``.json``), as shapes."""
+    return {
+        p.stem: shape(json.loads(p.read_text("utf-8"))) for p in sorted(directory.glob("*.json"))
+    }
 
 
 def render(schema: Schema) -> str:
     return json.dumps(schema, sort_keys=True, indent=2) + "\n"
 
 
-def breaking_changes(old_schema: Schema, new_schema: Schema) -> list[str]:
-    """Why data written against ``old_schema`` may not read as ``new_schema``; empty if it will."""
-    return _diff(
-        "", old_schema, new_schema, old_schema.get("$defs", {}), new_schema.get("$defs", {})
-    )
+def breaking_changes(old_schema: Schema, new_schema: Schema, *, stored: bool = True) -> list[str]:
+    """Why data written against ``old_schema`` may not read as ``new_schema``; empty if it will.
+
+    ``stored=False`` (a command or reply, never replayed) lets bounds narrow."""
+    defs = _Defs(old_schema.get("$defs", {}), new_schema.get("$defs", {}), stored)
+    return _diff("", old_schema, new_schema, defs)
 
 
-def _diff(path: str, old: Schema, new: Schema, old_defs: Schema, new_defs: Schema) -> list[str]:
-    old, new = _deref(old, old_defs), _deref(new, new_defs)
+class _Defs(typing.NamedTuple):
+    old: Schema
+    new: Schema
+    stored: bool
+
+
+def _diff(path: str, old: Schema, new: Schema, defs: _Defs) -> list[str]:
+    old, new = _deref(old, defs.old), _deref(new, defs.new)
     if "properties" in old and "properties" in new:  # a struct: compare it field by field
-        return _struct_diff(path, old, new, old_defs, new_defs)
-    before, after = _inline(old, old_defs), _inline(new, new_defs)
+        return _struct_diff(path, old, new, defs)
+    before, after = _inline(old, defs.old), _inline(new, defs.new)
+    if not defs.stored:
+        before, after = _unbounded(before), _unbounded(after)
     if before == after or _widens(before, after):
         return []
     if len(old.get("anyOf", ())) == len(new.get("anyOf", ())) > 0:  # e.g. ``Inner | None``
         pairs = zip(old["anyOf"], new["anyOf"], strict=True)
-        return [c for o, n in pairs for c in _diff(path, o, n, old_defs, new_defs)]
+        return [c for o, n in pairs for c in _diff(path, o, n, defs)]
     return [f"property '{path}' changed type: {_show(before)} -> {_show(after)}"]
 
 
-def _struct_diff(
-    prefix: str, old: Schema, new: Schema, old_defs: Schema, new_defs: Schema
-) -> list[str]:
+def _unbounded(node: Any) -> Any:
+    """``node`` without its bounds, at every depth (``properties`` keys are names)."""
+    if isinstance(node, list):
+        return [_unbounded(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: {n: _unbounded(s) for n, s in value.items()}
+        if key == "properties"
+        else _unbounded(value)
+        for key, value in node.items()
+        if key == "properties" or key not in _BOUNDS
+    }
+
+
+def _struct_diff(prefix: str, old: Schema, new: Schema, defs: _Defs) -> list[str]:
     changes = []
     old_tag, new_tag = _tag(old), _tag(new)
     if old_tag != new_tag:
@@ -79,7 +150,7 @@ def _struct_diff(
             changes.append(f"removed property '{path}'")
             continue
         after = new_props[name]
-        changes += _diff(path, before, after, old_defs, new_defs)
+        changes += _diff(path, before, after, defs)
         changes += _default_changed(path, before, after)
     for name in sorted(new_required - old_required):
         path = f"{prefix}.{name}" if prefix else name
@@ -144,10 +215,11 @@ def compare(old: dict[str, Schema], new: dict[str, Schema]) -> tuple[list[str], 
     """``(compatible, breaking)`` differences between two snapshots, one line each."""
     compatible = [f"{tag}: new contract, no snapshot yet" for tag in sorted(new.keys() - old)]
     breaking = [f"{tag}: snapshot has no contract (removed)" for tag in sorted(old.keys() - new)]
+    events = stored_tags()
     for tag in sorted(old.keys() & new.keys()):
         if old[tag] == new[tag]:
             continue
-        if found := breaking_changes(old[tag], new[tag]):
+        if found := breaking_changes(old[tag], new[tag], stored=tag in events):
             breaking += [f"{tag}: {change}" for change in found]
         else:
             compatible.append(f"{tag}: changed compatibly")

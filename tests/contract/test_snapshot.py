@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -171,3 +172,72 @@ def test_write_refuses_a_breaking_change_unless_allowed(tmp_path: Path) -> None:
     assert (given / "projects.project_deleted.v1.json").exists()
     assert snapshot.main(["--write", "--allow-breaking"], directory=given) == 0
     assert not (given / "projects.project_deleted.v1.json").exists()
+
+
+def documented(doc: str) -> type[msgspec.Struct]:
+    class Thing(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: str
+
+    Thing.__doc__ = doc
+    return Thing
+
+
+def test_a_reworded_docstring_changes_neither_the_snapshot_nor_the_check() -> None:
+    before = msgspec.json.schema(documented("A thing.\n\n        Indented as one release does."))
+    after = msgspec.json.schema(documented("A thing, reworded, rendered another way."))
+    assert before != after  # the prose differs ...
+    assert snapshot.shape(before) == snapshot.shape(after)  # ... the shape does not
+    assert "A thing" not in json.dumps(snapshot.shape(before))
+    assert snapshot.breaking_changes(before, after) == []
+
+
+def test_the_snapshot_keeps_a_field_named_like_prose() -> None:
+    kept = snapshot.shape(msgspec.json.schema(Thing))
+    assert "description" in kept["$defs"]["Thing"]["properties"]
+
+
+def test_the_committed_snapshot_holds_shapes_only() -> None:
+    for tag, schema in snapshot.stored().items():
+        assert schema == snapshot.shape(schema), tag
+    for path in snapshot.SCHEMAS_DIR.glob("*.json"):
+        raw = json.loads(path.read_text("utf-8"))
+        assert raw == snapshot.shape(raw), f"{path.name} holds prose"
+
+
+class Bounded(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+    name: Annotated[str, msgspec.Meta(max_length=64)]
+    count: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    description: str = ""
+    inner: Inner | None = None
+
+
+def test_a_narrowed_bound_breaks_a_stored_event_but_not_a_command() -> None:
+    event = snapshot.breaking_changes(msgspec.json.schema(Thing), msgspec.json.schema(Bounded))
+    command = snapshot.breaking_changes(
+        msgspec.json.schema(Thing), msgspec.json.schema(Bounded), stored=False
+    )
+    assert [c.split(":")[0] for c in event] == [
+        "property 'name' changed type",
+        "property 'count' changed type",
+    ]
+    assert command == []
+
+
+def test_a_command_may_narrow_bounds_but_not_change_types() -> None:
+    class Retyped(msgspec.Struct, frozen=True, tag_field="type", tag="test.thing.v1"):
+        name: Annotated[int, msgspec.Meta(le=64)]
+        count: int = 0
+        description: str = ""
+        inner: Inner | None = None
+
+    found = snapshot.breaking_changes(
+        msgspec.json.schema(Thing), msgspec.json.schema(Retyped), stored=False
+    )
+    assert found == ['property \'name\' changed type: {"type":"string"} -> {"type":"integer"}']
+
+
+def test_only_events_are_stored_contracts() -> None:
+    tags = snapshot.stored_tags()
+    assert "projects.project_created.v1" in tags
+    assert "projects.create_project.v1" not in tags
+    assert "common.command_accepted.v1" not in tags
