@@ -67,7 +67,12 @@ class Gateway:
             "Studio-Request-Id": REQUEST_ID.get(),
         }
         reply = await bus.request(
-            self.broker, subject, command, timeout=self.settings.request_timeout, headers=headers
+            self.broker,
+            subject,
+            command,
+            timeout=self.settings.request_timeout,
+            headers=headers,
+            responder_wait=self.settings.responder_wait,
         )
         if isinstance(reply, CommandRejected):
             raise ApiError(reply.code, reply.message, field=reply.field, status=reply.status)

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Message)
 
 _reply_decoder = msgspec.json.Decoder(Reply)
+#: Backoff between sends of a command while its service has no responder (being restarted).
+FIRST_RESEND_S = 0.05
+LAST_RESEND_S = 0.5
 
 
 class NatsUnavailable(SystemExit):
@@ -71,19 +74,40 @@ async def request(
     *,
     timeout: float,
     headers: Mapping[str, str] | None = None,
+    responder_wait: float = 0.0,
 ) -> Reply:
-    """Send a command; a missing or silent service becomes an UNAVAILABLE rejection."""
-    try:
-        msg = await broker.connection.request(
-            subject, msgspec.json.encode(command), timeout=timeout, headers=dict(headers or {})
-        )
-    except NoRespondersError:
-        return CommandRejected(code=UNAVAILABLE, message=f"no service is listening on {subject}")
-    except (NatsTimeoutError, TimeoutError):
-        return CommandRejected(
-            code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
-        )
-    return _reply_decoder.decode(msg.data)
+    """Send a command; a missing or silent service becomes an UNAVAILABLE rejection.
+
+    While no service listens on ``subject`` (one being restarted), the command is sent again
+    with backoff for up to ``responder_wait`` seconds, so that a restart is invisible to the
+    caller. Resending is safe: NATS answers "no responders" only when it delivered the request
+    to nobody, and a command that did reach its service is stored once anyway (its events'
+    ``Nats-Msg-Id`` derive from the command's ``message_id``). A timeout is never resent: the
+    service may be deciding it.
+    """
+    data = msgspec.json.encode(command)
+    deadline = time.monotonic() + responder_wait
+    pause = FIRST_RESEND_S
+    while True:
+        try:
+            msg = await broker.connection.request(
+                subject, data, timeout=timeout, headers=dict(headers or {})
+            )
+        except NoRespondersError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f" (waited {responder_wait:g}s)" if responder_wait > 0 else ""
+                return CommandRejected(
+                    code=UNAVAILABLE, message=f"no service is listening on {subject}{waited}"
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, LAST_RESEND_S)
+            continue
+        except (NatsTimeoutError, TimeoutError):
+            return CommandRejected(
+                code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
+            )
+        return _reply_decoder.decode(msg.data)
 
 
 def command_endpoint(

@@ -41,6 +41,9 @@ class Settings:
     connect_timeout: float = 10.0
     #: How long the gateway waits for a service's reply before answering 503.
     request_timeout: float = 5.0
+    #: How long the gateway keeps resending a command while its service has no responder (a
+    #: restart) before answering 503.
+    responder_wait: float = 5.0
     #: How long the gateway waits for its read model to show a command's result.
     read_your_writes_timeout: float = 5.0
     #: Names this process among several instances of one service (durable consumer names).
@@ -66,6 +69,7 @@ class Settings:
             stream_replicas=_int("STUDIO_STREAM_REPLICAS", 1),
             connect_timeout=_float("STUDIO_NATS_CONNECT_TIMEOUT", 10.0),
             request_timeout=_float("STUDIO_REQUEST_TIMEOUT", 5.0),
+            responder_wait=_float("STUDIO_RESPONDER_WAIT", 5.0),
             read_your_writes_timeout=_float("STUDIO_READ_YOUR_WRITES_TIMEOUT", 5.0),
             instance=env.get("STUDIO_INSTANCE") or socket.gethostname(),
             metrics_port=_int("STUDIO_METRICS_PORT", 0),

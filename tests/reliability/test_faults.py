@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,18 +29,44 @@ def listing(stack: Stack) -> list[dict]:
     return resp.json()["data"]["items"]
 
 
-def test_a_stopped_service_answers_503_at_once_and_health_says_which(own_stack: Stack):
-    stack = own_stack.up()
-    stack.stop("projects")
-    started = time.monotonic()
-    resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": "x"}, timeout=15)
-    assert resp.status_code == 503
-    assert resp.json()["error"]["code"] == "UNAVAILABLE"
-    assert time.monotonic() - started < 5
-    health = httpx.get(f"{stack.base_url}/health", timeout=15)
-    assert health.status_code == 503
-    assert health.json()["data"]["services"]["projects"]["ok"] is False
-    assert "projects" in health.json()["error"]["message"]
+def test_a_stopped_service_answers_503_after_a_bounded_wait_and_health_says_which(
+    tmp_path: Path,
+):
+    # given a gateway that waits at most 1 s for a responder, and no projects service
+    stack = Stack(tmp_path, STACK_SERVICES, STUDIO_REQUEST_TIMEOUT="1.5", STUDIO_RESPONDER_WAIT="1")
+    try:
+        stack.up()
+        stack.stop("projects")
+        # when a command is sent, then it is answered 503 once the wait is over, and says so
+        resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": "x"}, timeout=15)
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "UNAVAILABLE"
+        assert "waited 1s" in resp.json()["error"]["message"]
+        health = httpx.get(f"{stack.base_url}/health", timeout=15)
+        assert health.status_code == 503
+        assert health.json()["data"]["services"]["projects"]["ok"] is False
+        assert "projects" in health.json()["error"]["message"]
+    finally:
+        stack.down()
+
+
+def test_a_service_restarted_while_a_command_waits_answers_it(tmp_path: Path):
+    # given a gateway that waits for a responder long enough for a restart on a busy machine
+    stack = Stack(tmp_path, STACK_SERVICES, STUDIO_RESPONDER_WAIT="60").up()
+    try:
+        # when the projects service is killed, and a supervisor starts it again a second later
+        stack.kill("projects")
+        restart = threading.Timer(1.0, stack.start, ("projects",))
+        restart.start()
+        # then a command sent meanwhile is not refused: it waits for the new process
+        try:
+            resp = httpx.post(f"{stack.base_url}/api/v1/projects", json={"name": "w"}, timeout=90)
+        finally:
+            restart.join()
+        assert resp.status_code == 201, resp.text
+        assert [p["id"] for p in listing(stack)] == [resp.json()["data"]["id"]]
+    finally:
+        stack.down()
 
 
 def test_a_hung_service_answers_503_after_the_request_timeout(own_stack: Stack):
