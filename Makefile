@@ -1,20 +1,29 @@
 # Two commands: `make up` runs the studio, `make test` runs every test.
-# Both create .venv and install what is missing on first use.
+# Both create .venv and install what is missing on first use, from the committed locks:
+# requirements.lock (what the services run on) and requirements-dev.lock (that, plus the test
+# and lint tools). Exact versions with hashes, so an upstream release never changes a fresh
+# install; `make lock` refreshes both from pyproject.toml's ranges, as a deliberate commit.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+DEVLOCK := requirements-dev.lock
+# The resolver that writes the locks; pinned like everything else.
+UV     := uv==0.13.9
+# torch and torchvision stay on the releases the lock was tested with until a deliberate bump.
+TORCH  := torch==2.14.1 torchvision==0.29.1
 
 ARGS ?=
 
-.PHONY: up test lint fmt snapshots clean
+.PHONY: up test lint fmt snapshots lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AI Studio needs Python 3.11 or newer; found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEVLOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 up: $(STAMP)
@@ -34,6 +43,19 @@ fmt: $(STAMP)
 
 snapshots: $(STAMP)
 	$(BIN)/python -m contracts.snapshot --write
+
+# Refresh both locks from pyproject.toml's ranges (every platform, Python 3.11 and newer), then
+# reinstall. Commit the result on its own and run .ci/run on a fresh clone before landing it.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(UV)
+	printf '%s\n' $(TORCH) > $(VENV)/lock-pins.txt
+	printf 'setuptools>=68\n' | $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
+	    --generate-hashes --no-header -c $(VENV)/lock-pins.txt -o $(LOCK) pyproject.toml -
+	printf 'setuptools>=68\n' | $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
+	    --generate-hashes --no-header -c $(LOCK) --extra dev -o $(DEVLOCK) pyproject.toml -
+	$(BIN)/python -m pip uninstall --quiet --yes uv
+	rm -f $(STAMP) $(VENV)/lock-pins.txt
+	$(MAKE) $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
