@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
+
+import msgspec
 
 from contracts.envelope import Message
 
@@ -12,6 +14,19 @@ NOT_FOUND: Final = "NOT_FOUND"
 CONFLICT: Final = "CONFLICT"
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"
+
+#: What an aggregate id may be. It becomes a NATS subject token (``evt.<context>.<id>``), so
+#: no dots, spaces or wildcards. The event store, the services and the gateway all check ids
+#: against this one pattern (match the whole string: ``$`` alone would let a newline through).
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
+ID_MAX: Final = 128
+#: An id field of a command or query.
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=ID_MAX)]
+#: The longest file-system path a command carries (Linux's PATH_MAX).
+PATH_MAX: Final = 4096
+#: The longest short keyword a command carries (a format, a strategy, a subset...).
+KEYWORD_MAX: Final = 32
+Keyword = Annotated[str, msgspec.Meta(max_length=KEYWORD_MAX)]
 
 
 def health_subject(service: str) -> str:
@@ -27,8 +42,9 @@ def rebuild_subject(service: str) -> str:
 class CommandAccepted(Message, frozen=True, tag="common.command_accepted.v1"):
     """The command was decided and its events are stored.
 
-    ``version`` is the stream sequence of the aggregate's last event (its optimistic-concurrency
-    token); ``sequence`` is the stream position a read model must reach to show the result.
+    ``version`` counts the aggregate's events (1 once created, one more per event): what users
+    see and send back as ``If-Match``; ``sequence`` is the stream position of its last event,
+    which a read model must reach to show the result.
     """
 
     aggregate_id: str

@@ -65,7 +65,7 @@ class ProjectsProjector(Decodes):
                     name=event.name,
                     description=event.description,
                     task_type=event.task_type,
-                    version=stored.sequence,
+                    version=1,
                     created_at=when,
                     updated_at=when,
                     created_by=event.actor,
@@ -84,5 +84,6 @@ class ProjectsProjector(Decodes):
                 row.archived = True
             case c.ProjectRestored():
                 row.archived = False
-        row.version, row.updated_at = stored.sequence, when
+        # The project's own count of events, as its service counts them (If-Match compares it).
+        row.version, row.updated_at = row.version + 1, when
         db.add(row)

@@ -62,14 +62,16 @@ async def execute(
     expected: int | None = None,
     noun: str = "it",
 ) -> Reply:
-    """Decide ``command`` against the stored aggregate and store what it decided."""
+    """Decide ``command`` against the stored aggregate and store what it decided.
+
+    ``expected`` is the aggregate's version (its count of events) the caller last saw."""
     try:
         check_id(aggregate_id)
     except ValueError:
         return CommandRejected(code=common.NOT_FOUND, message=f"{noun} {aggregate_id!r} not found")
     trace = {"traceparent": child_traceparent(headers.get("traceparent"))}
     for attempt in range(1, ATTEMPTS + 1):
-        state, version = await repo.get(aggregate_id)
+        state, position, version = await repo.load(aggregate_id)
         if expected is not None and expected != version:
             return stale(noun, aggregate_id, expected, version)
         try:
@@ -77,25 +79,28 @@ async def execute(
         except refusals as err:
             return rejected(err)
         if not events:
-            return accepted(command, aggregate_id, version, 0)
+            return accepted(command, aggregate_id, version, position, 0)
         try:
             sequence = await repo.store.append(
-                aggregate_id, stamp(events, command), version, headers=trace
+                aggregate_id, stamp(events, command), position, headers=trace
             )
         except ConcurrencyConflict:
             if expected is not None or attempt == ATTEMPTS:
-                return stale(noun, aggregate_id, version, await repo.store.version(aggregate_id))
+                now = (await repo.load(aggregate_id)).version
+                return stale(noun, aggregate_id, version, now)
             continue
         EVENTS_APPENDED.labels(noun).inc(len(events))
-        return accepted(command, aggregate_id, sequence, len(events))
+        return accepted(command, aggregate_id, version + len(events), sequence, len(events))
     raise AssertionError("unreachable")
 
 
-def accepted(command: Message, aggregate_id: str, version: int, events: int) -> CommandAccepted:
+def accepted(
+    command: Message, aggregate_id: str, version: int, sequence: int, events: int
+) -> CommandAccepted:
     return CommandAccepted(
         aggregate_id=aggregate_id,
         version=version,
-        sequence=version,
+        sequence=sequence,
         events=events,
         correlation_id=command.correlation_id,
         causation_id=command.message_id,

@@ -51,10 +51,12 @@ async def test_create_stores_an_event_with_its_headers_and_get_reads_it_back(api
     assert project["status"] == "active"
     assert resp.headers["location"].endswith(f"/api/v1/projects/{project['id']}")
     assert resp.headers["etag"] == f'"{project["version"]}"'
+    # and its version counts its events, as users expect: a new project is at version 1
+    assert project["version"] == 1
     # and the event is in the stream, on the project's subject, with its headers
     nc = await nats.connect(stack.nats_url)
     try:
-        msg = await nc.jetstream().get_msg(c.STREAM, seq=project["version"])
+        msg = await nc.jetstream().get_last_msg(c.STREAM, f"evt.projects.{project['id']}")
     finally:
         await nc.close()
     assert msg.subject == f"evt.projects.{project['id']}"
@@ -142,6 +144,12 @@ async def test_patch_with_a_stale_if_match_gets_409_and_changes_nothing(api):
         f"/api/v1/projects/{pid}", json={"name": "one"}, headers={"If-Match": f'"{v1}"'}
     )
     assert ok.status_code == 200
+    # the version counts the project's events: one rename later it is one higher, whatever
+    # else the stream holds (other projects' events do not move it)
+    await create(api, "a neighbour")
+    assert ok.json()["data"]["version"] == v1 + 1 == 2
+    assert ok.headers["etag"] == '"2"'
+    assert (await api.get(f"/api/v1/projects/{pid}")).headers["etag"] == '"2"'
     stale = await api.patch(
         f"/api/v1/projects/{pid}", json={"name": "two"}, headers={"If-Match": f'"{v1}"'}
     )
@@ -266,7 +274,7 @@ async def test_sse_streams_history_then_live_events_and_resumes_after_last_event
         await api.patch(f"/api/v1/projects/{pid}", json={"name": "live"})
         live = await asyncio.wait_for(read_sse(lines, 1), 10)
     assert first[0]["event"] == "project_created"
-    assert first[0]["id"] == str(project["version"])
+    assert int(first[0]["id"]) >= 1  # a stream sequence: opaque, only sent back
     assert live[0]["event"] == "project_renamed"
     assert '"name":"live"' in live[0]["data"]
     # a client that saw the creation reconnects: it gets exactly what it missed
