@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +29,8 @@ from services.kernel.repository import Repository
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "folder", "csv", "coco", "yolo")
+#: The claimed upload's name inside its import's staging folder (beside ``files/``).
+ARCHIVE = "upload.zip"
 
 
 @dataclass
@@ -60,6 +64,9 @@ class Datasets:
         self.uploads = uploads
         self.staging = staging
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Imports this process is handling, from the command's arrival to the job's end: their
+        #: staging folders are live and no restart reaper may touch them.
+        self.active: set[str] = set()
 
     async def _run(
         self, command: c.Message, dataset_id: str, decide: Callable[[domain.Dataset], list[c.Event]]
@@ -77,26 +84,43 @@ class Datasets:
     # --- commands ---------------------------------------------------------------------------
 
     async def start_import(self, command: c.StartImport, headers: Mapping[str, str]) -> Reply:
+        if command.import_id in self.active:
+            return CommandRejected(
+                code=common.CONFLICT, message=f"import {command.import_id} is already running"
+            )
+        self.active.add(command.import_id)
+        job: Job | None = None
+        started = False
         try:
             await self._project(command.dataset_id)
-            job = self._job(command)
+            job = await asyncio.to_thread(self._job, command)
+            reply = await execute(
+                self.repo,
+                command.dataset_id,
+                command,
+                partial(domain.start, command=command, instance=self.instance),
+                headers=headers,
+                refusals=_REFUSALS,
+                noun="dataset",
+            )
+            if isinstance(reply, CommandAccepted) and reply.events:
+                self._launch(job)
+                started = True
+            return reply
         except (domain.DomainError, sources.SourceError) as err:
             return rejected(err)
-        reply = await execute(
-            self.repo,
-            command.dataset_id,
-            command,
-            partial(domain.start, command=command, instance=self.instance),
-            headers=headers,
-            refusals=_REFUSALS,
-            noun="dataset",
-        )
-        if isinstance(reply, CommandAccepted) and reply.events:
-            assert self.importer is not None
-            task = asyncio.create_task(self.importer.run(job), name=f"import:{command.import_id}")
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return reply
+        finally:
+            if not started:  # refused or failed: the claimed archive and its folder go too
+                self.active.discard(command.import_id)
+                if job is not None and job.staging is not None:
+                    await asyncio.to_thread(shutil.rmtree, job.staging, True)
+
+    def _launch(self, job: Job) -> None:
+        assert self.importer is not None
+        task = asyncio.create_task(self.importer.run(job), name=f"import:{job.import_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _: self.active.discard(job.import_id))
 
     async def cancel_import(self, command: c.CancelImport, headers: Mapping[str, str]) -> Reply:
         assert self.importer is not None
@@ -111,8 +135,8 @@ class Datasets:
                 code=common.CONFLICT, message="that import runs on another datasets instance"
             )
         job.cancel.set()
-        _, version = await self.repo.get(command.dataset_id)
-        return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=version)
+        _, position, version = await self.repo.load(command.dataset_id)
+        return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=position)
 
     async def relabel_image(self, command: c.RelabelImage, headers: Mapping[str, str]) -> Reply:
         return await self._run(
@@ -209,9 +233,55 @@ class Datasets:
         staged = Path(command.staged_path).resolve()
         if staged.parent != self.uploads.resolve() or not staged.is_file():
             raise domain.InvalidInput("the uploaded archive is not where it was staged", "file")
-        root = self.staging / command.import_id
-        root.mkdir(parents=True, exist_ok=False)
-        return Job(command, root, staging=root)
+        return self._claim(command, staged)
+
+    def _claim(self, command: c.StartImport, staged: Path) -> Job:
+        """Take the gateway's archive by moving it into the import's staging folder.
+
+        The move is atomic: from then on the file is this service's (the gateway deletes what
+        is still under its name whatever the outcome), and a gateway that gave up first leaves
+        nothing to move, so the import is refused before anything of it is stored.
+        """
+        folder = self.staging / command.import_id
+        self.staging.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise domain.Conflict(f"import {command.import_id} already exists") from None
+        archive = folder / ARCHIVE
+        try:
+            os.rename(staged, archive)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise domain.InvalidInput(
+                "the uploaded archive is no longer there: send it again", "file"
+            ) from None
+        root = folder / "files"
+        root.mkdir()
+        return Job(command, root, staging=folder, archive=archive)
+
+    # --- after a restart ----------------------------------------------------------------------
+
+    async def clear_staging(self, import_id: str) -> None:
+        """Remove an ended import's staging folder (its archive and extracted files)."""
+        await asyncio.to_thread(shutil.rmtree, self.staging / import_id, True)
+
+    async def reap_staging(self, keep: set[str]) -> list[str]:
+        """Remove every staging folder but those of ``keep`` and of the imports this process
+        runs: what a crash left, even before its import was recorded. Returns what it removed."""
+        try:
+            names = await asyncio.to_thread(lambda: [p.name for p in self.staging.iterdir()])
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names:
+            # Checked here, in the loop, right before removing: an import started meanwhile is
+            # in ``active`` from before its folder exists until its job has ended.
+            if name in keep or name in self.active:
+                continue
+            await self.clear_staging(name)
+            removed.append(name)
+        return removed
 
 
 def _if_running(state: domain.Dataset, import_id: str, events: list[c.Event]) -> list[c.Event]:
