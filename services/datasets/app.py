@@ -9,6 +9,8 @@ import msgspec
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NATS
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common
 from contracts import datasets as c
@@ -16,7 +18,7 @@ from contracts import projects as p
 from services.datasets import domain, sources
 from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import Importer, Job
-from services.datasets.projection import ImportJobs, unfinished
+from services.datasets.projection import ImportJob, ImportJobs, unfinished
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
@@ -110,14 +112,16 @@ def health_endpoint(handlers: Datasets):
 
 
 async def recover(runner: ProjectionRunner, engine, handlers: Datasets, settings: Settings) -> None:
-    """Imports this instance left running when it stopped end as failed: nothing of them is kept."""
+    """Imports this instance left running when it stopped end as failed: nothing of them is
+    kept, their staging folders included; so goes any staging folder a crash left behind."""
     if not await runner.caught_up(timeout=120):
         log.error("could not read the import history; unfinished imports stay open")
         return
     async with session(engine) as db:
         left = await unfinished(db, settings.instance)
+        elsewhere = await running_elsewhere(db, settings.instance)
     for job in left:
-        if handlers.importer is not None and job.import_id in handlers.importer.jobs:
+        if job.import_id in handlers.active:
             continue
         command = c.StartImport(
             dataset_id=job.dataset_id, import_id=job.import_id, source_kind="local", source=""
@@ -130,7 +134,18 @@ async def recover(runner: ProjectionRunner, engine, handlers: Datasets, settings
             409,
             None,
         )
+        await handlers.clear_staging(job.import_id)
         log.warning("import %s was interrupted by a restart; marked failed", job.import_id)
+    for import_id in await handlers.reap_staging(keep=elsewhere):
+        log.warning("removed the staging folder of import %s, which no longer runs", import_id)
+
+
+async def running_elsewhere(db: AsyncSession, instance: str) -> set[str]:
+    """Imports another instance runs (its files are its own, should a workspace be shared)."""
+    query = select(ImportJob.import_id).where(
+        col(ImportJob.instance) != instance, col(ImportJob.status) == "running"
+    )
+    return set((await db.exec(query)).all())
 
 
 def main() -> None:

@@ -54,7 +54,10 @@ class Job:
     command: c.StartImport
     #: Where the source's files are: a local folder, or a staging folder for an upload.
     root: Path
+    #: An upload's own folder (its archive and ``root``), removed whole when the job ends.
     staging: Path | None = None
+    #: An upload's archive, extracted into ``root`` and deleted once extracted.
+    archive: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     phase: str = "starting"
     done: int = 0
@@ -118,9 +121,9 @@ class Importer:
     async def _run(self, job: Job) -> None:
         started = time.monotonic()
         command = job.command
-        if command.staged_path is not None:
+        if job.archive is not None:
             job.phase = "extracting"
-            archive = Path(command.staged_path)
+            archive = job.archive
             try:
                 await asyncio.to_thread(sources.extract_zip, archive, job.root, self._zip_limits)
             finally:

@@ -3,11 +3,19 @@
 Accepts ``multipart/form-data`` (one file part plus small text fields) or a raw body
 (``application/zip`` / ``application/octet-stream``). Anything over the limit stops the upload
 at once with 413 and leaves no file behind.
+
+A staged file is the gateway's until the datasets service claims it by moving it into its own
+staging folder: whatever the import's answer (accepted, refused, 503), what is still under the
+gateway's name is deleted. What a crashed gateway left is swept once it has lain untouched for
+``STALE_AFTER_S``: a file being received is written to all the time, and a received one is
+claimed (or deleted) within a request's timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +27,13 @@ from python_multipart.multipart import parse_options_header
 from contracts import common
 from services.gateway.envelope import ApiError
 
+log = logging.getLogger(__name__)
+
 MAX_FIELD_BYTES = 4096
+#: A staged upload not written for this long belongs to no request any more.
+STALE_AFTER_S = 3600.0
+#: How often uploads sweep the folder of what crashes left.
+SWEEP_EVERY_S = 600.0
 RAW_TYPES = (b"application/zip", b"application/x-zip-compressed", b"application/octet-stream")
 
 
@@ -145,3 +159,34 @@ async def _multipart(
     if not upload.filename:
         raise ApiError(common.VALIDATION_ERROR, "the form has no file part", field="file")
     return upload
+
+
+def sweep(folder: Path, stale_after: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the staged uploads in ``folder`` nobody has written for ``stale_after`` seconds."""
+    cutoff = time.time() - stale_after
+    removed = []
+    for path in folder.glob("*.zip"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # claimed or deleted meanwhile
+            continue
+    if removed:
+        log.warning("removed %d staged uploads left by a crash", len(removed))
+    return removed
+
+
+class Sweeper:
+    """Sweeps an upload folder now and then: at most once every ``every`` seconds."""
+
+    def __init__(self, every: float = SWEEP_EVERY_S) -> None:
+        self.every = every
+        self._last = float("-inf")
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True

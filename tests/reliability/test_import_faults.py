@@ -20,11 +20,33 @@ STACK_SERVICES = ("projects", "datasets")
 API = "/api/v1"
 
 
-def start(stack: Stack, path: str) -> tuple[str, str]:
-    pid = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
-    project_id = pid.json()["data"]["id"]
-    body = {"project_id": project_id, "path": path}
+def project(stack: Stack) -> str:
+    resp = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["data"]["id"]
+
+
+def start(stack: Stack, path: str | Path) -> tuple[str, str]:
+    project_id = project(stack)
+    body = {"project_id": project_id, "path": str(path)}
     resp = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    return project_id, resp.json()["data"]["id"]
+
+
+def upload(stack: Stack, project_id: str, archive: Path) -> httpx.Response:
+    with archive.open("rb") as fh:
+        return httpx.post(
+            f"{stack.base_url}{API}/datasets/import/upload",
+            data={"project_id": project_id},
+            files={"file": (archive.name, fh, "application/zip")},
+            timeout=60,
+        )
+
+
+def start_upload(stack: Stack, archive: Path) -> tuple[str, str]:
+    project_id = project(stack)
+    resp = upload(stack, project_id, archive)
     assert resp.status_code == 202, resp.text
     return project_id, resp.json()["data"]["id"]
 
@@ -44,14 +66,32 @@ def wait(stack: Stack, import_id: str, done, timeout: float = 120) -> dict:
         time.sleep(0.05)
 
 
-def mid_import(stack: Stack, source: Path) -> tuple[str, str]:
+def mid_import(stack: Stack, source: Path, begin=start) -> tuple[str, str]:
     """An import caught while it decodes: ``start`` answers once the source is read, so the
     job is decoding then, unless this machine was quicker than the test (then try again)."""
     for _ in range(5):
-        project_id, import_id = start(stack, str(source))
+        project_id, import_id = begin(stack, source)
         if job(stack, import_id)["state"] == "importing":
             return project_id, import_id
     pytest.fail("every import finished before the test could interrupt it")
+
+
+def staging(stack: Stack) -> list[str]:
+    """The import folders in the datasets service's staging area."""
+    folder = stack.workspace / "datasets" / "staging"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def uploads(stack: Stack) -> list[Path]:
+    folder = stack.workspace / "uploads"
+    return list(folder.iterdir()) if folder.exists() else []
+
+
+def plant_orphans(stack: Stack) -> None:
+    """What a crash before an import was recorded leaves: a staging folder nobody runs."""
+    orphan = stack.workspace / "datasets" / "staging" / "orphan-import" / "files"
+    orphan.mkdir(parents=True)
+    (orphan / "x.png").write_bytes(b"not an image")
 
 
 def images(stack: Stack, project_id: str) -> int:
@@ -69,6 +109,11 @@ def heavy_set(tmp_path_factory: pytest.TempPathFactory):
     return imagesets.heavy(tmp_path_factory.mktemp("heavy"), 200)
 
 
+@pytest.fixture(scope="module")
+def heavy_zip(heavy_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return imagesets.zip_dir(heavy_set, tmp_path_factory.mktemp("zip") / "heavy.zip")
+
+
 def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
     own_stack: Stack, heavy_set
 ):
@@ -78,6 +123,7 @@ def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
     # when the service is killed while it decodes the images
     project_id, import_id = mid_import(stack, source)
     stack.kill("datasets")
+    plant_orphans(stack)
     stack.start("datasets")
     stack.wait_healthy()
     # then the import ends as interrupted and the dataset holds nothing of it
@@ -85,6 +131,8 @@ def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
     assert failed["state"] == "failed"
     assert failed["error"]["code"] == "INTERRUPTED"
     assert images(stack, project_id) == 0
+    # and no file of a crash is left behind
+    wait_for(lambda: staging(stack) == [], "the restart removes the staging folders left")
     # and the same import, started again, completes whole
     body = {"project_id": project_id, "path": str(source)}
     retry = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
@@ -128,5 +176,58 @@ def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tm
         assert resp.json()["error"]["code"] == "ARCHIVE_TOO_LARGE"
         assert list((stack.workspace / "uploads").iterdir()) == []
         assert images(stack, project_id) == 0
+    finally:
+        stack.down()
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_datasets_service_killed_mid_upload_import_leaves_no_file_and_the_retry_works(
+    own_stack: Stack, heavy_zip: Path
+):
+    stack = own_stack.up()
+    # given an uploaded ZIP being imported: its files extracted into its staging folder
+    project_id, import_id = mid_import(stack, heavy_zip, start_upload)
+    assert staging(stack) == [import_id]
+    assert uploads(stack) == []  # the service took the archive: the gateway keeps no copy
+    # when the service is killed, and a crash earlier left a folder of an unrecorded import
+    stack.kill("datasets")
+    plant_orphans(stack)
+    stack.start("datasets")
+    stack.wait_healthy()
+    # then the import ends as interrupted, the dataset holds nothing of it, and no file stays
+    failed = wait(stack, import_id, lambda d: d["state"] not in ("running", "importing"))
+    assert failed["error"]["code"] == "INTERRUPTED"
+    assert images(stack, project_id) == 0
+    wait_for(lambda: staging(stack) == [], "the restart removes the staging folders left")
+    # and the same upload, sent again, completes whole and leaves nothing behind
+    retry = upload(stack, project_id, heavy_zip)
+    assert retry.status_code == 202, retry.text
+    done = wait(stack, retry.json()["data"]["id"], lambda d: d["state"] == "completed")
+    assert done["report"]["imported"] == 200
+    assert images(stack, project_id) == 200
+    assert staging(stack) == []
+    assert uploads(stack) == []
+
+
+def test_an_upload_answered_503_leaves_no_file(tmp_path: Path):
+    # given a studio whose datasets service is down (and a short wait for it)
+    stack = Stack(tmp_path, STACK_SERVICES, STUDIO_RESPONDER_WAIT="0.5").up()
+    try:
+        project_id = project(stack)
+        stack.stop("datasets")
+        archive = imagesets.zip_dir(
+            imagesets.folder(tmp_path / "set", {"a": 2}), tmp_path / "s.zip"
+        )
+        # when an archive is uploaded, then it is answered 503 and no staged file stays
+        resp = upload(stack, project_id, archive)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "UNAVAILABLE"
+        assert uploads(stack) == []
     finally:
         stack.down()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from services.gateway.api.idempotent import idempotent
 from services.gateway.datasets_model import ImageRow, ImportRow, SplitMember, SplitRow
 from services.gateway.envelope import REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
-from services.gateway.uploads import receive
+from services.gateway.uploads import Sweeper, receive, sweep
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
@@ -30,6 +31,7 @@ ACTOR = "anonymous"
 #: How long starting an import waits to answer a bad source with its 4xx rather than a 202.
 VALIDATION_WAIT_S = 10.0
 Format = Literal["auto", "folder", "csv", "coco", "yolo"]
+SWEEPER = Sweeper()
 MIME = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -71,7 +73,10 @@ async def import_upload(
     format: Annotated[Format | None, Query()] = None,
 ) -> Response:
     """Import a ZIP: multipart field ``file`` (with ``project_id``, ``format``) or a raw body."""
-    staged = gateway.settings.data_dir("uploads") / f"{new_id()}.zip"
+    uploads = gateway.settings.data_dir("uploads")
+    if SWEEPER.due():  # what a crashed gateway left
+        await asyncio.to_thread(sweep, uploads)
+    staged = uploads / f"{new_id()}.zip"
     upload = await receive(request, staged, gateway.settings.upload_max_bytes)
     try:
         pid = project_id or upload.fields.get("project_id") or ""
@@ -81,10 +86,10 @@ async def import_upload(
         if fmt not in ("auto", "folder", "csv", "coco", "yolo"):
             raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
         return await _start(gateway, request, pid, "upload", upload.filename, fmt, staged)
-    except ApiError as err:
-        if err.status != 503:  # refused: the service never took the file
-            staged.unlink(missing_ok=True)
-        raise
+    finally:
+        # The datasets service claims the file by moving it away before it stores anything;
+        # what is still here was never taken (refused, 503, client gone) and never will be.
+        staged.unlink(missing_ok=True)
 
 
 @router.get("/import/{import_id}")
