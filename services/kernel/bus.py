@@ -16,6 +16,8 @@ import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -67,6 +69,35 @@ async def stop_broker(broker: NatsBroker, timeout: float = 5.0) -> None:
         log.warning("closing the NATS connection: %s", exc or type(exc).__name__)
 
 
+async def ask(
+    nc: NATS,
+    subject: str,
+    data: bytes,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    responder_wait: float = 0.0,
+) -> Msg:
+    """One request/reply that rides out a restart of its responder (for commands and queries).
+
+    While no one listens on ``subject`` (a service being restarted), the request is sent again
+    with backoff for up to ``responder_wait`` seconds, then ``NoRespondersError`` is raised.
+    Resending is safe: NATS answers "no responders" only when it delivered the request to
+    nobody. A timeout is never resent (the responder may be acting on it): it is raised.
+    """
+    deadline = time.monotonic() + responder_wait
+    pause = FIRST_RESEND_S
+    while True:
+        try:
+            return await nc.request(subject, data, timeout=timeout, headers=dict(headers or {}))
+        except NoRespondersError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, LAST_RESEND_S)
+
+
 async def request(
     broker: NatsBroker,
     subject: str,
@@ -78,36 +109,29 @@ async def request(
 ) -> Reply:
     """Send a command; a missing or silent service becomes an UNAVAILABLE rejection.
 
-    While no service listens on ``subject`` (one being restarted), the command is sent again
-    with backoff for up to ``responder_wait`` seconds, so that a restart is invisible to the
-    caller. Resending is safe: NATS answers "no responders" only when it delivered the request
-    to nobody, and a command that did reach its service is stored once anyway (its events'
-    ``Nats-Msg-Id`` derive from the command's ``message_id``). A timeout is never resent: the
-    service may be deciding it.
+    A service being restarted is waited for up to ``responder_wait`` seconds (see ``ask``), so
+    that a restart is invisible to the caller. A command that did reach its service is stored
+    once even if sent twice: its events' ``Nats-Msg-Id`` derive from its ``message_id``.
     """
-    data = msgspec.json.encode(command)
-    deadline = time.monotonic() + responder_wait
-    pause = FIRST_RESEND_S
-    while True:
-        try:
-            msg = await broker.connection.request(
-                subject, data, timeout=timeout, headers=dict(headers or {})
-            )
-        except NoRespondersError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                waited = f" (waited {responder_wait:g}s)" if responder_wait > 0 else ""
-                return CommandRejected(
-                    code=UNAVAILABLE, message=f"no service is listening on {subject}{waited}"
-                )
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, LAST_RESEND_S)
-            continue
-        except (NatsTimeoutError, TimeoutError):
-            return CommandRejected(
-                code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
-            )
-        return _reply_decoder.decode(msg.data)
+    try:
+        msg = await ask(
+            broker.connection,
+            subject,
+            msgspec.json.encode(command),
+            timeout=timeout,
+            headers=headers,
+            responder_wait=responder_wait,
+        )
+    except NoRespondersError:
+        waited = f" (waited {responder_wait:g}s)" if responder_wait > 0 else ""
+        return CommandRejected(
+            code=UNAVAILABLE, message=f"no service is listening on {subject}{waited}"
+        )
+    except (NatsTimeoutError, TimeoutError):
+        return CommandRejected(
+            code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
+        )
+    return _reply_decoder.decode(msg.data)
 
 
 def command_endpoint(
