@@ -1,0 +1,113 @@
+"""The bookkeeping every reader shares: what each image was said to be, and the manifest and
+problems that come of it.
+
+An image named with two labels, or in two splits, becomes a label problem rather than a guess.
+Pure: imports the standard library and ``manifest`` and ``tree`` beside it; reads no file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.datasets.formats.manifest import Box, Entry, FormatError, Manifest, Problem
+from services.datasets.formats.tree import File, Tree
+
+_MAX_LISTED = 20
+
+
+@dataclass
+class _Seen:
+    file: File
+    labels: list[str] = field(default_factory=list)
+    splits: list[str | None] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+
+
+class Labels:
+    """What each image was said to be, so that a conflict becomes a label problem, not a guess."""
+
+    def __init__(self, none: str, several: Callable[[list[str]], str]) -> None:
+        self._none = none
+        self._several = several
+        self._seen: dict[str, _Seen] = {}
+
+    def __contains__(self, file: File) -> bool:
+        return file.name in self._seen
+
+    def add(
+        self, file: File, split: str | None, label: str | None = None, box: Box | None = None
+    ) -> None:
+        seen = self._seen.setdefault(file.name, _Seen(file))
+        if split not in seen.splits:
+            seen.splits.append(split)
+        if label and label not in seen.labels:
+            seen.labels.append(label)
+        if box is not None:
+            seen.boxes.append(box)
+
+    def result(self) -> tuple[list[Entry], list[Problem]]:
+        entries: list[Entry] = []
+        problems: list[Problem] = []
+        for seen in self._seen.values():
+            reason = self._problem(seen)
+            if reason is not None:
+                problems.append(Problem(seen.file.name, reason))
+            else:
+                file, label, split = seen.file, seen.labels[0], seen.splits[0]
+                entries.append(Entry(file.path, file.name, label, split, tuple(seen.boxes)))
+        return entries, problems
+
+    def _problem(self, seen: _Seen) -> str | None:
+        if not seen.labels:
+            return self._none
+        if len(seen.labels) > 1:
+            return self._several(seen.labels)
+        if len(seen.splits) > 1:
+            return f"listed in splits {and_list([split or 'none' for split in seen.splits])}"
+        return None
+
+
+def to_manifest(fmt: str, tree: Tree, labels: Labels, skipped: list[Problem]) -> Manifest:
+    """The manifest of what labels accepted, with the skipped files and the walk's refusals."""
+    entries, problems = labels.result()
+    entries.sort(key=lambda entry: entry.name)
+    return Manifest(
+        format=fmt,
+        entries=entries,
+        classes=sorted({entry.label for entry in entries if entry.label is not None}),
+        skipped=_sorted([*skipped, *tree.refused]),
+        label_problems=_sorted(problems),
+    )
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda problem: (problem.file, problem.reason))
+
+
+def several(kind: str) -> Callable[[list[str]], str]:
+    """The label problem of an image given more than one of `kind`."""
+    return lambda labels: f"several {kind}: {', '.join(sorted(labels))}"
+
+
+def left_out(file: File, why: str) -> Problem:
+    """Why a file is not imported: `why` for an image, its type for anything else."""
+    return Problem(file.name, why) if file.is_image else unsupported(file)
+
+
+def unsupported(file: File) -> Problem:
+    return Problem(file.name, f"unsupported file type {file.suffix or '(no extension)'}")
+
+
+def missing(names: list[str], where: str) -> FormatError:
+    """The refusal of a label file that names files the walk did not find."""
+    unique = list(dict.fromkeys(names))
+    shown = ", ".join(unique[:_MAX_LISTED])
+    more = f" and {len(unique) - _MAX_LISTED} more" if len(unique) > _MAX_LISTED else ""
+    message = f"{len(unique)} file(s) named in {where} were not found: {shown}{more}"
+    return FormatError(message, code="MISSING_FILES")
+
+
+def and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
