@@ -6,14 +6,12 @@ envelope (ids, time, actor) later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import msgspec
 import pytest
 
 from contracts import common
-from contracts.envelope import tag_of
 from contracts.projects import (
     ArchiveProject,
     Command,
@@ -37,45 +35,15 @@ from services.projects.domain import (
     ProjectIsArchived,
     ProjectNotArchived,
     ProjectNotFound,
+    State,
     decide,
     evolve,
     fold,
 )
+from tests.scenario import Decider
 
-ENVELOPE = {"message_id", "correlation_id", "causation_id", "actor", "occurred_at"}
-
-
-def payload(event: Event) -> tuple[str, dict[str, Any]]:
-    fields = msgspec.structs.asdict(event)
-    return tag_of(type(event)), {k: v for k, v in fields.items() if k not in ENVELOPE}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    history: tuple[Event, ...]
-    command: Command | None = None
-
-    def when(self, command: Command) -> Scenario:
-        return replace(self, command=command)
-
-    def then(self, *expected: Event) -> None:
-        assert [payload(e) for e in self._decide()] == [payload(e) for e in expected]
-
-    def then_refused(self, error: type[DomainError], *, field: str | None = None) -> DomainError:
-        with pytest.raises(error) as refused:
-            self._decide()
-        assert type(refused.value) is error
-        assert refused.value.field == field
-        return refused.value
-
-    def _decide(self) -> list[Event]:
-        assert self.command is not None, "say when(command) first"
-        return decide(fold(list(self.history)), self.command)
-
-
-def given(*history: Event) -> Scenario:
-    return Scenario(history)
-
+PROJECT: Decider[State, Command, Event] = Decider(evolve=evolve, initial=None, decide=decide)
+given = PROJECT.given
 
 P = "p-1"
 CREATED = ProjectCreated(project_id=P, name="Cats", description="Is it a cat?", causation_id="c-1")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from functools import reduce
+from collections.abc import Callable
 
 import msgspec
-import pytest
 
 from contracts import datasets as c
 from services.datasets import domain
+from tests.scenario import Decider, Scenario
+
+#: A per-command function of the decider, applied to the state it is given.
+Decision = Callable[[domain.Dataset], list[c.Event]]
 
 D = "ds1"
 
@@ -26,8 +29,10 @@ def record(n: int, label: str = "cat", phash: str | None = None) -> c.ImageRecor
     )
 
 
-def given(*events: c.Event) -> domain.Dataset:
-    return reduce(domain.evolve, events, domain.Dataset())
+DATASET: Decider[domain.Dataset, c.Command, c.Event] = Decider(
+    evolve=domain.evolve, initial=domain.Dataset()
+)
+given = DATASET.given
 
 
 def started(import_id: str = "i1") -> c.ImportStarted:
@@ -39,21 +44,25 @@ def started(import_id: str = "i1") -> c.ImportStarted:
 REPORT = c.ImportReport(format="folder", files=0, imported=0)
 
 
+def committing(import_id: str, records: list[c.ImageRecord]) -> Decision:
+    return lambda state: domain.commit(state, D, import_id, records, REPORT)
+
+
 def test_an_import_commits_its_images_in_batches_then_its_completion():
-    state = given(started())
     records = [record(n) for n in range(domain.IMAGES_PER_EVENT + 5)]
-    events = domain.commit(state, D, "i1", records, REPORT)
+    import_ = given(started()).when(committing("i1", records))
+    events = import_.decided()
     assert [type(e).__name__ for e in events] == ["ImagesAdded", "ImagesAdded", "ImportCompleted"]
     assert sum(len(e.images) for e in events[:2]) == len(records)
     assert events[-1].report.imported == len(records)
-    after = reduce(domain.evolve, events, state)
+    after = import_.after()
     assert len(after.images) == len(records)
     assert after.imports["i1"] == "completed"
 
 
 def test_byte_identical_files_are_kept_once_and_reported():
     # given an image already in the dataset
-    state = given(
+    history = (
         started("i0"),
         c.ImagesAdded(dataset_id=D, import_id="i0", images=[record(1, "cat")]),
         c.ImportCompleted(dataset_id=D, import_id="i0", report=REPORT),
@@ -62,8 +71,7 @@ def test_byte_identical_files_are_kept_once_and_reported():
     # when an import brings it again (as a dog) and brings one file twice
     twin = record(2, "dog")
     copy = msgspec.structs.replace(twin, filename="dog/copy.png")
-    records = [record(1, "dog"), twin, copy]
-    events = domain.commit(state, D, "i1", records, REPORT)
+    events = given(*history).when(committing("i1", [record(1, "dog"), twin, copy])).decided()
     # then only the new image is added, and both copies are reported with the kept label
     assert [r.image_id for r in events[0].images] == [twin.image_id]
     duplicates = events[-1].report.duplicates
@@ -74,83 +82,80 @@ def test_byte_identical_files_are_kept_once_and_reported():
 
 
 def test_an_import_that_is_not_running_cannot_commit_or_fail():
-    with pytest.raises(domain.NotFound):
-        domain.commit(given(), D, "nope", [record(1)], REPORT)
-    done = given(started(), c.ImportCompleted(dataset_id=D, import_id="i1", report=REPORT))
-    with pytest.raises(domain.Conflict):
-        domain.commit(done, D, "i1", [record(1)], REPORT)
+    given().when(committing("nope", [record(1)])).then_refused(domain.NotFound)
+    done = (started(), c.ImportCompleted(dataset_id=D, import_id="i1", report=REPORT))
+    given(*done).when(committing("i1", [record(1)])).then_refused(domain.Conflict)
     failed = c.ImportFailed(dataset_id=D, import_id="i1", code="X", message="m")
-    with pytest.raises(domain.Conflict):
-        domain.fail(done, failed)
-    assert domain.fail(given(started()), failed) == [failed]
+    given(*done).when(lambda state: domain.fail(state, failed)).then_refused(domain.Conflict)
+    given(started()).when(lambda state: domain.fail(state, failed)).then(failed)
 
 
 def test_an_import_id_is_used_once():
     command = c.StartImport(dataset_id=D, import_id="i1", source_kind="local", source="/x")
-    assert isinstance(domain.start(given(), command, "me")[0], c.ImportStarted)
-    with pytest.raises(domain.Conflict):
-        domain.start(given(started()), command, "me")
+    start = given().when(lambda state: domain.start(state, command, "me"))
+    start.then(msgspec.structs.replace(started(), instance="me"))
+    given(started()).when(lambda state: domain.start(state, command, "me")).then_refused(
+        domain.Conflict
+    )
 
 
-def with_images(*records: c.ImageRecord) -> domain.Dataset:
+def with_images(*records: c.ImageRecord) -> Scenario[domain.Dataset, c.Command, c.Event]:
     return given(started(), c.ImagesAdded(dataset_id=D, import_id="i1", images=list(records)))
 
 
+def relabel(label: str, image_id: str = record(1).image_id) -> Decision:
+    command = c.RelabelImage(dataset_id=D, image_id=image_id, label=label)
+    return lambda state: domain.relabel(state, command)
+
+
 def test_relabel_changes_the_label_and_a_same_label_is_no_change():
-    state = with_images(record(1, "cat"))
-    command = c.RelabelImage(dataset_id=D, image_id=record(1).image_id, label=" dog ")
-    [event] = domain.relabel(state, command)
-    assert (event.label, event.previous) == ("dog", "cat")
-    same = c.RelabelImage(dataset_id=D, image_id=record(1).image_id, label="cat")
-    assert domain.relabel(state, same) == []
+    cat = with_images(record(1, "cat"))
+    cat.when(relabel(" dog ")).then(
+        c.ImageRelabeled(dataset_id=D, image_id=record(1).image_id, label="dog", previous="cat")
+    )
+    cat.when(relabel("cat")).then()
     for bad in ("", "   ", "x" * 201, "a\nb"):
-        with pytest.raises(domain.InvalidInput):
-            domain.relabel(
-                state, c.RelabelImage(dataset_id=D, image_id=record(1).image_id, label=bad)
-            )
-    with pytest.raises(domain.NotFound):
-        domain.relabel(state, c.RelabelImage(dataset_id=D, image_id="f" * 64, label="x"))
+        cat.when(relabel(bad)).then_refused(domain.InvalidInput, field="label")
+    cat.when(relabel("x", image_id="f" * 64)).then_refused(domain.NotFound)
+
+
+def delete(image_id: str) -> Decision:
+    return lambda state: domain.delete(state, c.DeleteImage(dataset_id=D, image_id=image_id))
 
 
 def test_delete_removes_an_image():
-    state = with_images(record(1), record(2))
-    [event] = domain.delete(state, c.DeleteImage(dataset_id=D, image_id=record(1).image_id))
-    assert list(domain.evolve(state, event).images) == [record(2).image_id]
-    with pytest.raises(domain.NotFound):
-        domain.delete(state, c.DeleteImage(dataset_id=D, image_id="f" * 64))
+    two = with_images(record(1), record(2))
+    deleting = two.when(delete(record(1).image_id))
+    deleting.then(c.ImageDeleted(dataset_id=D, image_id=record(1).image_id))
+    assert list(deleting.after().images) == [record(2).image_id]
+    two.when(delete("f" * 64)).then_refused(domain.NotFound)
 
 
-def split(name: str = "s", **ratios: float) -> c.CreateSplit:
+def split(name: str = "s", **ratios: float) -> Decision:
     r = {"train": 0.6, "val": 0.2, "test": 0.2} | ratios
-    return c.CreateSplit(dataset_id=D, split_id=f"id-{name}", name=name, seed=1, **r)
+    command = c.CreateSplit(dataset_id=D, split_id=f"id-{name}", name=name, seed=1, **r)
+    return lambda state: domain.create_split(state, command)
 
 
 def test_a_split_assigns_every_image_once_with_counts_and_a_recipe_hash():
-    state = with_images(
+    images = with_images(
         *[record(n, "cat") for n in range(10)], *[record(n, "dog") for n in range(10, 20)]
     )
-    created, assigned = domain.create_split(state, split())
+    created, assigned = images.when(split()).decided()
     assert created.images == 20
     assert created.counts["train"] == {"cat": 6, "dog": 6}
-    assert sorted(assigned.assignment) == sorted(state.images)
-    again, _ = domain.create_split(state, split("other"))
+    assert sorted(assigned.assignment) == sorted(images.state.images)
+    again, _ = images.when(split("other")).decided()
     assert again.recipe_hash == created.recipe_hash
 
 
 def test_split_refusals():
-    state = with_images(record(1), record(2))
-    with pytest.raises(domain.InvalidInput) as empty:
-        domain.create_split(given(), split())
-    assert empty.value.field == "dataset"
-    with pytest.raises(domain.InvalidInput) as bad_sum:
-        domain.create_split(state, split(train=0.9))
-    assert bad_sum.value.field == "ratios"
-    with pytest.raises(domain.InvalidInput):
-        domain.create_split(state, split())  # two images cannot fill three subsets
-    named = reduce(
-        domain.evolve, domain.create_split(state, split(train=0.5, val=0.5, test=0)), state
-    )
-    with pytest.raises(domain.Conflict):
-        domain.create_split(named, split(train=0.5, val=0.5, test=0))
-    with pytest.raises(domain.InvalidInput):
-        domain.create_split(state, split(" "))
+    two = with_images(record(1), record(2))
+    given().when(split()).then_refused(domain.InvalidInput, field="dataset")
+    two.when(split(train=0.9)).then_refused(domain.InvalidInput, field="ratios")
+    # two images cannot fill three subsets
+    two.when(split()).then_refused(domain.InvalidInput, field="ratios")
+    halves = split(train=0.5, val=0.5, test=0)
+    named = given(*two.history, *two.when(halves).decided())
+    named.when(halves).then_refused(domain.Conflict)
+    two.when(split(" ")).then_refused(domain.InvalidInput, field="name")
