@@ -33,6 +33,7 @@ class Image:
     phash: str
     width: int
     height: int
+    near_hash: str = ""  # "" for images imported before near hashes existed
 
 
 @dataclass(frozen=True)
@@ -165,15 +166,16 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
         splitting.validate_ratios(ratios)
         items = splitting.group_duplicates(
             [
-                splitting.SplitItem(i, img.label, img.phash)
+                splitting.SplitItem(i, img.label, img.near_hash)
                 for i, img in sorted(state.images.items())
             ]
         )
         if not items:
             raise InvalidInput("the dataset has no images to split", field="dataset")
-        assignment = splitting.assign(items, ratios, command.strategy, command.seed)
+        made = splitting.split(items, ratios, command.strategy, command.seed)
     except splitting.SplitError as err:
         raise InvalidInput(err.message, field=err.field) from None
+    assignment = made.assignment
     counts: dict[str, dict[str, int]] = {s: {} for s in c.SUBSETS}
     for image_id, subset in assignment.items():
         label = state.images[image_id].label
@@ -189,6 +191,10 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
         groups=len({item.group for item in items}),
         counts={s: dict(sorted(n.items())) for s, n in counts.items()},
         recipe_hash=splitting.recipe_hash(assignment),
+        deviations=[
+            c.SplitDeviation(d.label, d.subset, d.expected, d.actual, d.reason)
+            for d in made.deviations
+        ],
     )
     ordered = sorted(assignment.items())
     parts: list[c.Event] = [
@@ -209,7 +215,7 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
             return replace(state, imports={**state.imports, event.import_id: RUNNING})
         case c.ImagesAdded():
             added = {
-                r.image_id: Image(r.filename, r.label, r.phash, r.width, r.height)
+                r.image_id: Image(r.filename, r.label, r.phash, r.width, r.height, r.near_hash)
                 for r in event.images
             }
             return replace(state, images={**state.images, **added})

@@ -159,7 +159,9 @@ class Datasets:
     async def get_health(self, query: c.GetHealth) -> c.HealthReport:
         state, _ = await self.repo.get(query.dataset_id)
         facts = [
-            health.ImageFacts(i, img.filename, img.label, i, img.phash, img.width, img.height)
+            health.ImageFacts(
+                i, img.filename, img.label, i, img.phash, img.width, img.height, img.near_hash
+            )
             for i, img in sorted(state.images.items())
         ]
         report = await asyncio.to_thread(

@@ -1,8 +1,12 @@
 """A dataset's health report: duplicates, unreadable files, class balance, odd image sizes.
 
 Pure: takes facts about the kept images and the files skipped at import, returns a JSON-ready
-dict with every list in a fixed order. Imports nothing from ``services`` but ``splits`` (for the
-near-duplicate grouping that splits use too).
+dict with every list in a fixed order. Imports nothing from ``services`` but ``neardup`` (the
+near-duplicate grouping that splits use too) and ``imaging``'s FLAT marker.
+
+Near-duplicates are the groups a split keeps whole; a group whose images carry different labels
+is a label conflict, counted with the exact duplicates' conflicts. Images without a comparable
+near hash are counted under ``near_duplicates_unchecked``, not guessed at.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.datasets.splits import SplitItem, group_duplicates
+from services.datasets import neardup
+from services.datasets.imaging import FLAT
 
 IMBALANCE_WARNING = 3.0  # largest/smallest class ratio from which the report warns
 
@@ -27,6 +32,7 @@ class ImageFacts:
     phash: str
     width: int
     height: int
+    near_hash: str = ""  # imaging.near_hash; "" for images imported before it existed
 
 
 @dataclass(frozen=True)
@@ -50,20 +56,29 @@ def report(
     corrupt: Sequence[CorruptSeen],
     *,
     min_per_class: int = 3,
-    near_distance: int = 4,
+    near_distance: int = neardup.NEAR_DISTANCE,
     tiny: int = 32,
     huge: int = 8000,
 ) -> dict[str, Any]:
     ordered = sorted(images, key=lambda f: (f.filename, f.image_id))
     classes = dict(sorted(Counter(f.label for f in images if f.label is not None).items()))
     exact = _exact_duplicates(images, duplicates)
+    near = _near_duplicates(images, near_distance)
+    conflicts = [*exact, *near]
     result: dict[str, Any] = {
         "images": len(images),
         "unlabeled": sum(1 for f in images if f.label is None),
         "classes": classes,
         "exact_duplicates": exact,
-        "label_conflicts": sum(1 for entry in exact if entry["label_conflict"]),
-        "near_duplicates": _near_duplicates(images, near_distance),
+        "label_conflicts": sum(1 for entry in conflicts if entry["label_conflict"]),
+        "near_duplicates": near,
+        "near_duplicate_images": sum(len(g["group"]) for g in near),
+        "near_duplicates_unchecked": {
+            "imported_before_near_hashes": sum(
+                1 for f in images if f.near_hash != FLAT and not neardup.comparable(f.near_hash)
+            ),
+            "too_little_detail": sum(1 for f in images if f.near_hash == FLAT),
+        },
         "corrupt": [
             {"filename": c.filename, "reason": c.reason}
             for c in sorted(corrupt, key=lambda c: (c.filename, c.reason))
@@ -110,18 +125,14 @@ def _exact_duplicates(
 
 
 def _near_duplicates(images: Sequence[ImageFacts], distance: int) -> list[dict[str, Any]]:
-    items = [SplitItem(f.image_id, f.label or "", f.phash) for f in images]
-    members: dict[str, list[str]] = defaultdict(list)
-    for item in group_duplicates(items, distance):
-        assert item.group is not None  # group_duplicates always sets it
-        members[item.group].append(item.image_id)
+    groups = neardup.groups([f.image_id for f in images], [f.near_hash for f in images], distance)
     by_id = {f.image_id: f for f in images}
-    groups = sorted(sorted(ids) for ids in members.values() if len(ids) > 1)
     return [
         {
             "group": ids,
             "filenames": [by_id[i].filename for i in ids],
             "labels": [by_id[i].label for i in ids],
+            "label_conflict": len({by_id[i].label for i in ids}) > 1,
         }
         for ids in groups
     ]
@@ -169,12 +180,20 @@ def _warnings(r: dict[str, Any], *, min_per_class: int, tiny: int, huge: int) ->
     if copies:
         found.append(f"{copies} files were exact copies of images already imported and skipped.")
     if r["label_conflicts"]:
-        found.append(f"{r['label_conflicts']} duplicated images were given conflicting labels.")
-    if near := r["near_duplicates"]:
-        mixed = sum(1 for g in near if len(set(g["labels"])) > 1)
         found.append(
-            f"{len(near)} groups of near-duplicate images ({sum(len(g['group']) for g in near)} "
+            f"{r['label_conflicts']} duplicated or near-duplicate images were given conflicting "
+            "labels."
+        )
+    if near := r["near_duplicates"]:
+        mixed = sum(1 for g in near if g["label_conflict"])
+        found.append(
+            f"{len(near)} groups of near-duplicate images ({r['near_duplicate_images']} "
             f"images); {mixed} of them mix labels. Splits keep each group in one subset."
+        )
+    if old := r["near_duplicates_unchecked"]["imported_before_near_hashes"]:
+        found.append(
+            f"{old} images were imported before near-duplicate hashes existed: they are checked "
+            "for exact copies only."
         )
     if r["corrupt"]:
         found.append(f"{len(r['corrupt'])} files could not be read as images and were skipped.")

@@ -1,8 +1,16 @@
-"""Reads one image file for import: digest, validation, oriented size, perceptual hash, thumbnail.
+"""Reads one image file for import: digest, validation, oriented size, perceptual hashes, thumbnail.
 
 ``inspect`` is the only entry point with side effects (it stores the original and a thumbnail in
-a :class:`BlobStore`). Pillow and the filesystem only; imports nothing from ``services`` but
-``blobstore``.
+a :class:`BlobStore`). Pillow, numpy and the filesystem only; imports nothing from ``services``
+but ``blobstore``.
+
+Two perceptual hashes are computed. ``dhash`` (64 bits) is kept for the record only: on small,
+plain images (a handwritten character upscaled to 32 px) most of its bits compare equal
+background pixels, so distinct images share it. ``near_hash`` is what near-duplicate detection
+uses: 255 bits from the signs of a 32x32 grey thumbnail's lowest 16x16 DCT frequencies, cut at
+their median so every hash is half ones whatever the image's brightness; an image with too little
+detail to fill those bits with signal (blank, a smooth gradient) gets ``FLAT`` instead, and is
+compared by exact bytes only.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from services.kernel.blobstore import BlobStore
@@ -49,6 +58,7 @@ class ImageInfo:
     format: str  # Pillow's format name, e.g. "JPEG", "PNG"
     mime: str  # e.g. "image/jpeg"
     phash: str  # 16 hex chars: 64-bit difference hash (dHash) of the oriented image
+    near_hash: str = ""  # NEAR_HASH_HEX hex chars (255-bit DCT hash), or FLAT
 
 
 class CorruptImage(Exception):
@@ -66,10 +76,11 @@ def inspect(path: Path, store: BlobStore) -> ImageInfo:
         raise CorruptImage(_reason(exc)) from exc
     with thumb:
         phash = dhash(thumb)
+        near = near_hash(thumb)
         if not store.has_thumb(sha256):
             store.put_thumb(sha256, _jpeg_bytes(thumb))
     store.put(path, sha256)
-    return ImageInfo(sha256, size, width, height, fmt, mime_of(fmt), phash)
+    return ImageInfo(sha256, size, width, height, fmt, mime_of(fmt), phash, near)
 
 
 def mime_of(format: str) -> str:
@@ -90,6 +101,49 @@ def dhash(img: Image.Image) -> str:
             left = px[row * 9 + col]
             bits = (bits << 1) | (px[row * 9 + col + 1] > left)
     return f"{bits:016x}"
+
+
+#: Side of the grey thumbnail the DCT runs on, and of the block of low frequencies kept.
+_DCT_INPUT = 32
+_DCT_KEEP = 16
+NEAR_HASH_BITS = _DCT_KEEP * _DCT_KEEP - 1  # every kept frequency but the mean (DC)
+NEAR_HASH_HEX = 64  # the bits, with a leading zero, as hex
+#: The near hash of an image with too little detail for one: never a near-duplicate of anything.
+FLAT = "-"
+#: A coefficient carries signal from this amplitude (grey levels, orthonormal DCT) up: JPEG
+#: noise and 8-bit rounding stay below it.
+DETAIL_LEVEL = 4.0
+#: Fewer coefficients with signal than this (half of them), and most bits would be set by noise:
+#: FLAT. Smooth gradients and stripes fall below it (distinct ones would otherwise collide), so do
+#: about one in ten images of two or three plain shapes; photos and glyphs stay far above it.
+DETAIL_MIN = 128
+
+
+def _dct_basis(size: int, keep: int) -> np.ndarray:
+    """Rows of the orthonormal DCT-II matrix: ``basis @ x`` is x's lowest ``keep`` frequencies."""
+    k = np.arange(keep)[:, None]
+    n = np.arange(size)[None, :]
+    basis = np.sqrt(2 / size) * np.cos(np.pi * (2 * n + 1) * k / (2 * size))
+    basis[0] /= np.sqrt(2)
+    return basis
+
+
+_BASIS = _dct_basis(_DCT_INPUT, _DCT_KEEP)
+
+
+def near_hash(img: Image.Image) -> str:
+    """255-bit DCT hash as NEAR_HASH_HEX hex chars, or FLAT for an image with too little detail.
+
+    Resizing, re-encoding and brightness or contrast changes move few bits; a crop of a few
+    percent moves more (see splits.NEAR_DISTANCE for where the line is drawn).
+    """
+    grey = img.convert("L").resize((_DCT_INPUT, _DCT_INPUT), Image.Resampling.BOX)
+    pixels = np.asarray(grey, dtype=np.float64)
+    coefficients = (_BASIS @ pixels @ _BASIS.T).ravel()[1:]
+    if np.count_nonzero(np.abs(coefficients) >= DETAIL_LEVEL) < DETAIL_MIN:
+        return FLAT
+    bits = np.concatenate(([False], coefficients > np.median(coefficients)))
+    return np.packbits(bits).tobytes().hex()
 
 
 def hamming(a: str, b: str) -> int:

@@ -206,4 +206,5 @@ def _record(entry: formats.Entry, info: ImageInfo) -> c.ImageRecord:
         phash=info.phash,
         split_hint=entry.split,
         boxes=[c.Box(b.label, b.x, b.y, b.w, b.h) for b in entry.boxes],
+        near_hash=info.near_hash,
     )

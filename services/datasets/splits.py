@@ -1,32 +1,54 @@
 """Leak-free, reproducible train/val/test splits of a dataset's images.
 
-Near-duplicate images (perceptual hashes within a few bits) are grouped first, and a group is
-never split across subsets, so a model is not validated on a near copy of a training image. The
-assignment depends only on the items, ratios, strategy and seed: never on input order, on set or
-dict iteration order, or on the ``random`` module. Pure: imports nothing from ``services``.
+Near-duplicate images are grouped first (``neardup``: small groups of a capped diameter), and a
+group is never split across subsets, so a model is not validated on a near copy of a training
+image. A stratified split then gives every class its share of every subset to within one image;
+where whole groups make that impossible, the split lists each class and subset more than
+``TOLERANCE`` images off (``Split.deviations``) rather than hiding it. The assignment depends
+only on the items, ratios, strategy and seed: never on input order, on set or dict iteration
+order, or on the ``random`` module. Pure: imports nothing from ``services`` but ``neardup``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from services.datasets import neardup
+
 SUBSETS = ("train", "val", "test")
 STRATEGIES = ("random", "stratified")
-_BITS = 64
+#: Images a class may be off its exact share of a subset before the split reports it.
+TOLERANCE = 2
 
 
 @dataclass(frozen=True)
 class SplitItem:
     image_id: str
     label: str
-    phash: str  # 16 hex chars
+    near_hash: str = ""  # imaging.near_hash; "" or FLAT: compared by exact bytes only
     group: str | None = None  # filled by group_duplicates; None counts as a group of one
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A class (``""``: the whole subset, for a random split) off its share by over TOLERANCE."""
+
+    label: str
+    subset: str
+    expected: float  # images x ratio, unrounded
+    actual: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Split:
+    assignment: dict[str, str]  # image_id -> subset, sorted by image_id
+    deviations: list[Deviation]
 
 
 class SplitError(ValueError):
@@ -55,90 +77,79 @@ def recipe_hash(assignment: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
 
 
-def group_duplicates(items: Sequence[SplitItem], max_distance: int = 4) -> list[SplitItem]:
-    """Same items with .group set: images whose phash are within max_distance (transitively,
-    union-find) share a group; the group id is the smallest image_id in it."""
-    if max_distance < 0:
-        raise ValueError("max_distance must be >= 0")
-    by_hash: dict[int, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        by_hash[int(item.phash, 16)].append(index)
-    parent = list(range(len(items)))
-    for same in by_hash.values():  # identical hashes: no need to compare them pairwise
-        for index in same[1:]:
-            _union(parent, same[0], index)
-    for a, b in _close_pairs(list(by_hash), max_distance):
-        _union(parent, by_hash[a][0], by_hash[b][0])
-    smallest: dict[int, str] = {}
-    for index, item in enumerate(items):
-        root = _find(parent, index)
-        smallest[root] = min(smallest.get(root, item.image_id), item.image_id)
-    return [replace(item, group=smallest[_find(parent, i)]) for i, item in enumerate(items)]
-
-
-def _close_pairs(hashes: list[int], max_distance: int) -> Iterable[tuple[int, int]]:
-    """Pairs of distinct hashes within ``max_distance`` bits, by multi-index hashing.
-
-    Cut the 64 bits into max_distance + 1 chunks: by pigeonhole, two hashes that differ in at
-    most max_distance bits agree exactly on some chunk, so only hashes sharing a (chunk, value)
-    bucket are compared. Random hashes make buckets of a handful; a bucket of thousands (many
-    near-blank images) is still compared pair by pair, at quadratic cost.
-    """
-    if max_distance >= _BITS:  # every pair is close: chain them all
-        yield from itertools.pairwise(hashes)
-        return
-    for shift, width in _chunks(max_distance + 1):
-        mask = (1 << width) - 1
-        buckets: dict[int, list[int]] = defaultdict(list)
-        for h in hashes:
-            buckets[(h >> shift) & mask].append(h)
-        for bucket in buckets.values():
-            for i, a in enumerate(bucket):
-                for b in bucket[i + 1 :]:
-                    if (a ^ b).bit_count() <= max_distance:
-                        yield a, b
-
-
-def _chunks(count: int) -> list[tuple[int, int]]:
-    """(shift, width) of ``count`` near-equal bit fields covering all 64 bits."""
-    widths = [_BITS // count + (1 if i < _BITS % count else 0) for i in range(count)]
-    shifts = [sum(widths[:i]) for i in range(count)]
-    return list(zip(shifts, widths, strict=True))
-
-
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]  # path halving keeps the trees shallow
-        i = parent[i]
-    return i
-
-
-def _union(parent: list[int], a: int, b: int) -> None:
-    ra, rb = _find(parent, a), _find(parent, b)
-    if ra != rb:
-        parent[max(ra, rb)] = min(ra, rb)
+def group_duplicates(
+    items: Sequence[SplitItem], max_distance: int = neardup.NEAR_DISTANCE
+) -> list[SplitItem]:
+    """Same items with .group set: the smallest image_id of its near-duplicate group (every
+    member within ``max_distance`` bits of every other), or its own id."""
+    found = neardup.groups([i.image_id for i in items], [i.near_hash for i in items], max_distance)
+    group_of = {image_id: members[0] for members in found for image_id in members}
+    return [replace(item, group=group_of.get(item.image_id, item.image_id)) for item in items]
 
 
 def assign(
     items: Sequence[SplitItem], ratios: tuple[float, float, float], strategy: str, seed: int
 ) -> dict[str, str]:
     """image_id -> "train" | "val" | "test"."""
+    return split(items, ratios, strategy, seed).assignment
+
+
+def split(
+    items: Sequence[SplitItem], ratios: tuple[float, float, float], strategy: str, seed: int
+) -> Split:
+    """Assign whole groups: larger groups first, each where it overfills its classes least;
+    then single images, each class's to the subset furthest below that class's target."""
     validate_ratios(ratios)
     if strategy not in STRATEGIES:
         raise SplitError("strategy", f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
     groups = _groups(items)
-    order = sorted(groups, key=lambda g: (hashlib.sha256(f"{seed}:{g}".encode()).digest(), g))
-    if strategy == "random":
-        strata = {"": order}
-    else:
-        strata = defaultdict(list)
-        for group in order:  # appending in hash order keeps each stratum in hash order
-            strata[_majority(groups[group])].append(group)
+    stratum = _by_label if strategy == "stratified" else _as_one
+    sizes = Counter(stratum(item) for item in items)
+    targets = _targets(sizes, ratios)
+    current = {key: [0] * len(SUBSETS) for key in sizes}
+    open_ = [i for i, ratio in enumerate(ratios) if ratio > 0]
+    order = sorted(groups, key=lambda g: (-len(groups[g]), _shuffled(seed, g)))
     assignment: dict[str, str] = {}
-    for stratum in sorted(strata):
-        _fill(strata[stratum], groups, ratios, assignment)
+    for group in order:
+        members = groups[group]
+        counts = Counter(stratum(item) for item in members)
+        best = min(open_, key=lambda s: _misfit(counts, targets, current, s))
+        for key, n in counts.items():
+            current[key][best] += n
+        for item in members:
+            assignment[item.image_id] = SUBSETS[best]
     _check_non_empty(assignment, ratios, len(groups))
-    return dict(sorted(assignment.items()))
+    found = dict(sorted(assignment.items()))
+    return Split(found, _deviations(items, found, ratios, stratum, groups))
+
+
+def _by_label(item: SplitItem) -> str:
+    return item.label
+
+
+def _as_one(item: SplitItem) -> str:
+    return ""
+
+
+def _shuffled(seed: int, group: str) -> tuple[bytes, str]:
+    return hashlib.sha256(f"{seed}:{group}".encode()).digest(), group
+
+
+def _misfit(
+    counts: Counter[str],
+    targets: dict[str, list[int]],
+    current: dict[str, list[int]],
+    subset: int,
+) -> tuple[int, float, int]:
+    """Lower is better: images over target, then how full the subset already is (relative to
+    its target), then train before val before test."""
+    over = 0
+    fullness = 0.0
+    for key, n in counts.items():
+        target, now = targets[key][subset], current[key][subset]
+        over += max(0, now + n - max(target, now))
+        fullness += n * (now / target if target else now + 1.0)
+    return over, fullness, subset
 
 
 def _groups(items: Sequence[SplitItem]) -> dict[str, list[SplitItem]]:
@@ -152,27 +163,29 @@ def _groups(items: Sequence[SplitItem]) -> dict[str, list[SplitItem]]:
     return groups
 
 
-def _majority(members: list[SplitItem]) -> str:
-    counts = Counter(item.label for item in members)
-    return min(counts, key=lambda label: (-counts[label], label))
+def _targets(sizes: Counter[str], ratios: Sequence[float]) -> dict[str, list[int]]:
+    """Whole images per stratum and subset: each stratum's count rounded down or up from its
+    exact share, the round-ups given so that every subset's total is its share of the whole.
 
-
-def _fill(
-    order: list[str],
-    groups: dict[str, list[SplitItem]],
-    ratios: Sequence[float],
-    assignment: dict[str, str],
-) -> None:
-    """Walk groups in order, each to the subset furthest below its target (relative)."""
-    targets = largest_remainder(sum(len(groups[g]) for g in order), ratios)
-    current = [0] * len(SUBSETS)
-    open_ = [i for i, target in enumerate(targets) if target > 0]
-    for group in order:
-        # max() keeps the first of equals, so ties go train, then val, then test.
-        best = max(open_, key=lambda i: (targets[i] - current[i]) / targets[i])
-        current[best] += len(groups[group])
-        for item in groups[group]:
-            assignment[item.image_id] = SUBSETS[best]
+    Rounding each class on its own (Hamilton's method per class) hands every class's odd image
+    to the same subset, so ten classes of three leave the test subset empty.
+    """
+    totals = largest_remainder(sum(sizes.values()), ratios)
+    exact = [Fraction(r) / sum(Fraction(x) for x in ratios) for r in ratios]
+    targets = {key: [math.floor(n * r) for r in exact] for key, n in sizes.items()}
+    need = [t - sum(targets[key][s] for key in sizes) for s, t in enumerate(totals)]
+    # Largest strata first, so the few round-ups the small ones need are still free.
+    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        spare = sizes[key] - sum(targets[key])
+        remainders = [sizes[key] * r - targets[key][s] for s, r in enumerate(exact)]
+        ranked = sorted(
+            (s for s in range(len(exact)) if remainders[s] > 0),
+            key=lambda s: (-need[s], -remainders[s], s),
+        )
+        for s in ranked[:spare]:
+            targets[key][s] += 1
+            need[s] -= 1
+    return targets
 
 
 def largest_remainder(total: int, ratios: Sequence[float]) -> list[int]:
@@ -197,3 +210,38 @@ def _check_non_empty(assignment: dict[str, str], ratios: Sequence[float], groups
             f"{len(assignment)} images in {groups} groups of near-duplicates are too few "
             "for these ratios",
         )
+
+
+def _deviations(
+    items: Sequence[SplitItem],
+    assignment: dict[str, str],
+    ratios: Sequence[float],
+    stratum: Callable[[SplitItem], str],
+    groups: dict[str, list[SplitItem]],
+) -> list[Deviation]:
+    sizes: Counter[str] = Counter()
+    actual: Counter[tuple[str, str]] = Counter()
+    grouped: Counter[str] = Counter()
+    for item in items:
+        key, subset = stratum(item), assignment[item.image_id]
+        sizes[key] += 1
+        actual[key, subset] += 1
+        if len(groups[item.group if item.group is not None else item.image_id]) > 1:
+            grouped[key] += 1
+    total = math.fsum(ratios)
+    found = []
+    for key in sorted(sizes):
+        for subset, ratio in zip(SUBSETS, ratios, strict=True):
+            expected = sizes[key] * ratio / total
+            if abs(actual[key, subset] - expected) > TOLERANCE:
+                found.append(
+                    Deviation(
+                        label=key,
+                        subset=subset,
+                        expected=round(expected, 2),
+                        actual=actual[key, subset],
+                        reason=f"{grouped[key]} of its {sizes[key]} images are in groups of "
+                        "near-duplicates, and a group is never split across subsets",
+                    )
+                )
+    return found

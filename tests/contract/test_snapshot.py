@@ -241,3 +241,19 @@ def test_only_events_are_stored_contracts() -> None:
     assert "projects.project_created.v1" in tags
     assert "projects.create_project.v1" not in tags
     assert "common.command_accepted.v1" not in tags
+
+
+def test_a_list_of_structs_is_compared_item_by_item() -> None:
+    class Listed(msgspec.Struct, frozen=True, tag_field="type", tag="test.list.v1"):
+        items: list[Inner] = []
+
+    class Grown(msgspec.Struct, frozen=True, tag_field="type", tag="test.list.v1"):
+        items: list[InnerGrown] = []
+
+    class Retyped(msgspec.Struct, frozen=True, tag_field="type", tag="test.list.v1"):
+        items: list[InnerRetyped] = []
+
+    assert changes(Grown, Listed) == []
+    assert changes(Retyped, Listed) == [
+        'property \'items[].size\' changed type: {"type":"integer"} -> {"type":"string"}'
+    ]

@@ -3,37 +3,54 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
 
 from services.datasets.health import CorruptSeen, DuplicateSeen, ImageFacts, report
+from services.datasets.imaging import FLAT
 
-FAR = ["0f0f0f0f0f0f0f0f", "f0f0f0f0f0f0f0f0", "00ff00ff00ff00ff", "ff00ff00ff00ff00"]
+
+def near(seed: str) -> str:
+    """A random 255-bit near hash: about 128 bits from any other."""
+    return f"{random.Random(seed).getrandbits(255):064x}"
+
+
+def flip(near_hash: str, *bits: int) -> str:
+    value = int(near_hash, 16)
+    for bit in bits:
+        value ^= 1 << bit
+    return f"{value:064x}"
+
+
+FAR = [near(f"far{n}") for n in range(4)]
+BASE = near("base")
 
 
 def fact(
     image_id: str,
     label: str | None,
-    phash: str,
+    near_hash: str,
     size: tuple[int, int] = (640, 480),
 ) -> ImageFacts:
-    return ImageFacts(image_id, f"{image_id}.jpg", label, image_id, phash, *size)
+    # The old 64-bit dHash is all zeros for every image: it must not make anything a duplicate.
+    return ImageFacts(image_id, f"{image_id}.jpg", label, image_id, "0" * 16, *size, near_hash)
 
 
 @pytest.fixture
 def dataset() -> dict[str, Any]:
     """6 cats, 2 dogs, 1 fox; a near-duplicate cat/dog pair; one tiny and one huge image."""
     images = [
-        fact("c1", "cat", "0000000000000000"),
-        fact("c2", "cat", "0000000000000007"),  # 3 bits from c1, and labelled differently: d1
+        fact("c1", "cat", BASE),
+        fact("c2", "cat", flip(BASE, *range(10))),  # 10 bits from c1; 22 from d1, a dog
         fact("c3", "cat", FAR[0], (20, 300)),
         fact("c4", "cat", FAR[1], (9000, 100)),
         fact("c5", "cat", FAR[2], (100, 200)),
         fact("c6", "cat", FAR[3], (300, 100)),
-        fact("d1", "dog", "0000000000000003"),
-        fact("d2", "dog", "ffffffffffffffff"),
-        fact("f1", "fox", "00000000ffffffff"),
+        fact("d1", "dog", flip(BASE, *range(100, 112))),
+        fact("d2", "dog", near("d2")),
+        fact("f1", "fox", near("f1")),
     ]
     duplicates = [
         DuplicateSeen("copy/c1-b.jpg", "cat", "c1"),
@@ -70,17 +87,58 @@ def test_exact_duplicates_and_label_conflicts(dataset: dict[str, Any]) -> None:
             "label_conflict": False,
         },
     ]
-    assert dataset["label_conflicts"] == 1
+    # the exact copy of c1 labelled dog, and the near-duplicate group of cats and a dog
+    assert dataset["label_conflicts"] == 2
 
 
-def test_near_duplicates_are_grouped_transitively(dataset: dict[str, Any]) -> None:
+def test_near_duplicates_that_mix_labels_are_label_conflicts(dataset: dict[str, Any]) -> None:
     assert dataset["near_duplicates"] == [
         {
             "group": ["c1", "c2", "d1"],
             "filenames": ["c1.jpg", "c2.jpg", "d1.jpg"],
             "labels": ["cat", "cat", "dog"],
+            "label_conflict": True,
         }
     ]
+    assert dataset["near_duplicate_images"] == 3
+    assert dataset["near_duplicates_unchecked"] == {
+        "imported_before_near_hashes": 0,
+        "too_little_detail": 0,
+    }
+
+
+def test_a_chain_of_close_images_is_not_one_group() -> None:
+    # given ten images, each 25 bits from the one before: neighbours are close, the next but one
+    # (50 bits) is not
+    hashes = [BASE]
+    for n in range(1, 10):
+        hashes.append(flip(hashes[-1], *range(25 * n, 25 * n + 25)))
+    images = [fact(f"i{n}", "a", h) for n, h in enumerate(hashes)]
+    # when the report groups them
+    groups = report(images, [], [])["near_duplicates"]
+    # then no group chains them: five pairs, never three in one group
+    assert [g["group"] for g in groups] == [[f"i{n}", f"i{n + 1}"] for n in range(0, 10, 2)]
+
+
+def test_images_without_a_comparable_near_hash_are_counted_not_grouped() -> None:
+    # given two images imported before near hashes (same old dHash) and two blank ones
+    images = [
+        fact("old1", "a", ""),
+        fact("old2", "b", ""),
+        fact("blank1", "a", FLAT),
+        fact("blank2", "b", FLAT),
+    ]
+    # when the report is made
+    result = report(images, [], [])
+    # then none of them is a near-duplicate, and the report says why
+    assert result["near_duplicates"] == [] and result["label_conflicts"] == 0
+    assert result["near_duplicates_unchecked"] == {
+        "imported_before_near_hashes": 2,
+        "too_little_detail": 2,
+    }
+    assert any(
+        "2 images were imported before near-duplicate hashes" in w for w in result["warnings"]
+    )
 
 
 def test_corrupt_files_are_listed_by_name(dataset: dict[str, Any]) -> None:
@@ -117,7 +175,7 @@ def test_every_problem_gets_a_warning(dataset: dict[str, Any]) -> None:
     text = " ".join(dataset["warnings"])
     for fragment in (
         "3 files were exact copies",
-        "1 duplicated images were given conflicting labels",
+        "2 duplicated or near-duplicate images were given conflicting labels",
         "1 groups of near-duplicate images (3 images); 1 of them mix labels",
         "2 files could not be read",
         "'cat' has 6 times as many images as 'fox'",
