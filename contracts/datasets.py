@@ -59,9 +59,13 @@ class ImageRecord(msgspec.Struct, frozen=True):
     height: int
     size: int
     format: str
-    phash: str
+    phash: str  # 64-bit dHash, 16 hex chars: kept for the record, not used to find duplicates
     split_hint: str | None = None
     boxes: list[Box] = []
+    #: 255-bit DCT hash (64 hex chars) that near-duplicate detection compares; "-" when the image
+    #: has too little detail for one, "" when it was imported before this field existed. Either
+    #: way such an image is compared by its bytes only.
+    near_hash: str = ""
 
 
 class FileProblem(msgspec.Struct, frozen=True):
@@ -76,6 +80,17 @@ class DuplicateRecord(msgspec.Struct, frozen=True):
     label: str | None
     image_id: str
     kept_label: str
+
+
+class SplitDeviation(msgspec.Struct, frozen=True):
+    """A class (``label``; ``""``: all images, for a random split) more than two images off its
+    exact share (``expected`` = images x ratio) of a subset, and why."""
+
+    label: str
+    subset: str
+    expected: float
+    actual: int
+    reason: str
 
 
 class ImportReport(msgspec.Struct, frozen=True):
@@ -217,6 +232,9 @@ class SplitCreated(Message, frozen=True, tag="datasets.split_created.v1"):
     groups: int
     counts: dict[str, dict[str, int]]
     recipe_hash: str
+    #: Where near-duplicate groups (never split) kept a class from its share: empty when every
+    #: class is within two images of its share of every subset.
+    deviations: list[SplitDeviation] = []
 
 
 class SplitAssigned(Message, frozen=True, tag="datasets.split_assigned.v1"):
