@@ -211,7 +211,8 @@ def test_a_datasets_service_killed_mid_upload_import_leaves_no_file_and_the_retr
     done = wait(stack, retry.json()["data"]["id"], lambda d: d["state"] == "completed")
     assert done["report"]["imported"] == 200
     assert images(stack, project_id) == 200
-    assert staging(stack) == []
+    # (the job removes its folder right after storing its end)
+    wait_for(lambda: staging(stack) == [], "a finished import removes its staging folder")
     assert uploads(stack) == []
 
 
