@@ -168,6 +168,8 @@ class RunResumed(Message, frozen=True, tag="training.run_resumed.v1"):
 
     run_id: str
     epochs: int
+    #: True when the trainer put it back by itself after a crash interrupted it.
+    automatic: bool = False
 
 
 # --- evaluation: an aggregate of its own in the training context ------------------------------

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import Message, common
@@ -221,27 +222,45 @@ class Exporter:
         return self.engine.export_torchscript(checkpoint, out / "model.pt", samples)
 
     async def _checkpoint(self, requested: x.ExportRequested) -> Path:
-        """The checkpoint as recorded, from this machine or the Object Store, sha256 checked."""
+        """The checkpoint file its ``CheckpointSaved`` record names (a new name per epoch,
+        never a fixed path), copied from this machine or else from the Object Store, and
+        checked against the sha256 recorded when it was saved."""
         kind, run_id = requested.checkpoint, requested.run_id
-        local = self.artifacts / run_id / f"{kind}.pt"
+        name = await self._object_name(requested)
+        local = self.artifacts / run_id / Path(name).name
         copy = self.workdir / requested.export_id / "checkpoint.pt"
         copy.parent.mkdir(parents=True, exist_ok=True)
-        if local.exists():
-            shutil.copyfile(local, copy)
-        else:
+        try:
+            await asyncio.to_thread(shutil.copyfile, local, copy)
+        except FileNotFoundError:  # another machine's run, or pruned since: the Object Store
             try:
-                result = await self.objects.get(f"runs/{run_id}/{kind}.pt")
-            except Exception:
+                with copy.open("wb") as file:
+                    await self.objects.get(name, writeinto=file)
+            except NotFoundError:
                 raise Refused(
                     "CHECKPOINT_MISSING", f"the {kind} checkpoint of run {run_id} is gone"
                 ) from None
-            copy.write_bytes(result.data or b"")
         if sha256_file(copy) != requested.checkpoint_sha256:
             raise Refused(
                 "CORRUPT_CHECKPOINT",
                 f"the {kind} checkpoint's sha256 does not match the one recorded when it was saved",
             )
         return copy
+
+    async def _object_name(self, requested: x.ExportRequested) -> str:
+        """The object name of the recorded checkpoint the export was requested with."""
+        events = [s.event for s in await self.runs.load(requested.run_id)]
+        for event in reversed(events):
+            if (
+                isinstance(event, t.CheckpointSaved)
+                and event.kind == requested.checkpoint
+                and event.sha256 == requested.checkpoint_sha256
+            ):
+                return event.object_name
+        raise Refused(
+            "CHECKPOINT_MISSING",
+            f"run {requested.run_id} has no record of that {requested.checkpoint} checkpoint",
+        )
 
     async def predict(self, query: x.Predict) -> x.Predictions | CommandRejected:
         state, _ = await self.repo.get(query.export_id)

@@ -18,6 +18,17 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def _int(name: str, default: int) -> int:
     value = _float(name, default)
     if value != int(value):
@@ -59,6 +70,9 @@ class Settings:
     lease_ttl: float = 10.0
     #: The services this deployment runs, which the gateway's health reports on.
     services: tuple[str, ...] = SERVICES
+    #: Whether a run that a crash interrupted (not one a user stopped) goes back to the queue by
+    #: itself, to continue from its last stored epoch when a device is free.
+    auto_resume: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,6 +100,7 @@ class Settings:
                 for s in (env.get("STUDIO_SERVICES") or ",".join(SERVICES)).split(",")
                 if s.strip()
             ),
+            auto_resume=_bool("STUDIO_AUTO_RESUME", True),
         )
 
     def data_dir(self, service: str) -> Path:

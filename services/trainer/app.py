@@ -85,6 +85,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         instance=settings.instance,
         publish=publish,
         changed=changed,
+        auto_resume=settings.auto_resume,
     )
     worker_box.append(worker)
 

@@ -2,7 +2,11 @@
 interrupted, and back to queued on resume.
 
 Epoch events are decided against the run's last checkpointed epoch, so a trainer that repeats
-an epoch after a crash cannot store it twice. Imports ``contracts`` only.
+an epoch after a crash cannot store it twice, and each stored epoch names its checkpoint file
+(``CheckpointSaved``: object name and sha256), the one a resume must continue from. A run only
+completes with every planned epoch stored (or stopped early by its patience); a run a crash
+interrupted goes back to the queue by itself, unless auto-resume is off or it keeps crashing
+without storing an epoch. Imports ``contracts`` only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
 COMPLETED, STOPPED, FAILED, INTERRUPTED = "completed", "stopped", "failed", "interrupted"
 ACTIVE = (RUNNING, STOPPING)
 RESUMABLE = (STOPPED, INTERRUPTED, FAILED, COMPLETED)
+#: Crashes in a row without a stored epoch after which a run is no longer resumed by itself.
+AUTO_RESUME_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,11 @@ class Run:
     lease: str = ""
     best_epoch: int = 0
     best_val_accuracy: float = 0.0
+    #: The stored records of its newest and its best checkpoint (one file may be both).
+    last_checkpoint: c.CheckpointSaved | None = None
+    best_checkpoint: c.CheckpointSaved | None = None
+    #: Interruptions since its last stored epoch.
+    crashes: int = 0
 
 
 State = Run | None
@@ -86,11 +97,25 @@ def epoch(
         return []  # already stored (a retried append): nothing new
     if metrics.epoch != run.epochs_done + 1:
         raise RunConflict(f"epoch {metrics.epoch} follows epoch {run.epochs_done}")
+    if not any(k.kind == "last" and k.epoch == metrics.epoch for k in checkpoints):
+        raise InvalidRun(f"epoch {metrics.epoch} comes without its checkpoint")
     return [metrics, *checkpoints]
 
 
 def finish(state: State, instance: str, outcome: c.Event) -> list[c.Event]:
-    _mine(state, instance)
+    """The run's end as its trainer saw it, held to what is stored: a completion short of its
+    planned epochs is a failure, and a stop keeps the last stored epoch."""
+    run = _mine(state, instance)
+    if isinstance(outcome, c.RunCompleted):
+        short = run.epochs_done < run.epochs and not outcome.early_stopped
+        if short or outcome.epochs != run.epochs_done or run.epochs_done == 0:
+            message = (
+                f"the trainer reported {outcome.epochs} epochs done but {run.epochs_done} "
+                f"of {run.epochs} are stored; the run cannot be complete"
+            )
+            return [c.RunFailed(run_id=run.run_id, code="EPOCHS_MISSING", message=message)]
+    if isinstance(outcome, c.RunStopped) and outcome.epoch != run.epochs_done:
+        return [msgspec.structs.replace(outcome, epoch=run.epochs_done)]
     return [outcome]
 
 
@@ -122,11 +147,25 @@ def resume(state: State, command: c.ResumeRun) -> list[c.Event]:
     return [c.RunResumed(run_id=run.run_id, epochs=epochs)]
 
 
-def interrupt(state: State, reason: str) -> list[c.Event]:
+def interrupt(state: State, reason: str, auto_resume: bool = False) -> list[c.Event]:
+    """Its trainer crashed. A run being stopped ends stopped (as its user asked); any other
+    goes back to the queue at once when ``auto_resume``, in the same append, so no crash can
+    come between the two — unless it crashed ``AUTO_RESUME_LIMIT`` times without progress."""
     run = _existing(state)
     if run.status not in ACTIVE:
         return []
-    return [c.RunInterrupted(run_id=run.run_id, reason=reason)]
+    if run.status == STOPPING:
+        return [c.RunStopped(run_id=run.run_id, epoch=run.epochs_done)]
+    if auto_resume and run.crashes + 1 >= AUTO_RESUME_LIMIT:
+        reason += (
+            f"; not resumed by itself after {AUTO_RESUME_LIMIT} interruptions "
+            "without a finished epoch"
+        )
+        auto_resume = False
+    interrupted = c.RunInterrupted(run_id=run.run_id, reason=reason)
+    if not auto_resume:
+        return [interrupted]
+    return [interrupted, c.RunResumed(run_id=run.run_id, epochs=run.epochs, automatic=True)]
 
 
 def evolve(state: State, event: c.Event) -> State:
@@ -151,8 +190,16 @@ def evolve(state: State, event: c.Event) -> State:
                 else (run.best_epoch, run.best_val_accuracy)
             )
             return replace(
-                run, epochs_done=event.epoch, best_epoch=best[0], best_val_accuracy=best[1]
+                run,
+                epochs_done=event.epoch,
+                best_epoch=best[0],
+                best_val_accuracy=best[1],
+                crashes=0,
             )
+        case c.CheckpointSaved(kind="last"):
+            return replace(run, last_checkpoint=event)
+        case c.CheckpointSaved(kind="best"):
+            return replace(run, best_checkpoint=event)
         case c.RunStopRequested():
             return replace(run, status=STOPPING)
         case c.RunStopped():
@@ -162,7 +209,7 @@ def evolve(state: State, event: c.Event) -> State:
         case c.RunFailed():
             return replace(run, status=FAILED)
         case c.RunInterrupted():
-            return replace(run, status=INTERRUPTED)
+            return replace(run, status=INTERRUPTED, crashes=run.crashes + 1)
         case c.RunResumed():
             return replace(run, status=QUEUED, epochs=event.epochs)
     return run

@@ -1,8 +1,9 @@
 """Evaluations of a run's checkpoint on a subset of its split, as background jobs.
 
 An Evaluation is an aggregate of its own (started, then completed or failed). It runs on the
-CPU in a thread, beside whatever trains on the device, a few at a time; the checkpoint is
-checked against the sha256 its ``CheckpointSaved`` recorded before it is trusted.
+CPU in a thread, beside whatever trains on the device, a few at a time. It reads the file its
+``CheckpointSaved`` record names (never a fixed path), from a private copy that no pruning by a
+training in progress can remove, checked against the recorded sha256 before it is trusted.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
 from services.kernel.eventstore import EventStore, check_id
-from services.kernel.jobs import Refused, finish_running, sha256_file, start_once
+from services.kernel.jobs import Refused, finish_running, start_once
 from services.kernel.repository import Repository
+from services.trainer import checkpoints
+from services.trainer.checkpoints import CheckpointUnavailable
 from services.trainer.engine.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -85,21 +88,21 @@ class Evaluations:
     async def evaluate_run(self, command: c.EvaluateRun, headers: Mapping[str, str]) -> Reply:
         try:
             check_id(command.evaluation_id)
-            started, checkpoint_sha, samples = await self._checked(command)
+            started, record, samples = await self._checked(command)
         except Refused as err:
             return CommandRejected(code=err.code, message=err.message, field=err.field)
         except ValueError:
             return CommandRejected(code=common.NOT_FOUND, message="that run does not exist")
         reply = await self._store(command.evaluation_id, command, partial(start, event=started))
         if isinstance(reply, CommandAccepted) and reply.events:
-            task = asyncio.create_task(self._run(started, checkpoint_sha, samples))
+            task = asyncio.create_task(self._run(started, record, samples))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return reply
 
     async def _checked(
         self, command: c.EvaluateRun
-    ) -> tuple[c.EvaluationStarted, str, list[tuple[str, Path, int]]]:
+    ) -> tuple[c.EvaluationStarted, c.CheckpointSaved, list[tuple[str, Path, int]]]:
         if command.checkpoint not in ("best", "last"):
             raise Refused(common.VALIDATION_ERROR, "checkpoint must be best or last", "checkpoint")
         if command.subset not in ("train", "val", "test"):
@@ -137,23 +140,30 @@ class Evaluations:
             checkpoint_epoch=saved[-1].epoch,
             instance=self.instance,
         )
-        return started, saved[-1].sha256, samples
+        return started, saved[-1], samples
 
     async def _run(
-        self, started: c.EvaluationStarted, sha256: str, samples: list[tuple[str, Path, int]]
+        self,
+        started: c.EvaluationStarted,
+        record: c.CheckpointSaved,
+        samples: list[tuple[str, Path, int]],
     ) -> None:
         ids = (started.evaluation_id, started.run_id)
+        copy = self.artifacts / started.run_id / f"eval-{started.evaluation_id}.pt"
         async with self.slots:
             try:
-                path = await self._checkpoint(started.run_id, started.checkpoint, sha256)
+                workdir = self.artifacts / started.run_id
+                path = await checkpoints.fetch(self.objects, record, workdir, copy)
                 result = await asyncio.to_thread(evaluate, path, samples)
-            except Refused as err:
+            except CheckpointUnavailable as err:
                 await self._fail(*ids, err.code, err.message)
                 return
             except Exception as exc:
                 log.exception("evaluation %s failed", started.evaluation_id)
                 await self._fail(*ids, "EVALUATION_FAILED", f"{type(exc).__name__}: {exc}")
                 return
+            finally:
+                copy.unlink(missing_ok=True)
         predictions = [tuple(p) for p in result.pop("predictions", [])]
         done = c.EvaluationCompleted(
             evaluation_id=ids[0],
@@ -162,24 +172,6 @@ class Evaluations:
             predictions=predictions,
         )
         await self._store(ids[0], None, partial(finish, event=done))
-
-    async def _checkpoint(self, run_id: str, kind: str, sha256: str) -> Path:
-        """The checkpoint as recorded: from this machine or the Object Store, sha256 checked."""
-        path = self.artifacts / run_id / f"{kind}.pt"
-        if not path.exists() or sha256_file(path) != sha256:
-            try:
-                result = await self.objects.get(f"runs/{run_id}/{kind}.pt")
-            except Exception:
-                raise Refused(
-                    "CHECKPOINT_MISSING", f"the {kind} checkpoint of {run_id} is gone"
-                ) from None
-            path = self.artifacts / run_id / f"{kind}.eval.pt"
-            path.write_bytes(result.data or b"")
-        if sha256_file(path) != sha256:
-            raise Refused(
-                "CORRUPT_CHECKPOINT", f"the {kind} checkpoint's sha256 does not match its record"
-            )
-        return path
 
     async def interrupt(self, evaluation_id: str, run_id: str) -> None:
         """An evaluation this instance ran when it stopped: it ends as failed, not running."""

@@ -3,6 +3,13 @@ thread, and stores what the engine reports — epochs with their checkpoints, th
 
 Claiming is an append with the run's expected version, so two trainers racing for one run
 cannot both start it; the lease makes sure two runs never share a device.
+
+Files before facts: an epoch's checkpoint is a new file (see ``engine.checkpoints``), uploaded
+to the Object Store, and only then is the epoch stored, naming that file and its sha256; the
+files the run no longer needs are pruned after that. A resume continues from exactly the file
+that the last stored epoch names, fetched and checked against its sha256. An epoch the store
+refuses fails the run; a crash interrupts it, and (``STUDIO_AUTO_RESUME``, on by default) puts
+it back in the queue. ``engine.fault_point`` marks each step, for the fault tests.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import Message
 from contracts import datasets as d
 from contracts import training as c
-from contracts.common import CommandAccepted
+from contracts.common import CommandAccepted, Reply
 from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
@@ -31,13 +38,18 @@ from services.kernel.eventstore import EventStore
 from services.kernel.lease import Lease, Leases
 from services.kernel.repository import Repository
 from services.kernel.sqlite import session
-from services.trainer import domain, engine
+from services.trainer import checkpoints, domain, engine
+from services.trainer.checkpoints import CheckpointUnavailable
 from services.trainer.projection import active, queued
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
 REAP_INTERVAL_S = 3.0
+
+
+class EpochNotStored(Exception):
+    """The store refused an epoch: training on would build on a history that is not there."""
 
 
 class Worker:
@@ -56,11 +68,13 @@ class Worker:
         instance: str,
         publish: Callable[[str, bytes], Coroutine[Any, Any, None]],
         changed: Callable[[float], Awaitable[None]],
+        auto_resume: bool = True,
     ) -> None:
         self.runs, self.datasets, self.leases, self.db = runs, datasets, leases, db
         self.blobs, self.artifacts, self.objects = blobs, artifacts, objects
         self.device, self.lease_key, self.instance = device, lease_key, instance
         self.publish, self.changed = publish, changed
+        self.auto_resume = auto_resume
         self.stops: dict[str, threading.Event] = {}
 
     def request_stop(self, run_id: str) -> None:
@@ -105,11 +119,11 @@ class Worker:
         stop = self.stops[run_id] = threading.Event()
         loop = asyncio.get_running_loop()
         bridge = Bridge(self, run, loop, stop, lease)
+        workdir = self.artifacts / run_id
         try:
             train, val = await self._samples(run)
-            workdir = self.artifacts / run_id
             workdir.mkdir(parents=True, exist_ok=True)
-            resume = run.epochs_done > 0 and await self._fetch_last(run_id, workdir)
+            resume = await self._resume_from(run, workdir) if run.epochs_done > 0 else None
             outcome = await asyncio.to_thread(
                 engine.train,
                 domain.hyperparameters(run),
@@ -122,18 +136,15 @@ class Worker:
                 resume=resume,
             )
         except Exception as exc:
-            log.exception("run %s failed", run_id)
-            await self._finish(
-                run,
-                c.RunFailed(
-                    run_id=run_id, code="TRAINING_FAILED", message=f"{type(exc).__name__}: {exc}"
-                ),
-            )
-            return
-        finally:
             self.stops.pop(run_id, None)
+            if lease.lost.is_set():
+                return  # another trainer will see the lease gone and mark the run interrupted
+            await self._fail(run, exc)
+            await self._tidy(run_id, workdir)
+            return
+        self.stops.pop(run_id, None)
         if lease.lost.is_set():
-            return  # another trainer will see the lease gone and mark the run interrupted
+            return
         if outcome.status == "stopped":
             await self._finish(run, c.RunStopped(run_id=run_id, epoch=outcome.epochs_done))
         else:
@@ -147,6 +158,17 @@ class Worker:
                     early_stopped=outcome.status == "early_stopped",
                 ),
             )
+        await self._tidy(run_id, workdir)
+
+    async def _fail(self, run: domain.Run, exc: Exception) -> None:
+        if isinstance(exc, CheckpointUnavailable):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, EpochNotStored):
+            code, message = "EPOCH_NOT_STORED", str(exc)
+        else:
+            code, message = "TRAINING_FAILED", f"{type(exc).__name__}: {exc}"
+        log.error("run %s failed: %s: %s", run.run_id, code, message, exc_info=exc)
+        await self._finish(run, c.RunFailed(run_id=run.run_id, code=code, message=message))
 
     async def _samples(self, run: domain.Run) -> tuple[list[engine.Sample], list[engine.Sample]]:
         view = await dataview.load(self.datasets, run.queued.project_id)
@@ -161,37 +183,38 @@ class Worker:
 
         return samples("train"), samples("val")
 
-    async def _fetch_last(self, run_id: str, workdir: Path) -> bool:
-        """The last checkpoint, here already or from the Object Store (another machine's)."""
-        path = workdir / "last.pt"
-        if path.exists():
-            return True
-        try:
-            result = await self.objects.get(f"runs/{run_id}/last.pt")
-        except Exception:
-            log.warning("run %s: no last checkpoint to resume from; starting over", run_id)
-            return False
-        path.write_bytes(result.data or b"")
-        return True
+    async def _resume_from(self, run: domain.Run, workdir: Path) -> Path:
+        """The checkpoint of the last stored epoch, exactly: here, or from the Object Store
+        (another machine's, or this one's after a bad file), its sha256 checked."""
+        record = run.last_checkpoint
+        if record is None or record.epoch != run.epochs_done:
+            raise CheckpointUnavailable(
+                "CHECKPOINT_MISSING", f"no checkpoint is recorded for epoch {run.epochs_done}"
+            )
+        return await checkpoints.fetch(self.objects, record, workdir)
 
     async def store_epoch(
-        self, run: domain.Run, metrics: engine.EpochMetrics, checkpoints: list[engine.Checkpoint]
+        self,
+        run: domain.Run,
+        metrics: engine.EpochMetrics,
+        files: list[engine.Checkpoint],
+        kept: dict[str, c.CheckpointSaved],
     ) -> None:
-        saved = []
-        for ckpt in checkpoints:
-            name = f"runs/{run.run_id}/{ckpt.kind}.pt"
-            with ckpt.path.open("rb") as fh:
-                await self.objects.put(name, fh)
-            saved.append(
-                c.CheckpointSaved(
-                    run_id=run.run_id,
-                    epoch=metrics.epoch,
-                    kind=ckpt.kind,
-                    sha256=ckpt.sha256,
-                    size=ckpt.size,
-                    object_name=name,
-                )
+        """Uploads the epoch's file, then stores the epoch naming it; then prunes what the run
+        no longer needs. EpochNotStored when the store refuses the epoch."""
+        await checkpoints.upload(self.objects, run.run_id, [f.path for f in files])
+        engine.fault_point("after_upload", metrics.epoch)
+        saved = [
+            c.CheckpointSaved(
+                run_id=run.run_id,
+                epoch=metrics.epoch,
+                kind=ckpt.kind,
+                sha256=ckpt.sha256,
+                size=ckpt.size,
+                object_name=checkpoints.object_name(run.run_id, ckpt.path),
             )
+            for ckpt in files
+        ]
         event = c.EpochCompleted(
             run_id=run.run_id,
             epoch=metrics.epoch,
@@ -204,13 +227,34 @@ class Worker:
             gpu_memory_peak=metrics.gpu_memory_peak,
         )
         decide = partial(domain.epoch, instance=self.instance, metrics=event, checkpoints=saved)
-        await self._store(run.run_id, f"a{run.attempt}.e{metrics.epoch}", decide)
+        reply = await self._store(run.run_id, f"a{run.attempt}.e{metrics.epoch}", decide)
+        if not isinstance(reply, CommandAccepted):
+            raise EpochNotStored(f"epoch {metrics.epoch} was not stored: {reply.message}")
+        engine.fault_point("after_append", metrics.epoch)
+        before = {r.object_name for r in kept.values()}
+        kept.update({record.kind: record for record in saved})
+        names = {r.object_name for r in kept.values()}
+        engine.prune(self.artifacts / run.run_id, {Path(n).name for n in names})
+        await checkpoints.delete(self.objects, before - names)
+
+    async def _tidy(self, run_id: str, workdir: Path) -> None:
+        """At the end of an attempt: removes the files and objects of the run that no stored
+        record names any longer (those of epochs a crash kept from being stored)."""
+        try:
+            run, _ = await self.runs.get(run_id)
+            if run is None:
+                return
+            names = {r.object_name for r in (run.last_checkpoint, run.best_checkpoint) if r}
+            engine.prune(workdir, {Path(n).name for n in names})
+            await checkpoints.sweep(self.objects, run_id, names)
+        except Exception:
+            log.warning("run %s: tidying its checkpoints failed", run_id, exc_info=True)
 
     async def _finish(self, run: domain.Run, outcome: c.Event) -> None:
         decide = partial(domain.finish, instance=self.instance, outcome=outcome)
         await self._store(run.run_id, "end", decide)
 
-    async def _store(self, run_id: str, step: str, decide: Callable[..., list[c.Event]]) -> Any:
+    async def _store(self, run_id: str, step: str, decide: Callable[..., list[c.Event]]) -> Reply:
         cause = Message(message_id=f"{run_id}.{step}.{time.time_ns()}", actor=self.instance)
         if step.startswith("a"):  # an epoch: its id is fixed, so a retry is stored once
             cause = Message(message_id=f"{run_id}.{step}", actor=self.instance)
@@ -218,15 +262,18 @@ class Worker:
             self.runs, run_id, cause, decide, headers={}, refusals=(domain.DomainError,), noun="run"
         )
         if not isinstance(reply, CommandAccepted):
-            log.warning("run %s: %s not stored: %s", run_id, step, reply.message)
+            log.error("run %s: %s not stored: %s", run_id, step, reply.message)
         return reply
+
+    def _interrupt(self, reason: str) -> Callable[..., list[c.Event]]:
+        return partial(domain.interrupt, reason=reason, auto_resume=self.auto_resume)
 
     async def interrupt_mine(self, reason: str) -> None:
         async with session(self.db) as db:
             mine = [r.run_id for r in await active(db) if r.instance == self.instance]
         for run_id in mine:
             if run_id not in self.stops:
-                await self._store(run_id, "interrupt", partial(domain.interrupt, reason=reason))
+                await self._store(run_id, "interrupt", self._interrupt(reason))
 
     async def _reap_forever(self) -> None:
         """Runs whose trainer's lease is gone were left by a crash: mark them interrupted."""
@@ -249,7 +296,7 @@ class Worker:
             )
             if not alive and row.run_id not in self.stops:
                 reason = f"its trainer {row.instance} stopped answering (its device lease expired)"
-                await self._store(row.run_id, "interrupt", partial(domain.interrupt, reason=reason))
+                await self._store(row.run_id, "interrupt", self._interrupt(reason))
 
 
 class Bridge:
@@ -264,6 +311,8 @@ class Bridge:
         lease: Lease,
     ) -> None:
         self.worker, self.run, self.loop, self.stop, self.lease = worker, run, loop, stop, lease
+        #: The stored records the run still needs, by kind: its last and its best checkpoint.
+        self.kept = {r.kind: r for r in (run.last_checkpoint, run.best_checkpoint) if r is not None}
         self._last = 0.0
         self._epoch, self._epoch_start, self._loss_sum = 0, time.monotonic(), 0.0
 
@@ -295,7 +344,7 @@ class Bridge:
     def on_epoch(self, metrics: engine.EpochMetrics, checkpoints: list[engine.Checkpoint]) -> None:
         # Block the training thread until the epoch is stored: nothing runs ahead of the log.
         future = asyncio.run_coroutine_threadsafe(
-            self.worker.store_epoch(self.run, metrics, checkpoints), self.loop
+            self.worker.store_epoch(self.run, metrics, checkpoints, self.kept), self.loop
         )
         future.result()
 

@@ -14,8 +14,9 @@ from services.trainer.engine.api import (
     Outcome,
     Sample,
 )
-from services.trainer.engine.checkpoints import read_checkpoint
+from services.trainer.engine.checkpoints import prune, read_checkpoint
 from services.trainer.engine.devices import pick_device
+from services.trainer.engine.faults import fault_point
 from services.trainer.engine.training import train
 from services.trainer.engine.validation import validate
 
@@ -27,7 +28,9 @@ __all__ = [
     "Outcome",
     "Sample",
     "build_model",
+    "fault_point",
     "pick_device",
+    "prune",
     "read_checkpoint",
     "train",
     "validate",

@@ -16,7 +16,7 @@ STOPPED = "stopped"
 
 
 class CheckpointError(RuntimeError):
-    """``last.pt`` is missing, unreadable, or belongs to another model or class list."""
+    """A checkpoint is missing, unreadable, or belongs to another model or class list."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    kind: str  # "last" | "best"
+    kind: str  # "last" | "best" (one epoch's file may be both)
     path: Path
     sha256: str
     size: int
@@ -55,7 +55,8 @@ class Callbacks(Protocol):
         """Every training batch (1-based ``batch``); the caller throttles what it forwards."""
 
     def on_epoch(self, metrics: EpochMetrics, checkpoints: list[Checkpoint]) -> None:
-        """After the epoch's checkpoint files are written and fsynced; may block."""
+        """After the epoch's checkpoint file is written and fsynced; may block. An exception
+        raised here (the caller could not record the epoch) ends ``train`` with it."""
 
     def should_stop(self) -> bool:
         """Polled at every batch boundary, in training and in validation."""

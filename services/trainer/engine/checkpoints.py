@@ -1,14 +1,22 @@
-"""Checkpoint files in a run's work directory: written atomically, hashed, read back.
+"""Checkpoint files in a run's work directory: one new file per epoch, hashed, read back.
 
-``best.pt`` is replaced before ``last.pt``: a crash between the two leaves a ``last.pt`` whose
-epoch is retrained on resume, never one that names a best epoch with no file. Imports torch only.
+Files before facts, never over them: each epoch's checkpoint is written under a name of its
+own, ``epoch-NNNN-<sha256 prefix>.pt`` (content-addressed), fsynced, then renamed into place, so
+writing epoch N+1 can never touch the file that the stored record of epoch N names. Which files
+are kept is the caller's business: only it knows which epochs are stored (see ``prune``).
+
+``last.pt`` and ``best.pt`` are symbolic links to the newest and the best file written, for a
+person or a script looking at the folder. Nothing that an event names points at them, and the
+trainer never reads them. Imports torch only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +31,47 @@ REQUIRED = (
     "format", "model_name", "model", "optimizer", "scheduler", "scaler", "rng", "epoch",
     "best_epoch", "best_val_accuracy", "history", "hyperparameters", "classes",
 )  # fmt: skip
+#: An epoch's file: its epoch and the first 16 hex digits of its sha256.
+EPOCH_FILE = re.compile(r"epoch-(\d{4,})-([0-9a-f]{16})\.pt")
+
+
+def epoch_file_name(epoch: int, sha256: str) -> str:
+    return f"epoch-{epoch:04d}-{sha256[:16]}.pt"
 
 
 def write_checkpoints(state: dict[str, Any], workdir: Path, *, best: bool) -> list[Checkpoint]:
-    """Writes ``state`` as ``last.pt``, and as ``best.pt`` too when ``best``; both fsynced."""
-    tmp = workdir / f"{LAST}.tmp"
+    """Writes ``state`` as a new epoch file (fsynced, renamed into place, directory fsynced);
+    returns it as the ``last`` checkpoint, and as the ``best`` one too when ``best``."""
+    tmp = workdir / f".epoch-{state['epoch']:04d}.tmp"
     with tmp.open("wb") as file:
         torch.save(state, file)
         file.flush()
         os.fsync(file.fileno())
     digest, size = sha256_of(tmp), tmp.stat().st_size
-    written = []
+    final = workdir / epoch_file_name(state["epoch"], digest)
+    os.replace(tmp, final)
+    _fsync(workdir)  # the rename itself survives a power cut only once the directory is
+    _alias(final, workdir / LAST)
+    written = [Checkpoint("last", final, digest, size)]
     if best:
-        best_tmp = workdir / f"{BEST}.tmp"
-        shutil.copyfile(tmp, best_tmp)
-        _fsync(best_tmp)
-        os.replace(best_tmp, workdir / BEST)
-        written.append(Checkpoint("best", workdir / BEST, digest, size))
-    os.replace(tmp, workdir / LAST)
-    _fsync(workdir)  # the renames themselves survive a power cut only once the directory is
-    return [Checkpoint("last", workdir / LAST, digest, size), *written]
+        _alias(final, workdir / BEST)
+        written.append(Checkpoint("best", final, digest, size))
+    return written
+
+
+def prune(workdir: Path, keep: Iterable[str]) -> list[Path]:
+    """Removes every epoch file in ``workdir`` not named in ``keep`` (file names); returns them.
+
+    Call it only once the records naming the kept files are stored: that is what makes the
+    others (older epochs, or files of epochs a crash kept from being stored) safe to delete.
+    """
+    kept = set(keep)
+    removed = []
+    for path in sorted(workdir.glob("epoch-*.pt")):
+        if EPOCH_FILE.fullmatch(path.name) and path.name not in kept:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -63,6 +92,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def sha256_of(path: Path) -> str:
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _alias(target: Path, alias: Path) -> None:
+    """Points ``alias`` at ``target`` (a relative symlink; a copy where links are refused)."""
+    tmp = alias.with_name(f".{alias.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target.name, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, alias)
 
 
 def _fsync(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``train``: the epoch loop of one run, from scratch or resumed from its ``last.pt``.
+"""``train``: the epoch loop of one run, from scratch or resumed from a checkpoint file.
 
 Called from a worker thread of the trainer service; blocks until the run completes, stops early
 or is stopped. Imports torch, ``contracts.training`` and the engine's own modules only.
@@ -23,8 +23,9 @@ from services.trainer.engine.api import (
     Outcome,
     Sample,
 )
-from services.trainer.engine.checkpoints import LAST, write_checkpoints
+from services.trainer.engine.checkpoints import write_checkpoints
 from services.trainer.engine.devices import peak_memory, reset_peak_memory
+from services.trainer.engine.faults import fault_point
 from services.trainer.engine.loop import StopRequested, train_pass, validate_pass
 from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
@@ -34,17 +35,17 @@ from services.trainer.engine.validation import validate
 
 def train(
     h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
-    workdir: Path, device: str, callbacks: Callbacks, *, resume: bool = False,
+    workdir: Path, device: str, callbacks: Callbacks, *, resume: Path | None = None,
 ) -> Outcome:  # fmt: skip
-    """Trains up to ``h.epochs``, writing ``last.pt`` (and ``best.pt``) to ``workdir`` after
-    every epoch; ``resume`` continues after the epoch stored in ``workdir/last.pt``."""
-    _check(h, classes, train, val, resume=resume)
+    """Trains up to ``h.epochs``, writing a new checkpoint file to ``workdir`` after every
+    epoch (see ``checkpoints``); ``resume`` continues after the epoch of that checkpoint."""
+    _check(h, classes, train, val, resume=resume is not None)
     configure_determinism()
     workdir.mkdir(parents=True, exist_ok=True)
     seed_all(derive_seed("init", h.seed))
     pretrained = pretrained_path(h.model, h.pretrained) if h.pretrained and not resume else None
     session = open_session(h, classes, train, val, device, pretrained=pretrained)
-    progress = restore(session, workdir / LAST) if resume else Progress()
+    progress = restore(session, resume) if resume is not None else Progress()
     if progress.epoch >= h.epochs:
         return progress.outcome(COMPLETED)
     t = session.trainee
@@ -52,8 +53,10 @@ def train(
     try:
         for epoch in range(progress.epoch + 1, h.epochs + 1):
             metrics = _epoch(session, epoch, callbacks)
+            fault_point("after_train_pass", epoch)
             improved = progress.record(metrics)
             checkpoints = write_checkpoints(snapshot(session, progress), workdir, best=improved)
+            fault_point("after_checkpoint_write", epoch)
             callbacks.on_epoch(metrics, checkpoints)
             if progress.patience_exhausted(h.early_stopping_patience):
                 return progress.outcome(EARLY_STOPPED)

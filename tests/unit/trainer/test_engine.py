@@ -26,6 +26,7 @@ from services.trainer.engine import (
     EpochMetrics,
     Sample,
     build_model,
+    prune,
     read_checkpoint,
     train,
 )
@@ -99,6 +100,11 @@ def run(data: Any, workdir: Path, h: Hyperparameters, **kw: Any) -> tuple[Any, R
     return outcome, recorder
 
 
+def last(workdir: Path) -> Path:
+    """The newest epoch file, as the ``last.pt`` link names it."""
+    return (workdir / "last.pt").resolve()
+
+
 def comparable(metrics: list[EpochMetrics]) -> list[dict[str, Any]]:
     return [{k: v for k, v in asdict(m).items() if k not in TIMING} for m in metrics]
 
@@ -134,8 +140,9 @@ def test_a_resumed_run_matches_an_uninterrupted_one(
 
     stopped, before = run(data, tmp_path / "split", h, stop_after=(3, 2))
     assert (stopped.status, stopped.epochs_done) == ("stopped", 2)
-    assert read_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
-    resumed, after = run(data, tmp_path / "split", h, resume=True)
+    recorded = before.saved[-1][0]
+    assert read_checkpoint(recorded.path)["epoch"] == 2
+    resumed, after = run(data, tmp_path / "split", h, resume=recorded.path)
 
     assert resumed == uninterrupted
     assert comparable(before.epochs + after.epochs) == comparable(whole.epochs)
@@ -146,7 +153,7 @@ def test_resuming_with_more_epochs_replans_the_cosine_schedule(data: Any, tmp_pa
     h = hp(epochs=4, learning_rate=0.01)
     run(data, tmp_path, h, stop_after=(3, 1))
 
-    outcome, rec = run(data, tmp_path, hp(epochs=6, learning_rate=0.01), resume=True)
+    outcome, rec = run(data, tmp_path, hp(epochs=6, learning_rate=0.01), resume=last(tmp_path))
 
     assert (outcome.status, outcome.epochs_done) == ("completed", 6)
     assert [m.epoch for m in rec.epochs] == [3, 4, 5, 6]
@@ -159,7 +166,7 @@ def test_resuming_with_more_epochs_replans_the_cosine_schedule(data: Any, tmp_pa
 def test_resuming_a_finished_run_returns_its_best_at_once(data: Any, tmp_path: Path) -> None:
     done, _ = run(data, tmp_path, hp(epochs=2))
 
-    again, rec = run(data, tmp_path, hp(epochs=2), resume=True)
+    again, rec = run(data, tmp_path, hp(epochs=2), resume=last(tmp_path))
 
     assert again == done and again.status == "completed"
     assert rec.epochs == [] and rec.batches == []
@@ -167,10 +174,10 @@ def test_resuming_a_finished_run_returns_its_best_at_once(data: Any, tmp_path: P
 
 def test_resume_needs_a_readable_checkpoint(data: Any, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        run(data, tmp_path, hp(), resume=True)
-    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+        run(data, tmp_path, hp(), resume=tmp_path / "epoch-0001-0000000000000000.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
-        run(data, tmp_path, hp(), resume=True)
+        run(data, tmp_path, hp(), resume=tmp_path / "bad.pt")
 
 
 def test_a_stop_before_the_first_batch_saves_nothing(data: Any, tmp_path: Path) -> None:
@@ -227,7 +234,8 @@ def test_checkpoints_hold_the_run_and_their_digest(data: Any, tmp_path: Path) ->
     outcome, rec = run(data, tmp_path, hp(epochs=2))
 
     assert [c.kind for c in rec.saved[0]] == ["last", "best"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+    files = [rec.saved[0][0].path.name, rec.saved[1][0].path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", "last.pt", *files])
     for checkpoint in rec.saved[-1]:
         content = checkpoint.path.read_bytes()
         assert checkpoint.sha256 == hashlib.sha256(content).hexdigest()
@@ -265,3 +273,54 @@ def test_worker_processes_give_the_same_metrics_as_in_process(data: Any, tmp_pat
     _, workers = run(data, tmp_path / "1", hp(epochs=1, workers=1))
 
     assert comparable(workers.epochs) == comparable(in_process.epochs)
+
+
+def test_every_epoch_writes_a_new_file_and_never_touches_an_older_one(
+    data: Any, tmp_path: Path
+) -> None:
+    # The record of epoch N must keep naming exactly its file while epoch N+1 is being written:
+    # a crash before epoch N+1 is stored then resumes from epoch N's file, unharmed.
+    _, rec = run(data, tmp_path, hp(epochs=3))
+
+    lasts = [saved[0] for saved in rec.saved]
+    assert len({c.path for c in lasts}) == 3
+    for epoch, checkpoint in enumerate(lasts, start=1):
+        assert checkpoint.path.name == f"epoch-{epoch:04d}-{checkpoint.sha256[:16]}.pt"
+        content = checkpoint.path.read_bytes()
+        assert hashlib.sha256(content).hexdigest() == checkpoint.sha256
+    assert last(tmp_path) == lasts[-1].path
+    best = [c for saved in rec.saved for c in saved if c.kind == "best"][-1]
+    assert (tmp_path / "best.pt").resolve() == best.path
+
+
+def test_a_resume_from_an_older_stored_epoch_retrains_the_unstored_one_exactly(
+    data: Any, tmp_path: Path
+) -> None:
+    # Given epoch 3 was written but (the trainer died) never stored: the resume takes epoch 2's
+    # file, the last one stored, and trains epochs 3 and 4 to the uninterrupted curves.
+    h = hp(epochs=4, learning_rate=0.01)
+    _, whole = run(data, tmp_path / "whole", h)
+    _, crashed = run(data, tmp_path / "crash", h, stop_after=(4, 1))
+    assert len(crashed.saved) == 3
+    stored = crashed.saved[1][0]
+
+    resumed, after = run(data, tmp_path / "crash", h, resume=stored.path)
+
+    assert [m.epoch for m in after.epochs] == [3, 4]
+    assert comparable(crashed.epochs[:2] + after.epochs) == comparable(whole.epochs)
+    assert hashlib.sha256(stored.path.read_bytes()).hexdigest() == stored.sha256
+    assert resumed.epochs_done == 4
+
+
+def test_prune_keeps_the_named_files_and_nothing_else_of_the_epochs(
+    data: Any, tmp_path: Path
+) -> None:
+    _, rec = run(data, tmp_path, hp(epochs=3))
+    (tmp_path / "eval-abc.pt").write_bytes(b"an evaluation's private copy")
+    keep = {rec.saved[0][0].path.name, rec.saved[2][0].path.name}
+
+    removed = prune(tmp_path, keep)
+
+    assert [p.name for p in removed] == [rec.saved[1][0].path.name]
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == keep | {"last.pt", "best.pt", "eval-abc.pt"}

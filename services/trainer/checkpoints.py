@@ -1,0 +1,123 @@
+"""A run's checkpoint files between this machine and the Object Store, by their stored records.
+
+A ``CheckpointSaved`` event names a file (``object_name``, a new name per epoch) and its sha256;
+whoever needs the checkpoint — a resume, an evaluation — takes the local copy if its sha256
+matches the record, else fetches the object and checks it. Files and objects are deleted only
+once no stored record that still counts (the run's last and best) names them. Imports nats-py,
+``contracts`` and ``services.kernel`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+
+from contracts import training as c
+from services.kernel.jobs import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointUnavailable(Exception):
+    """The checkpoint a record names is gone, or no longer the file recorded."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def object_name(run_id: str, path: Path) -> str:
+    return f"runs/{run_id}/{path.name}"
+
+
+def local_path(workdir: Path, record: c.CheckpointSaved) -> Path:
+    """Where the trainer keeps the file a record names, in the run's work directory."""
+    return workdir / Path(record.object_name).name
+
+
+async def fetch(
+    objects: ObjectStore, record: c.CheckpointSaved, workdir: Path, copy: Path | None = None
+) -> Path:
+    """The recorded file, sha256 checked: the local one when it matches, else the Object
+    Store's (put in its local place). With ``copy``, a private copy there instead (a link where
+    possible), which no pruning of the work directory removes while the caller reads it."""
+    local = local_path(workdir, record)
+    if local.is_file() and await asyncio.to_thread(sha256_file, local) == record.sha256:
+        if copy is None:
+            return local
+        try:
+            await asyncio.to_thread(_link_or_copy, local, copy)
+            return copy
+        except FileNotFoundError:
+            pass  # pruned meanwhile: the Object Store may still have it
+    target = copy or local
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.fetch")
+    try:
+        with tmp.open("wb") as file:
+            await objects.get(record.object_name, writeinto=file)
+    except NotFoundError:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointUnavailable(
+            "CHECKPOINT_MISSING",
+            f"the {record.kind} checkpoint of epoch {record.epoch} ({record.object_name}) is "
+            "neither on this machine nor in the Object Store",
+        ) from None
+    if await asyncio.to_thread(sha256_file, tmp) != record.sha256:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointUnavailable(
+            "CORRUPT_CHECKPOINT",
+            f"the {record.kind} checkpoint of epoch {record.epoch} ({record.object_name}) does "
+            "not match the sha256 recorded when it was saved",
+        )
+    os.replace(tmp, target)
+    return target
+
+
+async def upload(objects: ObjectStore, run_id: str, paths: Iterable[Path]) -> None:
+    """Puts each file under its object name (each once, however many kinds it serves)."""
+    for path in dict.fromkeys(paths):
+        with path.open("rb") as file:
+            await objects.put(object_name(run_id, path), file)
+
+
+async def delete(objects: ObjectStore, names: Iterable[str]) -> None:
+    """Best effort: an object left behind costs space, never correctness."""
+    for name in names:
+        try:
+            await objects.delete(name)
+        except NotFoundError:
+            pass
+        except Exception:
+            log.warning("could not delete %s from the Object Store", name, exc_info=True)
+
+
+async def sweep(objects: ObjectStore, run_id: str, keep: set[str]) -> None:
+    """Deletes the run's objects that ``keep`` does not name: files a crash uploaded before
+    their epoch could be stored, which no record names."""
+    prefix = f"runs/{run_id}/"
+    try:
+        infos = await objects.list(ignore_deletes=True)
+    except NotFoundError:
+        return
+    await delete(
+        objects, [i.name for i in infos if i.name.startswith(prefix) and i.name not in keep]
+    )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        shutil.copyfile(source, target)
