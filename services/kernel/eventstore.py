@@ -3,15 +3,14 @@
 ``append`` is idempotent (``Nats-Msg-Id``) and optimistic (``Nats-Expected-Last-Subject-
 Sequence``): a stale writer gets ``ConcurrencyConflict``, never a lost update. Several events of
 one decision are written as one atomic batch. An aggregate's *version* is the stream sequence of
-its last event (0 for none).
+its last event (0 for none). Appends and loads ride out a NATS restart: a transient failure is
+retried for up to ``retry_for`` seconds (``services.kernel.transient``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,26 +18,15 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from contracts import Message
 from contracts.envelope import tag_of
+from services.kernel.transient import retry_transient
 
 E = TypeVar("E", bound=Message)
 log = logging.getLogger(__name__)
-
-#: Failures of reaching JetStream, not of the append itself: worth retrying.
-_TRANSIENT = (
-    NatsTimeoutError,
-    NoRespondersError,
-    ServiceUnavailableError,
-    ConnectionClosedError,
-    OutboundBufferLimitError,
-    TimeoutError,
-)
 
 #: Server error codes a stale or already-committed append answers with.
 _WRONG_LAST_SEQUENCE = 10071
@@ -93,7 +81,7 @@ class EventStore(Generic[E]):
         self.stream = stream
         self._subject = subject
         self._decoder: msgspec.json.Decoder[E] = msgspec.json.Decoder(event_type)
-        #: How long an append keeps trying while NATS is unreachable.
+        #: How long an append or a load keeps trying while NATS is unreachable.
         self.retry_for = 60.0
 
     def subject(self, aggregate_id: str) -> str:
@@ -104,8 +92,14 @@ class EventStore(Generic[E]):
 
     async def version(self, aggregate_id: str) -> int:
         """The stream sequence of the aggregate's last event, 0 if it has none."""
+        subject = self.subject(aggregate_id)
+        return await retry_transient(
+            lambda: self._version_once(subject), what=f"reading {subject}", retry_for=self.retry_for
+        )
+
+    async def _version_once(self, subject: str) -> int:
         try:
-            msg = await self._js.get_last_msg(self.stream, self.subject(aggregate_id), direct=True)
+            msg = await self._js.get_last_msg(self.stream, subject, direct=True)
         except NotFoundError:
             return 0
         return int(msg.seq or 0)
@@ -124,15 +118,11 @@ class EventStore(Generic[E]):
         """
         if not events:
             return expected_version
-        deadline = time.monotonic() + self.retry_for
-        while True:
-            try:
-                return await self._append_once(aggregate_id, events, expected_version, headers)
-            except _TRANSIENT as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("append to %s waits for NATS: %s", aggregate_id, type(exc).__name__)
-                await asyncio.sleep(0.5)
+        return await retry_transient(
+            lambda: self._append_once(aggregate_id, events, expected_version, headers),
+            what=f"append to {aggregate_id}",
+            retry_for=self.retry_for,
+        )
 
     async def _append_once(
         self,
@@ -190,7 +180,14 @@ class EventStore(Generic[E]):
     async def load(self, aggregate_id: str, after: int = 0) -> list[StoredEvent[E]]:
         """Every event of one aggregate with a sequence above ``after``, in order."""
         subject = self.subject(aggregate_id)
-        last = await self.version(aggregate_id)
+        return await retry_transient(
+            lambda: self._load_once(subject, after),
+            what=f"loading {subject}",
+            retry_for=self.retry_for,
+        )
+
+    async def _load_once(self, subject: str, after: int) -> list[StoredEvent[E]]:
+        last = await self._version_once(subject)
         if last <= after:
             return []
         sub = await self._js.subscribe(

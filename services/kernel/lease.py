@@ -5,7 +5,10 @@ key's age, and dropped by the bucket TTL once its holder stops renewing. Measure
 2.14: a key is never removed before its TTL and is gone 0.03-0.35 s after it (the server checks
 ages at most every 250 ms), so the TTL is the least time a dead holder blocks a device.
 
-Imports nats-py and msgspec only.
+Opening the bucket, taking a lease and reading holders ride out a NATS restart: transient
+failures are retried for up to ``retry_for`` seconds; renewals retry until the TTL runs out.
+
+Imports nats-py, msgspec and ``services.kernel.transient`` only.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from nats.js.errors import (
     NoKeysError,
 )
 from nats.js.kv import KeyValue
+
+from services.kernel.transient import retry_transient
 
 BUCKET = "studio_leases"
 
@@ -73,16 +78,30 @@ async def _read(kv: KeyValue, key: str) -> tuple[LeaseInfo, int] | None:
 class Leases:
     """The lease bucket: take a device, or see who holds which."""
 
-    def __init__(self, js: JetStreamContext, *, ttl: float = 10.0, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        ttl: float = 10.0,
+        replicas: int = 1,
+        retry_for: float = 30.0,
+    ) -> None:
         if ttl <= 0:
             raise ValueError("a lease TTL must be positive")
         self.ttl = ttl
+        #: How long a call keeps trying while NATS is unreachable.
+        self.retry_for = retry_for
         self._js = js
         self._replicas = replicas
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
         """Get or create the bucket; an existing one keeps its TTL, which the leases then use."""
+        await retry_transient(
+            self._open_once, what="opening the lease bucket", retry_for=self.retry_for
+        )
+
+    async def _open_once(self) -> None:
         config = api.KeyValueConfig(bucket=BUCKET, ttl=self.ttl, history=1, replicas=self._replicas)
         try:
             kv = await self._js.key_value(BUCKET)
@@ -111,12 +130,26 @@ class Leases:
         check_key(key)
         now = time.time()
         info = LeaseInfo(key=key, holder=holder, run_id=run_id, since=now, renewed=now)
+        # The first send, for all attempts: a create whose reply was lost started the TTL no
+        # earlier than this.
+        sent = time.monotonic()
+        return await retry_transient(
+            lambda: self._acquire_once(info, sent),
+            what=f"taking lease {key}",
+            retry_for=self.retry_for,
+        )
+
+    async def _acquire_once(self, info: LeaseInfo, sent: float) -> Lease | None:
         for _ in range(2):
-            sent = time.monotonic()
             try:
-                revision = await self._bucket().create(key, _encode(info))
+                revision = await self._bucket().create(info.key, _encode(info))
             except KeyWrongLastSequenceError:
-                return None
+                # Held, perhaps by this very acquisition: an earlier attempt stored but its
+                # reply was lost in an outage.
+                read = await _read(self._bucket(), info.key)
+                if read is None or read[0] != info:
+                    return None
+                revision = read[1]
             except KeyNotFoundError:
                 # nats-py re-reads a delete marker to create over it; the marker expired in
                 # between, which leaves the key free: try again.
@@ -126,16 +159,26 @@ class Leases:
 
     async def holders(self) -> list[LeaseInfo]:
         """Every live lease, sorted by key."""
+        return await retry_transient(
+            self._holders_once, what="reading the lease holders", retry_for=self.retry_for
+        )
+
+    async def _holders_once(self) -> list[LeaseInfo]:
         try:
             keys = await self._bucket().keys()
         except NoKeysError:
             return []
-        found = await asyncio.gather(*(self.holder(key) for key in sorted(keys)))
-        return [info for info in found if info is not None]  # some may expire while we read
+        found = await asyncio.gather(*(_read(self._bucket(), key) for key in sorted(keys)))
+        return [read[0] for read in found if read is not None]  # some expire while we read
 
     async def holder(self, key: str) -> LeaseInfo | None:
         """Who holds ``key``, if anyone."""
-        read = await _read(self._bucket(), check_key(key))
+        check_key(key)
+        read = await retry_transient(
+            lambda: _read(self._bucket(), key),
+            what=f"reading lease {key}",
+            retry_for=self.retry_for,
+        )
         return read[0] if read else None
 
 
@@ -155,15 +198,22 @@ class Lease:
         self._written_at = written_at
 
     async def renew(self, run_id: str | EllipsisType | None = ...) -> bool:
-        """Reset the TTL (and set ``run_id`` if given); False, with ``lost`` set, if not held."""
+        """Reset the TTL (and set ``run_id`` if given); False, with ``lost`` set, if not held.
+        A NATS outage is retried until the TTL may have run out, then raised."""
         if self.lost.is_set():
             return False
         info = msgspec.structs.replace(self.info, renewed=time.time())
         if not isinstance(run_id, EllipsisType):
             info = msgspec.structs.replace(info, run_id=run_id)
         sent = time.monotonic()
-        revision = await self._as_holder(
-            lambda last: self._kv.update(self.key, _encode(info), last=last)
+        # Retried through an outage while the lease may still be alive: a retry of a write
+        # that landed unseen is recognised by ``_as_holder``.
+        revision = await retry_transient(
+            lambda: self._as_holder(
+                lambda last: self._kv.update(self.key, _encode(info), last=last)
+            ),
+            what=f"renewing lease {self.key}",
+            retry_for=max(self._time_left(), 0.0),
         )
         if revision is None:
             self.lost.set()
