@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import common
+from services.kernel.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 REQUEST_ID = contextvars.ContextVar("request_id", default="")
@@ -122,6 +123,13 @@ def install(app: FastAPI) -> None:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
+
+    async def _nats_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # NATS restarting, or unreachable for longer than a call waits: try again shortly.
+        return error(503, common.UNAVAILABLE, f"NATS is unavailable ({type(exc).__name__})")
+
+    for transient in TRANSIENT:  # a NATS outage is a 503, never a 500
+        app.add_exception_handler(transient, _nats_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
