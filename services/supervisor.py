@@ -1,5 +1,10 @@
 """``studio up``: NATS, then every service, then the gateway, as child processes; stops them in
-reverse order on Ctrl-C and restarts a service that dies."""
+reverse order on Ctrl-C and restarts a service that dies.
+
+The embedded nats-server is restarted too, on the same port with the same store, so that the
+services (which reconnect by themselves) find their streams again; only a server that keeps
+crashing stops the studio.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,13 @@ from services.kernel.settings import Settings
 
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
+#: The embedded nats-server is given up on at its NATS_MAX_CRASHES-th crash within the window;
+#: before that it is restarted after each crash, waiting longer each time.
+NATS_MAX_CRASHES = 5
+NATS_CRASH_WINDOW_S = 60.0
+NATS_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+NATS_READY_TIMEOUT_S = 20.0
+
 
 class StartupError(SystemExit):
     """Why the studio could not start, for people."""
@@ -36,8 +48,11 @@ class Child:
     env: dict[str, str]
     process: Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    #: Monotonic time at which a child that died is started again.
+    restart_at: float | None = None
 
     def start(self) -> None:
+        self.restart_at = None
         self.process = spawn(self.argv, self.env)
 
     def stop(self) -> None:
@@ -75,13 +90,19 @@ def lock_workspace(workspace: Path) -> IO[str]:
 
 
 def wait_healthy(
-    url: str, children: list[Child], stopping: list[int], timeout: float = 60.0
+    url: str,
+    children: list[Child],
+    stopping: list[int],
+    timeout: float = 60.0,
+    embedded: nats_server.EmbeddedNats | None = None,
 ) -> bool:
     """True once the gateway reports every part healthy; False if asked to stop first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stopping:
             return False
+        if embedded is not None and embedded.process.poll() is not None:
+            raise StartupError(f"nats-server exited during startup; see {embedded.log_path}")
         for child in children:
             if child.process and child.process.poll() is not None:
                 raise StartupError(f"{child.name} exited during startup; see its log above")
@@ -135,13 +156,14 @@ def up(host: str, port: int, workspace: Path) -> int:
     try:
         for child in children:
             child.start()
-        if not wait_healthy(url, children, stopping):
+        if not wait_healthy(url, children, stopping, embedded=embedded):
             return 0
         (workspace / "run" / "studio.json").write_text(
             json.dumps({"pid": os.getpid(), "url": url, "nats_url": nats_url})
         )
         print(banner(url, workspace), flush=True)
-        return supervise(children, embedded, stopping)
+        keeper = NatsKeeper(embedded) if embedded is not None else None
+        return supervise(children, keeper, stopping)
     finally:
         print("Stopping AI Studio…", flush=True)
         for child in reversed(children):
@@ -152,31 +174,82 @@ def up(host: str, port: int, workspace: Path) -> int:
         lock.close()
 
 
-def supervise(
-    children: list[Child], embedded: nats_server.EmbeddedNats | None, stopping: list[int]
-) -> int:
-    """Restart a child that dies (with backoff); stop everything if NATS dies."""
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class NatsKeeper:
+    """Keeps the embedded nats-server running: restarts it on the same port and store after a
+    crash, with backoff, and gives up at the ``max_crashes``-th crash within ``window_s``."""
+
+    server: nats_server.EmbeddedNats
+    max_crashes: int = NATS_MAX_CRASHES
+    window_s: float = NATS_CRASH_WINDOW_S
+    backoff_s: tuple[float, ...] = NATS_BACKOFF_S
+    ready_timeout_s: float = NATS_READY_TIMEOUT_S
+    crashes: list[float] = field(default_factory=list)
+
+    def alive(self, stopping: list[int]) -> bool:
+        """True while the server runs (restarting it if it died); False once given up."""
+        if stopping or self.server.process.poll() is None:
+            return True
+        how = f"exited with code {self.server.process.returncode}"
+        while self._crashed(how, stopping):
+            if stopping:
+                return True
+            try:
+                self.server.restart(ready_timeout=self.ready_timeout_s)
+            except (RuntimeError, OSError) as exc:
+                how = f"could not be restarted ({str(exc).splitlines()[0]})"
+                continue
+            say(f"nats-server is running again on {self.server.url}")
+            return True
+        return False
+
+    def _crashed(self, how: str, stopping: list[int]) -> bool:
+        """Count a crash and wait out the backoff; False when it is one crash too many."""
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < self.window_s] + [now]
+        count, log_path = len(self.crashes), self.server.log_path
+        if count >= self.max_crashes:
+            say(
+                f"nats-server {how}: {count} crashes within {self.window_s:g}s, giving up and "
+                f"stopping the studio. See the nats-server log: {log_path}"
+            )
+            return False
+        delay = self.backoff_s[min(count - 1, len(self.backoff_s) - 1)]
+        say(
+            f"nats-server {how} (crash {count} of {self.max_crashes} allowed within "
+            f"{self.window_s:g}s); restarting it on port {self.server.port} with the same store "
+            f"in {delay:g}s. Its log: {log_path}"
+        )
+        deadline = now + delay
+        while time.monotonic() < deadline and not stopping:
+            time.sleep(0.05)
+        return True
+
+
+def supervise(children: list[Child], keeper: NatsKeeper | None, stopping: list[int]) -> int:
+    """Restart a child that dies (with backoff) and the embedded NATS server; 1 if NATS keeps
+    crashing, 0 when asked to stop."""
     while not stopping:
         time.sleep(0.2)
-        if embedded is not None and embedded.process.poll() is not None:
-            print(f"nats-server exited (see {embedded.log_path}); stopping.", file=sys.stderr)
+        if keeper is not None and not keeper.alive(stopping):
             return 1
         now = time.monotonic()
         for child in children:
-            if child.process and child.process.poll() is not None:
+            if child.restart_at is not None:
+                if now >= child.restart_at and not stopping:
+                    child.start()
+            elif child.process and child.process.poll() is not None:
                 child.restarts = [t for t in child.restarts if now - t < 300]
                 delay = RESTART_BACKOFF_S[min(len(child.restarts), len(RESTART_BACKOFF_S) - 1)]
-                print(
+                say(
                     f"{child.name} exited with code {child.process.returncode}; "
-                    f"restarting in {delay}s",
-                    file=sys.stderr,
-                    flush=True,
+                    f"restarting in {delay}s"
                 )
                 child.restarts.append(now)
                 child.process = None
-                deadline = now + delay
-                while time.monotonic() < deadline and not stopping:
-                    time.sleep(0.1)
-                if not stopping:
-                    child.start()
+                child.restart_at = now + delay
     return 0

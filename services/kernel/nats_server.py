@@ -47,12 +47,13 @@ def config_text(store_dir: Path, port: int, monitor_port: int) -> str:
 
 @dataclass
 class EmbeddedNats:
-    """A running ``nats-server`` child process."""
+    """A running ``nats-server`` child process, restartable on the same ports and store."""
 
     process: subprocess.Popen[bytes]
     port: int
     monitor_port: int
     log_path: Path
+    data_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -65,28 +66,53 @@ class EmbeddedNats:
         self.process.kill()
         self.process.wait()
 
+    def restart(self, *, ready_timeout: float = 20.0) -> None:
+        """Start it again (after it died) on the same ports with the same store.
 
-def start(data_dir: Path, port: int = 0, *, ready_timeout: float = 20.0) -> EmbeddedNats:
+        Clients that reconnect to :attr:`url` find the same server and the same streams.
+        Raises ``RuntimeError`` if it does not come up (the log says why).
+        """
+        if self.data_dir is None:
+            raise RuntimeError("this server was not started by nats_server.start")
+        if self.process.poll() is None:
+            self.stop()
+        self.process = _launch(self.data_dir, self.port, self.monitor_port)
+        _wait_ready(self, ready_timeout)
+
+
+def start(
+    data_dir: Path, port: int = 0, *, monitor_port: int = 0, ready_timeout: float = 20.0
+) -> EmbeddedNats:
     """Start nats-server with its store under ``data_dir``; returns once JetStream is ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    monitor_port = free_port()
+    monitor_port = monitor_port or free_port()
+    proc = _launch(data_dir, port, monitor_port)
+    server = EmbeddedNats(proc, port, monitor_port, data_dir / "nats-server.log", data_dir)
+    _wait_ready(server, ready_timeout)
+    return server
+
+
+def _launch(data_dir: Path, port: int, monitor_port: int) -> subprocess.Popen[bytes]:
     conf = data_dir / "nats.conf"
     conf.write_text(config_text((data_dir / "jetstream").resolve(), port, monitor_port))
-    log_path = data_dir / "nats-server.log"
-    with log_path.open("ab") as log:
-        proc = spawn([binary(), "-c", str(conf)], output=log)
-    server = EmbeddedNats(proc, port, monitor_port, log_path)
+    with (data_dir / "nats-server.log").open("ab") as log:
+        return spawn([binary(), "-c", str(conf)], output=log)
+
+
+def _wait_ready(server: EmbeddedNats, ready_timeout: float) -> None:
+    """Return once JetStream answers; else kill the process and raise ``RuntimeError``."""
+    proc = server.process
     deadline = time.monotonic() + ready_timeout
-    url = f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true"
+    url = f"http://127.0.0.1:{server.monitor_port}/healthz?js-enabled-only=true"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"nats-server exited with code {proc.returncode}:\n{tail}")
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"nats-server exited with code {proc.returncode}\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
-                    return server
+                    return
         except OSError:
             time.sleep(0.05)
     server.kill()
