@@ -3,6 +3,7 @@ port and store, the services reconnect, the training goes on, and no request ans
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,10 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.client import Client as NATS
 
+from contracts import projects as p
 from services import supervisor
 from services.kernel import nats_server
-from services.kernel.nats_server import free_port
+from services.kernel.eventstore import EventStore
+from services.kernel.lease import Leases
+from services.kernel.nats_server import EmbeddedNats, free_port
+from services.kernel.streams import StreamSpec, ensure_stream
 from tests import imagesets
 from tests.training_helpers import FAST, curves, wait
 
@@ -30,6 +36,8 @@ API = "/api/v1"
 STUDIO = [sys.executable, "-m", "services.cli"]
 #: About a second an epoch here: the kill lands in the middle of the run.
 HYPER = FAST | {"epochs": 6, "image_size": 48, "seed": 3}
+#: Longer than a JetStream call waits for its answer (5 s), so that calls time out meanwhile.
+DOWN_S = 6.0
 
 
 class Studio:
@@ -296,6 +304,45 @@ def test_nats_is_restarted_while_a_service_waits_out_a_long_backoff(
         watch.join(30)
         server.stop()
     assert codes == [0]
+
+
+async def test_event_store_and_leases_wait_for_a_nats_server_down_longer_than_a_call_waits(
+    nats_srv: EmbeddedNats, nc: NATS
+):
+    # given an aggregate with an event, and a held lease
+    js = nc.jetstream()
+    await ensure_stream(js, StreamSpec(p.STREAM, (p.EVENTS,)))
+    store: EventStore[p.Event] = EventStore(
+        nc, stream=p.STREAM, subject=p.event_subject, event_type=p.Event
+    )
+    event = p.ProjectCreated(project_id="p1", name="Cats", message_id="m1")
+    position = await store.append("p1", [event], 0)
+    leases = Leases(js, ttl=60)
+    await leases.open()
+    held = await leases.acquire("gpu-0", "t1")
+    assert held is not None
+    # when the server dies and comes back only after a JetStream call has timed out (5 s)
+    nats_srv.kill()
+
+    async def back_later() -> None:
+        await asyncio.sleep(DOWN_S)  # the outage itself: nothing to wait for
+        await asyncio.to_thread(nats_srv.restart)
+
+    restart = asyncio.create_task(back_later())
+    loaded, version, holder, renewed, other = await asyncio.gather(
+        store.load("p1"),
+        store.version("p1"),
+        leases.holder("gpu-0"),
+        held.renew(),
+        leases.acquire("gpu-1", "t1"),
+    )
+    await restart
+    # then every call waited for it and answered as if nothing happened
+    assert [(e.sequence, e.event) for e in loaded] == [(position, event)]
+    assert version == position
+    assert holder is not None and holder.holder == "t1"
+    assert renewed and not held.lost.is_set()
+    assert other is not None and (await leases.holder("gpu-1")) == other.info
 
 
 def get_run(api: httpx.Client, run_id: str) -> dict[str, Any]:
