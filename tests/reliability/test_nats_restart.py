@@ -128,6 +128,32 @@ class Traffic(threading.Thread):
                 time.sleep(0.05)
 
 
+class Watcher(threading.Thread):
+    """Follows a run's SSE stream, as a browser would, until the stream ends or ``complete``."""
+
+    def __init__(self, url: str, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.run_id = url, run_id
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        path = f"{self.url}{API}/training/runs/{self.run_id}/stream"
+        with httpx.stream("GET", path, timeout=httpx.Timeout(30, read=120)) as sse:
+            self.connected.set()
+            name = ""
+            for line in sse.iter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: ") and name not in ("progress", "keepalive"):
+                    self.events.append((name, json.loads(line.removeprefix("data: "))))
+                    if name == "complete":
+                        return
+
+    def epochs(self) -> list[int]:
+        return [int(data["epoch"]) for name, data in self.events if name == "epoch_end"]
+
+
 def is_unavailable(resp: httpx.Response) -> bool:
     """The error envelope with code UNAVAILABLE."""
     try:
@@ -175,6 +201,9 @@ def test_nats_killed_mid_training_is_restarted_and_the_run_completes(studio: Stu
     assert started.status_code == 202, started.text
     run_id = started.json()["data"]["id"]
     wait(lambda: len(get_run(api, run_id)["history"]) >= 2, every=0.05)
+    watcher = Watcher(studio.url, run_id)
+    watcher.start()
+    assert watcher.connected.wait(30)
     traffic = Traffic(studio.url, run_id)
     traffic.start()
     at_kill = get_run(api, run_id)
@@ -194,6 +223,10 @@ def test_nats_killed_mid_training_is_restarted_and_the_run_completes(studio: Stu
     assert done["status"] == "completed", done
     assert [e["epoch"] for e in done["history"]] == list(range(1, HYPER["epochs"] + 1))
     assert curves(done)[: len(at_kill["history"])] == curves(at_kill)  # stored before: kept
+    # and a client following the run live saw every epoch and its end, across the restarts
+    watcher.join(60)
+    assert watcher.epochs() == list(range(1, HYPER["epochs"] + 1)), watcher.events
+    assert watcher.events[-1][0] == "complete"
     # and every request meanwhile was answered, or refused with 503, never a 500
     assert not traffic.failures, traffic.failures[:5]
     assert traffic.statuses.total() > 0
