@@ -339,6 +339,15 @@ def test_nats_is_restarted_while_a_service_waits_out_a_long_backoff(
     assert codes == [0]
 
 
+def test_a_nats_server_that_dies_during_startup_is_named_with_its_log(tmp_path: Path):
+    server = nats_server.start(tmp_path / "nats")
+    server.kill()
+    dead_gateway = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(supervisor.StartupError, match="nats-server exited during startup") as err:
+        supervisor.wait_healthy(dead_gateway, [], [], timeout=30, embedded=server)
+    assert str(server.log_path) in str(err.value)
+
+
 async def test_event_store_and_leases_wait_for_a_nats_server_down_longer_than_a_call_waits(
     nats_srv: EmbeddedNats, nc: NATS
 ):
