@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
+from contracts.common import PATH_MAX, Id, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "datasets"
@@ -15,6 +16,9 @@ EVENTS: Final = "evt.datasets.>"
 LABEL_MAX: Final = 200
 SPLIT_NAME_MAX: Final = 100
 SUBSETS: Final = ("train", "val", "test")
+Label = Annotated[str, msgspec.Meta(max_length=LABEL_MAX)]
+SplitName = Annotated[str, msgspec.Meta(max_length=SPLIT_NAME_MAX)]
+FilePath = Annotated[str, msgspec.Meta(max_length=PATH_MAX)]
 
 
 def event_subject(dataset_id: str) -> str:
@@ -110,44 +114,44 @@ class ImportReport(msgspec.Struct, frozen=True):
 class StartImport(Message, frozen=True, tag="datasets.start_import.v1"):
     """Import files into a project's dataset from a server path or an uploaded ZIP."""
 
-    dataset_id: str
-    import_id: str
-    source_kind: str  # "local" | "upload"
-    source: str  # the path as the user gave it, or the uploaded file's name
-    format: str = "auto"
+    dataset_id: Id
+    import_id: Id
+    source_kind: Keyword  # "local" | "upload"
+    source: FilePath  # the path as the user gave it, or the uploaded file's name
+    format: Keyword = "auto"
     #: For an upload: the archive the gateway streamed into the shared workspace.
-    staged_path: str | None = None
+    staged_path: FilePath | None = None
 
 
 class CancelImport(Message, frozen=True, tag="datasets.cancel_import.v1"):
-    dataset_id: str
-    import_id: str
+    dataset_id: Id
+    import_id: Id
 
 
 class RelabelImage(Message, frozen=True, tag="datasets.relabel_image.v1"):
-    dataset_id: str
-    image_id: str
-    label: str
+    dataset_id: Id
+    image_id: Id
+    label: Label
 
 
 class DeleteImage(Message, frozen=True, tag="datasets.delete_image.v1"):
-    dataset_id: str
-    image_id: str
+    dataset_id: Id
+    image_id: Id
 
 
 class CreateSplit(Message, frozen=True, tag="datasets.create_split.v1"):
-    dataset_id: str
-    split_id: str
-    name: str
+    dataset_id: Id
+    split_id: Id
+    name: SplitName
     train: float
     val: float
     test: float
-    strategy: str = "stratified"
+    strategy: Keyword = "stratified"
     seed: int = 0
 
 
 class GetHealth(Message, frozen=True, tag="datasets.get_health.v1"):
-    dataset_id: str
+    dataset_id: Id
 
 
 class HealthReport(Message, frozen=True, tag="datasets.health_report.v1"):

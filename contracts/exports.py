@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
+from contracts.common import Id, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "exports"
 STREAM: Final = "EXPORTS"
 EVENTS: Final = "evt.exports.>"
 FORMATS: Final = ("onnx", "torchscript")
+#: Images in one prediction request.
+PREDICT_MAX_IMAGES: Final = 64
 
 
 def event_subject(export_id: str) -> str:
@@ -44,16 +47,16 @@ class Latency(msgspec.Struct, frozen=True):
 
 
 class RequestExport(Message, frozen=True, tag="exports.request_export.v1"):
-    export_id: str
-    run_id: str
-    checkpoint: str = "best"
-    format: str = "onnx"
+    export_id: Id
+    run_id: Id
+    checkpoint: Keyword = "best"
+    format: Keyword = "onnx"
 
 
 class Predict(Message, frozen=True, tag="exports.predict.v1"):
-    export_id: str
-    images: list[bytes]
-    top_k: int = 5
+    export_id: Id
+    images: Annotated[list[bytes], msgspec.Meta(max_length=PREDICT_MAX_IMAGES)]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
 
 
 class Predictions(Message, frozen=True, tag="exports.predictions.v1"):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
+import msgspec
+
+from contracts.common import Id, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "projects"
@@ -14,6 +17,8 @@ NAME_MAX: Final = 200
 DESCRIPTION_MAX: Final = 5000
 
 TaskType = Literal["classification", "detection"]
+Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX)]
+Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX)]
 
 
 def event_subject(project_id: str) -> str:
@@ -34,10 +39,10 @@ class Subjects:
 
 
 class CreateProject(Message, frozen=True, tag="projects.create_project.v1"):
-    project_id: str
-    name: str
-    description: str = ""
-    task_type: str = "classification"
+    project_id: Id
+    name: Name
+    description: Description = ""
+    task_type: Keyword = "classification"
 
 
 class UpdateProject(Message, frozen=True, tag="projects.update_project.v1"):
@@ -47,19 +52,19 @@ class UpdateProject(Message, frozen=True, tag="projects.update_project.v1"):
     project's current version, else the command is refused as a conflict.
     """
 
-    project_id: str
-    name: str | None = None
-    description: str | None = None
+    project_id: Id
+    name: Name | None = None
+    description: Description | None = None
     expected_version: int | None = None
 
 
 class ArchiveProject(Message, frozen=True, tag="projects.archive_project.v1"):
-    project_id: str
+    project_id: Id
     expected_version: int | None = None
 
 
 class RestoreProject(Message, frozen=True, tag="projects.restore_project.v1"):
-    project_id: str
+    project_id: Id
     expected_version: int | None = None
 
 

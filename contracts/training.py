@@ -6,6 +6,7 @@ from typing import Any, Final
 
 import msgspec
 
+from contracts.common import Id, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "training"
@@ -25,6 +26,10 @@ MODELS: Final = (
 OPTIMIZERS: Final = ("sgd", "adamw")
 SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS: Final = ("none", "light", "standard")
+#: Bounds of ``Hyperparameters``' strings, checked where a run is submitted.
+MODEL_MAX: Final = 64
+#: A weights path: a file name of at most 255 bytes in a path of at most this many characters.
+PRETRAINED_MAX: Final = 1024
 
 
 def event_subject(run_id: str) -> str:
@@ -68,21 +73,23 @@ class Hyperparameters(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StartRun(Message, frozen=True, tag="training.start_run.v1"):
-    run_id: str
-    experiment_id: str
-    project_id: str
-    split_id: str
+    run_id: Id
+    experiment_id: Id
+    project_id: Id
+    split_id: Id
+    #: Unbounded here: the same struct is stored in ``RunQueued``, whose old events must decode.
+    #: The gateway bounds its strings (``MODEL_MAX``, ``PRETRAINED_MAX``).
     hyperparameters: Hyperparameters
     #: "queue" waits for a free device; "reject" refuses when every device is busy.
-    if_busy: str = "queue"
+    if_busy: Keyword = "queue"
 
 
 class StopRun(Message, frozen=True, tag="training.stop_run.v1"):
-    run_id: str
+    run_id: Id
 
 
 class ResumeRun(Message, frozen=True, tag="training.resume_run.v1"):
-    run_id: str
+    run_id: Id
     #: Raise the number of epochs (the schedule is re-planned); None keeps it.
     epochs: int | None = None
 
@@ -184,10 +191,10 @@ def evaluation_subject(evaluation_id: str) -> str:
 
 
 class EvaluateRun(Message, frozen=True, tag="training.evaluate_run.v1"):
-    evaluation_id: str
-    run_id: str
-    checkpoint: str = "best"  # "best" | "last"
-    subset: str = "test"  # "train" | "val" | "test"
+    evaluation_id: Id
+    run_id: Id
+    checkpoint: Keyword = "best"  # "best" | "last"
+    subset: Keyword = "test"  # "train" | "val" | "test"
 
 
 class EvaluationStarted(Message, frozen=True, tag="training.evaluation_started.v1"):

@@ -22,6 +22,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from contracts import Message
+from contracts.common import ID_PATTERN
 from contracts.envelope import tag_of
 from services.kernel.transient import retry_transient
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = 10071
 _BATCH_DUPLICATE_ID = 10201
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(ID_PATTERN)
 
 H_MSG_ID = "Nats-Msg-Id"
 H_EXPECTED = "Nats-Expected-Last-Subject-Sequence"
@@ -52,7 +53,7 @@ class ConcurrencyConflict(Exception):
 
 def check_id(aggregate_id: str) -> str:
     """An aggregate id becomes a subject token: refuse anything that could escape it."""
-    if not _TOKEN.match(aggregate_id):
+    if not _TOKEN.fullmatch(aggregate_id):
         raise ValueError(f"invalid aggregate id {aggregate_id!r}")
     return aggregate_id
 

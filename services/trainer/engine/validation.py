@@ -71,4 +71,6 @@ def _pretrained(model: str, value: str | None) -> Problem | None:
         pretrained_path(model, value)
     except ValueError as err:
         return "pretrained", str(err)
+    except OSError as err:  # e.g. a name too long, or a folder the trainer may not read
+        return "pretrained", f"cannot read {value!r}: {err.strerror or err}"
     return None
