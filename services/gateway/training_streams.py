@@ -3,23 +3,29 @@
 Stored events come from JetStream from a sequence on, so a client that reconnects with the
 last id it saw gets exactly what it missed, then live events; batch progress comes from core
 NATS and carries no id. The same feed serves SSE and WebSocket clients.
+
+A feed ends when every run it follows has reached its end (an ``Ending``): a run's end is its
+``complete`` or ``error`` after its latest queueing, or, for a run already over when the client
+connects, its last stored event. It reads no database: a route reads what it needs in a short
+session first, so that open streams never hold a pooled connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
 
 from contracts import training as c
-from services.gateway.training_model import STATUS_OF
+from services.gateway.training_model import STATUS_OF, RunRow
 
 KEEPALIVE_S = 15.0
 NAMES: dict[str, str] = {
@@ -33,6 +39,10 @@ NAMES: dict[str, str] = {
 }
 STATUS_BY_TAG = {t.__struct_config__.tag: s for t, s in STATUS_OF.items()}  # type: ignore[attr-defined]
 FINAL = ("complete", "error")
+#: Statuses a run stays in unless it is resumed: its stream ends there.
+OVER = ("completed", "failed")
+QUEUED = c.RunQueued.__struct_config__.tag
+REQUEUED = (QUEUED, c.RunResumed.__struct_config__.tag)
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,84 @@ def item_of(msg: Msg) -> Item:
     return Item(NAMES.get(tag, "status"), payload, msg.metadata.sequence.stream)
 
 
+@dataclass
+class Followed:
+    """A run a feed follows, and whether the client has been given its end."""
+
+    #: Its latest ``RunQueued``/``RunResumed``: a final event after it is the run's end.
+    queued_seq: int
+    #: For a run over when the client connected: its last stored event, the end of its feed.
+    last_seq: int | None = None
+    done: bool = False
+
+
+class Ending:
+    """Decides when a feed is over: every run it follows has reached its end."""
+
+    def __init__(self, experiment_id: str | None = None) -> None:
+        self.experiment_id = experiment_id
+        self.runs: dict[str, Followed] = {}
+
+    def follow(self, row: RunRow, last_seq: int, after: int) -> None:
+        if row.status in OVER:
+            self.runs[row.run_id] = Followed(row.queued_seq, last_seq, done=last_seq <= after)
+        else:
+            self.runs[row.run_id] = Followed(row.queued_seq)
+
+    def see(self, item: Item) -> None:
+        run_id, seq, tag = item.payload.get("run_id"), item.sequence, item.payload.get("type")
+        if seq is None or not isinstance(run_id, str):
+            return  # live progress: no part of a run's stored history
+        run = self.runs.get(run_id)
+        if run is None:
+            # A run queued into the experiment after the client connected: followed too.
+            if tag == QUEUED and item.payload.get("experiment_id") == self.experiment_id:
+                self.runs[run_id] = Followed(seq)
+        elif tag in REQUEUED and seq > run.queued_seq:
+            self.runs[run_id] = Followed(seq)  # resumed: it runs again
+        elif run.last_seq is not None:
+            run.done = run.done or seq >= run.last_seq
+        elif item.name in FINAL and seq > run.queued_seq:
+            run.done = True
+
+    @property
+    def over(self) -> bool:
+        return bool(self.runs) and all(run.done for run in self.runs.values())
+
+
+async def ending_of(
+    js: JetStreamContext, rows: Sequence[RunRow], after: int, experiment_id: str | None = None
+) -> tuple[Ending, int]:
+    """The ``Ending`` of a feed of ``rows`` (read from the read model just now) for a client
+    that has seen ``after``, and the sequence its stored events start after: the first event
+    of its runs, so that a client new to an old experiment does not read the whole stream."""
+    ending = Ending(experiment_id)
+    lasts = await asyncio.gather(
+        *(_seq(js, r.run_id, first=False) for r in rows if r.status in OVER)
+    )
+    by_run = dict(zip([r.run_id for r in rows if r.status in OVER], lasts, strict=True))
+    for row in rows:
+        ending.follow(row, by_run.get(row.run_id, 0), after)
+    start = after
+    if experiment_id is not None and rows:
+        firsts = await asyncio.gather(*(_seq(js, r.run_id, first=True) for r in rows))
+        start = max(after, min(firsts) - 1)
+    return ending, start
+
+
+async def _seq(js: JetStreamContext, run_id: str, *, first: bool) -> int:
+    """The stream sequence of a run's first (or last) stored event."""
+    subject = c.event_subject(run_id)
+    try:
+        if first:
+            msg = await js.get_msg(c.STREAM, seq=1, subject=subject, next=True, direct=True)
+        else:
+            msg = await js.get_last_msg(c.STREAM, subject, direct=True)
+    except NotFoundError:
+        return 1 if first else 0
+    return int(msg.seq or 0)
+
+
 async def feed(
     nc: NATS,
     *,
@@ -57,9 +145,12 @@ async def feed(
     progress: str,
     after: int,
     wanted: Callable[[dict[str, Any]], bool],
-    until_final: bool,
+    ending: Ending,
 ) -> AsyncIterator[Item]:
-    """Stored events of ``subject`` after ``after``, merged with live progress, in order."""
+    """Stored events of ``subject`` after ``after``, merged with live progress, in order,
+    until ``ending`` says the client has every run's end."""
+    if ending.over:
+        return
     queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=10_000)
 
     async def on_progress(msg: Msg) -> None:
@@ -89,7 +180,8 @@ async def feed(
                 yield Item("keepalive", {})
                 continue
             yield item
-            if until_final and item.name in FINAL:
+            ending.see(item)
+            if ending.over:
                 return
     finally:
         for sub in (live, stored):
@@ -97,19 +189,19 @@ async def feed(
                 await sub.unsubscribe()
 
 
-def run_feed(nc: NATS, run_id: str, after: int) -> AsyncIterator[Item]:
+def run_feed(nc: NATS, run_id: str, after: int, ending: Ending) -> AsyncIterator[Item]:
     return feed(
         nc,
         subject=c.event_subject(run_id),
         progress=c.progress_subject(run_id),
         after=after,
         wanted=lambda payload: payload.get("run_id") == run_id,
-        until_final=True,
+        ending=ending,
     )
 
 
 def experiment_feed(
-    nc: NATS, experiment_id: str, runs: set[str], after: int
+    nc: NATS, experiment_id: str, runs: set[str], after: int, ending: Ending
 ) -> AsyncIterator[Item]:
     """Every run of an experiment: ``runs`` (known so far) and those queued into it later."""
 
@@ -124,7 +216,7 @@ def experiment_feed(
         progress=c.progress_subject("*"),
         after=after,
         wanted=wanted,
-        until_final=False,
+        ending=ending,
     )
 
 
@@ -138,6 +230,7 @@ def sse(item: Item) -> bytes:
     )
 
 
-def ws(item: Item) -> bytes:
+def ws(item: Item) -> str:
+    """A WebSocket TEXT frame: a browser's ``event.data`` is then a string for ``JSON.parse``."""
     payload = item.payload | ({"sequence": item.sequence} if item.sequence is not None else {})
-    return msgspec.json.encode({"type": item.name, "payload": payload})
+    return msgspec.json.encode({"type": item.name, "payload": payload}).decode()

@@ -3,7 +3,8 @@
 Each projector reads from its own durable pull consumer and records the stream position it has
 applied in the same transaction as the update, so a redelivered event is applied once. The
 SQLite position is the truth: at start the consumer is realigned to it, which is also how a
-deleted read model rebuilds itself by replay.
+deleted read model rebuilds itself by replay. ``health`` says whether each projector can update
+its read model now (failing, stuck or not running), for ``/health`` to report.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -76,6 +78,7 @@ class ProjectionRunner:
         *,
         consumer_prefix: str,
         batch: int = 256,
+        stall_after: float = 30.0,
     ) -> None:
         self._js = nc.jetstream()
         self._engine = engine
@@ -85,6 +88,11 @@ class ProjectionRunner:
         self._positions: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        #: A loop that has not come round for this long is stuck: an idle one comes round at
+        #: every fetch timeout (2 s).
+        self._stall_after = stall_after
+        self._alive: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
@@ -93,6 +101,7 @@ class ProjectionRunner:
                 await conn.run_sync(_create, p.tables)
         for p in self._projectors:
             self._positions[p.name] = await self._stored_position(p)
+            self._alive[p.name] = time.monotonic()
             self._tasks.append(asyncio.create_task(self._run(p), name=f"projection:{p.name}"))
 
     async def stop(self) -> None:
@@ -107,6 +116,24 @@ class ProjectionRunner:
         """How far every projector of ``stream`` has applied it."""
         mine = [self._positions.get(p.name, 0) for p in self._projectors if p.stream == stream]
         return min(mine, default=0)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per projector: its stream, and whether it can update the read model now (``ok``)
+        or why not (``error``): its last attempt failed, it is stuck, or it is not running."""
+        now, running = time.monotonic(), {t.get_name() for t in self._tasks if not t.done()}
+        report: dict[str, dict[str, Any]] = {}
+        for p in self._projectors:
+            idle = now - self._alive.get(p.name, now)
+            if f"projection:{p.name}" not in running:
+                error: str | None = "not running"
+            elif p.name in self._errors:
+                error = self._errors[p.name]
+            elif idle > self._stall_after:
+                error = f"stuck: no progress for {idle:.0f}s"
+            else:
+                error = None
+            report[p.name] = {"stream": p.stream, "ok": error is None, "error": error}
+        return report
 
     async def wait_for(self, stream: str, sequence: int, timeout: float) -> bool:
         """Wait until the read model has applied ``stream`` up to ``sequence``."""
@@ -184,7 +211,8 @@ class ProjectionRunner:
                 await self._consume(p, sub)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self._errors[p.name] = f"{type(exc).__name__}: {exc}"
                 # Order matters more than speed: start again from the stored position.
                 log.exception("projection %s failed; restarting from its stored position", p.name)
                 await asyncio.sleep(1.0)
@@ -199,10 +227,12 @@ class ProjectionRunner:
             try:
                 msgs = await sub.fetch(self._batch, timeout=2.0)
             except (NatsTimeoutError, TimeoutError):
-                continue
+                msgs = []
             if msgs:
                 await self._apply(p, msgs)
                 await msgs[-1].ack()
+            self._alive[p.name] = time.monotonic()
+            self._errors.pop(p.name, None)
 
     async def _apply(self, p: Projector, msgs: list[Msg]) -> None:
         async with session(self._engine) as db:

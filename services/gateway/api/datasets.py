@@ -20,6 +20,7 @@ from services.gateway.api.idempotent import idempotent
 from services.gateway.datasets_model import ImageRow, ImportRow, SplitMember, SplitRow
 from services.gateway.envelope import REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.streams import KEEPALIVE_S
 from services.gateway.uploads import Sweeper, receive, sweep
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import check_id
@@ -115,10 +116,12 @@ async def cancel_import(import_id: str, request: Request, db: DbDep, gw: Gateway
 
 
 @router.get("/import/{import_id}/stream", response_class=StreamingResponse)
-async def stream_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+async def stream_import(import_id: str, gateway: GatewayDep) -> Response:
     """Server-Sent Events: ``status``, then ``progress`` a few times a second, then
     ``complete`` (with the report) or ``error``."""
-    await _import(db, import_id)
+    # A short session: a stream must not hold a pooled connection for as long as it is open.
+    async with session(gateway.engine) as db:
+        await _import(db, import_id)
     return StreamingResponse(
         _import_events(gateway, import_id),
         media_type="text/event-stream",
@@ -343,22 +346,35 @@ async def _wait_for_import(
 
 
 async def _import_events(gateway: Gateway, import_id: str) -> Any:
+    """Live progress, and the job reread (in a short session) only when the read model has
+    moved: hundreds of open streams cost no query while nothing happens."""
     sub = await gateway.broker.connection.subscribe(c.progress_subject(import_id))
     try:
-        async with session(gateway.engine) as db:
-            row = await _import(db, import_id)
+        position = gateway.runner.position(c.STREAM)
+        row = await _read_import(gateway, import_id)
         yield _sse("status", row.public())
+        quiet = 0.0
         while not row.done:
             try:
                 msg = await sub.next_msg(timeout=0.5)
                 yield b"event: progress\ndata: " + msg.data + b"\n\n"
-            except (TimeoutError, Exception):
-                yield b": keepalive\n\n"
-            async with session(gateway.engine) as db:
-                row = await _import(db, import_id)
+                quiet = 0.0
+            except TimeoutError:  # nats' TimeoutError is one too
+                quiet += 0.5
+                if quiet >= KEEPALIVE_S:
+                    yield b": keepalive\n\n"
+                    quiet = 0.0
+            if gateway.runner.position(c.STREAM) != position:
+                position = gateway.runner.position(c.STREAM)
+                row = await _read_import(gateway, import_id)
         yield _sse("complete" if row.state == "completed" else "error", row.public())
     finally:
         await sub.unsubscribe()
+
+
+async def _read_import(gateway: Gateway, import_id: str) -> ImportRow:
+    async with session(gateway.engine) as db:
+        return await _import(db, import_id)
 
 
 def _sse(name: str, data: Any) -> bytes:

@@ -176,12 +176,13 @@ async def restore_project(
 
 
 @router.get("/{project_id}/events", response_class=StreamingResponse)
-async def project_events(
-    project_id: str, request: Request, db: DbDep, gateway: GatewayDep
-) -> Response:
+async def project_events(project_id: str, request: Request, gateway: GatewayDep) -> Response:
     """Server-Sent Events: this project's events as they happen; resumes by ``Last-Event-ID``."""
-    await _row(db, project_id)
-    return sse_response(gateway.js, c.event_subject(project_id), last_event_id(request))
+    after = last_event_id(request)
+    # A short session: a stream must not hold a pooled connection for as long as it is open.
+    async with session(gateway.engine) as db:
+        await _row(db, project_id)
+    return sse_response(gateway.js, c.event_subject(project_id), after)
 
 
 async def _run(gateway: Gateway, request: Request, subject: str, command: Any) -> Response:

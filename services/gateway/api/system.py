@@ -48,17 +48,27 @@ async def ping(gateway: Gateway, service: str) -> dict[str, Any]:
 
 
 async def read_model(gateway: Gateway) -> dict[str, Any]:
-    lags: dict[str, Any] = {}
+    """Per stream: how far the read model has applied it, and whether it can update now (a
+    projector failing, stuck or stopped cannot: its readers would see stale data forever)."""
+    health = gateway.runner.health()
+    model: dict[str, Any] = {}
     for stream in (p.STREAM, d.STREAM, t.STREAM, x.STREAM):
         info = await gateway.js.stream_info(stream)
         position = gateway.runner.position(stream)
-        lags[stream] = {"position": position, "lag": max(0, info.state.last_seq - position)}
-    return lags
+        errors = [h["error"] for h in health.values() if h["stream"] == stream and not h["ok"]]
+        model[stream] = {
+            "position": position,
+            "lag": max(0, info.state.last_seq - position),
+            "ok": not errors,
+            "error": "; ".join(errors) or None,
+        }
+    return model
 
 
 @router.get("/health")
 async def health(gateway: GatewayDep) -> Response:
-    """200 when NATS and every service answer, else 503 with what is wrong."""
+    """200 when NATS and every service answer and the read model can update, else 503 with
+    what is wrong."""
     connected = gateway.broker.connection.is_connected
     services: dict[str, Any] = {"gateway": {"ok": True, "instance": gateway.settings.instance}}
     model: dict[str, Any] = {}
@@ -71,7 +81,8 @@ async def health(gateway: GatewayDep) -> Response:
         services |= {
             s: {"ok": False, "error": "NATS is unreachable"} for s in gateway.settings.services
         }
-    healthy = connected and all(s["ok"] for s in services.values())
+    model_ok = all(m["ok"] for m in model.values())
+    healthy = connected and model_ok and all(s["ok"] for s in services.values())
     data = {
         "nats": {"ok": connected, "server": _server(gateway)},
         "services": services,
@@ -79,7 +90,9 @@ async def health(gateway: GatewayDep) -> Response:
     }
     if healthy:
         return JSONResponse({"status": "ok", "data": data})
-    down = [name for name, s in services.items() if not s["ok"]] or ["nats"]
+    down = [name for name, s in services.items() if not s["ok"]]
+    down += [] if model_ok else ["read model"]
+    down = down or ["nats"]
     body = {
         "status": "error",
         "error": {"code": common.UNAVAILABLE, "message": f"unavailable: {', '.join(down)}"},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,10 +18,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import training as c
 from services.gateway.envelope import REQUEST_ID, ApiError, ok
-from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.gateway import FRESH_WAIT_S, DbDep, Gateway, GatewayDep
 from services.gateway.streams import last_event_id
 from services.gateway.training_model import CheckpointRow, EpochRow, RunRow
-from services.gateway.training_streams import experiment_feed, run_feed, sse, ws
+from services.gateway.training_streams import (
+    Item,
+    ending_of,
+    experiment_feed,
+    run_feed,
+    sse,
+    ws,
+)
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
@@ -156,39 +166,61 @@ async def compare(gateway: GatewayDep, run_ids: Annotated[str, Query(min_length=
 
 
 @router.get("/runs/{run_id}/stream", response_class=StreamingResponse)
-async def run_stream(run_id: str, request: Request, db: DbDep, gateway: GatewayDep) -> Response:
-    """SSE: ``status``, ``progress``, ``epoch_end``, ``checkpoint``, ``complete``, ``error``."""
-    await _run(db, run_id)
-    items = run_feed(gateway.broker.connection, run_id, last_event_id(request))
+async def run_stream(run_id: str, request: Request, gateway: GatewayDep) -> Response:
+    """SSE: ``status``, ``progress``, ``epoch_end``, ``checkpoint``, then ``complete`` or
+    ``error`` and the stream ends; 204 (stop reconnecting) for a client that has the end."""
+    after = last_event_id(request)
+    await _fresh(gateway, run_id)
+    # A short session: a stream must not hold a pooled connection for as long as it is open.
+    async with session(gateway.engine) as db:
+        row = await _run(db, run_id)
+    ending, _ = await ending_of(gateway.js, [row], after)
+    if ending.over:
+        return Response(status_code=204)
+    items = run_feed(gateway.broker.connection, run_id, after, ending)
     return _sse_response(sse(item) async for item in items)
 
 
 @router.get("/{project_id}/experiments/{experiment_id}/stream", response_class=StreamingResponse)
 async def experiment_stream(
-    project_id: str, experiment_id: str, request: Request, db: DbDep, gateway: GatewayDep
+    project_id: str, experiment_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
-    """SSE of every run of an experiment, as the original API streamed it."""
-    runs = await _experiment_runs(db, experiment_id, project_id)
-    nc = gateway.broker.connection
-    items = experiment_feed(nc, experiment_id, runs, last_event_id(request))
+    """SSE of every run of an experiment, as the original API streamed it; it ends when every
+    run has completed or failed, 204 for a client that has seen that already."""
+    after = last_event_id(request)
+    rows = await _experiment_rows(gateway, experiment_id, project_id)
+    ending, start = await ending_of(gateway.js, rows, after, experiment_id)
+    if ending.over:
+        return Response(status_code=204)
+    runs = {r.run_id for r in rows}
+    items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
     return _sse_response(sse(item) async for item in items)
 
 
 @sockets.websocket("/ws/experiments/{experiment_id}")
 async def experiment_socket(websocket: WebSocket, experiment_id: str) -> None:
-    """``{"type", "payload"}`` messages with the same content as the experiment's SSE."""
+    """Text frames ``{"type", "payload"}``: first a ``snapshot`` (the experiment's runs, their
+    status and latest metrics), then what its SSE gives after ``?last_event_id=`` (all of it by
+    default); closed once every run is over. An unknown experiment gets an ``error`` and a close.
+    """
     gateway: Gateway = websocket.app.state.gateway
-    after = websocket.query_params.get("last_event_id", "0")
     await websocket.accept()
-    async with session(gateway.engine) as db:
-        runs = await _experiment_runs(db, experiment_id, None)
     try:
-        items = experiment_feed(gateway.broker.connection, experiment_id, runs, int(after or 0))
-        async for item in items:
-            if item.name != "keepalive":
-                await websocket.send_bytes(ws(item))
-    except (WebSocketDisconnect, RuntimeError):
+        after = _after(websocket.query_params.get("last_event_id"))
+        rows = await _experiment_rows(gateway, experiment_id, None)
+        snapshot = await _snapshot(gateway, experiment_id, rows)
+        ending, start = await ending_of(gateway.js, rows, after, experiment_id)
+    except ApiError as err:
+        payload = {"code": err.code, "message": err.message} | (
+            {"field": err.field} if err.field else {}
+        )
+        await websocket.send_text(ws(Item("error", payload)))
+        await websocket.close(code=4000 + err.status, reason=err.code)
         return
+    await websocket.send_text(ws(Item("snapshot", snapshot)))
+    runs = {r.run_id for r in rows}
+    items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
+    await _pump(websocket, items)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -255,10 +287,72 @@ async def _detail(db: AsyncSession, run_id: str) -> dict[str, Any]:
     }
 
 
-async def _experiment_runs(
-    db: AsyncSession, experiment_id: str, project_id: str | None
-) -> set[str]:
-    query = select(RunRow.run_id).where(col(RunRow.experiment_id) == experiment_id)
+async def _experiment_rows(
+    gateway: Gateway, experiment_id: str, project_id: str | None
+) -> list[RunRow]:
+    """The experiment's runs as the read model shows the stream now; an experiment is known
+    when a run carries its id (so a malformed or unused id is NOT_FOUND)."""
+    if not check(experiment_id) or (project_id is not None and not check(project_id)):
+        raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
+    info = await gateway.js.stream_info(c.STREAM)
+    await gateway.runner.wait_for(c.STREAM, info.state.last_seq, FRESH_WAIT_S)
+    query = select(RunRow).where(col(RunRow.experiment_id) == experiment_id)
     if project_id is not None:
         query = query.where(col(RunRow.project_id) == project_id)
-    return set((await db.exec(query)).all())
+    async with session(gateway.engine) as db:
+        rows = list((await db.exec(query.order_by(col(RunRow.queued_seq)))).all())
+    if not rows:
+        raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
+    return rows
+
+
+async def _snapshot(gateway: Gateway, experiment_id: str, rows: list[RunRow]) -> dict[str, Any]:
+    """The experiment now: each run with its status and its latest epoch's metrics."""
+    position = gateway.runner.position(c.STREAM)
+    ids = [r.run_id for r in rows]
+    async with session(gateway.engine) as db:
+        epochs = (await db.exec(select(EpochRow).where(col(EpochRow.run_id).in_(ids)))).all()
+    latest: dict[str, EpochRow] = {}
+    for e in epochs:
+        if e.run_id not in latest or e.epoch > latest[e.run_id].epoch:
+            latest[e.run_id] = e
+    runs = [
+        r.public() | {"latest": latest[r.run_id].public() if r.run_id in latest else None}
+        for r in rows
+    ]
+    return {"experiment_id": experiment_id, "runs": runs, "sequence": position}
+
+
+def _after(raw: str | None) -> int:
+    if raw and not raw.isdigit():
+        raise ApiError(
+            common.VALIDATION_ERROR,
+            "last_event_id must be a stream sequence number",
+            field="last_event_id",
+        )
+    return int(raw or 0)
+
+
+async def _pump(websocket: WebSocket, items: AsyncIterator[Item]) -> None:
+    """Send ``items`` until the feed ends (then close) or the client goes (then stop at once,
+    not at the next event: a gone client must not keep its subscriptions)."""
+
+    async def send() -> None:
+        async for item in items:
+            if item.name != "keepalive":
+                await websocket.send_text(ws(item))
+        await websocket.close(code=1000)
+
+    async def gone() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    tasks = [asyncio.create_task(send()), asyncio.create_task(gone())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
