@@ -124,8 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings.from_env()
-    envelope.install(app)
     app.add_middleware(HttpMetrics)
+    # Last added is outermost: every answer, a 500 included, carries the request id.
+    envelope.install(app)
     for router in (
         projects.router,
         datasets.router,

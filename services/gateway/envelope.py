@@ -6,11 +6,13 @@ import contextvars
 import logging
 import re
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,6 +45,36 @@ _CODE_OF = {
 }
 
 
+class Problem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    #: The input at fault (``project_id``, ``hyperparameters.pretrained``, ``If-Match`` ...).
+    field: str | None = None
+    #: Every problem found, for a validation error.
+    details: list[Problem] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer, whatever its status."""
+
+    status: Literal["error"]
+    error: ErrorInfo
+    #: As in the ``X-Request-ID`` header; the logs name it too.
+    request_id: str
+
+
+#: For a router's ``responses=``: what its error answers look like, documented for clients.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "Refused: the envelope says why."},
+    "5XX": {"model": ErrorEnvelope, "description": "Unavailable, or a bug: see request_id."},
+}
+
+
 class ApiError(Exception):
     """An error answered as the envelope; ``code`` is one of the contract's error codes."""
 
@@ -71,7 +103,10 @@ def error(
 
 
 class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` (or makes one), keeps it for the request, echoes it back."""
+    """The outermost layer: takes ``X-Request-ID`` (or makes one), keeps it for the request and
+    echoes it on every answer. It also answers an exception no handler took (a bug) as the 500
+    envelope and logs its traceback with the request id: Starlette's own last-resort handler
+    runs outside every middleware, where the id is already gone."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -81,19 +116,47 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "unexpected error in %s %s, request id %s",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+                extra={"request_id": request_id},
+            )
+            if started:  # the answer is under way: only closing the connection is left
+                raise
+            message = f"internal error; look for request id {request_id} in the logs"
+            answer = error(500, common.INTERNAL, message)
+            await answer(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+def _malformed_path_id(errors: Sequence[Any]) -> str | None:
+    """A path id that breaks the id rule names nothing that exists: a 404, not a 422."""
+    for e in errors:
+        loc = tuple(e.get("loc", ()))
+        if len(loc) == 2 and loc[0] == "path":
+            noun = str(loc[1]).removesuffix("_id").replace("_", " ")
+            shown = str(e.get("input", ""))
+            shown = shown if len(shown) <= 80 else shown[:80] + "…"
+            return f"{noun} {shown!r} does not exist"
+    return None
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -102,7 +165,8 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Every error, expected or not, leaves as the envelope with the request id."""
+    """Every error, expected or not, leaves as the envelope with the request id. Call it after
+    adding every other middleware: the request id must be the outermost layer."""
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(ApiError)
@@ -111,6 +175,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if missing := _malformed_path_id(exc.errors()):
+            return error(404, common.NOT_FOUND, missing)
         problems = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         first = problems[0] if problems else {"field": "", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
@@ -130,8 +196,3 @@ def install(app: FastAPI) -> None:
 
     for transient in TRANSIENT:  # a NATS outage is a 503, never a 500
         app.add_exception_handler(transient, _nats_unavailable)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=exc)
-        return error(500, common.INTERNAL, "internal error; the request id is in the logs")

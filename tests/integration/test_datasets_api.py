@@ -366,3 +366,91 @@ async def test_import_progress_streams_over_sse_until_complete(api, stack: Stack
                 names.append(line.removeprefix("event: "))
     assert names[0] == "status"
     assert names[-1] == "complete"
+
+
+BAD_ID = "%C3%A9t%C3%A9"  # "été": not an id (the kernel's rule is ASCII letters, digits, - and _)
+
+
+async def test_malformed_ids_in_paths_get_404_and_never_reach_the_service(api, stack: Stack):
+    pid = await project(api)
+    image = "0" * 64
+    for call in (
+        api.get(f"{API}/datasets/{BAD_ID}"),
+        api.get(f"{API}/datasets/{BAD_ID}/images"),
+        api.get(f"{API}/datasets/{BAD_ID}/health"),
+        api.get(f"{API}/datasets/{pid}/image/{BAD_ID}"),
+        api.get(f"{API}/datasets/{pid}/thumbnail/{BAD_ID}"),
+        api.patch(f"{API}/datasets/{BAD_ID}/images/{image}", json={"label": "x"}),
+        api.patch(f"{API}/datasets/{pid}/images/{BAD_ID}", json={"label": "x"}),
+        api.delete(f"{API}/datasets/{pid}/images/{BAD_ID}"),
+        api.get(f"{API}/datasets/import/{BAD_ID}"),
+        api.post(f"{API}/datasets/import/{BAD_ID}/cancel"),
+        api.get(f"{API}/splits/{BAD_ID}"),
+    ):
+        error(await call, 404, "NOT_FOUND")
+    assert "invalid aggregate id" not in stack.log("datasets")
+
+
+async def test_malformed_ids_in_bodies_and_queries_get_422_naming_the_field(
+    api, stack: Stack, tmp_path: Path
+):
+    # a non-ASCII project_id used to reach the datasets service: 500 "CreateSplit failed"
+    ratios = {"train": 0.5, "val": 0.5}
+    split = {"project_id": "été", "name": "s", "ratios": ratios}
+    assert (
+        error(await api.post(f"{API}/splits", json=split), 422, "VALIDATION_ERROR")["field"]
+        == "project_id"
+    )
+    local = {"project_id": "a.b", "path": str(stack.imports)}
+    assert (
+        error(await api.post(f"{API}/datasets/import/local", json=local), 422, "VALIDATION_ERROR")[
+            "field"
+        ]
+        == "project_id"
+    )
+    # a multipart form field, and the same as a query parameter
+    archive = imagesets.zip_dir(imagesets.folder(tmp_path / "f", {"x": 1}), tmp_path / "f.zip")
+    for bad in ("été", "a b", "x" * 129):
+        assert (
+            error(await upload(api, bad, archive), 422, "VALIDATION_ERROR")["field"] == "project_id"
+        )
+        resp = await api.post(
+            f"{API}/datasets/import/upload",
+            params={"project_id": bad},
+            content=archive.read_bytes(),
+        )
+        assert error(resp, 422, "VALIDATION_ERROR")["field"] == "project_id"
+    resp = await api.get(f"{API}/splits", params={"project_id": "été"})
+    assert error(resp, 422, "VALIDATION_ERROR")["field"] == "project_id"
+    pid = await project(api)
+    resp = await api.get(f"{API}/datasets/{pid}/images", params={"split_id": "a/b"})
+    assert error(resp, 422, "VALIDATION_ERROR")["field"] == "split_id"
+    assert "invalid aggregate id" not in stack.log("datasets")
+    assert not list((stack.workspace / "uploads").glob("*.zip"))  # refused uploads are not kept
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("a" * 300, 404, "NOT_FOUND"),  # ENAMETOOLONG
+        ("a\x00b", 422, "VALIDATION_ERROR"),  # a NUL byte
+        ("x" * 5000, 422, "VALIDATION_ERROR"),  # longer than any path
+    ],
+)
+async def test_server_paths_the_file_system_refuses_get_a_4xx(
+    api, stack: Stack, path, status, code
+):
+    pid = await project(api)
+    body = {"project_id": pid, "path": path}
+    assert (
+        error(await api.post(f"{API}/datasets/import/local", json=body), status, code)["field"]
+        == "path"
+    )
+
+
+async def test_a_path_through_a_file_gets_a_4xx(api, stack: Stack):
+    pid = await project(api)
+    a_file = stack.imports / f"file-{uuid.uuid4().hex}.txt"
+    a_file.write_text("not a folder")
+    body = {"project_id": pid, "path": str(a_file / "below")}  # ENOTDIR
+    error(await api.post(f"{API}/datasets/import/local", json=body), 404, "NOT_FOUND")

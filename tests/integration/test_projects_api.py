@@ -11,6 +11,8 @@ import nats
 import pytest
 
 from contracts import projects as c
+from services.gateway.app import create_app
+from services.kernel.settings import Settings
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -310,3 +312,76 @@ async def test_metrics_and_openapi(api):
 def test_stack_fixture_runs_each_service_as_its_own_process(stack: Stack):
     assert {"projects", "gateway"} <= set(stack.procs)
     assert all(p.poll() is None for p in stack.procs.values())
+
+
+MALFORMED_IDS = ["é", "a b", "a%0Ab", "a" * 129, "a:b", "%F0%9F%90%88"]
+
+
+@pytest.mark.parametrize("pid", MALFORMED_IDS)
+async def test_a_malformed_path_id_is_404_and_never_reaches_the_service(api, stack: Stack, pid):
+    # given an id no aggregate can have (non-ASCII, spaces, a newline, too long)
+    url = f"/api/v1/projects/{pid}"
+    # when a client reads or changes it, then it does not exist
+    error_of(await api.get(url), 404, "NOT_FOUND")
+    error_of(await api.patch(url, json={"name": "x"}), 404, "NOT_FOUND")
+    error_of(await api.post(f"{url}/archive"), 404, "NOT_FOUND")
+    error_of(await api.post(f"{url}/restore"), 404, "NOT_FOUND")
+    # and the service never saw it
+    assert "invalid aggregate id" not in stack.log("projects")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"offset": 10**40}, "offset"),
+        ({"offset": 10**9 + 1}, "offset"),
+        ({"offset": -1}, "offset"),
+        ({"limit": 10**40}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"limit": 0}, "limit"),
+    ],
+)
+async def test_paging_out_of_bounds_gets_422_not_an_overflow(api, params, field):
+    # a 40-digit offset used to reach SQLite and answer 500 (OverflowError)
+    err = error_of(await api.get("/api/v1/projects", params=params), 422, "VALIDATION_ERROR")
+    assert err["field"] == field
+
+
+async def test_the_furthest_page_is_empty_not_an_error(api):
+    resp = await api.get("/api/v1/projects", params={"offset": 10**9, "limit": 500})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["items"] == []
+
+
+@pytest.mark.parametrize("tag", [b'"\xb2"', b'"' + b"9" * 30 + b'"', b'W/"1e3"'])
+async def test_an_if_match_that_is_no_version_gets_422(api, tag):
+    # "²" is a digit to str.isdigit but not to int(): it used to answer 500
+    pid = (await create(api))["id"]
+    resp = await api.patch(f"/api/v1/projects/{pid}", json={"name": "x"}, headers={"If-Match": tag})
+    assert error_of(resp, 422, "VALIDATION_ERROR")["field"] == "If-Match"
+
+
+async def test_a_500_carries_its_request_id_in_header_body_and_log(caplog):
+    # given the gateway app with a route that fails unexpectedly (a bug)
+    app = create_app(Settings())
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/v1/broken", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        # when a client with its own request id calls it, and one without
+        given = await client.get("/api/v1/broken", headers={"X-Request-ID": "req-500"})
+        made = await client.get("/api/v1/broken")
+    # then both get the 500 envelope with the request id in header and body
+    body = error_of(given, 500, "INTERNAL")
+    assert given.headers["x-request-id"] == "req-500"
+    assert "req-500" in body["message"]
+    error_of(made, 500, "INTERNAL")
+    assert len(made.headers["x-request-id"]) >= 16
+    # and the traceback is logged with the request id
+    logged = [r for r in caplog.records if r.exc_info and "req-500" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info[0] is RuntimeError
+    assert getattr(logged[0], "request_id", None) == "req-500"

@@ -6,9 +6,13 @@ import asyncio
 import json
 import uuid
 
+import msgspec
+import nats
 import pytest
 from websockets.asyncio.client import connect
 
+from contracts import common
+from contracts import training as c
 from tests import imagesets
 from tests.stack import Stack
 from tests.training_helpers import (
@@ -269,3 +273,85 @@ def test_a_split_with_a_single_class_is_refused(stack: Stack, tmp_path):
     resp = submit(stack, pid, split_id)
     assert resp.status_code == 422
     assert "two classes" in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "pretrained",
+    [
+        "a" * 2000,  # longer than any weights path: used to answer 500 (File name too long)
+        "/tmp/" + "w" * 300 + ".pt",  # a file name no file system holds
+        "/tmp/weights\x00.pt",  # a NUL byte
+    ],
+)
+def test_a_pretrained_path_no_file_system_can_hold_gets_422(stack: Stack, split, pretrained):
+    project_id, split_id = split
+    resp = submit(stack, project_id, split_id, hyperparameters={"pretrained": pretrained})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "hyperparameters.pretrained"
+
+
+async def test_the_trainer_answers_a_file_system_error_on_pretrained_with_422(stack: Stack, split):
+    # given a StartRun that bypasses the gateway's bounds (another client of the bus)
+    project_id, split_id = split
+    command = c.StartRun(
+        run_id=uuid.uuid4().hex,
+        experiment_id=uuid.uuid4().hex,
+        project_id=project_id,
+        split_id=split_id,
+        hyperparameters=c.Hyperparameters(pretrained="/tmp/" + "w" * 300 + ".pt"),
+    )
+    nc = await nats.connect(stack.nats_url)
+    try:
+        msg = await nc.request(c.Subjects.START_RUN, msgspec.json.encode(command), timeout=15)
+    finally:
+        await nc.close()
+    # then the trainer refuses it as invalid input (ENAMETOOLONG), not as its own failure
+    reply = msgspec.json.decode(msg.data, type=common.CommandAccepted | common.CommandRejected)
+    assert isinstance(reply, common.CommandRejected), reply
+    assert (reply.code, reply.field) == ("VALIDATION_ERROR", "hyperparameters.pretrained")
+
+
+def test_malformed_ids_get_404_in_paths_and_422_in_bodies(stack: Stack, split):
+    project_id, split_id = split
+    bad = "%C3%A9t%C3%A9"  # "été"
+    with client(stack) as api:
+        for call in (
+            api.get(f"{API}/training/runs/{bad}"),
+            api.post(f"{API}/training/runs/{bad}/stop"),
+            api.post(f"{API}/training/runs/{bad}/resume"),
+            api.get(f"{API}/evaluation/{bad}"),
+            api.get(f"{API}/evaluation/{bad}/cell", params={"true": "a", "predicted": "b"}),
+            api.get(f"{API}/export/{bad}"),
+            api.get(f"{API}/export/{bad}/download"),
+        ):
+            assert call.status_code == 404, call.text
+            assert call.json()["error"]["code"] == "NOT_FOUND"
+        for path, body, field in (
+            ("/training/run", {"project_id": "été", "split_id": split_id}, "project_id"),
+            ("/training/run", {"project_id": project_id, "split_id": "a.b"}, "split_id"),
+            (
+                "/training/run",
+                {"project_id": project_id, "split_id": split_id, "experiment_id": "x y"},
+                "experiment_id",
+            ),
+            ("/evaluation/run", {"run_id": "a*"}, "run_id"),
+            ("/export/run", {"run_id": "r" * 129}, "run_id"),
+        ):
+            resp = api.post(f"{API}{path}", json=body)
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["error"]["field"] == field
+        for path, params, field in (
+            ("/training/runs", {"project_id": "été"}, "project_id"),
+            ("/training/compare", {"run_ids": "a,b.c"}, "run_ids"),
+            ("/evaluation", {"run_id": "a b"}, "run_id"),
+            ("/export", {"run_id": "a:b"}, "run_id"),
+            (
+                "/evaluation/" + "0" * 32 + "/cell",
+                {"true": "a", "predicted": "b", "limit": 10**30},
+                "limit",
+            ),
+        ):
+            resp = api.get(f"{API}{path}", params=params)
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["error"]["field"] == field
+    assert "invalid aggregate id" not in stack.log("trainer")

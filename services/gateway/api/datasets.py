@@ -17,8 +17,9 @@ from sqlmodel import col, select
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
+from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.datasets_model import ImageRow, ImportRow, SplitMember, SplitRow
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.streams import KEEPALIVE_S
 from services.gateway.uploads import Sweeper, receive, sweep
@@ -26,9 +27,12 @@ from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 
 ACTOR = "anonymous"
+#: A page cursor: a file name (a path in an archive, at most PATH_MAX) and an image id, JSON
+#: in base64 (4/3 the size).
+CURSOR_MAX = 6 * 1024
 #: How long starting an import waits to answer a bad source with its 4xx rather than a 202.
 VALIDATION_WAIT_S = 10.0
 Format = Literal["auto", "folder", "csv", "coco", "yolo"]
@@ -46,8 +50,8 @@ MIME = {
 
 class LocalImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    project_id: str = Field(min_length=1, max_length=128)
-    path: str = Field(min_length=1, max_length=4096)
+    project_id: BodyId
+    path: str = Field(min_length=1, max_length=common.PATH_MAX)
     format: Format = "auto"
 
 
@@ -70,7 +74,7 @@ async def import_local(body: LocalImport, request: Request, gateway: GatewayDep)
 async def import_upload(
     request: Request,
     gateway: GatewayDep,
-    project_id: Annotated[str | None, Query(max_length=128)] = None,
+    project_id: MaybeQueryId = None,
     format: Annotated[Format | None, Query()] = None,
 ) -> Response:
     """Import a ZIP: multipart field ``file`` (with ``project_id``, ``format``) or a raw body."""
@@ -84,6 +88,8 @@ async def import_upload(
         fmt = format or upload.fields.get("format") or "auto"
         if not pid:
             raise ApiError(common.VALIDATION_ERROR, "project_id is required", field="project_id")
+        if not check(pid):  # a form field: the query parameter's rule, checked by hand
+            raise ApiError(common.VALIDATION_ERROR, "project_id is malformed", field="project_id")
         if fmt not in ("auto", "folder", "csv", "coco", "yolo"):
             raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
         return await _start(gateway, request, pid, "upload", upload.filename, fmt, staged)
@@ -94,7 +100,7 @@ async def import_upload(
 
 
 @router.get("/import/{import_id}")
-async def get_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+async def get_import(import_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
     """An import job: its state, and its report once it is over."""
     row = await _import(db, import_id)
     await gateway.fresh(c.STREAM, c.event_subject(row.dataset_id))
@@ -106,7 +112,7 @@ async def get_import(import_id: str, db: DbDep, gateway: GatewayDep) -> Response
 
 
 @router.post("/import/{import_id}/cancel")
-async def cancel_import(import_id: str, request: Request, db: DbDep, gw: GatewayDep) -> Response:
+async def cancel_import(import_id: PathId, request: Request, db: DbDep, gw: GatewayDep) -> Response:
     """Stop a running import; nothing of it is kept."""
     row = await _import(db, import_id)
     command = c.CancelImport(dataset_id=row.dataset_id, import_id=import_id, actor=ACTOR)
@@ -130,7 +136,7 @@ async def stream_import(import_id: str, gateway: GatewayDep) -> Response:
 
 
 @router.get("/{project_id}")
-async def summary(project_id: str, db: DbDep) -> Response:
+async def summary(project_id: PathId, db: DbDep) -> Response:
     """Counts, the class histogram, image sizes, imports and splits of a project's dataset."""
     where = col(ImageRow.dataset_id) == project_id
     stats = (
@@ -181,13 +187,13 @@ async def summary(project_id: str, db: DbDep) -> Response:
 
 @router.get("/{project_id}/images")
 async def list_images(
-    project_id: str,
+    project_id: PathId,
     db: DbDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: str | None = None,
-    label: str | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    split_id: str | None = None,
+    limit: Limit = 100,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
+    label: Annotated[str | None, Query(max_length=c.LABEL_MAX)] = None,
+    q: MaybeFilter = None,
+    split_id: MaybeQueryId = None,
     subset: Literal["train", "val", "test"] | None = None,
 ) -> Response:
     """A page of images by file name; filter by label, file name text, split and subset."""
@@ -221,8 +227,8 @@ async def list_images(
 
 @router.get("/{project_id}/image/{image_id}", response_class=FileResponse)
 async def image(
-    project_id: str,
-    image_id: str,
+    project_id: PathId,
+    image_id: PathId,
     db: DbDep,
     gateway: GatewayDep,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -237,8 +243,8 @@ async def image(
 
 @router.get("/{project_id}/thumbnail/{image_id}", response_class=FileResponse)
 async def thumbnail(
-    project_id: str,
-    image_id: str,
+    project_id: PathId,
+    image_id: PathId,
     db: DbDep,
     gateway: GatewayDep,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -251,7 +257,7 @@ async def thumbnail(
 
 @router.patch("/{project_id}/images/{image_id}")
 async def relabel(
-    project_id: str, image_id: str, body: Relabel, request: Request, gateway: GatewayDep
+    project_id: PathId, image_id: PathId, body: Relabel, request: Request, gateway: GatewayDep
 ) -> Response:
     """Give an image another label."""
     command = c.RelabelImage(
@@ -269,7 +275,7 @@ async def relabel(
 
 @router.delete("/{project_id}/images/{image_id}", status_code=204)
 async def delete_image(
-    project_id: str, image_id: str, request: Request, gateway: GatewayDep
+    project_id: PathId, image_id: PathId, request: Request, gateway: GatewayDep
 ) -> Response:
     """Remove an image from the dataset (its file stays for other datasets that hold it)."""
     command = c.DeleteImage(
@@ -281,9 +287,9 @@ async def delete_image(
 
 
 @router.get("/{project_id}/health")
-async def dataset_health(project_id: str, request: Request, gateway: GatewayDep) -> Response:
+async def dataset_health(project_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Duplicates, near-duplicates, corrupt files, imbalance, odd sizes, small classes."""
-    query = c.GetHealth(dataset_id=_valid(project_id), correlation_id=REQUEST_ID.get())
+    query = c.GetHealth(dataset_id=project_id, correlation_id=REQUEST_ID.get())
     try:
         msg = await gateway.broker.connection.request(
             c.Subjects.HEALTH, msgspec.json.encode(query), timeout=60.0
@@ -310,7 +316,7 @@ async def _start(
 ) -> Response:
     import_id = new_id()
     command = c.StartImport(
-        dataset_id=_valid(project_id, "project_id"),
+        dataset_id=project_id,
         import_id=import_id,
         source_kind=kind,
         source=source,
@@ -405,13 +411,12 @@ async def _image(db: Any, project_id: str, image_id: str) -> ImageRow:
     return row
 
 
-def _valid(dataset_id: str, field: str = "project_id") -> str:
+def check(an_id: str) -> bool:
     try:
-        return check_id(dataset_id)
+        check_id(an_id)
     except ValueError:
-        raise ApiError(
-            common.NOT_FOUND, f"project {dataset_id} does not exist", field=field
-        ) from None
+        return False
+    return True
 
 
 def _encode_cursor(filename: str, image_id: str) -> str:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import col, select
 
 from contracts import common, new_id
 from contracts import training as c
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from contracts.datasets import LABEL_MAX
+from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.training_model import EvaluationRow, RunRow
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/evaluation", tags=["evaluation"])
+router = APIRouter(prefix="/evaluation", tags=["evaluation"], responses=ERROR_RESPONSES)
+#: Images listed for one confusion-matrix cell.
+CELL_MAX = 1000
+Label = Annotated[str, Query(max_length=LABEL_MAX)]
 
 
 class EvaluationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str = Field(min_length=1, max_length=128)
+    run_id: BodyId
     checkpoint: Literal["best", "last"] = "best"
     subset: Literal["train", "val", "test"] = "test"
 
@@ -45,7 +50,7 @@ async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) ->
 
 
 @router.get("")
-async def list_evaluations(db: DbDep, run_id: str) -> Response:
+async def list_evaluations(db: DbDep, run_id: QueryId) -> Response:
     """A run's evaluations, newest first."""
     rows = (
         await db.exec(
@@ -58,7 +63,7 @@ async def list_evaluations(db: DbDep, run_id: str) -> Response:
 
 
 @router.get("/{evaluation_id}")
-async def get_evaluation(evaluation_id: str, gateway: GatewayDep) -> Response:
+async def get_evaluation(evaluation_id: PathId, gateway: GatewayDep) -> Response:
     """Its state, and once completed: accuracy, per class, confusion matrix, ECE, errors."""
     await gateway.fresh(c.STREAM, c.evaluation_subject(evaluation_id))
     async with session(gateway.engine) as db:
@@ -67,7 +72,11 @@ async def get_evaluation(evaluation_id: str, gateway: GatewayDep) -> Response:
 
 @router.get("/{evaluation_id}/cell")
 async def confusion_cell(
-    evaluation_id: str, db: DbDep, true: str, predicted: str, limit: int = 200
+    evaluation_id: PathId,
+    db: DbDep,
+    true: Label,
+    predicted: Label,
+    limit: Annotated[int, Query(ge=1, le=CELL_MAX)] = 200,
 ) -> Response:
     """The images of one confusion-matrix cell, most confident first, with thumbnail links."""
     row = await _evaluation(db, evaluation_id)
@@ -79,7 +88,7 @@ async def confusion_cell(
         raise ApiError(common.VALIDATION_ERROR, "unknown class", field="true")
     t, p = classes.index(true), classes.index(predicted)
     cell = sorted((x for x in row.predictions if x[1] == t and x[2] == p), key=lambda x: -x[3])[
-        : max(1, min(limit, 1000))
+        :limit
     ]
     project = run.project_id if run else ""
     return ok(

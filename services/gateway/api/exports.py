@@ -14,13 +14,13 @@ from starlette.datastructures import UploadFile
 
 from contracts import common, new_id
 from contracts import exports as x
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.exports_model import ExportRow
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
-from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/export", tags=["export"])
+router = APIRouter(prefix="/export", tags=["export"], responses=ERROR_RESPONSES)
 #: Images sent to one prediction, in bytes (they travel to the exporter in one NATS message).
 PREDICT_MAX_BYTES = 6 * 1024 * 1024
 MEDIA = {"onnx": "application/onnx", "torchscript": "application/octet-stream"}
@@ -28,9 +28,9 @@ MEDIA = {"onnx": "application/onnx", "torchscript": "application/octet-stream"}
 
 class ExportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str = Field(min_length=1, max_length=128)
+    run_id: BodyId
     checkpoint: Literal["best", "last"] = "best"
-    format: str = Field("onnx", max_length=32)
+    format: str = Field("onnx", max_length=common.KEYWORD_MAX)
 
 
 @router.post("/run", status_code=202)
@@ -52,7 +52,7 @@ async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) 
 
 
 @router.get("")
-async def list_exports(db: DbDep, run_id: str) -> Response:
+async def list_exports(db: DbDep, run_id: QueryId) -> Response:
     """A run's exports, newest first."""
     query = select(ExportRow).where(col(ExportRow.run_id) == run_id)
     rows = (await db.exec(query.order_by(col(ExportRow.started_at).desc()))).all()
@@ -60,7 +60,7 @@ async def list_exports(db: DbDep, run_id: str) -> Response:
 
 
 @router.get("/{export_id}")
-async def get_export(export_id: str, gateway: GatewayDep) -> Response:
+async def get_export(export_id: PathId, gateway: GatewayDep) -> Response:
     """Its state; once done its size, sha256, parity and latency figures (or why it failed)."""
     await _fresh(gateway, export_id)
     async with session(gateway.engine) as db:
@@ -68,7 +68,7 @@ async def get_export(export_id: str, gateway: GatewayDep) -> Response:
 
 
 @router.get("/{export_id}/download", response_class=FileResponse)
-async def download(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+async def download(export_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
     """The model file, with its sha256 in ``X-Checksum-SHA256``; range requests work."""
     row = await _ready(db, export_id)
     assert row.file_name and row.sha256
@@ -78,7 +78,7 @@ async def download(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
 
 
 @router.get("/{export_id}/bundle", response_class=FileResponse)
-async def bundle(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
+async def bundle(export_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
     """A ZIP: the model, ``labels.txt`` and a model card (Markdown and JSON)."""
     row = await _ready(db, export_id)
     assert row.bundle_sha256
@@ -88,14 +88,14 @@ async def bundle(export_id: str, db: DbDep, gateway: GatewayDep) -> Response:
 
 @router.post("/{export_id}/predict")
 async def predict(
-    export_id: str,
+    export_id: PathId,
     request: Request,
     gateway: GatewayDep,
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> Response:
     """Top-k labels and scores for one or more images (multipart), from the exported model."""
     images = await _images(request)
-    query = x.Predict(export_id=_valid(export_id), images=images, top_k=top_k)
+    query = x.Predict(export_id=export_id, images=images, top_k=top_k)
     try:
         msg = await gateway.broker.connection.request(
             x.Subjects.PREDICT, msgspec.json.encode(query), timeout=60.0
@@ -113,7 +113,7 @@ async def _images(request: Request) -> list[bytes]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > PREDICT_MAX_BYTES:
         raise ApiError("PAYLOAD_TOO_LARGE", "send at most 6 MB of images at once", status=413)
-    form = await request.form(max_files=64, max_fields=16)
+    form = await request.form(max_files=x.PREDICT_MAX_IMAGES, max_fields=16)
     images = [await f.read() for _, f in form.multi_items() if isinstance(f, UploadFile)]
     if not images:
         raise ApiError(
@@ -135,7 +135,7 @@ def _file(path: object, name: str, sha256: str, media: str | None) -> FileRespon
 
 
 async def _fresh(gateway: Gateway, export_id: str) -> None:
-    await gateway.fresh(x.STREAM, x.event_subject(_valid(export_id)))
+    await gateway.fresh(x.STREAM, x.event_subject(export_id))
 
 
 async def _ready(db: DbDep, export_id: str) -> ExportRow:
@@ -151,10 +151,3 @@ async def _export(db: DbDep, export_id: str) -> ExportRow:
     if row is None:
         raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist")
     return row
-
-
-def _valid(export_id: str) -> str:
-    try:
-        return check_id(export_id)
-    except ValueError:
-        raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist") from None

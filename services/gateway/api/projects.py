@@ -15,15 +15,15 @@ from contracts import common, new_id
 from contracts import projects as c
 from contracts.common import CommandAccepted
 from services.gateway.api.idempotent import idempotent
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.api.params import Limit, Offset, PathId
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodel import ProjectRow
 from services.gateway.streams import last_event_id, sse_response
-from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], responses=ERROR_RESPONSES)
 
 #: Until sign-in lands every request acts as this user.
 ACTOR = "anonymous"
@@ -53,8 +53,8 @@ class ProjectUpdate(BaseModel):
 @router.get("")
 async def list_projects(
     db: DbDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     status: Literal["active", "archived", "all"] = "active",
     q: Annotated[str | None, Query(max_length=c.NAME_MAX)] = None,
     task_type: Literal["classification", "detection"] | None = None,
@@ -104,7 +104,7 @@ async def create_project(body: ProjectCreate, request: Request, gateway: Gateway
 
 @router.get("/{project_id}")
 async def get_project(
-    project_id: str,
+    project_id: PathId,
     db: DbDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -118,7 +118,7 @@ async def get_project(
 
 @router.patch("/{project_id}")
 async def update_project(
-    project_id: str,
+    project_id: PathId,
     body: ProjectUpdate,
     request: Request,
     gateway: GatewayDep,
@@ -126,7 +126,7 @@ async def update_project(
 ) -> Response:
     """Rename and/or re-describe; with ``If-Match`` it applies only to that version."""
     command = c.UpdateProject(
-        project_id=_valid_id(project_id),
+        project_id=project_id,
         name=body.name,
         description=body.description,
         expected_version=_version(if_match),
@@ -139,14 +139,14 @@ async def update_project(
 
 @router.post("/{project_id}/archive")
 async def archive_project(
-    project_id: str,
+    project_id: PathId,
     request: Request,
     gateway: GatewayDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Archive a project: hidden from the default list, read-only until restored."""
     command = c.ArchiveProject(
-        project_id=_valid_id(project_id),
+        project_id=project_id,
         expected_version=_version(if_match),
         correlation_id=REQUEST_ID.get(),
         actor=ACTOR,
@@ -158,14 +158,14 @@ async def archive_project(
 
 @router.post("/{project_id}/restore")
 async def restore_project(
-    project_id: str,
+    project_id: PathId,
     request: Request,
     gateway: GatewayDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Bring an archived project back."""
     command = c.RestoreProject(
-        project_id=_valid_id(project_id),
+        project_id=project_id,
         expected_version=_version(if_match),
         correlation_id=REQUEST_ID.get(),
         actor=ACTOR,
@@ -213,19 +213,13 @@ async def _row(db: AsyncSession, project_id: str) -> ProjectRow:
     return row
 
 
-def _valid_id(project_id: str) -> str:
-    try:
-        return check_id(project_id)
-    except ValueError:
-        raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist") from None
-
-
 def _version(if_match: str | None) -> int | None:
     """``If-Match: "7"`` → 7; ``*`` or no header → any version."""
     if if_match is None or if_match.strip() == "*":
         return None
     tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit), and no more than a sequence can be.
+    if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):
         raise ApiError(
             common.VALIDATION_ERROR,
             'If-Match must be a version as given in ETag, e.g. "7"',

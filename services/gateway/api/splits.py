@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
@@ -12,13 +12,14 @@ from sqlmodel import col, select
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
+from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.datasets_model import SplitRow
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/splits", tags=["splits"])
+router = APIRouter(prefix="/splits", tags=["splits"], responses=ERROR_RESPONSES)
 ACTOR = "anonymous"
 
 
@@ -31,7 +32,7 @@ class Ratios(BaseModel):
 
 class SplitCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    project_id: str = Field(min_length=1, max_length=128)
+    project_id: BodyId
     name: str = Field(min_length=1, max_length=c.SPLIT_NAME_MAX)
     ratios: Ratios
     strategy: Literal["random", "stratified"] = "stratified"
@@ -68,9 +69,7 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
 
 
 @router.get("")
-async def list_splits(
-    db: DbDep, project_id: Annotated[str, Query(min_length=1, max_length=128)]
-) -> Response:
+async def list_splits(db: DbDep, project_id: QueryId) -> Response:
     """A project's splits, oldest first, with per-subset class counts."""
     rows = (
         await db.exec(
@@ -83,7 +82,7 @@ async def list_splits(
 
 
 @router.get("/{split_id}")
-async def get_split(split_id: str, db: DbDep) -> Response:
+async def get_split(split_id: PathId, db: DbDep) -> Response:
     """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
     return ok((await _split(db, split_id)).public())
 

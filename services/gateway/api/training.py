@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import training as c
-from services.gateway.envelope import REQUEST_ID, ApiError, ok
+from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import FRESH_WAIT_S, DbDep, Gateway, GatewayDep
 from services.gateway.streams import last_event_id
 from services.gateway.training_model import CheckpointRow, EpochRow, RunRow
@@ -32,16 +34,20 @@ from services.gateway.training_streams import (
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
-router = APIRouter(prefix="/training", tags=["training"])
+router = APIRouter(prefix="/training", tags=["training"], responses=ERROR_RESPONSES)
 sockets = APIRouter(tags=["training"])
 ACTOR = "anonymous"
+#: Runs side by side in one comparison.
+COMPARE_MAX = 20
+#: The longest file or folder name most file systems hold (NAME_MAX), in bytes.
+NAME_MAX_BYTES = 255
 
 
 class HyperparametersIn(BaseModel):
     """Checked here for shape; the trainer checks every value and answers 422 with the field."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = "smallcnn"
+    model: str = Field("smallcnn", max_length=c.MODEL_MAX)
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(1e-3, gt=0, le=10)
@@ -55,14 +61,30 @@ class HyperparametersIn(BaseModel):
     seed: int = Field(0, ge=0, le=2**63 - 1)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     workers: int = Field(0, ge=0, le=32)
-    pretrained: str | None = Field(None, max_length=4096)
+    pretrained: str | None = Field(None, max_length=c.PRETRAINED_MAX)
+
+    @field_validator("pretrained")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        """Refuse here what no file system can hold, rather than fail on it in the trainer."""
+        if value is None:
+            return None
+        if "\0" in value:
+            raise ValueError("a path cannot hold a NUL character")
+        try:
+            parts = os.fsencode(value).split(b"/")
+        except UnicodeError:
+            raise ValueError("not a file name this server can hold") from None
+        if any(len(part) > NAME_MAX_BYTES for part in parts):
+            raise ValueError(f"a file or folder name in it is over {NAME_MAX_BYTES} bytes")
+        return value
 
 
 class RunSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    project_id: str = Field(min_length=1, max_length=128)
-    split_id: str = Field(min_length=1, max_length=128)
-    experiment_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    project_id: BodyId
+    split_id: BodyId
+    experiment_id: BodyId | None = None
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
     if_busy: Literal["queue", "reject"] = "queue"
 
@@ -107,10 +129,10 @@ async def queue(db: DbDep, gateway: GatewayDep) -> Response:
 @router.get("/runs")
 async def list_runs(
     db: DbDep,
-    project_id: str | None = None,
-    experiment_id: str | None = None,
-    status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    project_id: MaybeQueryId = None,
+    experiment_id: MaybeQueryId = None,
+    status: MaybeFilter = None,
+    limit: Limit = 100,
 ) -> Response:
     """Runs, newest first."""
     query = select(RunRow)
@@ -125,7 +147,7 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}")
-async def get_run(run_id: str, gateway: GatewayDep) -> Response:
+async def get_run(run_id: PathId, gateway: GatewayDep) -> Response:
     """A run with its full metric history and its checkpoints."""
     await _fresh(gateway, run_id)
     async with session(gateway.engine) as db:
@@ -133,7 +155,7 @@ async def get_run(run_id: str, gateway: GatewayDep) -> Response:
 
 
 @router.post("/runs/{run_id}/stop")
-async def stop_run(run_id: str, request: Request, gateway: GatewayDep) -> Response:
+async def stop_run(run_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Stop at the next batch: the last checkpoint is kept and the device freed."""
     command = c.StopRun(run_id=run_id, actor=ACTOR, correlation_id=REQUEST_ID.get())
     accepted = await gateway.send(c.Subjects.STOP_RUN, command, request)
@@ -142,7 +164,7 @@ async def stop_run(run_id: str, request: Request, gateway: GatewayDep) -> Respon
 
 @router.post("/runs/{run_id}/resume")
 async def resume_run(
-    run_id: str, request: Request, gateway: GatewayDep, body: ResumeIn | None = None
+    run_id: PathId, request: Request, gateway: GatewayDep, body: ResumeIn | None = None
 ) -> Response:
     """Queue the run again to continue after its last checkpoint; ``epochs`` may be raised."""
     epochs = body.epochs if body else None
@@ -154,11 +176,16 @@ async def resume_run(
 
 
 @router.get("/compare")
-async def compare(gateway: GatewayDep, run_ids: Annotated[str, Query(min_length=1)]) -> Response:
+async def compare(
+    gateway: GatewayDep,
+    run_ids: Annotated[str, Query(min_length=1, max_length=COMPARE_MAX * (common.ID_MAX + 1))],
+) -> Response:
     """Two or more runs' curves side by side: ``?run_ids=a,b``."""
     ids = [r for r in run_ids.split(",") if r]
-    if len(ids) < 2:
-        raise ApiError(common.VALIDATION_ERROR, "give at least two run ids", field="run_ids")
+    if not 2 <= len(ids) <= COMPARE_MAX:
+        raise ApiError(common.VALIDATION_ERROR, f"give 2 to {COMPARE_MAX} run ids", field="run_ids")
+    if not all(check(run_id) for run_id in ids):
+        raise ApiError(common.VALIDATION_ERROR, "a run id is malformed", field="run_ids")
     for run_id in ids:
         await _fresh(gateway, run_id)
     async with session(gateway.engine) as db:
