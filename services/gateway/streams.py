@@ -22,7 +22,8 @@ KEEPALIVE_S = 15.0
 def last_event_id(request: Request) -> int:
     """The sequence a client has seen: the ``Last-Event-ID`` header, or ``?last_event_id=``."""
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
-    if not raw.isdigit():
+    # ASCII digits ("²" is a digit to str.isdigit, not to int) and no more than a sequence has.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise ApiError(
             common.VALIDATION_ERROR,
             "Last-Event-ID must be a stream sequence number",

@@ -385,3 +385,18 @@ async def test_a_500_carries_its_request_id_in_header_body_and_log(caplog):
     assert len(logged) == 1
     assert logged[0].exc_info[0] is RuntimeError
     assert getattr(logged[0], "request_id", None) == "req-500"
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({"Last-Event-ID": b"\xb2"}, {}),  # "²": a digit to str.isdigit, not to int()
+        ({}, {"last_event_id": "²"}),
+        ({"Last-Event-ID": "9" * 5000}, {}),  # past int()'s 4,300 digits
+        ({"Last-Event-ID": "9" * 30}, {}),  # past any stream sequence
+    ],
+)
+async def test_a_last_event_id_that_is_no_sequence_gets_422(api, headers, params):
+    pid = (await create(api))["id"]
+    resp = await api.get(f"/api/v1/projects/{pid}/events", headers=headers, params=params)
+    error_of(resp, 422, "VALIDATION_ERROR")

@@ -355,3 +355,12 @@ def test_malformed_ids_get_404_in_paths_and_422_in_bodies(stack: Stack, split):
             assert resp.status_code == 422, resp.text
             assert resp.json()["error"]["field"] == field
     assert "invalid aggregate id" not in stack.log("trainer")
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "9" * 5000])  # "²", and past int()'s digits
+async def test_a_websocket_last_event_id_that_is_no_sequence_gets_an_error(stack: Stack, after):
+    url = f"ws://127.0.0.1:{stack.port}/ws/experiments/{'0' * 32}?last_event_id={after}"
+    async with connect(url) as socket:
+        message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+    assert message["type"] == "error"
+    assert message["payload"]["code"] == "VALIDATION_ERROR"

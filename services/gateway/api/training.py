@@ -351,7 +351,7 @@ async def _snapshot(gateway: Gateway, experiment_id: str, rows: list[RunRow]) ->
 
 
 def _after(raw: str | None) -> int:
-    if raw and not raw.isdigit():
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise ApiError(
             common.VALIDATION_ERROR,
             "last_event_id must be a stream sequence number",
