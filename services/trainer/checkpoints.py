@@ -3,8 +3,10 @@
 A ``CheckpointSaved`` event names a file (``object_name``, a new name per epoch) and its sha256;
 whoever needs the checkpoint — a resume, an evaluation — takes the local copy if its sha256
 matches the record, else fetches the object and checks it. Files and objects are deleted only
-once no stored record that still counts (the run's last and best) names them. Imports nats-py,
-``contracts`` and ``services.kernel`` only.
+once no stored record that still counts (the run's last and best) names them. Puts and gets
+ride out a NATS restart (retried for ``OBJECT_RETRY_S``, each try from the file's start), so a
+short outage does not fail a training. Imports nats-py, ``contracts`` and ``services.kernel``
+only.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from nats.js.object_store import ObjectStore
 
 from contracts import training as c
 from services.kernel.jobs import sha256_file
+from services.kernel.transient import retry_transient
 
 log = logging.getLogger(__name__)
+
+#: How long an Object Store call waits for NATS to come back, as event-store appends do.
+OBJECT_RETRY_S = 60.0
 
 
 class CheckpointUnavailable(Exception):
@@ -60,9 +66,13 @@ async def fetch(
     target = copy or local
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.fetch")
-    try:
-        with tmp.open("wb") as file:
+
+    async def get() -> None:
+        with tmp.open("wb") as file:  # each try from the start
             await objects.get(record.object_name, writeinto=file)
+
+    try:
+        await retry_transient(get, what=f"fetching {record.object_name}", retry_for=OBJECT_RETRY_S)
     except NotFoundError:
         tmp.unlink(missing_ok=True)
         raise CheckpointUnavailable(
@@ -84,8 +94,13 @@ async def fetch(
 async def upload(objects: ObjectStore, run_id: str, paths: Iterable[Path]) -> None:
     """Puts each file under its object name (each once, however many kinds it serves)."""
     for path in dict.fromkeys(paths):
-        with path.open("rb") as file:
-            await objects.put(object_name(run_id, path), file)
+        name = object_name(run_id, path)
+
+        async def put(path: Path = path, name: str = name) -> None:
+            with path.open("rb") as file:  # each try from the start
+                await objects.put(name, file)
+
+        await retry_transient(put, what=f"uploading {name}", retry_for=OBJECT_RETRY_S)
 
 
 async def delete(objects: ObjectStore, names: Iterable[str]) -> None:

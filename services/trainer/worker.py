@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
 REAP_INTERVAL_S = 3.0
+#: After the worker's loop failed, how long it waits before looking for a run again.
+RETRY_S = 2.0
 
 
 class EpochNotStored(Exception):
@@ -88,7 +90,16 @@ class Worker:
         reaper = asyncio.create_task(self._reap_forever())
         try:
             while True:
-                if not await self._next():
+                try:
+                    took = await self._next()
+                except Exception:
+                    # A trainer whose loop ended would answer commands but never train again:
+                    # log it, wait, and look again (a lease or claim failing past its retries
+                    # is a NATS outage longer than they ride out, or a bug worth a traceback).
+                    log.exception("taking the next run failed; trying again in %.0fs", RETRY_S)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                if not took:
                     await self.changed(1.0)
         finally:
             reaper.cancel()
