@@ -115,6 +115,28 @@ class SplitRow(SQLModel, table=True):
         }
 
 
+class SplitDeviationRow(SQLModel, table=True):
+    """A class more than two images off its share of a subset, and why (a table of its own, so
+    that a read model written before deviations existed gains it without a migration)."""
+
+    __tablename__ = "split_deviations"
+    split_id: str = Field(primary_key=True)
+    label: str = Field(primary_key=True)
+    subset: str = Field(primary_key=True)
+    expected: float
+    actual: int
+    reason: str
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "subset": self.subset,
+            "expected": self.expected,
+            "actual": self.actual,
+            "reason": self.reason,
+        }
+
+
 class SplitMember(SQLModel, table=True):
     __tablename__ = "split_members"
     split_id: str = Field(primary_key=True)
@@ -131,6 +153,7 @@ class DatasetsProjector(Decodes):
         ImportRow.__table__,  # type: ignore[attr-defined]
         SplitRow.__table__,  # type: ignore[attr-defined]
         SplitMember.__table__,  # type: ignore[attr-defined]
+        SplitDeviationRow.__table__,  # type: ignore[attr-defined]
     )
     event_type = c.Event
 
@@ -185,6 +208,11 @@ class DatasetsProjector(Decodes):
                 )
             case c.SplitCreated():
                 db.add(_split(event, when))
+                deviations = [
+                    msgspec.structs.asdict(d) | {"split_id": event.split_id}
+                    for d in event.deviations
+                ]
+                await _insert_many(db, SplitDeviationRow, deviations)
             case c.SplitAssigned():
                 members = [
                     {"split_id": event.split_id, "image_id": i, "subset": s}

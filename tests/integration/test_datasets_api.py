@@ -454,3 +454,32 @@ async def test_a_path_through_a_file_gets_a_4xx(api, stack: Stack):
     a_file.write_text("not a folder")
     body = {"project_id": pid, "path": str(a_file / "below")}  # ENOTDIR
     error(await api.post(f"{API}/datasets/import/local", json=body), 404, "NOT_FOUND")
+
+
+async def test_a_split_forced_off_its_ratios_by_a_group_says_so(api, stack: Stack):
+    # given class "a" with one scene saved eight times (re-encoded, resized: a group of
+    # near-duplicates that may not straddle subsets) and four other images, class "b" of twelve
+    pid = await project(api)
+    root = imagesets.squares(stack.imports / uuid.uuid4().hex, per_class=12)
+    scene = Image.open(root / "tl" / "tl_0.png").convert("RGB")
+    for i, quality in enumerate((60, 70, 80, 90, 95)):
+        scene.save(root / "tl" / f"copy_{i}.jpg", "JPEG", quality=quality)
+    for i, size in enumerate((48, 64, 96)):
+        scene.resize((size, size)).save(root / "tl" / f"bigger_{i}.png")
+    for i in range(4, 12):
+        (root / "tl" / f"tl_{i}.png").unlink()
+    await import_local(api, pid, root)
+    # when it is split half and half
+    body = {"project_id": pid, "name": "halves", "ratios": {"train": 0.5, "val": 0.5}}
+    resp = await api.post(f"{API}/splits", json=body)
+    # then the group kept together pushes "tl" off its share, and the split says so and why
+    assert resp.status_code == 201, resp.text
+    split = resp.json()["data"]
+    off = [d for d in split["deviations"] if d["label"] == "tl"]
+    assert off, split
+    assert all(abs(d["actual"] - d["expected"]) > 2 for d in off)
+    assert "near-duplicates" in off[0]["reason"]
+    assert not [d for d in split["deviations"] if d["label"] == "br"]
+    # and reading the split back shows the same
+    got = (await api.get(f"{API}/splits/{split['id']}")).json()["data"]
+    assert got["deviations"] == split["deviations"]

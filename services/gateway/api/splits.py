@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
-from services.gateway.datasets_model import SplitRow
+from services.gateway.datasets_model import SplitDeviationRow, SplitRow
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
@@ -61,9 +62,9 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
         accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
         await gateway.caught_up(c.STREAM, accepted.sequence)
         async with session(gateway.engine) as db:
-            row = await _split(db, split_id)
+            data = await _public(db, await _split(db, split_id))
         location = str(request.url_for("get_split", split_id=split_id))
-        return ok(row.public(), status=201, headers={"Location": location})
+        return ok(data, status=201, headers={"Location": location})
 
     return await idempotent(request, gateway, ACTOR, run)
 
@@ -78,13 +79,21 @@ async def list_splits(db: DbDep, project_id: QueryId) -> Response:
             .order_by(col(SplitRow.created_at))
         )
     ).all()
-    return ok({"items": [r.public() for r in rows]})
+    return ok({"items": [await _public(db, r) for r in rows]})
 
 
 @router.get("/{split_id}")
 async def get_split(split_id: PathId, db: DbDep) -> Response:
     """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
-    return ok((await _split(db, split_id)).public())
+    return ok(await _public(db, await _split(db, split_id)))
+
+
+async def _public(db: AsyncSession, row: SplitRow) -> dict[str, Any]:
+    """The split with its deviations: each class more than two images off its share of a
+    subset, and why (an exact-duplicate group that may not straddle, too few images)."""
+    query = select(SplitDeviationRow).where(col(SplitDeviationRow.split_id) == row.split_id)
+    deviations = (await db.exec(query.order_by(col(SplitDeviationRow.label)))).all()
+    return row.public() | {"deviations": [d.public() for d in deviations]}
 
 
 async def _split(db: DbDep, split_id: str) -> SplitRow:
