@@ -69,16 +69,23 @@ class Datasets:
         self.active: set[str] = set()
 
     async def _run(
-        self, command: c.Message, dataset_id: str, decide: Callable[[domain.Dataset], list[c.Event]]
+        self,
+        command: c.Message,
+        dataset_id: str,
+        decide: Callable[[domain.Dataset], list[c.Event]],
+        headers: Mapping[str, str],
+        *,
+        offload: bool = False,
     ) -> Reply:
         return await execute(
             self.repo,
             dataset_id,
             command,
             decide,
-            headers={},
+            headers=headers,
             refusals=_REFUSALS,
             noun="dataset",
+            offload=offload,
         )
 
     # --- commands ---------------------------------------------------------------------------
@@ -94,6 +101,7 @@ class Datasets:
         try:
             await self._project(command.dataset_id)
             job = await asyncio.to_thread(self._job, command)
+            job.headers = dict(headers)
             reply = await execute(
                 self.repo,
                 command.dataset_id,
@@ -139,22 +147,22 @@ class Datasets:
         return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=position)
 
     async def relabel_image(self, command: c.RelabelImage, headers: Mapping[str, str]) -> Reply:
-        return await self._run(
-            command, command.dataset_id, partial(domain.relabel, command=command)
-        )
+        decide = partial(domain.relabel, command=command)
+        return await self._run(command, command.dataset_id, decide, headers)
 
     async def delete_image(self, command: c.DeleteImage, headers: Mapping[str, str]) -> Reply:
-        return await self._run(command, command.dataset_id, partial(domain.delete, command=command))
+        decide = partial(domain.delete, command=command)
+        return await self._run(command, command.dataset_id, decide, headers)
 
     async def create_split(self, command: c.CreateSplit, headers: Mapping[str, str]) -> Reply:
         try:
             await self._project(command.dataset_id, writable=False)
         except domain.DomainError as err:
             return rejected(err)
-        # Grouping 100k images takes a second or two of this loop; fine for a rare command.
-        return await self._run(
-            command, command.dataset_id, partial(domain.create_split, command=command)
-        )
+        # Grouping compares every pair of near-duplicate hashes: seconds for 50k images, so
+        # it is decided off the loop, which keeps answering other commands meanwhile.
+        decide = partial(domain.create_split, command=command)
+        return await self._run(command, command.dataset_id, decide, headers, offload=True)
 
     async def get_health(self, query: c.GetHealth) -> c.HealthReport:
         state, _ = await self.repo.get(query.dataset_id)
@@ -210,7 +218,7 @@ class Datasets:
     ) -> None:
         # Each step of the job has ids of its own, derived so that a retried step is one write.
         cause = msgspec.structs.replace(job.command, message_id=f"{job.command.message_id}.{step}")
-        reply = await self._run(cause, job.command.dataset_id, decide)
+        reply = await self._run(cause, job.command.dataset_id, decide, job.headers)
         if isinstance(reply, CommandRejected):
             log.error("import %s: could not store its outcome: %s", job.import_id, reply.message)
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,8 @@ class Job:
     #: An upload's archive, extracted into ``root`` and deleted once extracted.
     archive: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: The starting command's trace headers, carried on to the job's outcome.
+    headers: Mapping[str, str] = field(default_factory=dict)
     phase: str = "starting"
     done: int = 0
     total: int = 0

@@ -6,6 +6,7 @@ a concurrent write is retried when the caller did not pin a version.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -61,10 +62,13 @@ async def execute(
     refusals: tuple[type[Exception], ...],
     expected: int | None = None,
     noun: str = "it",
+    offload: bool = False,
 ) -> Reply:
     """Decide ``command`` against the stored aggregate and store what it decided.
 
-    ``expected`` is the aggregate's version (its count of events) the caller last saw."""
+    ``expected`` is the aggregate's version (its count of events) the caller last saw;
+    ``offload`` decides in a worker thread, for a decision that takes long enough to stall the
+    service's loop (states are never changed in place, so the thread reads a stable one)."""
     try:
         check_id(aggregate_id)
     except ValueError:
@@ -75,7 +79,7 @@ async def execute(
         if expected is not None and expected != version:
             return stale(noun, aggregate_id, expected, version)
         try:
-            events = decide(state)
+            events = await asyncio.to_thread(decide, state) if offload else decide(state)
         except refusals as err:
             return rejected(err)
         if not events:

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from PIL import Image
 
@@ -483,3 +484,43 @@ async def test_a_split_forced_off_its_ratios_by_a_group_says_so(api, stack: Stac
     # and reading the split back shows the same
     got = (await api.get(f"{API}/splits/{split['id']}")).json()["data"]
     assert got["deviations"] == split["deviations"]
+
+
+async def test_an_import_and_a_relabel_carry_the_clients_trace_into_their_events(api, stack):
+    # given a client with a trace of its own
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    pid = await project(api)
+    root = imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 2, "b": 2})
+    # when it imports (a background job) and relabels an image
+    resp = await api.post(
+        f"{API}/datasets/import/local",
+        json={"project_id": pid, "path": str(root)},
+        headers=headers,
+    )
+    assert resp.status_code == 202, resp.text
+    await finished(api, resp.json()["data"])
+    image = (await images(api, pid))[0]
+    relabel = await api.patch(
+        f"{API}/datasets/{pid}/images/{image['id']}", json={"label": "b"}, headers=headers
+    )
+    assert relabel.status_code == 200, relabel.text
+    # then every event it caused, the job's outcome included, is part of that trace
+    nc = await nats.connect(stack.nats_url)
+    try:
+        sub = await nc.jetstream().subscribe(f"evt.datasets.{pid}", ordered_consumer=True)
+        traces: dict[str, str] = {}
+        pending = 1
+        while pending:
+            msg = await sub.next_msg(timeout=5)
+            traces[msg.headers["Studio-Event-Type"]] = msg.headers["traceparent"].split("-")[1]
+            pending = msg.metadata.num_pending
+    finally:
+        await nc.close()
+    assert set(traces) >= {
+        "datasets.import_started.v1",
+        "datasets.images_added.v1",
+        "datasets.import_completed.v1",
+        "datasets.image_relabeled.v1",
+    }, traces
+    assert set(traces.values()) == {trace_id}

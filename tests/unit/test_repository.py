@@ -3,6 +3,8 @@ position: given/when/then on the in-memory store, whose one stream interleaves a
 
 from __future__ import annotations
 
+import threading
+
 from contracts import projects as c
 from contracts.common import CommandAccepted, CommandRejected
 from services.kernel.commands import execute
@@ -70,3 +72,26 @@ async def test_a_stale_expected_version_is_refused_with_both_versions() -> None:
     assert "you had version 1, it is now at 2" in reply.message
     state = (await projects.load(PID)).state
     assert state is not None and state.name == "b"
+
+
+async def test_an_offloaded_decision_runs_off_the_loop_and_refusals_still_answer() -> None:
+    store = InMemoryEventStore(stream=c.STREAM, subject=c.event_subject, event_type=c.Event)
+    projects = repo(store)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    async def offloaded(command: c.CreateProject) -> object:
+        def decide(state: domain.State) -> list[domain.Event]:
+            seen.append(threading.get_ident())
+            return domain.decide(state, command)
+
+        refusals = (domain.DomainError,)
+        return await execute(
+            projects, PID, command, decide, headers={}, refusals=refusals, offload=True
+        )
+
+    first = await offloaded(c.CreateProject(project_id=PID, name="slow to decide"))
+    again = await offloaded(c.CreateProject(project_id=PID, name="a second one"))
+    assert isinstance(first, CommandAccepted) and first.version == 1
+    assert isinstance(again, CommandRejected) and again.code == "CONFLICT"
+    assert seen and all(ident != loop_thread for ident in seen)
