@@ -86,6 +86,8 @@ class Exporter:
         self.blobs, self.artifacts, self.workdir, self.objects = blobs, artifacts, workdir, objects
         self.instance, self.engine = instance, engine
         self.predictor = engine.Predictor()
+        #: The starting command's trace headers, by export, carried on to its outcome.
+        self.traces: dict[str, Mapping[str, str]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def path(self, export_id: str, file_name: str) -> Path:
@@ -101,6 +103,7 @@ class Exporter:
             )
         except ValueError:
             return CommandRejected(code=common.NOT_FOUND, message="that run does not exist")
+        self.traces[command.export_id] = dict(headers)
         reply = await self._store(command.export_id, command, partial(request, event=requested))
         if isinstance(reply, CommandAccepted) and reply.events:
             task = asyncio.create_task(self._run(requested, samples))
@@ -307,8 +310,10 @@ class Exporter:
 
     async def _store(self, export_id: str, command: Message | None, decide: partial) -> Reply:
         cause = command or Message(actor=self.instance)
+        # A request keeps the trace for the outcome; an outcome ends it.
+        trace = self.traces.get(export_id, {}) if command else self.traces.pop(export_id, {})
         return await execute(
-            self.repo, export_id, cause, decide, headers={}, refusals=(Refused,), noun="export"
+            self.repo, export_id, cause, decide, headers=trace, refusals=(Refused,), noun="export"
         )
 
 

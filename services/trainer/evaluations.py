@@ -84,6 +84,8 @@ class Evaluations:
         self.instance = instance
         self.slots = asyncio.Semaphore(CONCURRENT)
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The starting command's trace headers, by evaluation, carried on to its outcome.
+        self.traces: dict[str, Mapping[str, str]] = {}
 
     async def evaluate_run(self, command: c.EvaluateRun, headers: Mapping[str, str]) -> Reply:
         try:
@@ -93,6 +95,7 @@ class Evaluations:
             return CommandRejected(code=err.code, message=err.message, field=err.field)
         except ValueError:
             return CommandRejected(code=common.NOT_FOUND, message="that run does not exist")
+        self.traces[command.evaluation_id] = dict(headers)
         reply = await self._store(command.evaluation_id, command, partial(start, event=started))
         if isinstance(reply, CommandAccepted) and reply.events:
             task = asyncio.create_task(self._run(started, record, samples))
@@ -190,12 +193,16 @@ class Evaluations:
         decide: partial,
     ) -> Reply:
         cause = command or Message(actor=self.instance)
+        # A start keeps the trace for the outcome; an outcome ends it.
+        trace = (
+            self.traces.get(evaluation_id, {}) if command else self.traces.pop(evaluation_id, {})
+        )
         return await execute(
             self.repo,
             evaluation_id,
             cause,
             decide,
-            headers={},
+            headers=trace,
             refusals=(Refused,),
             noun="evaluation",
         )

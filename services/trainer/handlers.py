@@ -46,18 +46,22 @@ class Training:
             return CommandRejected(
                 code=common.CONFLICT, message="An experiment is already training"
             )
-        return await self._execute(command, command.run_id, partial(domain.queue, event=queued))
+        decide = partial(domain.queue, event=queued)
+        return await self._execute(command, command.run_id, decide, headers)
 
     async def stop_run(self, command: c.StopRun, headers: Mapping[str, str]) -> Reply:
-        return await self._execute(command, command.run_id, partial(domain.stop, command=command))
+        decide = partial(domain.stop, command=command)
+        return await self._execute(command, command.run_id, decide, headers)
 
     async def resume_run(self, command: c.ResumeRun, headers: Mapping[str, str]) -> Reply:
         decide = partial(domain.resume, command=command)
-        return await self._execute(command, command.run_id, decide)
+        return await self._execute(command, command.run_id, decide, headers)
 
-    async def _execute(self, command: c.Command, run_id: str, decide: Callable) -> Reply:
+    async def _execute(
+        self, command: c.Command, run_id: str, decide: Callable, headers: Mapping[str, str]
+    ) -> Reply:
         return await execute(
-            self.runs, run_id, command, decide, headers={}, refusals=_REFUSALS, noun="run"
+            self.runs, run_id, command, decide, headers=headers, refusals=_REFUSALS, noun="run"
         )
 
     async def _checked(self, command: c.StartRun) -> c.RunQueued | CommandRejected:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 
+import nats
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
+from contracts import exports as x
+from contracts import training as t
 from services.kernel.vision.preprocess import eval_transform, load_image
 from tests.stack import Stack
 from tests.training_helpers import API, client, learnable_split, submit, wait, wait_status
 
 pytestmark = pytest.mark.integration
+#: The trace each job is requested in: its outcome, stored later by the job, belongs to it too.
+TRACES = {"evaluation": "1" * 31 + "e", "export": "2" * 31 + "f"}
+
+
+def traced(job: str) -> dict[str, str]:
+    return {"traceparent": f"00-{TRACES[job]}-{'3' * 16}-01"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +42,9 @@ def finished(stack: Stack, path: str) -> dict:
 @pytest.fixture(scope="module")
 def evaluation(stack: Stack, trained: dict) -> dict:
     with client(stack) as api:
-        resp = api.post(f"{API}/evaluation/run", json={"run_id": trained["id"]})
+        resp = api.post(
+            f"{API}/evaluation/run", json={"run_id": trained["id"]}, headers=traced("evaluation")
+        )
         assert resp.status_code == 202, resp.text
     return finished(stack, f"{API}/evaluation/{resp.json()['data']['id']}")
 
@@ -41,9 +52,26 @@ def evaluation(stack: Stack, trained: dict) -> dict:
 @pytest.fixture(scope="module")
 def export(stack: Stack, trained: dict) -> dict:
     with client(stack) as api:
-        resp = api.post(f"{API}/export/run", json={"run_id": trained["id"], "format": "onnx"})
+        body = {"run_id": trained["id"], "format": "onnx"}
+        resp = api.post(f"{API}/export/run", json=body, headers=traced("export"))
         assert resp.status_code == 202, resp.text
     return finished(stack, f"{API}/export/{resp.json()['data']['id']}")
+
+
+async def test_a_jobs_outcome_is_stored_in_the_trace_it_was_requested_in(stack, evaluation, export):
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        for job, stream, subject in (
+            ("evaluation", t.STREAM, t.event_subject(evaluation["id"])),
+            ("export", x.STREAM, x.event_subject(export["id"])),
+        ):
+            last = await js.get_last_msg(stream, subject)
+            assert last.headers is not None
+            assert last.headers["Studio-Event-Type"].endswith("_completed.v1"), last.headers
+            assert last.headers["traceparent"].split("-")[1] == TRACES[job]
+    finally:
+        await nc.close()
 
 
 def test_evaluation_metrics_agree_with_its_own_confusion_matrix(stack, trained, evaluation):
