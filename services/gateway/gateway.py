@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from faststream.nats import NatsBroker
@@ -23,6 +23,8 @@ from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.sqlite import session
 from services.kernel.telemetry import child_traceparent
+
+R = TypeVar("R")
 
 #: How long a read waits for the read model to show an aggregate's latest event.
 FRESH_WAIT_S = 2.0
@@ -62,15 +64,28 @@ class Gateway:
 
     async def send(self, subject: str, command: Message, request: Request) -> CommandAccepted:
         """Send a command to its service; a refusal becomes an ``ApiError``."""
+        return await self.ask(subject, command, CommandAccepted, request)
+
+    async def ask(
+        self,
+        subject: str,
+        message: Message,
+        reply_type: type[R],
+        request: Request,
+        timeout: float | None = None,
+    ) -> R:
+        """The one way to a service: a command or a query, with the request id and the trace,
+        a restarting service waited for; a refusal or no answer becomes an ``ApiError``."""
         headers = {
             "traceparent": child_traceparent(request.headers.get("traceparent")),
             "Studio-Request-Id": REQUEST_ID.get(),
         }
-        reply = await bus.request(
+        reply = await bus.query(
             self.broker,
             subject,
-            command,
-            timeout=self.settings.request_timeout,
+            message,
+            reply_type,
+            timeout=timeout or self.settings.request_timeout,
             headers=headers,
             responder_wait=self.settings.responder_wait,
         )

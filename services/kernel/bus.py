@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
@@ -27,8 +27,8 @@ from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Message)
+R = TypeVar("R")
 
-_reply_decoder = msgspec.json.Decoder(Reply)
 #: Backoff between sends of a command while its service has no responder (being restarted).
 FIRST_RESEND_S = 0.05
 LAST_RESEND_S = 0.5
@@ -113,11 +113,34 @@ async def request(
     that a restart is invisible to the caller. A command that did reach its service is stored
     once even if sent twice: its events' ``Nats-Msg-Id`` derive from its ``message_id``.
     """
+    return await query(
+        broker,
+        subject,
+        command,
+        Reply,  # type: ignore[arg-type]
+        timeout=timeout,
+        headers=headers,
+        responder_wait=responder_wait,
+    )
+
+
+async def query(
+    broker: NatsBroker,
+    subject: str,
+    message: Message,
+    reply_type: type[R],
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    responder_wait: float = 0.0,
+) -> R | CommandRejected:
+    """Ask a service (a command or a query) and decode its reply as ``reply_type`` or a
+    refusal; a missing or silent service becomes an UNAVAILABLE rejection, as for commands."""
     try:
         msg = await ask(
             broker.connection,
             subject,
-            msgspec.json.encode(command),
+            msgspec.json.encode(message),
             timeout=timeout,
             headers=headers,
             responder_wait=responder_wait,
@@ -131,7 +154,18 @@ async def request(
         return CommandRejected(
             code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
         )
-    return _reply_decoder.decode(msg.data)
+    reply: R | CommandRejected = _decoder(reply_type).decode(msg.data)
+    return reply
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
+    """One decoder per reply type, built once."""
+    if reply_type not in _DECODERS:
+        _DECODERS[reply_type] = msgspec.json.Decoder(reply_type | CommandRejected)
+    return _DECODERS[reply_type]
 
 
 def command_endpoint(

@@ -142,3 +142,24 @@ def studio(stack: Stack, *args: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+def test_a_query_waits_for_its_restarting_service_too(tmp_path: Path):
+    # given a studio whose datasets service is killed and started again a second later
+    stack = Stack(tmp_path, ("projects", "datasets"), STUDIO_RESPONDER_WAIT="60").up()
+    try:
+        project = create(stack, "queried")
+        stack.kill("datasets")
+        restart = threading.Timer(1.0, stack.start, ("datasets",))
+        restart.start()
+        # when a client asks for the dataset's health meanwhile (a query, not a command)
+        try:
+            url = f"{stack.base_url}/api/v1/datasets/{project['id']}/health"
+            resp = httpx.get(url, timeout=90)
+        finally:
+            restart.join()
+        # then it is answered by the new process rather than refused with 503
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["data"]["images"] == 0
+    finally:
+        stack.down()

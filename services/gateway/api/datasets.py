@@ -290,15 +290,7 @@ async def delete_image(
 async def dataset_health(project_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Duplicates, near-duplicates, corrupt files, imbalance, odd sizes, small classes."""
     query = c.GetHealth(dataset_id=project_id, correlation_id=REQUEST_ID.get())
-    try:
-        msg = await gateway.broker.connection.request(
-            c.Subjects.HEALTH, msgspec.json.encode(query), timeout=60.0
-        )
-    except Exception as exc:
-        raise ApiError(common.UNAVAILABLE, f"the datasets service did not answer: {exc}") from None
-    reply = msgspec.json.decode(msg.data, type=c.HealthReport | common.CommandRejected)
-    if isinstance(reply, common.CommandRejected):
-        raise ApiError(reply.code, reply.message, field=reply.field)
+    reply = await gateway.ask(c.Subjects.HEALTH, query, c.HealthReport, request, timeout=60.0)
     return ok(reply.report)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,15 +95,7 @@ async def predict(
     """Top-k labels and scores for one or more images (multipart), from the exported model."""
     images = await _images(request)
     query = x.Predict(export_id=export_id, images=images, top_k=top_k)
-    try:
-        msg = await gateway.broker.connection.request(
-            x.Subjects.PREDICT, msgspec.json.encode(query), timeout=60.0
-        )
-    except Exception as exc:
-        raise ApiError(common.UNAVAILABLE, f"the exporter did not answer: {exc}") from None
-    reply = msgspec.json.decode(msg.data, type=x.Predictions | common.CommandRejected)
-    if isinstance(reply, common.CommandRejected):
-        raise ApiError(reply.code, reply.message, field=reply.field)
+    reply = await gateway.ask(x.Subjects.PREDICT, query, x.Predictions, request, timeout=60.0)
     results = [[{"label": label, "score": score} for label, score in r] for r in reply.results]
     return ok({"export_id": export_id, "predictions": results})
 
