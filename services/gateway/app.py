@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodel import ProjectsProjector
 from services.gateway.training_model import TrainingProjector
+from services.gateway.uploads import sweep
 from services.kernel.bus import connect, make_broker, stop_broker
 from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
@@ -88,6 +90,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The gateway may start before the services: their streams must exist to be read.
     for spec in STREAMS:
         await ensure_stream(js, spec, settings.stream_replicas)
+    # Uploads a crashed gateway left half-received (an hour untouched: never a live one).
+    await asyncio.to_thread(sweep, settings.data_dir("uploads"))
     engine = create_engine(settings.data_dir(SERVICE) / READ_MODEL)
     runner = ProjectionRunner(
         broker.connection,
@@ -97,7 +101,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await runner.start()
     idempotency = Idempotency(await open_store(js, settings.stream_replicas))
-    leases = Leases(js, ttl=settings.lease_ttl, replicas=settings.stream_replicas)
+    # The gateway only reads leases for its pages: a NATS outage answers 503 within a
+    # request's time rather than after the trainers' patient retries.
+    leases = Leases(
+        js,
+        ttl=settings.lease_ttl,
+        replicas=settings.stream_replicas,
+        retry_for=settings.request_timeout,
+    )
     await leases.open()
     gateway = app.state.gateway = Gateway(settings, broker, engine, runner, idempotency, leases)
 

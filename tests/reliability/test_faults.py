@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -161,5 +162,24 @@ def test_a_query_waits_for_its_restarting_service_too(tmp_path: Path):
         # then it is answered by the new process rather than refused with 503
         assert resp.status_code == 200, resp.text
         assert resp.json()["data"]["images"] == 0
+    finally:
+        stack.down()
+
+
+def test_a_starting_gateway_removes_uploads_a_crash_left_but_not_recent_ones(tmp_path: Path):
+    # given uploads left in the workspace: one untouched for two hours, one just written
+    uploads = tmp_path / "workspace" / "uploads"
+    uploads.mkdir(parents=True)
+    old, recent = uploads / "left-by-a-crash.zip", uploads / "another-gateways.zip"
+    for path in (old, recent):
+        path.write_bytes(b"PK\x05\x06" + bytes(18))
+    then = time.time() - 2 * 3600
+    os.utime(old, (then, then))
+    # when the studio starts
+    stack = Stack(tmp_path, ("projects",)).up()
+    try:
+        # then the crash's leftover is gone, and a file another gateway may be receiving stays
+        assert not old.exists()
+        assert recent.exists()
     finally:
         stack.down()
