@@ -176,9 +176,12 @@ class TrainingProjector(Decodes):
             row.status = STATUS_OF[type(event)]
         match event:
             case c.RunResumed():
-                row.queued_seq, row.epochs, row.message = stored.sequence, event.epochs, None
+                # A resume the trainer made by itself says why: the interruption before it.
+                why = f"resumed by itself after: {row.message}" if event.automatic else None
+                row.queued_seq, row.epochs, row.message = stored.sequence, event.epochs, why
             case c.RunStarted():
                 row.device, row.instance, row.attempt = event.device, event.instance, event.attempt
+                row.message = None
             case c.EpochCompleted():
                 await db.merge(EpochRow(**{f: getattr(event, f) for f in EPOCH_FIELDS}))
                 row.epochs_done = event.epoch
