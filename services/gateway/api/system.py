@@ -20,7 +20,7 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
-from services.gateway.envelope import REQUEST_ID
+from services.gateway.envelope import REQUEST_ID, ErrorEnvelope
 from services.gateway.gateway import Gateway, GatewayDep
 from services.gateway.training_model import RunRow
 from services.kernel.sqlite import session
@@ -65,7 +65,15 @@ async def read_model(gateway: Gateway) -> dict[str, Any]:
     return model
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={
+        503: {
+            "model": ErrorEnvelope,
+            "description": "Something is down; the envelope's `data` says what, as for 200.",
+        }
+    },
+)
 async def health(gateway: GatewayDep) -> Response:
     """200 when NATS and every service answer and the read model can update, else 503 with
     what is wrong."""
