@@ -23,8 +23,8 @@ import torch
 
 from contracts.training import Hyperparameters
 from services.exporter.engine import export_onnx, providers
-from services.kernel.vision.models import build_model
 from services.trainer.engine import Sample, train
+from services.vision.models import build_model
 from tests import imagesets
 
 SIZES = {"smallcnn": 64}

@@ -12,7 +12,7 @@ import torch
 
 from contracts import exports as x
 from contracts import training as t
-from services.kernel.vision.preprocess import eval_transform, load_image
+from services.vision.preprocess import eval_transform, load_image
 from tests.stack import Stack
 from tests.training_helpers import API, client, learnable_split, submit, wait, wait_status
 

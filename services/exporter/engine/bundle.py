@@ -12,7 +12,7 @@ from typing import Any
 from services.exporter.engine.api import Exported
 from services.exporter.engine.checkpoint import load_checkpoint
 from services.exporter.engine.files import publish, temp_for
-from services.kernel.vision.preprocess import metadata
+from services.vision.preprocess import metadata
 
 
 def bundle(exported: Exported, checkpoint: Path, card: dict[str, Any], out: Path) -> Path:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from services.exporter.engine.files import sha256_of
-from services.kernel.vision.models import build_model
+from services.vision.models import build_model
 
 _REQUIRED = ("model", "hyperparameters", "classes")
 

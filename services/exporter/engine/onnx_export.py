@@ -18,7 +18,7 @@ from services.exporter.engine.api import STUDIO_FORMAT, Exported
 from services.exporter.engine.checkpoint import load_checkpoint
 from services.exporter.engine.files import publish, sha256_of, temp_for
 from services.exporter.engine.runtime import open_session
-from services.kernel.vision.preprocess import metadata
+from services.vision.preprocess import metadata
 
 log = logging.getLogger(__name__)
 OPSET = 18

@@ -19,7 +19,7 @@ from PIL import Image
 from services.exporter.engine.api import STUDIO_FORMAT, BadImage
 from services.exporter.engine.onnx_export import INPUT, OUTPUT
 from services.exporter.engine.runtime import open_session
-from services.kernel.vision.preprocess import eval_transform, metadata, upright_rgb
+from services.vision.preprocess import eval_transform, metadata, upright_rgb
 
 
 @dataclass(frozen=True)

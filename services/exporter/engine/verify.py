@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from services.exporter.engine.api import ATOL, RTOL, Latency, Parity
-from services.kernel.vision.preprocess import eval_transform, load_image
+from services.vision.preprocess import eval_transform, load_image
 
 #: NCHW float32 batch in, logits out.
 Runner = Callable[[np.ndarray], np.ndarray]

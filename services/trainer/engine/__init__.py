@@ -5,7 +5,6 @@ through ``Callbacks``. Imports torch, torchvision, Pillow, msgspec and ``contrac
 never NATS, asyncio or another ``services`` package.
 """
 
-from services.kernel.vision.models import build_model
 from services.trainer.engine.api import (
     Callbacks,
     Checkpoint,
@@ -19,6 +18,7 @@ from services.trainer.engine.devices import pick_device
 from services.trainer.engine.faults import fault_point
 from services.trainer.engine.training import train
 from services.trainer.engine.validation import validate
+from services.vision.models import build_model
 
 __all__ = [
     "Callbacks",

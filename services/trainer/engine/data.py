@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from contracts.training import Hyperparameters
-from services.kernel.vision.preprocess import (
+from services.trainer.engine.api import Sample
+from services.trainer.engine.seeding import derive_seed, isolated_rng, seed_worker
+from services.vision.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     eval_transform,
     load_image,
 )
-from services.trainer.engine.api import Sample
-from services.trainer.engine.seeding import derive_seed, isolated_rng, seed_worker
 
 Transform = Callable[[Image.Image], Tensor]
 

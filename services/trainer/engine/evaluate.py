@@ -2,7 +2,7 @@
 
 Images go through ``load_image`` and ``eval_transform``, the preprocessing validation, export
 and prediction use, so the accuracy here is the one training recorded for the same images.
-Imports torch, ``services.kernel.vision`` and the engine's own modules only.
+Imports torch, ``services.vision`` and the engine's own modules only.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from services.kernel.vision.models import build_model
-from services.kernel.vision.preprocess import eval_transform, load_image
 from services.trainer.engine.api import CheckpointError
 from services.trainer.engine.checkpoints import read_checkpoint
 from services.trainer.engine.metrics import Prediction, report
+from services.vision.models import build_model
+from services.vision.preprocess import eval_transform, load_image
 
 #: (image_id, path, true class index)
 LabelledImage = tuple[str, Path, int]

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from contracts.training import Hyperparameters
-from services.kernel.vision.models import build_model
 from services.trainer.engine.api import CheckpointError, EpochMetrics, Outcome, Sample
 from services.trainer.engine.checkpoints import FORMAT, read_checkpoint
 from services.trainer.engine.data import EpochSampler, build_transform, make_loader
 from services.trainer.engine.loop import Loader, Trainee
 from services.trainer.engine.optim import amp_dtype, build_optimizer, class_weights
 from services.trainer.engine.seeding import rng_state, set_rng_state
+from services.vision.models import build_model
 
 
 @dataclass

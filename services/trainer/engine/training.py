@@ -13,7 +13,6 @@ from pathlib import Path
 import msgspec
 
 from contracts.training import Hyperparameters
-from services.kernel.vision.models import pretrained_path
 from services.trainer.engine.api import (
     COMPLETED,
     EARLY_STOPPED,
@@ -31,6 +30,7 @@ from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
 from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
 from services.trainer.engine.validation import validate
+from services.vision.models import pretrained_path
 
 
 def train(

@@ -6,7 +6,7 @@ Pure apart from one filesystem look-up (the pretrained file, by path or in torch
 from __future__ import annotations
 
 from contracts.training import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULES, Hyperparameters
-from services.kernel.vision.models import pretrained_path
+from services.vision.models import pretrained_path
 
 CLASS_WEIGHTS = ("none", "auto")
 MIXED_PRECISION = ("auto", "on", "off")

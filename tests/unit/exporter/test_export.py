@@ -34,8 +34,8 @@ from services.exporter.engine import (
     onnx_export,
     providers,
 )
-from services.kernel.vision.preprocess import eval_transform, load_image
 from services.trainer.engine import Sample, train
+from services.vision.preprocess import eval_transform, load_image
 
 CLASSES = ["top_left", "bottom_right"]
 

@@ -166,8 +166,8 @@ def test_imagenet_weights_come_from_torchs_cache_only(tmp_path, monkeypatch):
     from torchvision import models as tv
 
     from contracts.training import Hyperparameters
-    from services.kernel.vision.models import pretrained_path
     from services.trainer.engine import validate
+    from services.vision.models import pretrained_path
 
     # given an empty torch cache: the weights are refused, never downloaded
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
