@@ -2,8 +2,8 @@
 
 An import is decided twice: ``start`` records that it runs; ``commit`` turns the files it read
 into events, folding byte-identical files into one image and reporting them, and is stored as
-one atomic batch, so an import is kept whole or not at all. Imports ``contracts`` and the pure
-``splits`` module only.
+one atomic batch, so an import is kept whole or not at all. Imports ``contracts``, the pure
+``splits`` module and the kernel's ``DomainError`` only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from contracts import common
 from contracts import datasets as c
 from services.datasets import splits as splitting
+from services.kernel.domain import Conflict, InvalidInput, NotFound
 
 #: Images per ``ImagesAdded`` event: keeps each stored message well under NATS's payload limit.
 IMAGES_PER_EVENT = 1000
@@ -46,29 +46,49 @@ class Dataset:
     corrupt: tuple[c.FileProblem, ...] = ()
 
 
-class DomainError(Exception):
-    code = common.CONFLICT
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.field = message, field
+class ProjectNotFound(NotFound):
+    """The dataset's project does not exist."""
 
 
-class InvalidInput(DomainError):
-    code = common.VALIDATION_ERROR
+class ProjectIsArchived(Conflict):
+    """An archived project's dataset is read-only until it is restored."""
 
 
-class NotFound(DomainError):
-    code = common.NOT_FOUND
+class InvalidImport(InvalidInput):
+    """An import's format, source or uploaded file that cannot be imported."""
 
 
-class Conflict(DomainError):
-    code = common.CONFLICT
+class ImportAlreadyExists(Conflict):
+    """Another import already has that id."""
+
+
+class ImportNotFound(NotFound):
+    """No import of this dataset has that id."""
+
+
+class ImportNotRunning(Conflict):
+    """The import has already completed or failed."""
+
+
+class ImageNotFound(NotFound):
+    """No image of this dataset has that id."""
+
+
+class InvalidLabel(InvalidInput):
+    """A label an image cannot have."""
+
+
+class InvalidSplit(InvalidInput):
+    """A split's name or ratios, or a dataset, that no split can be made of."""
+
+
+class SplitAlreadyExists(Conflict):
+    """Another split of the dataset has that name."""
 
 
 def start(state: Dataset, command: c.StartImport, instance: str) -> list[c.Event]:
     if command.import_id in state.imports:
-        raise Conflict(f"import {command.import_id} already exists")
+        raise ImportAlreadyExists(f"import {command.import_id} already exists")
     return [
         c.ImportStarted(
             dataset_id=command.dataset_id,
@@ -84,9 +104,9 @@ def start(state: Dataset, command: c.StartImport, instance: str) -> list[c.Event
 def running(state: Dataset, import_id: str) -> None:
     status = state.imports.get(import_id)
     if status is None:
-        raise NotFound(f"import {import_id} does not exist")
+        raise ImportNotFound(f"import {import_id} does not exist")
     if status != RUNNING:
-        raise Conflict(f"import {import_id} has already {status}")
+        raise ImportNotRunning(f"import {import_id} has already {status}")
 
 
 def commit(
@@ -158,9 +178,9 @@ def delete(state: Dataset, command: c.DeleteImage) -> list[c.Event]:
 def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
     name = command.name.strip()
     if not name or len(name) > c.SPLIT_NAME_MAX:
-        raise InvalidInput(f"name must be 1 to {c.SPLIT_NAME_MAX} characters", field="name")
+        raise InvalidSplit(f"name must be 1 to {c.SPLIT_NAME_MAX} characters", field="name")
     if name in state.splits:
-        raise Conflict(f"a split named {name!r} already exists")
+        raise SplitAlreadyExists(f"a split named {name!r} already exists")
     ratios = (command.train, command.val, command.test)
     try:
         splitting.validate_ratios(ratios)
@@ -171,10 +191,10 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
             ]
         )
         if not items:
-            raise InvalidInput("the dataset has no images to split", field="dataset")
+            raise InvalidSplit("the dataset has no images to split", field="dataset")
         made = splitting.split(items, ratios, command.strategy, command.seed)
     except splitting.SplitError as err:
-        raise InvalidInput(err.message, field=err.field) from None
+        raise InvalidSplit(err.message, field=err.field) from None
     assignment = made.assignment
     counts: dict[str, dict[str, int]] = {s: {} for s in c.SUBSETS}
     for image_id, subset in assignment.items():
@@ -243,14 +263,14 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
 def valid_label(raw: str) -> str:
     label = unicodedata.normalize("NFC", raw).strip()
     if not label or len(label) > c.LABEL_MAX:
-        raise InvalidInput(f"label must be 1 to {c.LABEL_MAX} characters", field="label")
+        raise InvalidLabel(f"label must be 1 to {c.LABEL_MAX} characters", field="label")
     if any(unicodedata.category(ch) == "Cc" for ch in label):
-        raise InvalidInput("label must not contain control characters", field="label")
+        raise InvalidLabel("label must not contain control characters", field="label")
     return label
 
 
 def _image(state: Dataset, image_id: str) -> Image:
     image = state.images.get(image_id)
     if image is None:
-        raise NotFound(f"image {image_id} is not in this dataset")
+        raise ImageNotFound(f"image {image_id} is not in this dataset")
     return image

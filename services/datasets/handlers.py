@@ -24,6 +24,7 @@ from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.datasets import domain, formats, health, sources
 from services.datasets.importer import Importer, Job
 from services.kernel.commands import execute, rejected
+from services.kernel.domain import DomainError
 from services.kernel.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class KnownProject:
     archived: bool = False
 
 
-_REFUSALS = (domain.DomainError,)
+_REFUSALS = (DomainError,)
 
 
 class Datasets:
@@ -115,8 +116,12 @@ class Datasets:
                 self._launch(job)
                 started = True
             return reply
-        except (domain.DomainError, sources.SourceError) as err:
+        except DomainError as err:
             return rejected(err)
+        except sources.SourceError as err:  # its status (403, 413, 415...) is not its code's
+            return CommandRejected(
+                code=err.code, message=err.message, field=err.field, status=err.status
+            )
         finally:
             if not started:  # refused or failed: the claimed archive and its folder go too
                 self.active.discard(command.import_id)
@@ -137,7 +142,7 @@ class Datasets:
             state, version = await self.repo.get(command.dataset_id)
             try:
                 domain.running(state, command.import_id)
-            except domain.DomainError as err:
+            except DomainError as err:
                 return rejected(err)
             return CommandRejected(
                 code=common.CONFLICT, message="that import runs on another datasets instance"
@@ -157,7 +162,7 @@ class Datasets:
     async def create_split(self, command: c.CreateSplit, headers: Mapping[str, str]) -> Reply:
         try:
             await self._project(command.dataset_id, writable=False)
-        except domain.DomainError as err:
+        except DomainError as err:
             return rejected(err)
         # Grouping compares every pair of near-duplicate hashes: seconds for 50k images, so
         # it is decided off the loop, which keeps answering other commands meanwhile.
@@ -228,21 +233,21 @@ class Datasets:
         assert self.find_project is not None
         project = await self.find_project(dataset_id)
         if project is None:
-            raise domain.NotFound(f"project {dataset_id} does not exist", field="project_id")
+            raise domain.ProjectNotFound(f"project {dataset_id} does not exist", field="project_id")
         if writable and project.archived:
-            raise domain.Conflict(f"project {dataset_id} is archived; restore it first")
+            raise domain.ProjectIsArchived(f"project {dataset_id} is archived; restore it first")
         return project
 
     def _job(self, command: c.StartImport) -> Job:
         if command.format not in FORMATS:
-            raise domain.InvalidInput(f"format must be one of {', '.join(FORMATS)}", "format")
+            raise domain.InvalidImport(f"format must be one of {', '.join(FORMATS)}", "format")
         if command.source_kind == "local":
             return Job(command, sources.resolve_local(command.source, self.import_roots))
         if command.source_kind != "upload" or command.staged_path is None:
-            raise domain.InvalidInput("source_kind must be local or upload", "source_kind")
+            raise domain.InvalidImport("source_kind must be local or upload", "source_kind")
         staged = Path(command.staged_path).resolve()
         if staged.parent != self.uploads.resolve() or not staged.is_file():
-            raise domain.InvalidInput("the uploaded archive is not where it was staged", "file")
+            raise domain.InvalidImport("the uploaded archive is not where it was staged", "file")
         return self._claim(command, staged)
 
     def _claim(self, command: c.StartImport, staged: Path) -> Job:
@@ -257,13 +262,13 @@ class Datasets:
         try:
             folder.mkdir()
         except FileExistsError:
-            raise domain.Conflict(f"import {command.import_id} already exists") from None
+            raise domain.ImportAlreadyExists(f"import {command.import_id} already exists") from None
         archive = folder / ARCHIVE
         try:
             os.rename(staged, archive)
         except OSError:
             shutil.rmtree(folder, ignore_errors=True)
-            raise domain.InvalidInput(
+            raise domain.InvalidImport(
                 "the uploaded archive is no longer there: send it again", "file"
             ) from None
         root = folder / "files"

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from contracts import Message, common
 from contracts.common import CommandAccepted, CommandRejected, Reply
+from services.kernel.domain import DomainError
 from services.kernel.eventstore import ConcurrencyConflict, check_id
 from services.kernel.repository import Repository
 from services.kernel.telemetry import EVENTS_APPENDED, child_traceparent
@@ -42,14 +43,10 @@ def stamp(events: Sequence[E], command: Message) -> list[E]:
     ]
 
 
-def rejected(err: Any) -> CommandRejected:
-    """A domain refusal (anything with ``code``, ``message`` and ``field``) as a reply."""
-    return CommandRejected(
-        code=err.code,
-        message=err.message,
-        field=err.field,
-        status=getattr(err, "status", 0),
-    )
+def rejected(err: DomainError) -> CommandRejected:
+    """A domain refusal as a reply: its code says what happened, so it carries no HTTP status
+    (the gateway maps the code to one)."""
+    return CommandRejected(code=err.code, message=err.message, field=err.field)
 
 
 async def execute(
@@ -59,7 +56,7 @@ async def execute(
     decide: Callable[[S], Sequence[Message]],
     *,
     headers: Mapping[str, str],
-    refusals: tuple[type[Exception], ...],
+    refusals: tuple[type[DomainError], ...],
     expected: int | None = None,
     noun: str = "it",
     offload: bool = False,

@@ -1,7 +1,7 @@
 """The Project aggregate as a pure decider: ``decide(state, command)`` and ``evolve(state, event)``.
 
 No I/O, no clock, no ids: the handler stamps the envelope onto the events this returns.
-Imports ``contracts`` only.
+Imports ``contracts`` and the kernel's ``DomainError`` only.
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, replace
 from functools import reduce
-from typing import ClassVar
 
-from contracts import common
 from contracts.projects import (
     DESCRIPTION_MAX,
     NAME_MAX,
@@ -27,6 +25,8 @@ from contracts.projects import (
     RestoreProject,
     UpdateProject,
 )
+from services.kernel.domain import Conflict, InvalidInput, NotFound
+from services.kernel.domain import DomainError as DomainError  # callers catch domain.DomainError
 
 TASK_TYPES = ("classification", "detection")
 AVAILABLE_TASK_TYPES = ("classification",)
@@ -46,41 +46,32 @@ class Project:
 State = Project | None
 
 
-class DomainError(Exception):
-    code: ClassVar[str] = common.CONFLICT
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+class InvalidProject(InvalidInput):
+    """A name, description or task type a project cannot have."""
 
 
-class InvalidProject(DomainError):
-    code = common.VALIDATION_ERROR
+class ProjectNotFound(NotFound):
+    """No project has that id."""
 
 
-class ProjectNotFound(DomainError):
-    code = common.NOT_FOUND
+class ProjectAlreadyExists(Conflict):
+    """Another create already made a project with that id."""
 
 
-class ProjectAlreadyExists(DomainError):
-    pass
+class IdempotencyKeyReused(InvalidInput):
+    """A retried create (same key) that asks for a different project."""
 
 
-class IdempotencyKeyReused(DomainError):
-    code = common.VALIDATION_ERROR
+class ProjectIsArchived(Conflict):
+    """An archived project is read-only until it is restored."""
 
 
-class ProjectIsArchived(DomainError):
-    pass
+class ProjectAlreadyArchived(Conflict):
+    """Archiving a project that is archived."""
 
 
-class ProjectAlreadyArchived(DomainError):
-    pass
-
-
-class ProjectNotArchived(DomainError):
-    pass
+class ProjectNotArchived(Conflict):
+    """Restoring a project that is not archived."""
 
 
 def decide(state: State, command: Command) -> list[Event]:

@@ -11,6 +11,7 @@ from functools import partial
 from contracts.common import Reply
 from contracts.projects import Command
 from services.kernel.commands import execute
+from services.kernel.domain import DomainError
 from services.kernel.repository import Repository
 from services.projects import domain
 
@@ -24,7 +25,7 @@ async def handle(
         command,
         partial(_decide, command=command),
         headers=headers,
-        refusals=(domain.DomainError,),
+        refusals=(DomainError,),
         expected=getattr(command, "expected_version", None),
         noun="project",
     )

@@ -25,8 +25,8 @@ from contracts.projects import (
     RestoreProject,
     UpdateProject,
 )
+from services.kernel.domain import DomainError
 from services.projects.domain import (
-    DomainError,
     IdempotencyKeyReused,
     InvalidProject,
     Project,

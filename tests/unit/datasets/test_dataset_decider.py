@@ -82,11 +82,13 @@ def test_byte_identical_files_are_kept_once_and_reported():
 
 
 def test_an_import_that_is_not_running_cannot_commit_or_fail():
-    given().when(committing("nope", [record(1)])).then_refused(domain.NotFound)
+    given().when(committing("nope", [record(1)])).then_refused(domain.ImportNotFound)
     done = (started(), c.ImportCompleted(dataset_id=D, import_id="i1", report=REPORT))
-    given(*done).when(committing("i1", [record(1)])).then_refused(domain.Conflict)
+    given(*done).when(committing("i1", [record(1)])).then_refused(domain.ImportNotRunning)
     failed = c.ImportFailed(dataset_id=D, import_id="i1", code="X", message="m")
-    given(*done).when(lambda state: domain.fail(state, failed)).then_refused(domain.Conflict)
+    given(*done).when(lambda state: domain.fail(state, failed)).then_refused(
+        domain.ImportNotRunning
+    )
     given(started()).when(lambda state: domain.fail(state, failed)).then(failed)
 
 
@@ -95,7 +97,7 @@ def test_an_import_id_is_used_once():
     start = given().when(lambda state: domain.start(state, command, "me"))
     start.then(msgspec.structs.replace(started(), instance="me"))
     given(started()).when(lambda state: domain.start(state, command, "me")).then_refused(
-        domain.Conflict
+        domain.ImportAlreadyExists
     )
 
 
@@ -115,8 +117,8 @@ def test_relabel_changes_the_label_and_a_same_label_is_no_change():
     )
     cat.when(relabel("cat")).then()
     for bad in ("", "   ", "x" * 201, "a\nb"):
-        cat.when(relabel(bad)).then_refused(domain.InvalidInput, field="label")
-    cat.when(relabel("x", image_id="f" * 64)).then_refused(domain.NotFound)
+        cat.when(relabel(bad)).then_refused(domain.InvalidLabel, field="label")
+    cat.when(relabel("x", image_id="f" * 64)).then_refused(domain.ImageNotFound)
 
 
 def delete(image_id: str) -> Decision:
@@ -128,7 +130,7 @@ def test_delete_removes_an_image():
     deleting = two.when(delete(record(1).image_id))
     deleting.then(c.ImageDeleted(dataset_id=D, image_id=record(1).image_id))
     assert list(deleting.after().images) == [record(2).image_id]
-    two.when(delete("f" * 64)).then_refused(domain.NotFound)
+    two.when(delete("f" * 64)).then_refused(domain.ImageNotFound)
 
 
 def split(name: str = "s", **ratios: float) -> Decision:
@@ -151,11 +153,11 @@ def test_a_split_assigns_every_image_once_with_counts_and_a_recipe_hash():
 
 def test_split_refusals():
     two = with_images(record(1), record(2))
-    given().when(split()).then_refused(domain.InvalidInput, field="dataset")
-    two.when(split(train=0.9)).then_refused(domain.InvalidInput, field="ratios")
+    given().when(split()).then_refused(domain.InvalidSplit, field="dataset")
+    two.when(split(train=0.9)).then_refused(domain.InvalidSplit, field="ratios")
     # two images cannot fill three subsets
-    two.when(split()).then_refused(domain.InvalidInput, field="ratios")
+    two.when(split()).then_refused(domain.InvalidSplit, field="ratios")
     halves = split(train=0.5, val=0.5, test=0)
     named = given(*two.history, *two.when(halves).decided())
-    named.when(halves).then_refused(domain.Conflict)
-    two.when(split(" ")).then_refused(domain.InvalidInput, field="name")
+    named.when(halves).then_refused(domain.SplitAlreadyExists)
+    two.when(split(" ")).then_refused(domain.InvalidSplit, field="name")
