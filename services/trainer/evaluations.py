@@ -1,18 +1,18 @@
-"""Evaluations of a run's checkpoint on a subset of its split, as background jobs.
+"""Evaluations of a run's checkpoint on a subset of its split, as background jobs: the I/O
+around the Evaluation decider (``domain.evaluation``): load, decide, append, run the job.
 
-An Evaluation is an aggregate of its own (started, then completed or failed). It runs on the
-CPU in a thread, beside whatever trains on the device, a few at a time. It reads the file its
-``CheckpointSaved`` record names (never a fixed path), from a private copy that no pruning by a
-training in progress can remove, checked against the recorded sha256 before it is trusted.
+It runs on the CPU in a thread, beside whatever trains on the device, a few at a time. It reads
+the file its ``CheckpointSaved`` record names (never a fixed path), from a private copy that no
+pruning by a training in progress can remove, checked against the recorded sha256 before it is
+trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from functools import partial
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial, reduce
 from pathlib import Path
 
 from nats.js.object_store import ObjectStore
@@ -23,55 +23,28 @@ from contracts import training as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
-from services.kernel.commands import execute
+from services.kernel.commands import execute, rejected
+from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
-from services.kernel.jobs import Refused, finish_running, start_once
 from services.kernel.repository import Repository
 from services.trainer import checkpoints
 from services.trainer.checkpoints import CheckpointUnavailable
+from services.trainer.domain import evaluation
+from services.trainer.domain import run as runs
 from services.trainer.engine.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
 #: Evaluations that may run at once on this trainer (each holds a model and a batch).
 CONCURRENT = 2
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    evaluation_id: str
-    run_id: str
-    status: str
-    instance: str
-
-
-State = Evaluation | None
-
-
-def start(state: State, event: c.EvaluationStarted) -> list[c.Event]:
-    return start_once(state, event, "evaluation", event.evaluation_id)
-
-
-def finish(state: State, event: c.Event) -> list[c.Event]:
-    return finish_running(state, event, "evaluation")
-
-
-def evolve(state: State, event: c.Event) -> State:
-    match event:
-        case c.EvaluationStarted():
-            return Evaluation(event.evaluation_id, event.run_id, "running", event.instance)
-        case c.EvaluationCompleted():
-            return replace(state, status="completed") if state else state
-        case c.EvaluationFailed():
-            return replace(state, status="failed") if state else state
-    return state
+Samples = list[tuple[str, Path, int]]
 
 
 class Evaluations:
     def __init__(
         self,
         *,
-        evaluations: Repository[State],
+        evaluations: Repository[evaluation.State],
         runs: EventStore[c.Event],
         datasets: EventStore[d.Event],
         blobs: BlobStore,
@@ -90,91 +63,70 @@ class Evaluations:
     async def evaluate_run(self, command: c.EvaluateRun, headers: Mapping[str, str]) -> Reply:
         try:
             check_id(command.evaluation_id)
-            started, record, samples = await self._checked(command)
-        except Refused as err:
-            return CommandRejected(code=err.code, message=err.message, field=err.field)
+            evaluation.check(command)  # before anything is read for it
+            run = await self._run_of(command.run_id)
+            record = evaluation.checkpoint(run, command)
+            assert run is not None  # checkpoint() refuses a run that does not exist
+            samples = await self._samples(run.queued, command.subset)
+        except DomainError as err:
+            return rejected(err)
         except ValueError:
             return CommandRejected(code=common.NOT_FOUND, message="that run does not exist")
-        self.traces[command.evaluation_id] = dict(headers)
-        reply = await self._store(command.evaluation_id, command, partial(start, event=started))
+        decide = partial(
+            evaluation.start,
+            command=command,
+            run=run,
+            images=len(samples),
+            instance=self.instance,
+        )
+        reply = await self._store(command.evaluation_id, decide, headers, command)
         if isinstance(reply, CommandAccepted) and reply.events:
-            task = asyncio.create_task(self._run(started, record, samples))
+            # Its outcome is stored under the trace of the command that started it.
+            self.traces[command.evaluation_id] = dict(headers)
+            job = self._run(command.evaluation_id, command.run_id, record, samples)
+            task = asyncio.create_task(job)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return reply
 
-    async def _checked(
-        self, command: c.EvaluateRun
-    ) -> tuple[c.EvaluationStarted, c.CheckpointSaved, list[tuple[str, Path, int]]]:
-        if command.checkpoint not in ("best", "last"):
-            raise Refused(common.VALIDATION_ERROR, "checkpoint must be best or last", "checkpoint")
-        if command.subset not in ("train", "val", "test"):
-            raise Refused(common.VALIDATION_ERROR, "subset must be train, val or test", "subset")
-        events = [s.event for s in await self.runs.load(command.run_id)]
-        queued = next((e for e in events if isinstance(e, c.RunQueued)), None)
-        if queued is None:
-            raise Refused(common.NOT_FOUND, f"run {command.run_id} does not exist", "run_id")
-        saved = [
-            e for e in events if isinstance(e, c.CheckpointSaved) and e.kind == command.checkpoint
-        ]
-        if not saved:
-            raise Refused(
-                common.CONFLICT, f"run {command.run_id} has no {command.checkpoint} checkpoint yet"
-            )
+    async def _run_of(self, run_id: str) -> runs.State:
+        stored = await self.runs.load(run_id)
+        return reduce(runs.evolve, [s.event for s in stored], None)
+
+    async def _samples(self, queued: c.RunQueued, subset: str) -> Samples:
+        """The subset's images of the run's classes: id, file, class index."""
         view = await dataview.load(self.datasets, queued.project_id)
         index = {label: i for i, label in enumerate(queued.classes)}
-        samples = [
+        return [
             (image_id, self.blobs.blob_path(image_id), index[label])
-            for image_id, label in view.subset(queued.split_id, command.subset)
+            for image_id, label in view.subset(queued.split_id, subset)
             if label in index
         ]
-        if not samples:
-            raise Refused(
-                common.VALIDATION_ERROR,
-                f"the split's {command.subset} subset has no images of the run's classes",
-                "subset",
-            )
-        started = c.EvaluationStarted(
-            evaluation_id=command.evaluation_id,
-            run_id=command.run_id,
-            checkpoint=command.checkpoint,
-            subset=command.subset,
-            images=len(samples),
-            checkpoint_epoch=saved[-1].epoch,
-            instance=self.instance,
-        )
-        return started, saved[-1], samples
 
     async def _run(
-        self,
-        started: c.EvaluationStarted,
-        record: c.CheckpointSaved,
-        samples: list[tuple[str, Path, int]],
+        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: Samples
     ) -> None:
-        ids = (started.evaluation_id, started.run_id)
-        copy = self.artifacts / started.run_id / f"eval-{started.evaluation_id}.pt"
+        copy = self.artifacts / run_id / f"eval-{evaluation_id}.pt"
         async with self.slots:
             try:
-                workdir = self.artifacts / started.run_id
-                path = await checkpoints.fetch(self.objects, record, workdir, copy)
+                path = await checkpoints.fetch(self.objects, record, self.artifacts / run_id, copy)
                 result = await asyncio.to_thread(evaluate, path, samples)
             except CheckpointUnavailable as err:
-                await self._fail(*ids, err.code, err.message)
+                await self._fail(evaluation_id, run_id, err.code, err.message)
                 return
             except Exception as exc:
-                log.exception("evaluation %s failed", started.evaluation_id)
-                await self._fail(*ids, "EVALUATION_FAILED", f"{type(exc).__name__}: {exc}")
+                log.exception("evaluation %s failed", evaluation_id)
+                await self._fail(
+                    evaluation_id, run_id, "EVALUATION_FAILED", f"{type(exc).__name__}: {exc}"
+                )
                 return
             finally:
                 copy.unlink(missing_ok=True)
         predictions = [tuple(p) for p in result.pop("predictions", [])]
         done = c.EvaluationCompleted(
-            evaluation_id=ids[0],
-            run_id=ids[1],
-            metrics=result,
-            predictions=predictions,
+            evaluation_id=evaluation_id, run_id=run_id, metrics=result, predictions=predictions
         )
-        await self._store(ids[0], None, partial(finish, event=done))
+        await self._end(evaluation_id, done)
 
     async def interrupt(self, evaluation_id: str, run_id: str) -> None:
         """An evaluation this instance ran when it stopped: it ends as failed, not running."""
@@ -184,25 +136,27 @@ class Evaluations:
         failed = c.EvaluationFailed(
             evaluation_id=evaluation_id, run_id=run_id, code=code, message=message
         )
-        await self._store(evaluation_id, None, partial(finish, event=failed))
+        await self._end(evaluation_id, failed)
+
+    async def _end(self, evaluation_id: str, outcome: c.Event) -> None:
+        """Store its outcome under its start's trace, which ends with it."""
+        decide = partial(evaluation.finish, event=outcome)
+        await self._store(evaluation_id, decide, self.traces.pop(evaluation_id, {}))
 
     async def _store(
         self,
         evaluation_id: str,
-        command: Message | None,
-        decide: partial,
+        decide: Callable[[evaluation.State], Sequence[c.Event]],
+        headers: Mapping[str, str],
+        command: Message | None = None,
     ) -> Reply:
         cause = command or Message(actor=self.instance)
-        # A start keeps the trace for the outcome; an outcome ends it.
-        trace = (
-            self.traces.get(evaluation_id, {}) if command else self.traces.pop(evaluation_id, {})
-        )
         return await execute(
             self.repo,
             evaluation_id,
             cause,
             decide,
-            headers=trace,
-            refusals=(Refused,),
+            headers=headers,
+            refusals=(DomainError,),
             noun="evaluation",
         )

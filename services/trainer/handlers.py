@@ -15,12 +15,13 @@ from contracts import training as c
 from contracts.common import CommandRejected, Reply
 from services.kernel import dataview
 from services.kernel.commands import execute
+from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore
 from services.kernel.repository import Repository
 from services.trainer import domain
 from services.trainer.engine import validate
 
-_REFUSALS = (domain.DomainError,)
+_REFUSALS = (DomainError,)
 
 
 def invalid(message: str, field: str) -> CommandRejected:

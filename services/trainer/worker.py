@@ -34,6 +34,7 @@ from contracts.common import CommandAccepted, Reply
 from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
+from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Lease, Leases
 from services.kernel.repository import Repository
@@ -270,7 +271,7 @@ class Worker:
         if step.startswith("a"):  # an epoch: its id is fixed, so a retry is stored once
             cause = Message(message_id=f"{run_id}.{step}", actor=self.instance)
         reply = await execute(
-            self.runs, run_id, cause, decide, headers={}, refusals=(domain.DomainError,), noun="run"
+            self.runs, run_id, cause, decide, headers={}, refusals=(DomainError,), noun="run"
         )
         if not isinstance(reply, CommandAccepted):
             log.error("run %s: %s not stored: %s", run_id, step, reply.message)

@@ -6,7 +6,7 @@ an epoch after a crash cannot store it twice, and each stored epoch names its ch
 (``CheckpointSaved``: object name and sha256), the one a resume must continue from. A run only
 completes with every planned epoch stored (or stopped early by its patience); a run a crash
 interrupted goes back to the queue by itself, unless auto-resume is off or it keeps crashing
-without storing an epoch. Imports ``contracts`` only.
+without storing an epoch. Imports ``contracts`` and the kernel's ``DomainError`` only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
-from contracts import common
 from contracts import training as c
+from services.kernel.domain import Conflict, InvalidInput, NotFound
 
 QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
 COMPLETED, STOPPED, FAILED, INTERRUPTED = "completed", "stopped", "failed", "interrupted"
@@ -48,24 +48,16 @@ class Run:
 State = Run | None
 
 
-class DomainError(Exception):
-    code = common.CONFLICT
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.field = message, field
+class InvalidRun(InvalidInput):
+    """What a run is asked to do or store does not make sense for a run."""
 
 
-class InvalidRun(DomainError):
-    code = common.VALIDATION_ERROR
+class RunNotFound(NotFound):
+    """No run has that id."""
 
 
-class RunNotFound(DomainError):
-    code = common.NOT_FOUND
-
-
-class RunConflict(DomainError):
-    code = common.CONFLICT
+class RunConflict(Conflict):
+    """The command does not fit the run's state: it has moved on, or another trainer has it."""
 
 
 def queue(state: State, event: c.RunQueued) -> list[c.Event]:
