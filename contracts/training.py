@@ -261,3 +261,17 @@ ALL: tuple[type[Message], ...] = (
     EvaluationCompleted,
     EvaluationFailed,
 )
+
+#: The Object Store bucket of the runs' checkpoint files: the trainer writes, the exporter reads.
+ARTIFACTS_BUCKET: Final = "studio_artifacts"
+
+
+def run_objects(run_id: str) -> str:
+    """The prefix of every object of a run in ``ARTIFACTS_BUCKET``."""
+    return f"runs/{run_id}/"
+
+
+def checkpoint_object(run_id: str, file_name: str) -> str:
+    """The object name a run's checkpoint file is stored under. ``CheckpointSaved.object_name``
+    records it, so a reader takes it from there rather than calling this."""
+    return run_objects(run_id) + file_name

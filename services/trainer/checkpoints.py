@@ -11,10 +11,7 @@ only.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import training as c
-from services.kernel.jobs import sha256_file
+from services.kernel import artifacts
 from services.kernel.transient import retry_transient
 
 log = logging.getLogger(__name__)
@@ -40,7 +37,7 @@ class CheckpointUnavailable(Exception):
 
 
 def object_name(run_id: str, path: Path) -> str:
-    return f"runs/{run_id}/{path.name}"
+    return c.checkpoint_object(run_id, path.name)
 
 
 def local_path(workdir: Path, record: c.CheckpointSaved) -> Path:
@@ -55,40 +52,23 @@ async def fetch(
     Store's (put in its local place). With ``copy``, a private copy there instead (a link where
     possible), which no pruning of the work directory removes while the caller reads it."""
     local = local_path(workdir, record)
-    if local.is_file() and await asyncio.to_thread(sha256_file, local) == record.sha256:
-        if copy is None:
-            return local
-        try:
-            await asyncio.to_thread(_link_or_copy, local, copy)
-            return copy
-        except FileNotFoundError:
-            pass  # pruned meanwhile: the Object Store may still have it
-    target = copy or local
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.fetch")
-
-    async def get() -> None:
-        with tmp.open("wb") as file:  # each try from the start
-            await objects.get(record.object_name, writeinto=file)
-
+    name = record.object_name
     try:
-        await retry_transient(get, what=f"fetching {record.object_name}", retry_for=OBJECT_RETRY_S)
-    except NotFoundError:
-        tmp.unlink(missing_ok=True)
+        return await artifacts.fetch(
+            objects, name, record.sha256, local, copy=copy, retry_for=OBJECT_RETRY_S
+        )
+    except artifacts.ArtifactMissing:
         raise CheckpointUnavailable(
             "CHECKPOINT_MISSING",
-            f"the {record.kind} checkpoint of epoch {record.epoch} ({record.object_name}) is "
+            f"the {record.kind} checkpoint of epoch {record.epoch} ({name}) is "
             "neither on this machine nor in the Object Store",
         ) from None
-    if await asyncio.to_thread(sha256_file, tmp) != record.sha256:
-        tmp.unlink(missing_ok=True)
+    except artifacts.ArtifactCorrupt:
         raise CheckpointUnavailable(
             "CORRUPT_CHECKPOINT",
-            f"the {record.kind} checkpoint of epoch {record.epoch} ({record.object_name}) does "
+            f"the {record.kind} checkpoint of epoch {record.epoch} ({name}) does "
             "not match the sha256 recorded when it was saved",
-        )
-    os.replace(tmp, target)
-    return target
+        ) from None
 
 
 async def upload(objects: ObjectStore, run_id: str, paths: Iterable[Path]) -> None:
@@ -117,7 +97,7 @@ async def delete(objects: ObjectStore, names: Iterable[str]) -> None:
 async def sweep(objects: ObjectStore, run_id: str, keep: set[str]) -> None:
     """Deletes the run's objects that ``keep`` does not name: files a crash uploaded before
     their epoch could be stored, which no record names."""
-    prefix = f"runs/{run_id}/"
+    prefix = c.run_objects(run_id)
     try:
         infos = await objects.list(ignore_deletes=True)
     except NotFoundError:
@@ -125,14 +105,3 @@ async def sweep(objects: ObjectStore, run_id: str, keep: set[str]) -> None:
     await delete(
         objects, [i.name for i in infos if i.name.startswith(prefix) and i.name not in keep]
     )
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        shutil.copyfile(source, target)

@@ -1,0 +1,113 @@
+"""A file a stored record names by an Object Store object and a sha256, brought to this machine.
+
+A record (an event such as a saved checkpoint) names a file by its object name and the sha256
+it had when it was stored. ``fetch`` hands back that very file: the copy already on this machine
+when its sha256 matches, else the object fetched into place and checked. A NATS restart is
+ridden out (the get is retried for a while, each try from the file's start, into a temporary
+file, so no half-written file is ever in place). A file that cannot be had as recorded raises
+``ArtifactMissing`` or ``ArtifactCorrupt``; the caller says it in its own words and codes.
+
+Knows no context: no contract, no bucket or object-name rule. Imports nats-py and
+``services.kernel`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+
+from services.kernel.jobs import sha256_file
+from services.kernel.transient import retry_transient
+
+#: How long a get waits for NATS to come back, as event-store appends do.
+OBJECT_RETRY_S = 60.0
+
+
+class ArtifactUnavailable(Exception):
+    """The file a record names cannot be had as recorded."""
+
+    def __init__(self, object_name: str) -> None:
+        super().__init__(object_name)
+        self.object_name = object_name
+
+
+class ArtifactMissing(ArtifactUnavailable):
+    """Neither on this machine nor in the Object Store."""
+
+
+class ArtifactCorrupt(ArtifactUnavailable):
+    """Found, but not the bytes whose sha256 was recorded."""
+
+
+async def fetch(
+    objects: ObjectStore,
+    object_name: str,
+    sha256: str,
+    local: Path,
+    *,
+    copy: Path | None = None,
+    mismatch: Literal["fetch", "refuse"] = "fetch",
+    retry_for: float = OBJECT_RETRY_S,
+) -> Path:
+    """The recorded file, sha256 checked: ``local`` when it matches, else the Object Store's
+    put in ``local``'s place. With ``copy``, a private copy there instead (a link where
+    possible), which no pruning of ``local``'s folder removes while the caller reads it.
+
+    ``mismatch="refuse"`` reports a local file that does not match as corrupt rather than
+    fetching it again, for a reader that must not paper over a damaged file (the exporter's
+    rule: a damaged checkpoint fails the export, and the operator sees it)."""
+    if await _usable(local, sha256, mismatch, object_name):
+        if copy is None:
+            return local
+        try:
+            await asyncio.to_thread(_link_or_copy, local, copy)
+            return copy
+        except FileNotFoundError:
+            pass  # pruned meanwhile: the Object Store may still have it
+    target = copy or local
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.fetch")
+
+    async def get() -> None:
+        with tmp.open("wb") as file:  # each try from the start
+            await objects.get(object_name, writeinto=file)
+
+    try:
+        await retry_transient(get, what=f"fetching {object_name}", retry_for=retry_for)
+    except NotFoundError:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactMissing(object_name) from None
+    if await asyncio.to_thread(sha256_file, tmp) != sha256:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactCorrupt(object_name)
+    os.replace(tmp, target)
+    return target
+
+
+async def _usable(local: Path, sha256: str, mismatch: str, object_name: str) -> bool:
+    """Whether the local file is the recorded one (absent or damaged: it is not)."""
+    try:
+        if await asyncio.to_thread(sha256_file, local) == sha256:
+            return True
+    except (FileNotFoundError, IsADirectoryError):
+        return False  # not here, or pruned meanwhile
+    if mismatch == "refuse":
+        raise ArtifactCorrupt(object_name)
+    return False
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        shutil.copyfile(source, target)
