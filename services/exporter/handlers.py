@@ -1,0 +1,175 @@
+"""Handlers of the exporter: a table from each command and query to the function answering it.
+
+``request_export`` gathers what the decider needs (the run's checkpoint records, the images
+parity is checked on), decides against the stored Export, stores it, and hands an accepted
+export to the jobs; ``predict`` answers a query from a completed ONNX export. Imports the
+domain, ``contracts`` and kernel ports; the stores, the jobs and the engine are passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+from faststream.nats.annotations import NatsMessage
+
+from contracts import common
+from contracts import datasets as d
+from contracts import exports as x
+from contracts import training as t
+from contracts.common import CommandAccepted, CommandRejected, Reply
+from services.exporter import domain
+from services.exporter.jobs import Job, Samples
+from services.kernel import dataview
+from services.kernel.blobstore import BlobStore
+from services.kernel.commands import execute, rejected
+from services.kernel.domain import DomainError
+from services.kernel.eventstore import EventStore, check_id
+from services.kernel.repository import Repository
+
+log = logging.getLogger(__name__)
+
+#: Parity needs at least this many test images (all of them when there are fewer).
+PARITY_IMAGES = 100
+
+Handler = Callable[[Any, Mapping[str, str]], Awaitable[Any]]
+
+
+class Jobs(Protocol):
+    instance: str
+
+    def start(self, job: Job, headers: Mapping[str, str]) -> None: ...
+
+
+class Sources:
+    """Where a request's facts come from: the run's records and its dataset's images."""
+
+    def __init__(
+        self, runs: EventStore[t.Event], datasets: EventStore[d.Event], blobs: BlobStore
+    ) -> None:
+        self.runs, self.datasets, self.blobs = runs, datasets, blobs
+
+    async def gather(self, run_id: str) -> tuple[domain.RunFacts, Samples]:
+        events = [s.event for s in await self.runs.load(run_id)]
+        queued = next((e for e in events if isinstance(e, t.RunQueued)), None)
+        if queued is None:
+            return domain.RunFacts(exists=False), []
+        # the latest record of each kind wins: it names the file that kind means now
+        saved = {e.kind: e for e in events if isinstance(e, t.CheckpointSaved)}
+        samples = await self._samples(queued)
+        return domain.RunFacts(True, saved, len(samples)), samples
+
+    async def _samples(self, queued: t.RunQueued) -> Samples:
+        """Test images for parity (validation images when the split has no test subset)."""
+        view = await dataview.load(self.datasets, queued.project_id)
+        index = {label: i for i, label in enumerate(queued.classes)}
+        for subset in ("test", "val"):
+            chosen = [
+                (self.blobs.blob_path(image_id), index[label])
+                for image_id, label in view.subset(queued.split_id, subset)
+                if label in index
+            ]
+            if chosen:
+                return chosen[: max(PARITY_IMAGES, 256)]
+        return []
+
+
+async def request_export(
+    command: x.RequestExport,
+    headers: Mapping[str, str],
+    *,
+    exports: Repository[domain.State],
+    sources: Sources,
+    jobs: Jobs,
+) -> Reply:
+    try:
+        check_id(command.export_id)
+        domain.validate(command)  # before any look-up, as its answer does not depend on one
+        run, samples = await sources.gather(command.run_id)
+    except DomainError as err:
+        return rejected(err)
+    except ValueError:  # an id no stream can hold
+        return CommandRejected(code=common.NOT_FOUND, message="that run does not exist")
+    decide = partial(domain.request, command=command, run=run, instance=jobs.instance)
+    reply = await execute(
+        exports,
+        command.export_id,
+        command,
+        decide,
+        headers=headers,
+        refusals=(DomainError,),
+        noun="export",
+    )
+    if isinstance(reply, CommandAccepted) and reply.events:
+        record = run.checkpoints[command.checkpoint]
+        jobs.start(Job(command.export_id, command.run_id, command.format, record, samples), headers)
+    return reply
+
+
+async def predict(
+    query: x.Predict,
+    headers: Mapping[str, str],
+    *,
+    exports: Repository[domain.State],
+    files: Path,
+    engine: Any,
+    predictor: Any,
+) -> x.Predictions | CommandRejected:
+    """Top-k classes of each image, from the export's ONNX file (``files/<id>/<file>``).
+    ``engine`` is the export engine's facade (its ``BadImage``), ``predictor`` its Predictor."""
+    state, _ = await exports.get(query.export_id)
+    try:
+        export = domain.predictable(state, query)
+    except DomainError as err:
+        return rejected(err)
+    path = files / query.export_id / export.file
+    try:
+        results = await asyncio.to_thread(predictor.predict, path, query.images, query.top_k)
+    except engine.BadImage as err:
+        return CommandRejected(
+            code=common.VALIDATION_ERROR,
+            message=f"image {err.index + 1} is not a readable image: {err.reason}",
+            field=f"images[{err.index}]",
+        )
+    return x.Predictions(
+        export_id=query.export_id, results=[[(lbl, float(s)) for lbl, s in r] for r in results]
+    )
+
+
+def query_endpoint(query_type: type, handle: Handler) -> Callable[[NatsMessage], Awaitable[bytes]]:
+    """A query as a NATS reply. Unlike a command's endpoint, any failure (an undecodable query
+    included) is answered INTERNAL with its reason, as predictions always were."""
+    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(query_type)
+
+    async def answer(msg: NatsMessage) -> bytes:
+        try:
+            return msgspec.json.encode(await handle(decoder.decode(msg.body), msg.headers or {}))
+        except Exception as exc:
+            log.exception("prediction failed")
+            return msgspec.json.encode(
+                common.CommandRejected(code=common.INTERNAL, message=f"prediction failed: {exc}")
+            )
+
+    return answer
+
+
+def table(
+    *,
+    exports: Repository[domain.State],
+    sources: Sources,
+    jobs: Jobs,
+    files: Path,
+    engine: Any,
+) -> dict[type, Handler]:
+    """Each message the exporter answers, with its handler."""
+    return {
+        x.RequestExport: partial(request_export, exports=exports, sources=sources, jobs=jobs),
+        x.Predict: partial(
+            predict, exports=exports, files=files, engine=engine, predictor=engine.Predictor()
+        ),
+    }
