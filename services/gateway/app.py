@@ -27,12 +27,9 @@ from services.gateway.api import (
     system,
     training,
 )
-from services.gateway.datasets_model import DatasetsProjector
-from services.gateway.exports_model import ExportsProjector
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
-from services.gateway.readmodel import ProjectsProjector
-from services.gateway.training_model import TrainingProjector
+from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
 from services.kernel.bus import connect, make_broker, stop_broker
 from services.kernel.lease import Leases
@@ -96,7 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runner = ProjectionRunner(
         broker.connection,
         engine,
-        [ProjectsProjector(), DatasetsProjector(), TrainingProjector(), ExportsProjector()],
+        projectors(),
         consumer_prefix=f"{SERVICE}-{settings.instance}",
     )
     await runner.start()

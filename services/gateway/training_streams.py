@@ -25,7 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from contracts import training as c
-from services.gateway.training_model import STATUS_OF, RunRow
+from services.gateway.readmodels.training import STATUS_OF, RunRow
 
 KEEPALIVE_S = 15.0
 NAMES: dict[str, str] = {

@@ -11,16 +11,14 @@ import msgspec
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func
-from sqlmodel import col, select
 
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
-from services.gateway.datasets_model import ImageRow, ImportRow, SplitMember, SplitRow
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.readmodels import datasets as read
 from services.gateway.streams import KEEPALIVE_S
 from services.gateway.uploads import Sweeper, receive, sweep
 from services.kernel.blobstore import BlobStore
@@ -104,7 +102,7 @@ async def get_import(import_id: PathId, db: DbDep, gateway: GatewayDep) -> Respo
     """An import job: its state, and its report once it is over."""
     row = await _import(db, import_id)
     await gateway.fresh(c.STREAM, c.event_subject(row.dataset_id))
-    await db.refresh(row)
+    row = await _import(db, import_id)  # as the read model shows it now
     data = row.public()
     latest = None if row.done else gateway.progress.get(import_id)
     data["progress"] = msgspec.json.decode(latest) if latest else None
@@ -138,51 +136,7 @@ async def stream_import(import_id: str, gateway: GatewayDep) -> Response:
 @router.get("/{project_id}")
 async def summary(project_id: PathId, db: DbDep) -> Response:
     """Counts, the class histogram, image sizes, imports and splits of a project's dataset."""
-    where = col(ImageRow.dataset_id) == project_id
-    stats = (
-        await db.exec(
-            select(  # type: ignore[call-overload]
-                func.count(),
-                func.coalesce(func.sum(ImageRow.size), 0),
-                func.min(ImageRow.width),
-                func.max(ImageRow.width),
-                func.avg(ImageRow.width),
-                func.min(ImageRow.height),
-                func.max(ImageRow.height),
-                func.avg(ImageRow.height),
-            ).where(where)
-        )
-    ).one()
-    classes = (
-        await db.exec(
-            select(ImageRow.label, func.count())
-            .where(where)
-            .group_by(ImageRow.label)
-            .order_by(ImageRow.label)
-        )
-    ).all()
-    imports = (
-        await db.exec(
-            select(ImportRow)
-            .where(col(ImportRow.dataset_id) == project_id)
-            .order_by(col(ImportRow.started_at).desc())
-            .limit(20)
-        )
-    ).all()
-    splits = (await db.exec(select(SplitRow).where(col(SplitRow.dataset_id) == project_id))).all()
-    n, size, wmin, wmax, wavg, hmin, hmax, havg = stats
-    return ok(
-        {
-            "project_id": project_id,
-            "images": n,
-            "bytes": size,
-            "classes": {label: count for label, count in classes},
-            "width": {"min": wmin, "max": wmax, "mean": round(wavg, 1) if wavg else None},
-            "height": {"min": hmin, "max": hmax, "mean": round(havg, 1) if havg else None},
-            "imports": [r.public() for r in imports],
-            "splits": [s.public() for s in sorted(splits, key=lambda s: s.created_at)],
-        }
-    )
+    return ok(await read.dataset_summary(db, dataset_id=project_id))
 
 
 @router.get("/{project_id}/images")
@@ -197,32 +151,23 @@ async def list_images(
     subset: Literal["train", "val", "test"] | None = None,
 ) -> Response:
     """A page of images by file name; filter by label, file name text, split and subset."""
-    query = select(ImageRow).where(col(ImageRow.dataset_id) == project_id)
-    if label is not None:
-        query = query.where(col(ImageRow.label) == label)
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(col(ImageRow.filename).ilike(f"%{escaped}%", escape="\\"))
     if subset and not split_id:
         raise ApiError(common.VALIDATION_ERROR, "subset needs a split_id", field="subset")
-    if split_id:
-        member = select(SplitMember.image_id).where(col(SplitMember.split_id) == split_id)
-        if subset:
-            member = member.where(col(SplitMember.subset) == subset)
-        query = query.where(col(ImageRow.image_id).in_(member))
-    total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
-    if cursor:
-        after_name, after_id = _decode_cursor(cursor)
-        query = query.where(
-            (col(ImageRow.filename) > after_name)
-            | ((col(ImageRow.filename) == after_name) & (col(ImageRow.image_id) > after_id))
-        )
-    order = (col(ImageRow.filename), col(ImageRow.image_id))
-    rows = (await db.exec(query.order_by(*order).limit(limit + 1))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].filename, rows[-1].image_id) if more else None
-    return ok({"items": [r.public() for r in rows], "total": total, "next_cursor": next_cursor})
+    page = await read.list_images(
+        db,
+        dataset_id=project_id,
+        limit=limit,
+        after=_decode_cursor(cursor) if cursor else None,
+        label=label,
+        q=q,
+        split_id=split_id,
+        subset=subset,
+    )
+    last = page.items[-1] if page.more else None
+    next_cursor = _encode_cursor(last.filename, last.image_id) if last else None
+    return ok(
+        {"items": [r.public() for r in page.items], "total": page.total, "next_cursor": next_cursor}
+    )
 
 
 @router.get("/{project_id}/image/{image_id}", response_class=FileResponse)
@@ -331,7 +276,7 @@ async def _start(
 
 async def _wait_for_import(
     gateway: Gateway, import_id: str, done: Any, timeout: float
-) -> ImportRow:
+) -> read.ImportRow:
     deadline = time.monotonic() + timeout
     while True:
         position = gateway.runner.position(c.STREAM)
@@ -370,7 +315,7 @@ async def _import_events(gateway: Gateway, import_id: str) -> Any:
         await sub.unsubscribe()
 
 
-async def _read_import(gateway: Gateway, import_id: str) -> ImportRow:
+async def _read_import(gateway: Gateway, import_id: str) -> read.ImportRow:
     async with session(gateway.engine) as db:
         return await _import(db, import_id)
 
@@ -389,15 +334,15 @@ def _file(path: Any, media_type: str, etag: str, if_none_match: str | None) -> R
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-async def _import(db: Any, import_id: str) -> ImportRow:
-    row = await db.get(ImportRow, import_id)
+async def _import(db: Any, import_id: str) -> read.ImportRow:
+    row = await read.get_import(db, import_id=import_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"import {import_id} does not exist")
     return row
 
 
-async def _image(db: Any, project_id: str, image_id: str) -> ImageRow:
-    row = await db.get(ImageRow, (project_id, image_id))
+async def _image(db: Any, project_id: str, image_id: str) -> read.ImageRow:
+    row = await read.get_image(db, dataset_id=project_id, image_id=image_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"image {image_id} is not in this dataset")
     return row

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import training as c
@@ -15,7 +15,7 @@ from contracts.datasets import LABEL_MAX
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
-from services.gateway.training_model import EvaluationRow, RunRow
+from services.gateway.readmodels import training as read
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/evaluation", tags=["evaluation"], responses=ERROR_RESPONSES)
@@ -52,13 +52,7 @@ async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) ->
 @router.get("")
 async def list_evaluations(db: DbDep, run_id: QueryId) -> Response:
     """A run's evaluations, newest first."""
-    rows = (
-        await db.exec(
-            select(EvaluationRow)
-            .where(col(EvaluationRow.run_id) == run_id)
-            .order_by(col(EvaluationRow.started_at).desc())
-        )
-    ).all()
+    rows = await read.list_evaluations(db, run_id=run_id)
     return ok({"items": [r.public() for r in rows]})
 
 
@@ -82,7 +76,7 @@ async def confusion_cell(
     row = await _evaluation(db, evaluation_id)
     if row.status != "completed" or row.predictions is None:
         raise ApiError(common.CONFLICT, f"evaluation {evaluation_id} is {row.status}")
-    run = await db.get(RunRow, row.run_id)
+    run = await read.get_run(db, run_id=row.run_id)
     classes = run.classes if run else []
     if true not in classes or predicted not in classes:
         raise ApiError(common.VALIDATION_ERROR, "unknown class", field="true")
@@ -107,8 +101,8 @@ async def confusion_cell(
     )
 
 
-async def _evaluation(db: DbDep, evaluation_id: str) -> EvaluationRow:
-    row = await db.get(EvaluationRow, evaluation_id)
+async def _evaluation(db: AsyncSession, evaluation_id: str) -> read.EvaluationRow:
+    row = await read.get_evaluation(db, evaluation_id=evaluation_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"evaluation {evaluation_id} does not exist")
     return row

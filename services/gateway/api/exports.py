@@ -8,15 +8,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import UploadFile
 
 from contracts import common, new_id
 from contracts import exports as x
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
-from services.gateway.exports_model import ExportRow
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.readmodels import exports as read
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/export", tags=["export"], responses=ERROR_RESPONSES)
@@ -53,8 +53,7 @@ async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) 
 @router.get("")
 async def list_exports(db: DbDep, run_id: QueryId) -> Response:
     """A run's exports, newest first."""
-    query = select(ExportRow).where(col(ExportRow.run_id) == run_id)
-    rows = (await db.exec(query.order_by(col(ExportRow.started_at).desc()))).all()
+    rows = await read.list_exports(db, run_id=run_id)
     return ok({"items": [r.public() for r in rows]})
 
 
@@ -129,7 +128,7 @@ async def _fresh(gateway: Gateway, export_id: str) -> None:
     await gateway.fresh(x.STREAM, x.event_subject(export_id))
 
 
-async def _ready(db: DbDep, export_id: str) -> ExportRow:
+async def _ready(db: AsyncSession, export_id: str) -> read.ExportRow:
     row = await _export(db, export_id)
     if row.status != "completed":
         why = f": {row.error['message']}" if row.error else ""
@@ -137,8 +136,8 @@ async def _ready(db: DbDep, export_id: str) -> ExportRow:
     return row
 
 
-async def _export(db: DbDep, export_id: str) -> ExportRow:
-    row = await db.get(ExportRow, export_id)
+async def _export(db: AsyncSession, export_id: str) -> read.ExportRow:
+    row = await read.get_export(db, export_id=export_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist")
     return row

@@ -7,8 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import func
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
@@ -19,7 +17,7 @@ from services.gateway.api.params import Limit, Offset, PathId
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
-from services.gateway.readmodel import ProjectRow
+from services.gateway.readmodels import projects as read
 from services.gateway.streams import last_event_id, sse_response
 from services.kernel.sqlite import session
 
@@ -27,8 +25,6 @@ router = APIRouter(prefix="/projects", tags=["projects"], responses=ERROR_RESPON
 
 #: Until sign-in lands every request acts as this user.
 ACTOR = "anonymous"
-
-Sort = Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"]
 
 
 class ProjectCreate(BaseModel):
@@ -58,26 +54,15 @@ async def list_projects(
     status: Literal["active", "archived", "all"] = "active",
     q: Annotated[str | None, Query(max_length=c.NAME_MAX)] = None,
     task_type: Literal["classification", "detection"] | None = None,
-    sort: Sort = "-created_at",
+    sort: read.Sort = "-created_at",
 ) -> Response:
     """List projects, newest first, filtered by status, task type and name."""
-    query = select(ProjectRow)
-    if status != "all":
-        query = query.where(col(ProjectRow.archived) == (status == "archived"))
-    if task_type:
-        query = query.where(col(ProjectRow.task_type) == task_type)
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(col(ProjectRow.name).ilike(f"%{escaped}%", escape="\\"))
-    total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
-    column = col(getattr(ProjectRow, sort.lstrip("-")))
-    order = column.desc() if sort.startswith("-") else column.asc()
-    rows = (
-        await db.exec(query.order_by(order, col(ProjectRow.id)).offset(offset).limit(limit))
-    ).all()
-    return ok(
-        {"items": [r.public() for r in rows], "total": total, "limit": limit, "offset": offset}
+    archived = None if status == "all" else status == "archived"
+    page = await read.list_projects(
+        db, q=q, limit=limit, offset=offset, archived=archived, task_type=task_type, sort=sort
     )
+    items = [r.public() for r in page.items]
+    return ok({"items": items, "total": page.total, "limit": limit, "offset": offset})
 
 
 @router.post("", status_code=201)
@@ -206,8 +191,8 @@ async def _answer(
     return ok(row.public(), status=status, headers=headers)
 
 
-async def _row(db: AsyncSession, project_id: str) -> ProjectRow:
-    row = await db.get(ProjectRow, project_id)
+async def _row(db: AsyncSession, project_id: str) -> read.ProjectRow:
+    row = await read.get_project(db, project_id=project_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist")
     return row

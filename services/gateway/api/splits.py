@@ -7,17 +7,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
-from services.gateway.datasets_model import SplitDeviationRow, SplitRow
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
+from services.gateway.readmodels import datasets as read
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/splits", tags=["splits"], responses=ERROR_RESPONSES)
@@ -62,7 +61,7 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
         accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
         await gateway.caught_up(c.STREAM, accepted.sequence)
         async with session(gateway.engine) as db:
-            data = await _public(db, await _split(db, split_id))
+            data = await _split(db, split_id)
         location = str(request.url_for("get_split", split_id=split_id))
         return ok(data, status=201, headers={"Location": location})
 
@@ -72,32 +71,17 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
 @router.get("")
 async def list_splits(db: DbDep, project_id: QueryId) -> Response:
     """A project's splits, oldest first, with per-subset class counts."""
-    rows = (
-        await db.exec(
-            select(SplitRow)
-            .where(col(SplitRow.dataset_id) == project_id)
-            .order_by(col(SplitRow.created_at))
-        )
-    ).all()
-    return ok({"items": [await _public(db, r) for r in rows]})
+    return ok({"items": await read.list_splits(db, dataset_id=project_id)})
 
 
 @router.get("/{split_id}")
 async def get_split(split_id: PathId, db: DbDep) -> Response:
     """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
-    return ok(await _public(db, await _split(db, split_id)))
+    return ok(await _split(db, split_id))
 
 
-async def _public(db: AsyncSession, row: SplitRow) -> dict[str, Any]:
-    """The split with its deviations: each class more than two images off its share of a
-    subset, and why (an exact-duplicate group that may not straddle, too few images)."""
-    query = select(SplitDeviationRow).where(col(SplitDeviationRow.split_id) == row.split_id)
-    deviations = (await db.exec(query.order_by(col(SplitDeviationRow.label)))).all()
-    return row.public() | {"deviations": [d.public() for d in deviations]}
-
-
-async def _split(db: DbDep, split_id: str) -> SplitRow:
-    row = await db.get(SplitRow, split_id)
-    if row is None:
+async def _split(db: AsyncSession, split_id: str) -> dict[str, Any]:
+    split = await read.split_detail(db, split_id=split_id)
+    if split is None:
         raise ApiError(common.NOT_FOUND, f"split {split_id} does not exist")
-    return row
+    return split

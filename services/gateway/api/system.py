@@ -12,8 +12,6 @@ from fastapi.responses import JSONResponse, Response
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func
-from sqlmodel import select
 
 from contracts import common
 from contracts import datasets as d
@@ -22,7 +20,7 @@ from contracts import projects as p
 from contracts import training as t
 from services.gateway.envelope import REQUEST_ID, ErrorEnvelope
 from services.gateway.gateway import Gateway, GatewayDep
-from services.gateway.training_model import RunRow
+from services.gateway.readmodels import training as read
 from services.kernel.sqlite import session
 
 router = APIRouter(tags=["system"])
@@ -127,9 +125,7 @@ async def system(gateway: GatewayDep) -> Response:
     )
     disk = shutil.disk_usage(gateway.settings.workspace)
     async with session(gateway.engine) as db:
-        counts = dict(
-            (await db.exec(select(RunRow.status, func.count()).group_by(RunRow.status))).all()
-        )
+        counts = await read.run_counts(db)
     return JSONResponse(
         {
             "status": "ok",

@@ -12,8 +12,6 @@ import msgspec
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
@@ -21,8 +19,8 @@ from contracts import training as c
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import FRESH_WAIT_S, DbDep, Gateway, GatewayDep
+from services.gateway.readmodels import training as read
 from services.gateway.streams import last_event_id
-from services.gateway.training_model import CheckpointRow, EpochRow, RunRow
 from services.gateway.training_streams import (
     Item,
     ending_of,
@@ -114,8 +112,7 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
 @router.get("/queue")
 async def queue(db: DbDep, gateway: GatewayDep) -> Response:
     """What runs now and what waits, in order, and which devices are leased by whom."""
-    running = await _runs(db, statuses=("running", "stopping"))
-    waiting = await _runs(db, statuses=("queued",))
+    running, waiting = await read.queue(db)
     leases = [msgspec.to_builtins(h) for h in await gateway.leases.holders()]
     return ok(
         {
@@ -135,14 +132,9 @@ async def list_runs(
     limit: Limit = 100,
 ) -> Response:
     """Runs, newest first."""
-    query = select(RunRow)
-    if project_id:
-        query = query.where(col(RunRow.project_id) == project_id)
-    if experiment_id:
-        query = query.where(col(RunRow.experiment_id) == experiment_id)
-    if status:
-        query = query.where(col(RunRow.status) == status)
-    rows = (await db.exec(query.order_by(col(RunRow.created_at).desc()).limit(limit))).all()
+    rows = await read.list_runs(
+        db, project_id=project_id, experiment_id=experiment_id, status=status, limit=limit
+    )
     return ok({"items": [r.public() for r in rows]})
 
 
@@ -269,10 +261,7 @@ async def _run_answer(
         row = await _run(db, run_id)
         data = row.public()
         if row.status == "queued":
-            ahead = select(func.count()).where(
-                col(RunRow.status) == "queued", col(RunRow.queued_seq) < row.queued_seq
-            )
-            data["position"] = (await db.exec(ahead)).one() + 1
+            data["position"] = await read.queue_position(db, run=row)
     location = str(request.url_for("get_run", run_id=run_id))
     return ok(data, status=status, headers={"Location": location})
 
@@ -290,59 +279,43 @@ def check(run_id: str) -> bool:
     return True
 
 
-async def _runs(db: AsyncSession, statuses: tuple[str, ...]) -> list[RunRow]:
-    query = select(RunRow).where(col(RunRow.status).in_(statuses))
-    return list((await db.exec(query.order_by(col(RunRow.queued_seq)))).all())
-
-
-async def _run(db: AsyncSession, run_id: str) -> RunRow:
-    row = await db.get(RunRow, run_id)
+async def _run(db: AsyncSession, run_id: str) -> read.RunRow:
+    row = await read.get_run(db, run_id=run_id)
     if row is None:
         raise ApiError(common.NOT_FOUND, f"run {run_id} does not exist")
     return row
 
 
 async def _detail(db: AsyncSession, run_id: str) -> dict[str, Any]:
-    row = await _run(db, run_id)
-    epochs = await db.exec(
-        select(EpochRow).where(col(EpochRow.run_id) == run_id).order_by(col(EpochRow.epoch))
-    )
-    checkpoints = await db.exec(select(CheckpointRow).where(col(CheckpointRow.run_id) == run_id))
-    return row.public() | {
-        "history": [e.public() for e in epochs.all()],
-        "checkpoints": [k.public() for k in checkpoints.all()],
-    }
+    detail = await read.run_detail(db, run_id=run_id)
+    if detail is None:
+        raise ApiError(common.NOT_FOUND, f"run {run_id} does not exist")
+    return detail
 
 
 async def _experiment_rows(
     gateway: Gateway, experiment_id: str, project_id: str | None
-) -> list[RunRow]:
+) -> list[read.RunRow]:
     """The experiment's runs as the read model shows the stream now; an experiment is known
     when a run carries its id (so a malformed or unused id is NOT_FOUND)."""
     if not check(experiment_id) or (project_id is not None and not check(project_id)):
         raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
     info = await gateway.js.stream_info(c.STREAM)
     await gateway.runner.wait_for(c.STREAM, info.state.last_seq, FRESH_WAIT_S)
-    query = select(RunRow).where(col(RunRow.experiment_id) == experiment_id)
-    if project_id is not None:
-        query = query.where(col(RunRow.project_id) == project_id)
     async with session(gateway.engine) as db:
-        rows = list((await db.exec(query.order_by(col(RunRow.queued_seq)))).all())
+        rows = await read.experiment_runs(db, experiment_id=experiment_id, project_id=project_id)
     if not rows:
         raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
     return rows
 
 
-async def _snapshot(gateway: Gateway, experiment_id: str, rows: list[RunRow]) -> dict[str, Any]:
+async def _snapshot(
+    gateway: Gateway, experiment_id: str, rows: list[read.RunRow]
+) -> dict[str, Any]:
     """The experiment now: each run with its status and its latest epoch's metrics."""
     position = gateway.runner.position(c.STREAM)
-    ids = [r.run_id for r in rows]
     async with session(gateway.engine) as db:
-        epochs = (await db.exec(select(EpochRow).where(col(EpochRow.run_id).in_(ids)))).all()
-    latest: dict[str, EpochRow] = {}
-    for e in epochs:
-        if e.run_id not in latest or e.epoch > latest[e.run_id].epoch:
-            latest[e.run_id] = e
+        latest = await read.latest_epochs(db, run_ids=[r.run_id for r in rows])
     runs = [
         r.public() | {"latest": latest[r.run_id].public() if r.run_id in latest else None}
         for r in rows

@@ -6,25 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts import training as c
-from services.gateway.training_model import RunRow, TrainingProjector
-from services.kernel.eventstore import StoredEvent
-from services.kernel.sqlite import create_engine, session
+from services.gateway.readmodels.training import RunRow, TrainingProjector
+from services.kernel.sqlite import session
+from tests.unit.gateway.fold import folded
 
 RUN = "r" * 32
 
 
 async def fold(tmp_path: Path, *events: c.Event) -> RunRow:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(tmp_path / "readmodel.db")
-    projector = TrainingProjector()
-    async with engine.begin() as conn:
-        await conn.run_sync(
-            lambda sync: RunRow.metadata.create_all(sync, tables=list(projector.tables))
-        )
-    for sequence, event in enumerate(events, start=1):
-        async with session(engine) as db:
-            await projector.apply(db, StoredEvent(sequence, c.event_subject(RUN), event, {}))
-            await db.commit()
+    engine = await folded(tmp_path, TrainingProjector(), *events)
     async with session(engine) as db:
         row = await db.get(RunRow, RUN)
     await engine.dispose()

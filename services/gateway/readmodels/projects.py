@@ -1,18 +1,25 @@
-"""The gateway's read model of projects: a SQLite table folded from the PROJECTS stream."""
+"""The gateway's read model of projects: a SQLite table folded from the PROJECTS stream, and the
+queries the routes read it with. Imports sqlmodel, ``contracts.projects`` and the kernel's
+projection plumbing; nothing of the routes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import Table
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Table, func
+from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import projects as c
+from services.gateway.readmodels.base import Page, contains, iso
 from services.kernel.eventstore import StoredEvent
 from services.kernel.projection import Decodes
+
+__all__ = ["ProjectRow", "ProjectsProjector", "Sort", "get_project", "list_projects"]
+
+Sort = Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"]
 
 
 class ProjectRow(SQLModel, table=True):
@@ -40,12 +47,6 @@ class ProjectRow(SQLModel, table=True):
             "updated_at": iso(self.updated_at),
             "created_by": self.created_by,
         }
-
-
-def iso(moment: datetime) -> str:
-    # SQLite may hand back a naive time; every stored time is UTC.
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ProjectsProjector(Decodes):
@@ -87,3 +88,35 @@ class ProjectsProjector(Decodes):
         # The project's own count of events, as its service counts them (If-Match compares it).
         row.version, row.updated_at = row.version + 1, when
         db.add(row)
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+async def get_project(db: AsyncSession, *, project_id: str) -> ProjectRow | None:
+    return await db.get(ProjectRow, project_id)
+
+
+async def list_projects(
+    db: AsyncSession,
+    *,
+    q: str | None,
+    limit: int,
+    offset: int,
+    archived: bool | None,
+    task_type: str | None = None,
+    sort: Sort = "-created_at",
+) -> Page[ProjectRow]:
+    """A page of projects in ``sort`` order (then by id); ``archived=None`` is both kinds."""
+    query = select(ProjectRow)
+    if archived is not None:
+        query = query.where(col(ProjectRow.archived) == archived)
+    if task_type:
+        query = query.where(col(ProjectRow.task_type) == task_type)
+    if q:
+        query = query.where(contains(ProjectRow.name, q))
+    total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
+    column = col(getattr(ProjectRow, sort.lstrip("-")))
+    order = column.desc() if sort.startswith("-") else column.asc()
+    rows = await db.exec(query.order_by(order, col(ProjectRow.id)).offset(offset).limit(limit))
+    return Page(list(rows.all()), total)

@@ -1,4 +1,6 @@
-"""The gateway's read model of exports: state, file, sha256, parity and latency figures."""
+"""The gateway's read model of exports (state, file, sha256, parity and latency figures) and the
+queries the routes read it with. Imports sqlmodel, ``contracts.exports`` and the kernel's
+projection plumbing; nothing of the routes."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import JSON, Table
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import exports as x
-from services.gateway.readmodel import iso
+from services.gateway.readmodels.base import ended, iso
 from services.kernel.eventstore import StoredEvent
 from services.kernel.projection import Decodes
+
+__all__ = ["ExportRow", "ExportsProjector", "get_export", "list_exports"]
 
 
 class ExportRow(SQLModel, table=True):
@@ -55,23 +59,11 @@ class ExportsProjector(Decodes):
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at
         if isinstance(event, x.ExportRequested):
-            db.add(
-                ExportRow(
-                    export_id=event.export_id,
-                    run_id=event.run_id,
-                    status="running",
-                    format=event.format,
-                    checkpoint=event.checkpoint,
-                    checkpoint_epoch=event.checkpoint_epoch,
-                    checkpoint_sha256=event.checkpoint_sha256,
-                    started_at=when,
-                )
-            )
+            db.add(_requested(event))
             return
-        row = await db.get(ExportRow, event.export_id)
+        row = await ended(db, ExportRow, event.export_id, when)
         if row is None:
             return
-        row.finished_at = when
         if isinstance(event, x.ExportCompleted):
             row.status = "completed"
             row.file_name, row.size, row.sha256 = event.file_name, event.size, event.sha256
@@ -83,3 +75,29 @@ class ExportsProjector(Decodes):
             row.error = {"code": event.code, "message": event.message}
             row.parity = msgspec.to_builtins(event.parity)
         db.add(row)
+
+
+def _requested(event: x.ExportRequested) -> ExportRow:
+    return ExportRow(
+        export_id=event.export_id,
+        run_id=event.run_id,
+        status="running",
+        format=event.format,
+        checkpoint=event.checkpoint,
+        checkpoint_epoch=event.checkpoint_epoch,
+        checkpoint_sha256=event.checkpoint_sha256,
+        started_at=event.occurred_at,
+    )
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+async def get_export(db: AsyncSession, *, export_id: str) -> ExportRow | None:
+    return await db.get(ExportRow, export_id)
+
+
+async def list_exports(db: AsyncSession, *, run_id: str) -> list[ExportRow]:
+    """A run's exports, newest first."""
+    query = select(ExportRow).where(col(ExportRow.run_id) == run_id)
+    return list((await db.exec(query.order_by(col(ExportRow.started_at).desc()))).all())

@@ -1,0 +1,167 @@
+"""Folds the DATASETS stream into the gateway's tables: one match arm per event type. Imports
+``contracts.datasets``, the kernel's projection plumbing and this package's tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Table, delete, insert
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import datasets as c
+from services.gateway.readmodels.datasets.tables import (
+    ImageRow,
+    ImportRow,
+    SplitDeviationRow,
+    SplitMember,
+    SplitRow,
+)
+from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import Decodes
+
+
+class DatasetsProjector(Decodes):
+    name = "datasets"
+    stream = c.STREAM
+    filter_subject = c.EVENTS
+    tables: Sequence[Table] = (
+        ImageRow.__table__,  # type: ignore[attr-defined]
+        ImportRow.__table__,  # type: ignore[attr-defined]
+        SplitRow.__table__,  # type: ignore[attr-defined]
+        SplitMember.__table__,  # type: ignore[attr-defined]
+        SplitDeviationRow.__table__,  # type: ignore[attr-defined]
+    )
+    event_type = c.Event
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        event, when = stored.event, stored.event.occurred_at
+        match event:
+            case c.ImportStarted():
+                db.add(_started(event))
+            case c.ImportValidated():
+                await _update_import(
+                    db,
+                    event.import_id,
+                    state="importing",
+                    files=event.files,
+                    classes=event.classes,
+                    format=event.format,
+                )
+            case c.ImagesAdded():
+                # Core bulk inserts: an import's images arrive thousands at a time.
+                rows = [_image(event.dataset_id, event.import_id, r) for r in event.images]
+                await _insert_many(db, ImageRow, rows)
+            case c.ImportCompleted():
+                await _update_import(
+                    db,
+                    event.import_id,
+                    state="completed",
+                    finished_at=when,
+                    report=msgspec.to_builtins(event.report),
+                )
+            case c.ImportFailed():
+                await _update_import(db, event.import_id, finished_at=when, **_failure(event))
+            case c.ImageRelabeled():
+                row = await db.get(ImageRow, (event.dataset_id, event.image_id))
+                if row is not None:
+                    row.label = event.label
+                    db.add(row)
+            case c.ImageDeleted():
+                await _delete_image(db, event)
+            case c.SplitCreated():
+                db.add(_split(event, when))
+                deviations = [
+                    msgspec.structs.asdict(d) | {"split_id": event.split_id}
+                    for d in event.deviations
+                ]
+                await _insert_many(db, SplitDeviationRow, deviations)
+            case c.SplitAssigned():
+                members = [
+                    {"split_id": event.split_id, "image_id": i, "subset": s}
+                    for i, s in event.assignment.items()
+                ]
+                await _insert_many(db, SplitMember, members)
+
+
+async def _insert_many(db: AsyncSession, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """One executemany: no ORM objects, and no limit on SQL variables per statement."""
+    if rows:
+        conn = await db.connection()
+        await conn.execute(insert(model), rows)
+
+
+def _started(event: c.ImportStarted) -> ImportRow:
+    return ImportRow(
+        import_id=event.import_id,
+        dataset_id=event.dataset_id,
+        state="running",
+        source_kind=event.source_kind,
+        source=event.source,
+        format=event.format,
+        started_at=event.occurred_at,
+    )
+
+
+def _failure(event: c.ImportFailed) -> dict[str, Any]:
+    """The state and error of a failed import: a cancelled one is cancelled, not failed."""
+    error = {
+        "code": event.code,
+        "message": event.message,
+        "field": event.field,
+        "status": event.status,
+    }
+    return {"state": "cancelled" if event.code == "CANCELLED" else "failed", "error": error}
+
+
+async def _delete_image(db: AsyncSession, event: c.ImageDeleted) -> None:
+    await db.exec(
+        delete(ImageRow).where(
+            ImageRow.dataset_id == event.dataset_id,  # type: ignore[arg-type]
+            ImageRow.image_id == event.image_id,  # type: ignore[arg-type]
+        )
+    )
+
+
+async def _update_import(db: AsyncSession, import_id: str, **changes: Any) -> None:
+    row = await db.get(ImportRow, import_id)
+    if row is None:
+        return
+    for key, value in changes.items():
+        setattr(row, key, value)
+    db.add(row)
+
+
+def _image(dataset_id: str, import_id: str, r: c.ImageRecord) -> dict[str, Any]:
+    return dict(
+        dataset_id=dataset_id,
+        image_id=r.image_id,
+        filename=r.filename,
+        label=r.label,
+        width=r.width,
+        height=r.height,
+        size=r.size,
+        format=r.format,
+        split_hint=r.split_hint,
+        boxes=[msgspec.to_builtins(b) for b in r.boxes],
+        import_id=import_id,
+    )
+
+
+def _split(event: c.SplitCreated, when: datetime) -> SplitRow:
+    return SplitRow(
+        split_id=event.split_id,
+        dataset_id=event.dataset_id,
+        name=event.name,
+        strategy=event.strategy,
+        ratios=event.ratios,
+        seed=event.seed,
+        images=event.images,
+        groups=event.groups,
+        counts=event.counts,
+        recipe_hash=event.recipe_hash,
+        created_at=when,
+    )
