@@ -22,14 +22,14 @@ from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine, session
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
+from services.trainer.domain.evaluation import evolve as evaluation_evolve
 from services.trainer.evaluations import Evaluations
-from services.trainer.evaluations import evolve as evaluation_evolve
 from services.trainer.handlers import Training
 from services.trainer.projection import Runs, active, queued, running_evaluations
 from services.trainer.worker import Worker
 
 SERVICE = "trainer"
-ARTIFACTS = "studio_artifacts"
+ARTIFACTS = c.ARTIFACTS_BUCKET
 
 
 def lease_key(device: str) -> str:
