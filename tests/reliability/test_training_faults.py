@@ -266,9 +266,9 @@ async def _events(stack: Stack, run_id: str) -> list[c.Event]:
 async def _objects(stack: Stack, run_id: str, data: bool = False) -> dict[str, bytes | None]:
     nc = await nats.connect(stack.nats_url)
     try:
-        objects = await nc.jetstream().object_store("studio_artifacts")
+        objects = await nc.jetstream().object_store(c.ARTIFACTS_BUCKET)
         infos = await objects.list(ignore_deletes=True)
-        names = [i.name for i in infos if i.name and i.name.startswith(f"runs/{run_id}/")]
+        names = [i.name for i in infos if i.name and i.name.startswith(c.run_objects(run_id))]
         if not data:
             return dict.fromkeys(names)
         return {n: (await objects.get(n)).data for n in names}
