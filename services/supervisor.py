@@ -22,6 +22,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import IO
 
+from services import deployment
 from services.kernel import nats_server
 from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
@@ -148,7 +149,8 @@ def up(host: str, port: int, workspace: Path) -> int:
         "STUDIO_WORKSPACE": str(workspace),
         "STUDIO_INSTANCE": os.environ.get("STUDIO_INSTANCE", "local"),
     }
-    names = Settings.from_env().services
+    names = deployment.settings().services
+    env["STUDIO_SERVICES"] = ",".join(names)  # the gateway reports on what was started
     children = [Child(name, [sys.executable, "-m", f"services.{name}"], env) for name in names]
     gateway_env = env | {"STUDIO_HOST": host, "STUDIO_PORT": str(port)}
     children.append(Child("gateway", [sys.executable, "-m", "services.gateway"], gateway_env))

@@ -8,15 +8,15 @@ import os
 
 import uvicorn
 
+from services import deployment
 from services.gateway.app import create_app
 from services.kernel.bus import NatsUnavailable, check_nats
-from services.kernel.settings import Settings
 from services.kernel.telemetry import setup_logging
 
 
 def main() -> None:
     setup_logging("gateway")
-    settings = Settings.from_env()
+    settings = deployment.settings()
     try:
         asyncio.run(check_nats(settings.nats_url, settings.connect_timeout))
     except NatsUnavailable as exc:

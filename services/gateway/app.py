@@ -17,6 +17,7 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
+from services import deployment
 from services.gateway import envelope
 from services.gateway.api import (
     datasets,
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Train vision models from a web page or a REST API.",
         lifespan=lifespan,
     )
-    app.state.settings = settings or Settings.from_env()
+    app.state.settings = settings or deployment.settings()
     app.add_middleware(HttpMetrics)
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)

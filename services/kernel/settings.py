@@ -1,4 +1,8 @@
-"""One settings object, read from ``STUDIO_*`` environment variables."""
+"""One settings object, read from ``STUDIO_*`` environment variables.
+
+Only what the environment says: no service or context is named here (the deployment's list of
+services comes from its composition root). Imports the standard library only.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +40,6 @@ def _int(name: str, default: int) -> int:
     return int(value)
 
 
-#: Every service of the studio (the gateway aside), in the order they start.
-SERVICES = ("projects", "datasets", "trainer", "exporter")
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Where the studio finds NATS and its workspace, and how patient it is."""
@@ -68,14 +68,17 @@ class Settings:
     upload_max_bytes: int = 2 * 1024**3
     #: Seconds a device lease outlives its trainer's last heartbeat.
     lease_ttl: float = 10.0
-    #: The services this deployment runs, which the gateway's health reports on.
-    services: tuple[str, ...] = SERVICES
+    #: The services this deployment runs, which the gateway's health reports on: the kernel
+    #: knows no service names, so the composition root supplies them (``services.deployment``).
+    services: tuple[str, ...] = ()
     #: Whether a run that a crash interrupted (not one a user stopped) goes back to the queue by
     #: itself, to continue from its last stored epoch when a device is free.
     auto_resume: bool = True
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, default_services: tuple[str, ...] = ()) -> Settings:
+        """The settings the environment gives; ``STUDIO_SERVICES`` (comma-separated) names the
+        deployment's services, ``default_services`` when it is unset or empty."""
         env = os.environ
         return cls(
             nats_url=env.get("STUDIO_NATS_URL") or cls.nats_url,
@@ -97,7 +100,7 @@ class Settings:
             lease_ttl=_float("STUDIO_LEASE_TTL", 10.0),
             services=tuple(
                 s.strip()
-                for s in (env.get("STUDIO_SERVICES") or ",".join(SERVICES)).split(",")
+                for s in (env.get("STUDIO_SERVICES") or ",".join(default_services)).split(",")
                 if s.strip()
             ),
             auto_resume=_bool("STUDIO_AUTO_RESUME", True),
