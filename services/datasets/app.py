@@ -85,8 +85,8 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     endpoints = (
         (c.Subjects.START_IMPORT, c.StartImport, handlers.start_import),
         (c.Subjects.CANCEL_IMPORT, c.CancelImport, handlers.cancel_import),
-        (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.relabel_image),
-        (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.delete_image),
+        (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.edit),
+        (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.edit),
         (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
     )
     for subject, command_type, handle in endpoints:

@@ -175,6 +175,19 @@ def delete(state: Dataset, command: c.DeleteImage) -> list[c.Event]:
     return [c.ImageDeleted(dataset_id=command.dataset_id, image_id=command.image_id)]
 
 
+#: The commands decided against the stored dataset alone, with no check outside it: each comes
+#: through one handler, so a new one needs only its arm below and its row in ``app``.
+Edit = c.RelabelImage | c.DeleteImage
+
+
+def decide(state: Dataset, command: Edit) -> list[c.Event]:
+    match command:
+        case c.RelabelImage():
+            return relabel(state, command)
+        case c.DeleteImage():
+            return delete(state, command)
+
+
 def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
     name = command.name.strip()
     if not name or len(name) > c.SPLIT_NAME_MAX:

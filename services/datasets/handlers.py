@@ -151,12 +151,9 @@ class Datasets:
         _, position, version = await self.repo.load(command.dataset_id)
         return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=position)
 
-    async def relabel_image(self, command: c.RelabelImage, headers: Mapping[str, str]) -> Reply:
-        decide = partial(domain.relabel, command=command)
-        return await self._run(command, command.dataset_id, decide, headers)
-
-    async def delete_image(self, command: c.DeleteImage, headers: Mapping[str, str]) -> Reply:
-        decide = partial(domain.delete, command=command)
+    async def edit(self, command: domain.Edit, headers: Mapping[str, str]) -> Reply:
+        """Every command the dataset alone decides (``domain.Edit``)."""
+        decide = partial(domain.decide, command=command)
         return await self._run(command, command.dataset_id, decide, headers)
 
     async def create_split(self, command: c.CreateSplit, headers: Mapping[str, str]) -> Reply:
