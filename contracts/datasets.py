@@ -37,6 +37,7 @@ class Subjects:
     RELABEL_IMAGE: Final = "cmd.datasets.relabel_image"
     DELETE_IMAGE: Final = "cmd.datasets.delete_image"
     CREATE_SPLIT: Final = "cmd.datasets.create_split"
+    DELETE_SPLIT: Final = "cmd.datasets.delete_split"
     HEALTH: Final = "qry.datasets.health"
 
 
@@ -150,6 +151,13 @@ class CreateSplit(Message, frozen=True, tag="datasets.create_split.v1"):
     seed: int = 0
 
 
+class DeleteSplit(Message, frozen=True, tag="datasets.delete_split.v1"):
+    """Forget a split; the gateway sends it only for a split no run uses."""
+
+    dataset_id: Id
+    split_id: Id
+
+
 class GetHealth(Message, frozen=True, tag="datasets.get_health.v1"):
     dataset_id: Id
 
@@ -248,7 +256,14 @@ class SplitAssigned(Message, frozen=True, tag="datasets.split_assigned.v1"):
     assignment: dict[str, str]
 
 
-Command = StartImport | CancelImport | RelabelImage | DeleteImage | CreateSplit
+class SplitDeleted(Message, frozen=True, tag="datasets.split_deleted.v1"):
+    """The split is gone with its assignment; its name may be given to a new split."""
+
+    dataset_id: str
+    split_id: str
+
+
+Command = StartImport | CancelImport | RelabelImage | DeleteImage | CreateSplit | DeleteSplit
 Event = (
     ImportStarted
     | ImportValidated
@@ -259,6 +274,7 @@ Event = (
     | ImageDeleted
     | SplitCreated
     | SplitAssigned
+    | SplitDeleted
 )
 
 ALL: tuple[type[Message], ...] = (
@@ -267,6 +283,7 @@ ALL: tuple[type[Message], ...] = (
     RelabelImage,
     DeleteImage,
     CreateSplit,
+    DeleteSplit,
     GetHealth,
     HealthReport,
     ImportStarted,
@@ -278,4 +295,5 @@ ALL: tuple[type[Message], ...] = (
     ImageDeleted,
     SplitCreated,
     SplitAssigned,
+    SplitDeleted,
 )

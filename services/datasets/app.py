@@ -88,6 +88,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.edit),
         (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.edit),
         (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
+        (c.Subjects.DELETE_SPLIT, c.DeleteSplit, handlers.edit),
     )
     for subject, command_type, handle in endpoints:
         endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]

@@ -86,6 +86,10 @@ class SplitAlreadyExists(Conflict):
     """Another split of the dataset has that name."""
 
 
+class SplitNotFound(NotFound):
+    """No split of this dataset has that id (or it was deleted)."""
+
+
 def start(state: Dataset, command: c.StartImport, instance: str) -> list[c.Event]:
     if command.import_id in state.imports:
         raise ImportAlreadyExists(f"import {command.import_id} already exists")
@@ -177,7 +181,7 @@ def delete(state: Dataset, command: c.DeleteImage) -> list[c.Event]:
 
 #: The commands decided against the stored dataset alone, with no check outside it: each comes
 #: through one handler, so a new one needs only its arm below and its row in ``app``.
-Edit = c.RelabelImage | c.DeleteImage
+Edit = c.RelabelImage | c.DeleteImage | c.DeleteSplit
 
 
 def decide(state: Dataset, command: Edit) -> list[c.Event]:
@@ -186,6 +190,8 @@ def decide(state: Dataset, command: Edit) -> list[c.Event]:
             return relabel(state, command)
         case c.DeleteImage():
             return delete(state, command)
+        case c.DeleteSplit():
+            return delete_split(state, command)
 
 
 def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
@@ -242,6 +248,13 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
     return [created, *parts]
 
 
+def delete_split(state: Dataset, command: c.DeleteSplit) -> list[c.Event]:
+    # Whether a run uses the split is the gateway's to check: runs are not this aggregate's.
+    if command.split_id not in state.splits.values():
+        raise SplitNotFound(f"split {command.split_id} is not in this dataset")
+    return [c.SplitDeleted(dataset_id=command.dataset_id, split_id=command.split_id)]
+
+
 def evolve(state: Dataset, event: c.Event) -> Dataset:
     match event:
         case c.ImportStarted():
@@ -270,6 +283,9 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
             return replace(state, images=images)
         case c.SplitCreated():
             return replace(state, splits={**state.splits, event.name: event.split_id})
+        case c.SplitDeleted():  # its name is free again
+            kept = {name: i for name, i in state.splits.items() if i != event.split_id}
+            return replace(state, splits=kept)
     return state
 
 

@@ -28,6 +28,8 @@ class DatasetView:
                 self.splits[event.split_id] = {}
             case d.SplitAssigned():
                 self.splits.setdefault(event.split_id, {}).update(event.assignment)
+            case d.SplitDeleted():  # a run queued on it from now on is refused as unknown
+                self.splits.pop(event.split_id, None)
 
     def subset(self, split_id: str, name: str) -> list[tuple[str, str]]:
         """(image id, label) of one subset, in image id order; deleted images are left out."""

@@ -13,8 +13,11 @@ import nats
 import pytest
 from PIL import Image
 
+from contracts import new_id
+from contracts import training as t
 from tests import imagesets
 from tests.stack import Stack
+from tests.stream_helpers import Runs
 
 pytestmark = pytest.mark.integration
 #: What these tests need of the studio: the stack starts only these (and the gateway).
@@ -524,3 +527,60 @@ async def test_an_import_and_a_relabel_carry_the_clients_trace_into_their_events
         "datasets.image_relabeled.v1",
     }, traces
     assert set(traces.values()) == {trace_id}
+
+
+async def split_of(api: httpx.AsyncClient, stack: Stack, pid: str) -> tuple[dict, dict]:
+    """A split "s" of ten fresh images of the project: its body as sent, and the split."""
+    await import_local(
+        api, pid, imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 5, "b": 5})
+    )
+    body = {"project_id": pid, "name": "s", "ratios": {"train": 0.6, "val": 0.2, "test": 0.2}}
+    return body, (await api.post(f"{API}/splits", json=body)).json()["data"]
+
+
+async def test_an_unused_split_can_be_deleted_and_its_name_reused(api, stack: Stack):
+    # given a project with a split
+    pid = await project(api)
+    body, split = await split_of(api, stack, pid)
+    # when it is deleted (through the short alias too, as every route)
+    resp = await api.delete(f"/api/splits/{split['id']}")
+    # then it is gone from reads and lists, and its name may be given again
+    assert resp.status_code == 204, resp.text
+    error(await api.get(f"{API}/splits/{split['id']}"), 404, "NOT_FOUND")
+    listed = (await api.get(f"{API}/splits", params={"project_id": pid})).json()["data"]
+    assert listed["items"] == []
+    again = await api.post(f"{API}/splits", json=body)
+    assert again.status_code == 201, again.text
+    # and a split deleted already, or an id that names nothing, is not found
+    error(await api.delete(f"{API}/splits/{split['id']}"), 404, "NOT_FOUND")
+    error(await api.delete(f"{API}/splits/{BAD_ID}"), 404, "NOT_FOUND")
+
+
+async def test_a_split_a_run_uses_cannot_be_deleted(api, stack: Stack):
+    # given a split, and a run queued on it (written as the trainer would: no training needed)
+    pid = await project(api)
+    _, split = await split_of(api, stack, pid)
+    nc, runs = await Runs.connect(stack.nats_url)
+    try:
+        run_id = new_id()
+        queued = t.RunQueued(
+            run_id=run_id,
+            experiment_id=new_id(),
+            project_id=pid,
+            split_id=split["id"],
+            hyperparameters=t.Hyperparameters(epochs=1),
+            classes=["a", "b"],
+            train_images=6,
+            val_images=2,
+        )
+        await runs.add(run_id, queued)
+    finally:
+        await nc.close()
+    for _ in range(100):  # until the gateway has read the run
+        if (await api.get(f"{API}/runs/{run_id}")).status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    # when it is deleted, then it is refused, naming how many runs use it, and it stays
+    resp = await api.delete(f"{API}/splits/{split['id']}")
+    assert "used by 1 run" in error(resp, 409, "CONFLICT")["message"]
+    assert (await api.get(f"{API}/splits/{split['id']}")).status_code == 200

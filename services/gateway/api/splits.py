@@ -1,4 +1,5 @@
-"""REST for splits: create a named, seeded, leak-free train/val/test split; list and read them."""
+"""REST for splits: create a named, seeded, leak-free train/val/test split; list and read them;
+delete one no run uses."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import datasets as read
+from services.gateway.readmodels.training.queries import runs_using_split
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/splits", tags=["splits"], responses=ERROR_RESPONSES)
@@ -78,6 +80,27 @@ async def list_splits(db: DbDep, project_id: QueryId) -> Response:
 async def get_split(split_id: PathId, db: DbDep) -> Response:
     """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
     return ok(await _split(db, split_id))
+
+
+@router.delete("/{split_id}", status_code=204)
+async def delete_split(
+    split_id: PathId, request: Request, db: DbDep, gateway: GatewayDep
+) -> Response:
+    """Delete a split no run uses; its name may then be given to a new split."""
+    split = await _split(db, split_id)
+    # A run keeps its split for its record and its evaluations: a used split stays.
+    if runs := await runs_using_split(db, split_id=split_id):
+        used = f"{runs} run{'s' if runs > 1 else ''}"
+        raise ApiError(common.CONFLICT, f"split {split_id} is used by {used}; it cannot be deleted")
+    command = c.DeleteSplit(
+        dataset_id=split["project_id"],
+        split_id=split_id,
+        actor=ACTOR,
+        correlation_id=REQUEST_ID.get(),
+    )
+    accepted = await gateway.send(c.Subjects.DELETE_SPLIT, command, request)
+    await gateway.caught_up(c.STREAM, accepted.sequence)
+    return Response(status_code=204)
 
 
 async def _split(db: AsyncSession, split_id: str) -> dict[str, Any]:

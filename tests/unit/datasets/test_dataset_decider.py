@@ -8,6 +8,7 @@ import msgspec
 
 from contracts import datasets as c
 from services.datasets import domain
+from services.kernel.dataview import DatasetView
 from tests.scenario import Decider, Scenario
 
 #: A per-command function of the decider, applied to the state it is given.
@@ -161,3 +162,53 @@ def test_split_refusals():
     named = given(*two.history, *two.when(halves).decided())
     named.when(halves).then_refused(domain.SplitAlreadyExists)
     two.when(split(" ")).then_refused(domain.InvalidSplit, field="name")
+
+
+def delete_split(split_id: str) -> Decision:
+    command = c.DeleteSplit(dataset_id=D, split_id=split_id)
+    return lambda state: domain.decide(state, command)
+
+
+HALVES = split(train=0.5, val=0.5, test=0)
+
+
+def with_split() -> Scenario[domain.Dataset, c.Command, c.Event]:
+    """Two images and a split of them named "s" (id ``id-s``)."""
+    two = with_images(record(1), record(2))
+    return given(*two.history, *two.when(HALVES).decided())
+
+
+def test_deleting_a_split_frees_its_name():
+    deleting = with_split().when(delete_split("id-s"))
+    deleting.then(c.SplitDeleted(dataset_id=D, split_id="id-s"))
+    assert deleting.after().splits == {}
+    again = given(*deleting.history, *deleting.decided()).when(HALVES).decided()
+    assert [type(e).__name__ for e in again] == ["SplitCreated", "SplitAssigned"]
+
+
+def test_an_unknown_or_deleted_split_cannot_be_deleted():
+    given().when(delete_split("id-s")).then_refused(domain.SplitNotFound)
+    with_split().when(delete_split("id-other")).then_refused(domain.SplitNotFound)
+    gone = given(*with_split().history, c.SplitDeleted(dataset_id=D, split_id="id-s"))
+    gone.when(delete_split("id-s")).then_refused(domain.SplitNotFound)
+
+
+def test_a_deleted_split_is_gone_from_the_trainers_view():
+    made = with_split()
+    view = DatasetView()
+    for event in (*made.history, *made.when(delete_split("id-s")).decided()):
+        view.apply(event)
+    assert "id-s" not in view.splits
+    assert view.subset("id-s", "train") == []
+
+
+def test_decide_dispatches_each_edit_to_its_rule():
+    cat = with_images(record(1, "cat"))
+    relabel_ = c.RelabelImage(dataset_id=D, image_id=record(1).image_id, label="dog")
+    cat.when(lambda state: domain.decide(state, relabel_)).then(
+        c.ImageRelabeled(dataset_id=D, image_id=record(1).image_id, label="dog", previous="cat")
+    )
+    delete_ = c.DeleteImage(dataset_id=D, image_id=record(1).image_id)
+    cat.when(lambda state: domain.decide(state, delete_)).then(
+        c.ImageDeleted(dataset_id=D, image_id=record(1).image_id)
+    )

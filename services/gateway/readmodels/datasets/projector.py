@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Table, delete, insert
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import datasets as c
@@ -85,6 +85,8 @@ class DatasetsProjector(Decodes):
                     for i, s in event.assignment.items()
                 ]
                 await _insert_many(db, SplitMember, members)
+            case c.SplitDeleted():
+                await _delete_split(db, event.split_id)
 
 
 async def _insert_many(db: AsyncSession, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
@@ -124,6 +126,13 @@ async def _delete_image(db: AsyncSession, event: c.ImageDeleted) -> None:
             ImageRow.image_id == event.image_id,  # type: ignore[arg-type]
         )
     )
+
+
+async def _delete_split(db: AsyncSession, split_id: str) -> None:
+    """The split with its members and deviations: nothing of it is left to list or browse."""
+    await db.exec(delete(SplitRow).where(col(SplitRow.split_id) == split_id))
+    await db.exec(delete(SplitMember).where(col(SplitMember.split_id) == split_id))
+    await db.exec(delete(SplitDeviationRow).where(col(SplitDeviationRow.split_id) == split_id))
 
 
 async def _update_import(db: AsyncSession, import_id: str, **changes: Any) -> None:

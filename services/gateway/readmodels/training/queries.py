@@ -103,6 +103,12 @@ async def run_counts(db: AsyncSession) -> dict[str, int]:
     return dict(rows.all())
 
 
+async def runs_using_split(db: AsyncSession, *, split_id: str) -> int:
+    """How many runs, in any status, were queued on the split."""
+    query = select(func.count()).where(col(RunRow.split_id) == split_id)
+    return (await db.exec(query)).one()
+
+
 async def get_evaluation(db: AsyncSession, *, evaluation_id: str) -> EvaluationRow | None:
     return await db.get(EvaluationRow, evaluation_id)
 
