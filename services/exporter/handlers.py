@@ -31,6 +31,7 @@ from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
 from services.kernel.repository import Repository
+from services.kernel.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +144,21 @@ async def predict(
 
 def query_endpoint(query_type: type, handle: Handler) -> Callable[[NatsMessage], Awaitable[bytes]]:
     """A query as a NATS reply. Unlike a command's endpoint, any failure (an undecodable query
-    included) is answered INTERNAL with its reason, as predictions always were."""
+    included) is answered INTERNAL with its reason, as predictions always were; NATS out of
+    reach is answered UNAVAILABLE, for the caller may try again."""
     decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(query_type)
 
     async def answer(msg: NatsMessage) -> bytes:
         try:
             return msgspec.json.encode(await handle(decoder.decode(msg.body), msg.headers or {}))
-        except Exception as exc:
+        except TRANSIENT as exc:  # the event store out of reach: a retry may well succeed
+            log.warning("prediction waits for NATS (%r)", exc)
+            return msgspec.json.encode(
+                common.CommandRejected(
+                    code=common.UNAVAILABLE, message=f"NATS is unreachable: {exc!r}"
+                )
+            )
+        except Exception as exc:  # the endpoint's guard: a query always gets an answer
             log.exception("prediction failed")
             return msgspec.json.encode(
                 common.CommandRejected(code=common.INTERNAL, message=f"prediction failed: {exc}")

@@ -24,7 +24,7 @@ from nats.js.object_store import ObjectStore
 from contracts import Message
 from contracts import exports as x
 from contracts import training as t
-from contracts.common import CommandRejected
+from contracts.common import UNAVAILABLE, CommandRejected
 from services.exporter import domain
 from services.kernel import artifacts
 from services.kernel.commands import execute
@@ -32,6 +32,7 @@ from services.kernel.domain import DomainError, Refused
 from services.kernel.jobs import sha256_file
 from services.kernel.projection import ProjectionRunner
 from services.kernel.repository import Repository
+from services.kernel.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,11 @@ class ExportRunner:
             outcome = await self._export(job)
         except Refused as err:
             outcome = self._failed(job, err.code, err.message)
-        except Exception as exc:
+        except TRANSIENT as exc:  # past the Object Store's retries: say so, not "export failed"
+            log.warning("export %s: NATS unreachable (%r)", job.export_id, exc)
+            message = f"NATS was unreachable ({type(exc).__name__}); export again once it is back"
+            outcome = self._failed(job, UNAVAILABLE, message)
+        except Exception as exc:  # the engine (torch, ONNX) fails in many ways: the job says why
             log.exception("export %s failed", job.export_id)
             outcome = self._failed(job, "EXPORT_FAILED", f"{type(exc).__name__}: {exc}")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,8 +25,10 @@ from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.sqlite import session
 from services.kernel.telemetry import child_traceparent
+from services.kernel.transient import TRANSIENT
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 #: How long a read waits for the read model to show an aggregate's latest event.
 FRESH_WAIT_S = 2.0
@@ -95,10 +99,17 @@ class Gateway:
 
     async def fresh(self, stream: str, subject: str) -> None:
         """Let the read model apply what ``subject`` holds now, so that a client which saw an
-        event on a stream and then asks for the aggregate sees it reflected (bounded wait)."""
+        event on a stream and then asks for the aggregate sees it reflected (bounded wait).
+
+        A read answers from the read model whatever happens here: with no event on ``subject``
+        there is nothing to wait for, and a NATS outage only costs freshness (logged); any
+        other failure is a bug and raised."""
         try:
             last = await self.js.get_last_msg(stream, subject, direct=True)
-        except Exception:
+        except NotFoundError:
+            return
+        except TRANSIENT as exc:
+            log.warning("last event of %s unread (%r); answering as it is", subject, exc)
             return
         await self.runner.wait_for(stream, int(last.seq or 0), FRESH_WAIT_S)
 

@@ -18,16 +18,19 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext, api
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts import common
 from services.gateway.envelope import ApiError
+from services.kernel.transient import retry_transient
 
 BUCKET = "studio_idempotency"
 TTL_S = 24 * 3600.0
 #: A claim older than this was left by a gateway that died mid-request: it may be taken over.
 STALE_CLAIM_S = 60.0
+#: How long opening the bucket at start waits for NATS, as a first connect does.
+OPEN_RETRY_S = 10.0
 _NAMESPACE = uuid.UUID("6f1d8a52-3f2e-4a8e-9a7c-2d1b5e0c9f10")
 
 
@@ -51,13 +54,24 @@ def derived_id(actor: str, key: str, purpose: str) -> str:
     return uuid.uuid5(_NAMESPACE, f"{actor}\n{key}\n{purpose}").hex
 
 
-async def open_store(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def open_store(
+    js: JetStreamContext, replicas: int = 1, retry_for: float = OPEN_RETRY_S
+) -> KeyValue:
+    """The keys' bucket, created when it does not exist yet. Only a bucket that is not there is
+    created: a NATS outage is waited out (then raised), any other failure raised at once."""
     try:
-        return await js.key_value(BUCKET)
-    except Exception:
-        return await js.create_key_value(
-            api.KeyValueConfig(bucket=BUCKET, ttl=TTL_S, replicas=replicas, history=1)
+        return await retry_transient(
+            lambda: js.key_value(BUCKET), what="opening the idempotency bucket", retry_for=retry_for
         )
+    except BucketNotFoundError:
+        pass
+    config = api.KeyValueConfig(bucket=BUCKET, ttl=TTL_S, replicas=replicas, history=1)
+    # Creating a bucket with the same configuration twice is no error, so a retry is safe.
+    return await retry_transient(
+        lambda: js.create_key_value(config),
+        what="creating the idempotency bucket",
+        retry_for=retry_for,
+    )
 
 
 class Idempotency:

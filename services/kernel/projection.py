@@ -211,7 +211,7 @@ class ProjectionRunner:
                 await self._consume(p, sub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the runner's loop guard: health shows it, the loop goes on
                 self._errors[p.name] = f"{type(exc).__name__}: {exc}"
                 # Order matters more than speed: start again from the stored position.
                 log.exception("projection %s failed; restarting from its stored position", p.name)

@@ -90,7 +90,7 @@ async def delete(objects: ObjectStore, names: Iterable[str]) -> None:
             await objects.delete(name)
         except NotFoundError:
             pass
-        except Exception:
+        except Exception:  # best effort, as said: whatever the reason, the rest are still tried
             log.warning("could not delete %s from the Object Store", name, exc_info=True)
 
 

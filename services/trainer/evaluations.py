@@ -27,6 +27,7 @@ from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
 from services.kernel.repository import Repository
+from services.kernel.transient import TRANSIENT
 from services.trainer import checkpoints
 from services.trainer.checkpoints import CheckpointUnavailable
 from services.trainer.domain import evaluation
@@ -114,7 +115,12 @@ class Evaluations:
             except CheckpointUnavailable as err:
                 await self._fail(evaluation_id, run_id, err.code, err.message)
                 return
-            except Exception as exc:
+            except TRANSIENT as exc:  # past the Object Store's retries: not the model's fault
+                log.warning("evaluation %s: NATS unreachable (%r)", evaluation_id, exc)
+                message = f"NATS was unreachable ({type(exc).__name__}); evaluate again later"
+                await self._fail(evaluation_id, run_id, common.UNAVAILABLE, message)
+                return
+            except Exception as exc:  # evaluating (torch) fails in many ways: the job says why
                 log.exception("evaluation %s failed", evaluation_id)
                 await self._fail(
                     evaluation_id, run_id, "EVALUATION_FAILED", f"{type(exc).__name__}: {exc}"

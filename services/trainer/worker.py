@@ -39,6 +39,7 @@ from services.kernel.eventstore import EventStore
 from services.kernel.lease import Lease, Leases
 from services.kernel.repository import Repository
 from services.kernel.sqlite import session
+from services.kernel.transient import TRANSIENT
 from services.trainer import checkpoints, domain, engine
 from services.trainer.checkpoints import CheckpointUnavailable
 from services.trainer.projection import active, queued
@@ -147,7 +148,7 @@ class Worker:
                 bridge,
                 resume=resume,
             )
-        except Exception as exc:
+        except Exception as exc:  # the engine (torch) fails in many ways; _fail sorts them
             self.stops.pop(run_id, None)
             if lease.lost.is_set():
                 return  # another trainer will see the lease gone and mark the run interrupted
@@ -173,6 +174,13 @@ class Worker:
         await self._tidy(run_id, workdir)
 
     async def _fail(self, run: domain.Run, exc: Exception) -> None:
+        if isinstance(exc, TRANSIENT):
+            # A NATS outage longer than the retries is no fault of the run: it ends interrupted,
+            # so that (with auto-resume) it continues from its last stored epoch once NATS is back.
+            log.warning("run %s: NATS unreachable (%r); interrupting it", run.run_id, exc)
+            reason = f"NATS was unreachable ({type(exc).__name__})"
+            await self._store(run.run_id, "interrupt", self._interrupt(reason))
+            return
         if isinstance(exc, CheckpointUnavailable):
             code, message = exc.code, exc.message
         elif isinstance(exc, EpochNotStored):
@@ -259,7 +267,7 @@ class Worker:
             names = {r.object_name for r in (run.last_checkpoint, run.best_checkpoint) if r}
             engine.prune(workdir, {Path(n).name for n in names})
             await checkpoints.sweep(self.objects, run_id, names)
-        except Exception:
+        except Exception:  # best effort: a file left behind costs space, never correctness
             log.warning("run %s: tidying its checkpoints failed", run_id, exc_info=True)
 
     async def _finish(self, run: domain.Run, outcome: c.Event) -> None:
@@ -293,7 +301,7 @@ class Worker:
             await asyncio.sleep(REAP_INTERVAL_S)
             try:
                 await self._reap()
-            except Exception:
+            except Exception:  # the reaper's loop guard: a failed pass is tried again next time
                 log.exception("checking for interrupted runs failed")
 
     async def _reap(self) -> None:
