@@ -114,6 +114,8 @@ def _diff(path: str, old: Schema, new: Schema, defs: _Defs) -> list[str]:
     before, after = _inline(old, defs.old), _inline(new, defs.new)
     if not defs.stored:
         before, after = _unbounded(before), _unbounded(after)
+        if _to_choices(before, after):
+            return []
     if before == after or _widens(before, after):
         return []
     if len(old.get("anyOf", ())) == len(new.get("anyOf", ())) > 0:  # e.g. ``Inner | None``
@@ -201,6 +203,13 @@ def _widens(before: Schema, after: Schema) -> bool:
         return all(value in after["enum"] for value in before["enum"])
     variants = after.get("anyOf", [after])
     return all(variant in variants for variant in before.get("anyOf", [before]))
+
+
+def _to_choices(before: Schema, after: Schema) -> bool:
+    """True if a string became one of some words: for a command, a bound that narrowed."""
+    if before != {"type": "string"} or after.keys() != {"enum"}:
+        return False
+    return all(isinstance(word, str) for word in after["enum"])
 
 
 def _tag(struct: Schema) -> str | None:
