@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+import typing
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -26,10 +29,46 @@ MODELS: Final = (
 OPTIMIZERS: Final = ("sgd", "adamw")
 SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS: Final = ("none", "light", "standard")
+CLASS_WEIGHTS: Final = ("none", "auto")
+MIXED_PRECISION: Final = ("auto", "on", "off")
 #: Bounds of ``Hyperparameters``' strings, checked where a run is submitted.
 MODEL_MAX: Final = 64
 #: A weights path: a file name of at most 255 bytes in a path of at most this many characters.
 PRETRAINED_MAX: Final = 1024
+#: The largest signed 64-bit integer: the wire's limit on a seed, not a choice of the domain.
+INT64_MAX: Final = 2**63 - 1
+
+#: The bounds of each hyperparameter, written once. ``HyperparametersIn`` (what ``StartRun``
+#: carries), the gateway's request model (so its OpenAPI schema) and the trainer's checks are all
+#: built from this table and ``HYPERPARAMETER_CHOICES``. ``Hyperparameters`` itself stays
+#: unbounded: ``RunQueued`` stores it, and its old events must decode whatever these become.
+HYPERPARAMETER_BOUNDS: Final[Mapping[str, msgspec.Meta]] = MappingProxyType(
+    {
+        "model": msgspec.Meta(max_length=MODEL_MAX),  # the trainer checks it against the zoo
+        "epochs": msgspec.Meta(ge=1, le=1000),
+        "batch_size": msgspec.Meta(ge=1, le=4096),
+        "learning_rate": msgspec.Meta(gt=0, le=10),
+        "weight_decay": msgspec.Meta(ge=0, le=1),
+        "image_size": msgspec.Meta(ge=16, le=1024),
+        "early_stopping_patience": msgspec.Meta(ge=0, le=1000),
+        "seed": msgspec.Meta(ge=0, le=INT64_MAX),
+        "workers": msgspec.Meta(ge=0, le=32),
+        "pretrained": msgspec.Meta(max_length=PRETRAINED_MAX),
+    }
+)
+#: The words a hyperparameter may be, where it is one of a few.
+HYPERPARAMETER_CHOICES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "augmentation": AUGMENTATIONS,
+        "class_weights": CLASS_WEIGHTS,
+        "mixed_precision": MIXED_PRECISION,
+    }
+)
+#: The keywords of ``msgspec.Meta`` that bound a number or a length, as pydantic's ``Field``
+#: spells them too.
+_BOUND_KEYWORDS: Final = ("gt", "ge", "lt", "le", "min_length", "max_length")
 
 
 def event_subject(run_id: str) -> str:
@@ -69,6 +108,50 @@ class Hyperparameters(msgspec.Struct, frozen=True, kw_only=True):
     pretrained: str | None = None
 
 
+def hyperparameter_bounds(name: str) -> dict[str, Any]:
+    """The bounds of hyperparameter ``name`` as keywords (``ge``, ``gt``, ``le``,
+    ``max_length``…): what a checker other than msgspec (pydantic's ``Field``) takes."""
+    meta = HYPERPARAMETER_BOUNDS.get(name)
+    if meta is None:
+        return {}
+    return {k: getattr(meta, k) for k in _BOUND_KEYWORDS if getattr(meta, k) is not None}
+
+
+def _bounded(field: msgspec.structs.FieldInfo) -> Any:
+    """The type of a ``Hyperparameters`` field narrowed to its choices or bounds."""
+    if field.name in HYPERPARAMETER_CHOICES:
+        return Literal[HYPERPARAMETER_CHOICES[field.name]]  # Literal of a tuple: one of its items
+    meta = HYPERPARAMETER_BOUNDS.get(field.name)
+    if meta is None:
+        return field.type
+    if field.default is None:  # ``X | None``: the bound is on X, None stays allowed
+        (inner,) = (t for t in typing.get_args(field.type) if t is not type(None))
+        return Annotated[inner, meta] | None
+    return Annotated[field.type, meta]
+
+
+def _hyperparameters_in() -> type[Hyperparameters]:
+    """``Hyperparameters`` with every bound and choice in its type, built from the tables so
+    that nothing is written twice; a subclass, so it goes where a ``Hyperparameters`` goes."""
+    fields = [(f.name, _bounded(f), f.default) for f in msgspec.structs.fields(Hyperparameters)]
+    cls: Any = msgspec.defstruct(
+        "HyperparametersIn",
+        fields,
+        bases=(Hyperparameters,),
+        module=__name__,
+        frozen=True,
+        kw_only=True,
+    )
+    cls.__doc__ = "Hyperparameters as a run is submitted: every value within its bounds."
+    return cls
+
+
+if TYPE_CHECKING:  # built at run time from the tables; to a type checker, a Hyperparameters
+    HyperparametersIn = Hyperparameters
+else:
+    HyperparametersIn = _hyperparameters_in()
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -77,9 +160,9 @@ class StartRun(Message, frozen=True, tag="training.start_run.v1"):
     experiment_id: Id
     project_id: Id
     split_id: Id
-    #: Unbounded here: the same struct is stored in ``RunQueued``, whose old events must decode.
-    #: The gateway bounds its strings (``MODEL_MAX``, ``PRETRAINED_MAX``).
-    hyperparameters: Hyperparameters
+    #: Bounded (a command may narrow); ``RunQueued`` stores the unbounded ``Hyperparameters``,
+    #: whose old events must decode.
+    hyperparameters: HyperparametersIn
     #: "queue" waits for a free device; "reject" refuses when every device is busy.
     if_busy: Keyword = "queue"
 

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
@@ -41,27 +41,12 @@ COMPARE_MAX = 20
 NAME_MAX_BYTES = 255
 
 
-class HyperparametersIn(BaseModel):
-    """Checked here for shape; the trainer checks every value and answers 422 with the field."""
+class _PathChecked(BaseModel):
+    """What ``HyperparametersIn`` adds to the contract's bounds: a path a file system can hold."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("smallcnn", max_length=c.MODEL_MAX)
-    epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=4096)
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    schedule: Literal["cosine", "step", "onecycle", "none"] = "cosine"
-    weight_decay: float = Field(1e-4, ge=0, le=1)
-    image_size: int = Field(64, ge=16, le=1024)
-    augmentation: Literal["none", "light", "standard"] = "light"
-    class_weights: Literal["none", "auto"] = "none"
-    early_stopping_patience: int = Field(0, ge=0, le=1000)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    workers: int = Field(0, ge=0, le=32)
-    pretrained: str | None = Field(None, max_length=c.PRETRAINED_MAX)
 
-    @field_validator("pretrained")
+    @field_validator("pretrained", check_fields=False)  # the field is the subclass's
     @classmethod
     def _a_path(cls, value: str | None) -> str | None:
         """Refuse here what no file system can hold, rather than fail on it in the trainer."""
@@ -76,6 +61,27 @@ class HyperparametersIn(BaseModel):
         if any(len(part) > NAME_MAX_BYTES for part in parts):
             raise ValueError(f"a file or folder name in it is over {NAME_MAX_BYTES} bytes")
         return value
+
+
+def _hyperparameter(field: msgspec.structs.FieldInfo) -> tuple[Any, Any]:
+    """A pydantic field from the contract's: its type (its choices, if any), default and bounds."""
+    choices = c.HYPERPARAMETER_CHOICES.get(field.name)
+    annotation = Literal[choices] if choices else field.type  # Literal of a tuple: its items
+    return annotation, Field(field.default, **c.hyperparameter_bounds(field.name))
+
+
+if TYPE_CHECKING:  # built below from the contract; to a type checker, the base it extends
+    HyperparametersIn = _PathChecked
+else:
+    # Built from ``contracts.training``'s bounds, so the OpenAPI schema shows the very bounds
+    # the command and the trainer hold, written once there.
+    HyperparametersIn = create_model(
+        "HyperparametersIn",
+        __base__=_PathChecked,
+        __doc__="Checked here for shape; the trainer checks every value and answers 422 with "
+        "the field.",
+        **{f.name: _hyperparameter(f) for f in msgspec.structs.fields(c.Hyperparameters)},
+    )
 
 
 class RunSubmit(BaseModel):

@@ -1,15 +1,26 @@
 """Checks a ``Hyperparameters`` before a run is queued: every bad value, with its field.
 
+The bounds and choices are the contract's (``HYPERPARAMETER_BOUNDS``, ``HYPERPARAMETER_CHOICES``
+in ``contracts.training``), never restated here: a stored ``RunQueued`` is unbounded, so a run
+resumed from one is checked against them here. What only the trainer knows is checked here too:
+the model against the zoo, the image size a backbone needs, the pretrained file.
 Pure apart from one filesystem look-up (the pretrained file, by path or in torch's cache).
+Imports ``contracts`` and ``services.vision`` only.
 """
 
 from __future__ import annotations
 
-from contracts.training import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULES, Hyperparameters
+import msgspec
+
+from contracts.training import (
+    HYPERPARAMETER_BOUNDS,
+    HYPERPARAMETER_CHOICES,
+    INT64_MAX,
+    MODELS,
+    Hyperparameters,
+)
 from services.vision.models import pretrained_path
 
-CLASS_WEIGHTS = ("none", "auto")
-MIXED_PRECISION = ("auto", "on", "off")
 #: torchvision backbones downsample 32 times; smaller images vanish before their head.
 TORCHVISION_MIN_SIZE = 32
 
@@ -18,23 +29,11 @@ Problem = tuple[str, str]
 
 def validate(h: Hyperparameters) -> list[Problem]:
     """(field, message) for every bad value; an empty list means ``h`` is valid."""
-    checks = [
-        _one_of("model", h.model, MODELS),
-        _one_of("optimizer", h.optimizer, OPTIMIZERS),
-        _one_of("schedule", h.schedule, SCHEDULES),
-        _one_of("augmentation", h.augmentation, AUGMENTATIONS),
-        _one_of("class_weights", h.class_weights, CLASS_WEIGHTS),
-        _one_of("mixed_precision", h.mixed_precision, MIXED_PRECISION),
-        _between("epochs", h.epochs, 1, 1000),
-        _between("batch_size", h.batch_size, 1, 4096),
-        _learning_rate(h.learning_rate),
-        _between("weight_decay", h.weight_decay, 0, 1),
-        _image_size(h.model, h.image_size),
-        _between("early_stopping_patience", h.early_stopping_patience, 0, 1000),
-        _between("workers", h.workers, 0, 32),
-        None if h.seed >= 0 else ("seed", f"must be 0 or more, not {h.seed}"),
-        _pretrained(h.model, h.pretrained),
-    ]
+    values = msgspec.structs.asdict(h)
+    checks = [_one_of("model", h.model, MODELS)]
+    checks += [_one_of(name, values[name], words) for name, words in HYPERPARAMETER_CHOICES.items()]
+    checks += [_within(name, values[name], meta) for name, meta in HYPERPARAMETER_BOUNDS.items()]
+    checks += [_image_size(h.model, h.image_size), _pretrained(h.model, h.pretrained)]
     return [problem for problem in checks if problem is not None]
 
 
@@ -44,24 +43,36 @@ def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> Problem | None:
     return field, f"unknown {field} {value!r}; expected one of {', '.join(allowed)}"
 
 
-def _between(field: str, value: float, low: float, high: float) -> Problem | None:
-    # Written as a negated range so that NaN fails too.
-    if not low <= value <= high:
-        return field, f"must be between {low} and {high}, not {value}"
-    return None
-
-
-def _learning_rate(value: float) -> Problem | None:
-    if not 0 < value <= 10:
-        return "learning_rate", f"must be above 0 and at most 10, not {value}"
-    return None
+def _within(field: str, value: float | str | None, meta: msgspec.Meta) -> Problem | None:
+    """The problem with ``value`` if it is outside ``meta``'s bounds (a number's or a length's)."""
+    if value is None:  # an optional value left out: nothing to bound
+        return None
+    if isinstance(value, str):
+        if meta.max_length is not None and len(value) > meta.max_length:
+            return field, f"must be at most {meta.max_length} characters, not {len(value)}"
+        return None
+    high = INT64_MAX if meta.le is None else meta.le
+    # Written as negated ranges so that NaN fails too.
+    if meta.gt is not None:
+        if not meta.gt < value <= high:
+            return field, f"must be above {meta.gt} and at most {high}, not {value}"
+        return None
+    low = meta.ge
+    if low is None or low <= value <= high:
+        return None
+    if high == INT64_MAX:  # the wire's limit on an int, not the domain's: rarely the one crossed
+        bound = f"{low} or more" if not value > low else f"at most {high}"
+        return field, f"must be {bound}, not {value}"
+    return field, f"must be between {low} and {high}, not {value}"
 
 
 def _image_size(model: str, size: int) -> Problem | None:
-    problem = _between("image_size", size, 16, 1024)
-    if problem is None and model != "smallcnn" and model in MODELS and size < TORCHVISION_MIN_SIZE:
+    """A backbone's lower limit; the contract's bounds are checked (and reported) apart."""
+    if _within("image_size", size, HYPERPARAMETER_BOUNDS["image_size"]) is not None:
+        return None
+    if model != "smallcnn" and model in MODELS and size < TORCHVISION_MIN_SIZE:
         return "image_size", f"must be at least {TORCHVISION_MIN_SIZE} for {model}, not {size}"
-    return problem
+    return None
 
 
 def _pretrained(model: str, value: str | None) -> Problem | None:
