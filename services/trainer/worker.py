@@ -80,6 +80,8 @@ class Worker:
         self.publish, self.changed = publish, changed
         self.auto_resume = auto_resume
         self.stops: dict[str, threading.Event] = {}
+        #: Each run's trace (its queueing request's), carried on to what the trainer stores.
+        self.traces: dict[str, dict[str, str]] = {}
 
     def request_stop(self, run_id: str) -> None:
         """Called by the projection when a stop is stored: the engine stops at its next batch."""
@@ -278,12 +280,24 @@ class Worker:
         cause = Message(message_id=f"{run_id}.{step}.{time.time_ns()}", actor=self.instance)
         if step.startswith("a"):  # an epoch: its id is fixed, so a retry is stored once
             cause = Message(message_id=f"{run_id}.{step}", actor=self.instance)
+        trace = await self._trace(run_id)
         reply = await execute(
-            self.runs, run_id, cause, decide, headers={}, refusals=(DomainError,), noun="run"
+            self.runs, run_id, cause, decide, headers=trace, refusals=(DomainError,), noun="run"
         )
         if not isinstance(reply, CommandAccepted):
             log.error("run %s: %s not stored: %s", run_id, step, reply.message)
+        if step == "end":
+            self.traces.pop(run_id, None)
         return reply
+
+    async def _trace(self, run_id: str) -> dict[str, str]:
+        """The trace the run was queued in (its first event's), so that a claim, an epoch or
+        an outcome can be followed back to the client's request across the queue."""
+        if run_id not in self.traces:
+            stored = await self.runs.store.load(run_id)
+            parent = stored[0].headers.get("traceparent") if stored else None
+            self.traces[run_id] = {"traceparent": parent} if parent else {}
+        return self.traces[run_id]
 
     def _interrupt(self, reason: str) -> Callable[..., list[c.Event]]:
         return partial(domain.interrupt, reason=reason, auto_resume=self.auto_resume)

@@ -84,7 +84,7 @@ def worker(tmp_path: Path) -> Worker:
     )
 
 
-async def running(worker: Worker, epochs: int = 3) -> domain.Run:
+async def running(worker: Worker, epochs: int = 3, traceparent: str = "") -> domain.Run:
     queued = c.RunQueued(
         run_id=RUN, experiment_id="e" * 32, project_id="p" * 32, split_id="s" * 32,
         hyperparameters=c.Hyperparameters(epochs=epochs), classes=["a", "b"],
@@ -93,7 +93,8 @@ async def running(worker: Worker, epochs: int = 3) -> domain.Run:
     started = c.RunStarted(
         run_id=RUN, instance=ME, device="cpu", lease="slot", attempt=1, start_epoch=1
     )
-    await worker.runs.store.append(RUN, [queued, started], 0)
+    trace = {"traceparent": traceparent} if traceparent else None
+    await worker.runs.store.append(RUN, [queued, started], 0, headers=trace)
     run, _ = await worker.runs.get(RUN)
     assert run is not None
     return run
@@ -208,3 +209,21 @@ async def test_a_resume_refuses_a_checkpoint_that_is_gone_or_not_the_recorded_on
 
 def _rest(checkpoint: engine.Checkpoint) -> tuple[Path, str, int]:
     return checkpoint.path, checkpoint.sha256, checkpoint.size
+
+
+async def test_what_the_trainer_stores_follows_the_trace_the_run_was_queued_in(
+    worker: Worker, tmp_path: Path
+) -> None:
+    # given a run queued by a client's request (its first event carries the request's trace)
+    trace_id = "5" * 31 + "a"
+    queued = await running(worker, traceparent=f"00-{trace_id}-{'6' * 16}-01")
+    workdir = tmp_path / RUN
+    workdir.mkdir()
+    # when the trainer stores an epoch and the run's end
+    last = epoch_file(workdir, 1, b"epoch one")
+    await worker.store_epoch(queued, metrics(1), [last], {})
+    await worker._fail(queued, EpochNotStored("a reason"))
+    # then each of its events belongs to the client's trace, as a child span
+    loaded = await worker.runs.store.load(RUN)
+    mine = [s.headers["traceparent"].split("-")[1] for s in loaded[2:]]
+    assert len(mine) == 3 and set(mine) == {trace_id}  # epoch, its checkpoint, the failure
