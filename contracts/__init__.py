@@ -5,12 +5,13 @@ Schema rules (STYLE.md): explicit versioned tags, new fields go last with a defa
 change is a new ``.vN`` type. ``contracts/schemas/`` holds the committed JSON Schema snapshot.
 """
 
-from contracts import common, datasets, exports, projects, training
+from contracts import common, datasets, exports, identity, projects, training
 from contracts.envelope import Message, new_id
 
 #: Every contract type, for the schema snapshot and the contract tests.
 ALL: tuple[type[Message], ...] = (
     *common.ALL,
+    *identity.ALL,
     *projects.ALL,
     *datasets.ALL,
     *training.ALL,
@@ -23,6 +24,7 @@ __all__ = [
     "common",
     "datasets",
     "exports",
+    "identity",
     "new_id",
     "projects",
     "training",

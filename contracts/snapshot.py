@@ -61,7 +61,13 @@ def current() -> dict[str, Schema]:
 
 def stored_tags() -> frozenset[str]:
     """Tags of the contracts that are stored (every context's ``Event`` union)."""
-    contexts = (contracts.projects, contracts.datasets, contracts.training, contracts.exports)
+    contexts = (
+        contracts.identity,
+        contracts.projects,
+        contracts.datasets,
+        contracts.training,
+        contracts.exports,
+    )
     return frozenset(tag_of(t) for m in contexts for t in typing.get_args(m.Event))
 
 

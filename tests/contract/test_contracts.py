@@ -43,8 +43,8 @@ MAKE_SNAPSHOTS = "run `make snapshots` and commit contracts/schemas/"
 def sample(t: mi.Type) -> Any:
     """A representative value of type ``t``, derived from the annotation alone."""
     match t:
-        case mi.StrType():
-            return "x"
+        case mi.StrType(min_length=least):
+            return "x" * max(least or 0, 2)  # two: a username is at least that long
         case mi.BoolType():
             return True
         case mi.IntType():
