@@ -19,6 +19,11 @@ DESCRIPTION_MAX: Final = 5000
 TaskType = Literal["classification", "detection"]
 Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX)]
 Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX)]
+#: What a member may do in a project: a viewer reads, an editor also changes its data, an owner
+#: also archives it and manages its members.
+Role = Literal["owner", "editor", "viewer"]
+#: The refusal code for removing or demoting a project's only owner.
+LAST_OWNER: Final = "LAST_OWNER"
 
 
 def event_subject(project_id: str) -> str:
@@ -33,6 +38,9 @@ class Subjects:
     UPDATE: Final = "cmd.projects.update_project"
     ARCHIVE: Final = "cmd.projects.archive_project"
     RESTORE: Final = "cmd.projects.restore_project"
+    ADD_MEMBER: Final = "cmd.projects.add_member"
+    CHANGE_MEMBER_ROLE: Final = "cmd.projects.change_member_role"
+    REMOVE_MEMBER: Final = "cmd.projects.remove_member"
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -68,7 +76,32 @@ class RestoreProject(Message, frozen=True, tag="projects.restore_project.v1"):
     expected_version: int | None = None
 
 
-Command = CreateProject | UpdateProject | ArchiveProject | RestoreProject
+class AddMember(Message, frozen=True, tag="projects.add_member.v1"):
+    project_id: Id
+    user_id: Id
+    role: Role
+
+
+class ChangeMemberRole(Message, frozen=True, tag="projects.change_member_role.v1"):
+    project_id: Id
+    user_id: Id
+    role: Role
+
+
+class RemoveMember(Message, frozen=True, tag="projects.remove_member.v1"):
+    project_id: Id
+    user_id: Id
+
+
+Command = (
+    CreateProject
+    | UpdateProject
+    | ArchiveProject
+    | RestoreProject
+    | AddMember
+    | ChangeMemberRole
+    | RemoveMember
+)
 
 # --- events ---------------------------------------------------------------------------------
 
@@ -100,8 +133,34 @@ class ProjectRestored(Message, frozen=True, tag="projects.project_restored.v1"):
     project_id: str
 
 
+class MemberAdded(Message, frozen=True, tag="projects.member_added.v1"):
+    """``CreateProject`` adds its actor as the first owner with this event."""
+
+    project_id: str
+    user_id: str
+    role: str
+
+
+class MemberRoleChanged(Message, frozen=True, tag="projects.member_role_changed.v1"):
+    project_id: str
+    user_id: str
+    role: str
+
+
+class MemberRemoved(Message, frozen=True, tag="projects.member_removed.v1"):
+    project_id: str
+    user_id: str
+
+
 Event = (
-    ProjectCreated | ProjectRenamed | ProjectDescriptionUpdated | ProjectArchived | ProjectRestored
+    ProjectCreated
+    | ProjectRenamed
+    | ProjectDescriptionUpdated
+    | ProjectArchived
+    | ProjectRestored
+    | MemberAdded
+    | MemberRoleChanged
+    | MemberRemoved
 )
 
 ALL: tuple[type[Message], ...] = (
@@ -109,9 +168,15 @@ ALL: tuple[type[Message], ...] = (
     UpdateProject,
     ArchiveProject,
     RestoreProject,
+    AddMember,
+    ChangeMemberRole,
+    RemoveMember,
     ProjectCreated,
     ProjectRenamed,
     ProjectDescriptionUpdated,
     ProjectArchived,
     ProjectRestored,
+    MemberAdded,
+    MemberRoleChanged,
+    MemberRemoved,
 )
