@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import uvicorn
 
@@ -15,8 +14,8 @@ from services.kernel.telemetry import setup_logging
 
 
 def main() -> None:
-    setup_logging("gateway")
     settings = deployment.settings()
+    setup_logging("gateway", settings.log_level)
     try:
         asyncio.run(check_nats(settings.nats_url, settings.connect_timeout))
     except NatsUnavailable as exc:
@@ -24,9 +23,9 @@ def main() -> None:
         raise SystemExit(2) from None
     uvicorn.run(
         create_app(settings),
-        host=os.environ.get("STUDIO_HOST", "127.0.0.1"),
-        port=int(os.environ.get("STUDIO_PORT", "8000")),
-        log_level=os.environ.get("STUDIO_LOG_LEVEL", "info").lower(),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         access_log=False,
         # Open SSE streams would otherwise hold a shutdown forever.
         timeout_graceful_shutdown=3,

@@ -79,8 +79,7 @@ def answer_rebuild(broker: NatsBroker, service: str, runner: ProjectionRunner) -
         )
 
 
-async def _serve(service: str, wire: Wire) -> None:
-    settings = Settings.from_env()
+async def _serve(service: str, wire: Wire, settings: Settings) -> None:
     broker = make_broker(settings.nats_url, name=f"{service}@{settings.instance}")
     await connect(broker, settings.nats_url, settings.connect_timeout)
     parts = await wire(broker, settings)
@@ -107,9 +106,10 @@ async def _serve(service: str, wire: Wire) -> None:
 
 def run(service: str, wire: Wire) -> None:
     """Run one service process until SIGINT or SIGTERM."""
-    setup_logging(service)
+    settings = Settings.from_env()
+    setup_logging(service, settings.log_level)
     try:
-        asyncio.run(_serve(service, wire))
+        asyncio.run(_serve(service, wire, settings))
     except NatsUnavailable as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None

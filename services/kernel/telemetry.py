@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 
@@ -31,10 +30,10 @@ def child_traceparent(parent: str | None) -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def setup_logging(service: str) -> None:
-    level = os.environ.get("STUDIO_LOG_LEVEL", "INFO").upper()
+def setup_logging(service: str, level: str = "info") -> None:
+    """Log lines of ``service`` at ``level`` (``settings.log_level``, ``STUDIO_LOG_LEVEL``)."""
     logging.basicConfig(
-        level=level,
+        level=level.upper(),
         format=f"%(asctime)s {service:>9} %(levelname)-5s %(name)s: %(message)s",
     )
     # nats-py logs every reconnect attempt at ERROR; the studio reports NATS state itself.

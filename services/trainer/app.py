@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 
@@ -23,6 +22,7 @@ from services.kernel.sqlite import create_engine, session
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
 from services.trainer.domain.evaluation import evolve as evaluation_evolve
+from services.trainer.engine import faults
 from services.trainer.evaluations import Evaluations
 from services.trainer.handlers import Training
 from services.trainer.projection import Runs, active, queued, running_evaluations
@@ -32,10 +32,9 @@ SERVICE = "trainer"
 ARTIFACTS = c.ARTIFACTS_BUCKET
 
 
-def lease_key(device: str) -> str:
-    """One lease per device per machine; STUDIO_TRAINER_SLOT names a slot explicitly."""
-    slot = os.environ.get("STUDIO_TRAINER_SLOT") or f"{socket.gethostname()}-{device}"
-    return re.sub(r"[^A-Za-z0-9_=.-]", "-", slot)
+def lease_key(device: str, slot: str | None = None) -> str:
+    """One lease per device per machine; ``slot`` (STUDIO_TRAINER_SLOT) names one explicitly."""
+    return re.sub(r"[^A-Za-z0-9_=.-]", "-", slot or f"{socket.gethostname()}-{device}")
 
 
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
@@ -57,7 +56,8 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         objects = await js.object_store(ARTIFACTS)
     except NotFoundError:
         objects = await js.create_object_store(ARTIFACTS)
-    device = engine.pick_device(os.environ.get("STUDIO_DEVICE", "auto"))
+    device = engine.pick_device(settings.device)
+    faults.arm(settings.fault_point)
     worker_box: list[Worker] = []
     runner = ProjectionRunner(
         nc,
@@ -81,7 +81,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         artifacts=settings.data_dir("artifacts"),
         objects=objects,
         device=device,
-        lease_key=lease_key(device),
+        lease_key=lease_key(device, settings.slot),
         instance=settings.instance,
         publish=publish,
         changed=changed,

@@ -35,8 +35,18 @@ def parse(spec: str) -> set[tuple[str, int]]:
     return points
 
 
+#: The spec the composition root armed from its settings (``.env`` included); None: the env's.
+_armed: set[tuple[str, int]] | None = None
+
+
+def arm(spec: str) -> None:
+    """Arms the points of ``spec`` (``settings.fault_point``); an empty spec arms none."""
+    global _armed
+    _armed = parse(spec)
+
+
 def fault_point(point: str, epoch: int) -> None:
     """Kills this process if ``STUDIO_FAULT_POINT`` names ``point`` at ``epoch``; else nothing."""
-    spec = os.environ.get(ENV)
-    if spec and (point, epoch) in parse(spec):
+    armed = _armed if _armed is not None else parse(os.environ.get(ENV) or "")
+    if (point, epoch) in armed:
         os.kill(os.getpid(), signal.SIGKILL)
