@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -39,6 +39,19 @@ class Subjects:
     CREATE_SPLIT: Final = "cmd.datasets.create_split"
     DELETE_SPLIT: Final = "cmd.datasets.delete_split"
     HEALTH: Final = "qry.datasets.health"
+    #: A page of a split's subset: each image's id, label and blob (``GetSubset``).
+    SUBSET: Final = "qry.datasets.subset"
+    #: A piece of an image's or a thumbnail's bytes (``GetBlob``).
+    BLOB: Final = "qry.datasets.blob"
+
+
+#: Items in one ``SubsetPage``: an item is at most ~1 KB of JSON (a 64-char id twice and a
+#: label of at most 200 characters), so a page stays far below NATS's 8 MB payload limit.
+SUBSET_PAGE_MAX: Final = 1000
+#: Bytes of a file in one ``BlobChunk`` (base64 in JSON: 4/3 of it on the wire).
+BLOB_CHUNK_MAX: Final = 1024 * 1024
+Subset = Literal["train", "val", "test"]
+BlobKind = Literal["image", "thumbnail"]
 
 
 # --- values carried inside events ---------------------------------------------------------
@@ -167,6 +180,62 @@ class HealthReport(Message, frozen=True, tag="datasets.health_report.v1"):
     report: dict[str, Any]
 
 
+class GetSubset(Message, frozen=True, tag="datasets.get_subset.v1"):
+    """One page of a split's subset, in image id order: the images after ``after`` (the
+    previous page's ``next``; "" for the first page). Deleted images are left out. Answered from
+    the dataset's stored events, so a split made a moment ago is seen at once; an unknown (or
+    deleted) split is refused NOT_FOUND."""
+
+    dataset_id: Id
+    split_id: Id
+    subset: Subset
+    after: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=SUBSET_PAGE_MAX)] = SUBSET_PAGE_MAX
+
+
+class SubsetItem(msgspec.Struct, frozen=True):
+    """An image of a subset: its label now, and ``blob``, the content address (sha256) of its
+    bytes in the datasets service's blob store."""
+
+    image_id: str
+    label: str
+    blob: str
+
+
+class SubsetPage(Message, frozen=True, tag="datasets.subset_page.v1"):
+    """``next``: the ``after`` of the following page; None on the last page."""
+
+    dataset_id: str
+    split_id: str
+    subset: str
+    items: list[SubsetItem]
+    next: str | None = None
+
+
+class GetBlob(Message, frozen=True, tag="datasets.get_blob.v1"):
+    """Up to ``limit`` bytes from ``offset`` of an image of the dataset (``kind="image"``: the
+    original file; ``"thumbnail"``: its JPEG thumbnail). An image the dataset does not hold, or
+    whose file is missing, is refused NOT_FOUND."""
+
+    dataset_id: Id
+    image_id: Id
+    kind: BlobKind = "image"
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=BLOB_CHUNK_MAX)] = BLOB_CHUNK_MAX
+
+
+class BlobChunk(Message, frozen=True, tag="datasets.blob_chunk.v1"):
+    """``data``: the bytes from ``offset``; ``size``: the whole file's, so a reader knows when it
+    has it all (``offset + len(data) == size``)."""
+
+    dataset_id: str
+    image_id: str
+    kind: str
+    offset: int
+    size: int
+    data: bytes
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -286,6 +355,10 @@ ALL: tuple[type[Message], ...] = (
     DeleteSplit,
     GetHealth,
     HealthReport,
+    GetSubset,
+    SubsetPage,
+    GetBlob,
+    BlobChunk,
     ImportStarted,
     ImportValidated,
     ImagesAdded,

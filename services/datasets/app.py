@@ -19,10 +19,12 @@ from services.datasets import domain, sources
 from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import Importer, Job
 from services.datasets.projection import ImportJob, ImportJobs, unfinished
+from services.datasets.queries import Queries
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.projection import ProjectionRunner
+from services.kernel.queries import query_endpoint
 from services.kernel.repository import Repository
 from services.kernel.service import Parts, run
 from services.kernel.settings import Settings
@@ -94,6 +96,13 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
     broker.subscriber(c.Subjects.HEALTH, queue=SERVICE, max_workers=2)(health_endpoint(handlers))
+    queries = Queries(store, BlobStore(settings.data_dir("blobs")))
+    for subject, query_type, answer in (
+        (c.Subjects.SUBSET, c.GetSubset, queries.get_subset),
+        (c.Subjects.BLOB, c.GetBlob, queries.get_blob),
+    ):
+        endpoint = query_endpoint(SERVICE, query_type, answer)  # type: ignore[arg-type]
+        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
     return Parts(runner, partial(recover, runner, engine, handlers, settings))
 
 

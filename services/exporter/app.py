@@ -18,6 +18,7 @@ from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.projection import ProjectionRunner
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
 from services.kernel.service import Parts, run
 from services.kernel.settings import Settings
@@ -58,7 +59,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     )
     sources = handlers.Sources(
         runs=EventStore(nc, stream=t.STREAM, subject=t.event_subject, event_type=t.Event),
-        datasets=EventStore(nc, stream=d.STREAM, subject=d.event_subject, event_type=d.Event),
+        datasets=PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage),
         blobs=BlobStore(settings.data_dir("blobs")),
     )
     table = handlers.table(

@@ -25,11 +25,11 @@ from contracts import training as t
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.exporter import domain
 from services.exporter.jobs import Job, Samples
-from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
 from services.kernel.transient import TRANSIENT
 
@@ -51,7 +51,7 @@ class Sources:
     """Where a request's facts come from: the run's records and its dataset's images."""
 
     def __init__(
-        self, runs: EventStore[t.Event], datasets: EventStore[d.Event], blobs: BlobStore
+        self, runs: EventStore[t.Event], datasets: PagedQuery[d.SubsetItem], blobs: BlobStore
     ) -> None:
         self.runs, self.datasets, self.blobs = runs, datasets, blobs
 
@@ -66,14 +66,17 @@ class Sources:
         return domain.RunFacts(True, saved, len(samples)), samples
 
     async def _samples(self, queued: t.RunQueued) -> Samples:
-        """Test images for parity (validation images when the split has no test subset)."""
-        view = await dataview.load(self.datasets, queued.project_id)
+        """Test images for parity (validation images when the split has no test subset), as
+        the datasets service has them now."""
         index = {label: i for i, label in enumerate(queued.classes)}
         for subset in ("test", "val"):
+            query = d.GetSubset(
+                dataset_id=queued.project_id, split_id=queued.split_id, subset=subset
+            )
             chosen = [
-                (self.blobs.blob_path(image_id), index[label])
-                for image_id, label in view.subset(queued.split_id, subset)
-                if label in index
+                (self.blobs.blob_path(item.blob), index[item.label])
+                for item in await self.datasets(query)
+                if item.label in index
             ]
             if chosen:
                 return chosen[: max(PARITY_IMAGES, 256)]

@@ -15,6 +15,7 @@ from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
 from services.kernel.service import Parts, run
 from services.kernel.settings import Settings
@@ -45,9 +46,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     runs_store: EventStore[c.Event] = EventStore(
         nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
     )
-    datasets: EventStore[d.Event] = EventStore(
-        nc, stream=d.STREAM, subject=d.event_subject, event_type=d.Event
-    )
+    datasets = PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage)  # a split's subset, by query
     runs = Repository(runs_store, domain.evolve, None)
     db = create_engine(settings.data_dir(SERVICE) / "readmodel.db")
     leases = Leases(js, ttl=settings.lease_ttl, replicas=settings.stream_replicas)

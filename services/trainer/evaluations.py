@@ -21,11 +21,11 @@ from contracts import Message, common
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
-from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
 from services.kernel.transient import TRANSIENT
 from services.trainer import checkpoints
@@ -47,7 +47,7 @@ class Evaluations:
         *,
         evaluations: Repository[evaluation.State],
         runs: EventStore[c.Event],
-        datasets: EventStore[d.Event],
+        datasets: PagedQuery[d.SubsetItem],
         blobs: BlobStore,
         artifacts: Path,
         objects: ObjectStore,
@@ -95,13 +95,18 @@ class Evaluations:
         return reduce(runs.evolve, [s.event for s in stored], None)
 
     async def _samples(self, queued: c.RunQueued, subset: str) -> Samples:
-        """The subset's images of the run's classes: id, file, class index."""
-        view = await dataview.load(self.datasets, queued.project_id)
+        """The subset's images of the run's classes: id, file, class index, as the datasets
+        service has them now; ``Refused`` NOT_FOUND when the split no longer exists."""
         index = {label: i for i, label in enumerate(queued.classes)}
+        query = d.GetSubset(
+            dataset_id=queued.project_id,
+            split_id=queued.split_id,
+            subset=subset,  # type: ignore[arg-type]  # checked by evaluation.check
+        )
         return [
-            (image_id, self.blobs.blob_path(image_id), index[label])
-            for image_id, label in view.subset(queued.split_id, subset)
-            if label in index
+            (item.image_id, self.blobs.blob_path(item.blob), index[item.label])
+            for item in await self.datasets(query)
+            if item.label in index
         ]
 
     async def _run(

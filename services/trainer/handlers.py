@@ -13,11 +13,11 @@ from contracts import common
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandRejected, Reply
-from services.kernel import dataview
 from services.kernel.commands import execute
-from services.kernel.domain import DomainError
-from services.kernel.eventstore import EventStore
+from services.kernel.domain import DomainError, Refused
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
+from services.kernel.transient import TRANSIENT
 from services.trainer import domain
 from services.trainer.engine import validate
 
@@ -32,7 +32,7 @@ class Training:
     def __init__(
         self,
         runs: Repository[domain.State],
-        datasets: EventStore[d.Event],
+        datasets: PagedQuery[d.SubsetItem],
         busy: Callable[[], Awaitable[bool]],
     ) -> None:
         self.runs = runs
@@ -40,7 +40,7 @@ class Training:
         self.busy = busy
 
     async def start_run(self, command: c.StartRun, headers: Mapping[str, str]) -> Reply:
-        queued = await self._checked(command)
+        queued = await self._checked(command, headers)
         if isinstance(queued, CommandRejected):
             return queued
         if command.if_busy == "reject" and await self.busy():
@@ -65,7 +65,17 @@ class Training:
             self.runs, run_id, command, decide, headers=headers, refusals=_REFUSALS, noun="run"
         )
 
-    async def _checked(self, command: c.StartRun) -> c.RunQueued | CommandRejected:
+    async def _subset(
+        self, command: c.StartRun, subset: d.Subset, headers: Mapping[str, str]
+    ) -> list[d.SubsetItem]:
+        """The subset's images as the datasets service has them now (a split made a moment
+        ago included); ``Refused`` NOT_FOUND when the split does not exist."""
+        query = d.GetSubset(dataset_id=command.project_id, split_id=command.split_id, subset=subset)
+        return await self.datasets(query, headers)
+
+    async def _checked(
+        self, command: c.StartRun, headers: Mapping[str, str]
+    ) -> c.RunQueued | CommandRejected:
         if command.if_busy not in ("queue", "reject"):
             return invalid("if_busy must be queue or reject", "if_busy")
         problems = validate(command.hyperparameters)
@@ -73,17 +83,23 @@ class Training:
             field, message = problems[0]
             return invalid(message, f"hyperparameters.{field}")
         try:
-            view = await dataview.load(self.datasets, command.project_id)
-        except ValueError:
-            return invalid("invalid project id", "project_id")
-        if command.split_id not in view.splits:
-            return invalid(f"split {command.split_id} does not exist in this project", "split_id")
-        train = view.subset(command.split_id, "train")
-        val = view.subset(command.split_id, "val")
+            train = await self._subset(command, "train", headers)
+            val = await self._subset(command, "val", headers)
+        except Refused as err:
+            if err.code == common.NOT_FOUND:
+                message = f"split {command.split_id} does not exist in this project"
+                return invalid(message, "split_id")
+            if err.code == common.VALIDATION_ERROR:
+                return invalid("invalid project id", "project_id")
+            return CommandRejected(code=err.code, message=err.message)
+        except TRANSIENT:
+            return CommandRejected(
+                code=common.UNAVAILABLE, message="the datasets service did not answer; try again"
+            )
         if not train or not val:
             which = "training" if not train else "validation"
             return invalid(f"the split has no {which} images", "split_id")
-        classes = sorted({label for _, label in train + val})
+        classes = sorted({item.label for item in train + val})
         if len(classes) < 2:
             return invalid("training needs at least two classes; this split has one", "split_id")
         return c.RunQueued(

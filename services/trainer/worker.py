@@ -31,12 +31,11 @@ from contracts import Message
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandAccepted, Reply
-from services.kernel import dataview
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
-from services.kernel.eventstore import EventStore
 from services.kernel.lease import Lease, Leases
+from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
 from services.kernel.sqlite import session
 from services.kernel.transient import TRANSIENT
@@ -61,7 +60,7 @@ class Worker:
         self,
         *,
         runs: Repository[domain.State],
-        datasets: EventStore[d.Event],
+        datasets: PagedQuery[d.SubsetItem],
         leases: Leases,
         db: AsyncEngine,
         blobs: BlobStore,
@@ -193,17 +192,23 @@ class Worker:
         await self._finish(run, c.RunFailed(run_id=run.run_id, code=code, message=message))
 
     async def _samples(self, run: domain.Run) -> tuple[list[engine.Sample], list[engine.Sample]]:
-        view = await dataview.load(self.datasets, run.queued.project_id)
-        index = {label: i for i, label in enumerate(run.queued.classes)}
+        """The split's train and val images of the run's classes, as the datasets service has
+        them now (an image relabelled since the run was queued into a class it never had is
+        left out), each read from the blob store by its ``blob`` address."""
+        queued = run.queued
+        index = {label: i for i, label in enumerate(queued.classes)}
 
-        def samples(subset: str) -> list[engine.Sample]:
+        async def samples(subset: d.Subset) -> list[engine.Sample]:
+            query = d.GetSubset(
+                dataset_id=queued.project_id, split_id=queued.split_id, subset=subset
+            )
             return [
-                engine.Sample(self.blobs.blob_path(image_id), index[label])
-                for image_id, label in view.subset(run.queued.split_id, subset)
-                if label in index  # relabelled since it was queued into a class it never had
+                engine.Sample(self.blobs.blob_path(item.blob), index[item.label])
+                for item in await self.datasets(query)
+                if item.label in index
             ]
 
-        return samples("train"), samples("val")
+        return await samples("train"), await samples("val")
 
     async def _resume_from(self, run: domain.Run, workdir: Path) -> Path:
         """The checkpoint of the last stored epoch, exactly: here, or from the Object Store

@@ -30,11 +30,7 @@ TORCH = frozenset({"torch", "torchvision"})
 VISION_USERS = frozenset({"trainer", "exporter", "vision"})
 
 #: (module path, imported module) -> why it is still there. Remove an entry with its cause.
-ALLOWED: dict[tuple[str, str], str] = {
-    ("services/kernel/dataview.py", "contracts.datasets"): (
-        "folds datasets events; moves out with issue 9's query"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _module_of(path: str) -> str:

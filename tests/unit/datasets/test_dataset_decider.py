@@ -8,7 +8,6 @@ import msgspec
 
 from contracts import datasets as c
 from services.datasets import domain
-from services.kernel.dataview import DatasetView
 from tests.scenario import Decider, Scenario
 
 #: A per-command function of the decider, applied to the state it is given.
@@ -191,15 +190,6 @@ def test_an_unknown_or_deleted_split_cannot_be_deleted():
     with_split().when(delete_split("id-other")).then_refused(domain.SplitNotFound)
     gone = given(*with_split().history, c.SplitDeleted(dataset_id=D, split_id="id-s"))
     gone.when(delete_split("id-s")).then_refused(domain.SplitNotFound)
-
-
-def test_a_deleted_split_is_gone_from_the_trainers_view():
-    made = with_split()
-    view = DatasetView()
-    for event in (*made.history, *made.when(delete_split("id-s")).decided()):
-        view.apply(event)
-    assert "id-s" not in view.splits
-    assert view.subset("id-s", "train") == []
 
 
 def test_decide_dispatches_each_edit_to_its_rule():

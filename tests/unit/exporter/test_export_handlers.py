@@ -20,6 +20,7 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
 from contracts.common import CommandAccepted, CommandRejected
+from services.datasets.queries import Queries
 from services.exporter import domain, handlers
 from services.exporter.jobs import ExportRunner, Job
 from services.kernel.blobstore import BlobStore
@@ -215,13 +216,25 @@ async def test_the_sources_take_the_latest_record_of_each_kind_and_test_images(
         0,
     )
     blobs = BlobStore(tmp_path)
-    sources = handlers.Sources(runs, datasets, blobs)  # type: ignore[arg-type]
+    sources = handlers.Sources(runs, subsets(datasets), blobs)  # type: ignore[arg-type]
 
     run, samples = await sources.gather(R)
 
     assert run == domain.RunFacts(True, {"best": RECORD}, 2)
     assert samples == [(blobs.blob_path("a" * 64), 0), (blobs.blob_path("b" * 64), 1)]
     assert await sources.gather("q" * 32) == (domain.RunFacts(False), [])
+
+
+def subsets(datasets: Any) -> Any:
+    """The datasets service's subset query, answered in process from its events."""
+    queries = Queries(datasets, BlobStore(Path("unused")))
+
+    async def paged(first: d.GetSubset, headers: Any = None) -> list[d.SubsetItem]:
+        page = await queries.get_subset(first, {})
+        assert isinstance(page, d.SubsetPage) and page.next is None
+        return list(page.items)
+
+    return paged
 
 
 # --- predict --------------------------------------------------------------------------------
