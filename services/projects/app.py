@@ -23,6 +23,9 @@ COMMANDS: tuple[tuple[str, type[c.Command]], ...] = (
     (c.Subjects.UPDATE, c.UpdateProject),
     (c.Subjects.ARCHIVE, c.ArchiveProject),
     (c.Subjects.RESTORE, c.RestoreProject),
+    (c.Subjects.ADD_MEMBER, c.AddMember),
+    (c.Subjects.CHANGE_MEMBER_ROLE, c.ChangeMemberRole),
+    (c.Subjects.REMOVE_MEMBER, c.RemoveMember),
 )
 
 

@@ -7,29 +7,43 @@ Imports ``contracts`` and the kernel's ``DomainError`` only.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import reduce
+from types import MappingProxyType
 
 from contracts.projects import (
     DESCRIPTION_MAX,
+    LAST_OWNER,
     NAME_MAX,
+    AddMember,
     ArchiveProject,
+    ChangeMemberRole,
     Command,
     CreateProject,
     Event,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     ProjectArchived,
     ProjectCreated,
     ProjectDescriptionUpdated,
     ProjectRenamed,
     ProjectRestored,
+    RemoveMember,
     RestoreProject,
     UpdateProject,
 )
-from services.kernel.domain import Conflict, InvalidInput, NotFound
+from services.kernel.domain import Conflict, InvalidInput, NotFound, Refused
 from services.kernel.domain import DomainError as DomainError  # callers catch domain.DomainError
 
 TASK_TYPES = ("classification", "detection")
 AVAILABLE_TASK_TYPES = ("classification",)
+OWNER = "owner"
+
+
+def _no_members() -> Mapping[str, str]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,12 @@ class Project:
     archived: bool = False
     #: The message id of the command that created it: a retried create is recognised by it.
     created_by: str | None = None
+    #: user id → role ("owner", "editor", "viewer"); a project always has an owner.
+    members: Mapping[str, str] = field(default_factory=_no_members)
+
+    @property
+    def owners(self) -> list[str]:
+        return [user for user, role in self.members.items() if role == OWNER]
 
 
 State = Project | None
@@ -74,6 +94,21 @@ class ProjectNotArchived(Conflict):
     """Restoring a project that is not archived."""
 
 
+class MemberAlreadyAdded(Conflict):
+    """Adding a user who is a member already (change their role instead)."""
+
+
+class MemberNotFound(NotFound):
+    """The user is not a member of the project."""
+
+
+class LastOwner(Refused):
+    """Removing or demoting the project's only owner would leave nobody to manage it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(LAST_OWNER, message, field="user_id")
+
+
 def decide(state: State, command: Command) -> list[Event]:
     """The events ``command`` causes on ``state``, or a ``DomainError`` saying why not."""
     match command:
@@ -91,6 +126,8 @@ def decide(state: State, command: Command) -> list[Event]:
             if not project.archived:
                 raise ProjectNotArchived(f"project {project.project_id} is not archived")
             return [ProjectRestored(project_id=project.project_id)]
+        case AddMember() | ChangeMemberRole() | RemoveMember():
+            return _members(_existing(state, command.project_id), command)
     raise TypeError(f"not a projects command: {type(command).__name__}")
 
 
@@ -112,6 +149,14 @@ def evolve(state: State, event: Event) -> State:
             return replace(_existing(state, event.project_id), archived=True)
         case ProjectRestored():
             return replace(_existing(state, event.project_id), archived=False)
+        case MemberAdded() | MemberRoleChanged():
+            project = _existing(state, event.project_id)
+            members = {**project.members, event.user_id: event.role}
+            return replace(project, members=MappingProxyType(members))
+        case MemberRemoved():
+            project = _existing(state, event.project_id)
+            members = {u: r for u, r in project.members.items() if u != event.user_id}
+            return replace(project, members=MappingProxyType(members))
     return state
 
 
@@ -135,8 +180,32 @@ def _create(state: State, command: CreateProject) -> list[Event]:
     return [
         ProjectCreated(
             project_id=command.project_id, name=name, description=description, task_type=task_type
-        )
+        ),
+        # Whoever creates a project owns it: a project is never without someone to manage it.
+        MemberAdded(project_id=command.project_id, user_id=command.actor, role=OWNER),
     ]
+
+
+def _members(project: Project, command: AddMember | ChangeMemberRole | RemoveMember) -> list[Event]:
+    """Membership changes, archived or not: who may see a project is not its content, and
+    taking someone's access away must not wait for a restore."""
+    pid, user = project.project_id, command.user_id
+    role = project.members.get(user)
+    if isinstance(command, AddMember):
+        if role is not None:
+            raise MemberAlreadyAdded(
+                f"{user} is already a member of project {pid} (as {role})", field="user_id"
+            )
+        return [MemberAdded(project_id=pid, user_id=user, role=command.role)]
+    if role is None:
+        raise MemberNotFound(f"{user} is not a member of project {pid}", field="user_id")
+    if isinstance(command, ChangeMemberRole) and command.role == role:
+        return []
+    if role == OWNER and project.owners == [user]:
+        raise LastOwner(f"{user} is the only owner of project {pid}; make another owner first")
+    if isinstance(command, ChangeMemberRole):
+        return [MemberRoleChanged(project_id=pid, user_id=user, role=command.role)]
+    return [MemberRemoved(project_id=pid, user_id=user)]
 
 
 def _update(project: Project, command: UpdateProject) -> list[Event]:

@@ -53,8 +53,9 @@ async def test_create_stores_an_event_with_its_headers_and_get_reads_it_back(api
     assert project["status"] == "active"
     assert resp.headers["location"].endswith(f"/api/v1/projects/{project['id']}")
     assert resp.headers["etag"] == f'"{project["version"]}"'
-    # and its version counts its events, as users expect: a new project is at version 1
-    assert project["version"] == 1
+    # and its version counts its events: a new project is at version 2 (created, and its
+    # creator added as its first owner)
+    assert project["version"] == 2
     # and the event is in the stream, on the project's subject, with its headers
     nc = await nats.connect(stack.nats_url)
     try:
@@ -62,7 +63,7 @@ async def test_create_stores_an_event_with_its_headers_and_get_reads_it_back(api
     finally:
         await nc.close()
     assert msg.subject == f"evt.projects.{project['id']}"
-    assert msg.headers["Studio-Event-Type"] == "projects.project_created.v1"
+    assert msg.headers["Studio-Event-Type"] == "projects.member_added.v1"
     assert msg.headers["Studio-Correlation-Id"] == "req-123"
     assert msg.headers["Nats-Msg-Id"]
     assert msg.headers["traceparent"].split("-")[1] == trace_id
@@ -149,9 +150,9 @@ async def test_patch_with_a_stale_if_match_gets_409_and_changes_nothing(api):
     # the version counts the project's events: one rename later it is one higher, whatever
     # else the stream holds (other projects' events do not move it)
     await create(api, "a neighbour")
-    assert ok.json()["data"]["version"] == v1 + 1 == 2
-    assert ok.headers["etag"] == '"2"'
-    assert (await api.get(f"/api/v1/projects/{pid}")).headers["etag"] == '"2"'
+    assert ok.json()["data"]["version"] == v1 + 1 == 3
+    assert ok.headers["etag"] == '"3"'
+    assert (await api.get(f"/api/v1/projects/{pid}")).headers["etag"] == '"3"'
     stale = await api.patch(
         f"/api/v1/projects/{pid}", json={"name": "two"}, headers={"If-Match": f'"{v1}"'}
     )
