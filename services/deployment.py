@@ -10,7 +10,7 @@ from __future__ import annotations
 from services.kernel.settings import Settings
 
 #: Every service of the studio (the gateway aside), in the order they start.
-SERVICES = ("projects", "datasets", "trainer", "exporter")
+SERVICES = ("identity", "projects", "datasets", "trainer", "exporter")
 
 
 def settings() -> Settings:

@@ -19,7 +19,7 @@ from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.process import stop_gently
 
 #: Every service; a test that needs fewer starts fewer (the gateway reports on those only).
-SERVICES = ("projects", "datasets", "trainer", "exporter")
+SERVICES = ("identity", "projects", "datasets", "trainer", "exporter")
 
 
 class Stack:

@@ -171,15 +171,16 @@ def _decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
 def command_endpoint(
     service: str,
     command_type: type[C],
-    handle: Callable[[C, Mapping[str, str]], Awaitable[Reply]],
+    handle: Callable[[C, Mapping[str, str]], Awaitable[Message]],
 ) -> Callable[[NatsMessage], Awaitable[bytes]]:
-    """Wrap a command handler: decode, delegate, always reply, count."""
+    """Wrap a command handler: decode, delegate, always reply, count. A handler answers a
+    ``Reply``, or a reply of its own context (e.g. identity's ``SessionIssued``)."""
     decoder = msgspec.json.Decoder(command_type)
     name = command_type.__name__
 
     async def endpoint(msg: NatsMessage) -> bytes:
         started = time.perf_counter()
-        reply: Reply
+        reply: Message
         try:
             command = decoder.decode(msg.body)
         except msgspec.ValidationError as exc:

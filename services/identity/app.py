@@ -1,0 +1,99 @@
+"""Composition root of the identity service: the key, the event store, the endpoints, the first
+admin."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from faststream.nats import NatsBroker
+
+from contracts import identity as c
+from services.identity import domain
+from services.identity.handlers import Identity
+from services.identity.passwords import SealedArgon2, load_key
+from services.kernel.bus import command_endpoint
+from services.kernel.eventstore import EventStore
+from services.kernel.repository import Repository
+from services.kernel.service import Parts, run
+from services.kernel.settings import Settings
+from services.kernel.streams import StreamSpec, ensure_stream
+
+log = logging.getLogger(__name__)
+
+SERVICE = "identity"
+STREAM = StreamSpec(c.STREAM, (c.EVENTS,))
+COMMANDS: tuple[tuple[str, type[c.Command]], ...] = (
+    (c.Subjects.CREATE_USER, c.CreateUser),
+    (c.Subjects.DISABLE_USER, c.DisableUser),
+    (c.Subjects.ENABLE_USER, c.EnableUser),
+    (c.Subjects.CHANGE_PASSWORD, c.ChangePassword),
+    (c.Subjects.LOGIN, c.Login),
+    (c.Subjects.REFRESH_SESSION, c.RefreshSession),
+    (c.Subjects.END_SESSION, c.EndSession),
+    (c.Subjects.ISSUE_API_KEY, c.IssueApiKey),
+    (c.Subjects.REVOKE_API_KEY, c.RevokeApiKey),
+)
+ADMIN_PASSWORD_ENV = "STUDIO_ADMIN_PASSWORD"
+#: Written once, in the service's folder, when the first admin is known to exist: ``studio up``
+#: generates a password only while it is absent, and prints it only if it says "created".
+ADMIN_MARKER = "admin.created"
+
+
+def admin_password(settings: Settings) -> str | None:
+    """``STUDIO_ADMIN_PASSWORD``, checked now: a bad one stops the service with a message."""
+    password = settings.admin_password
+    if not password:
+        return None
+    if not c.PASSWORD_MIN <= len(password) <= c.PASSWORD_MAX:
+        raise SystemExit(
+            f"{ADMIN_PASSWORD_ENV} must be {c.PASSWORD_MIN} to {c.PASSWORD_MAX} characters long"
+        )
+    return password
+
+
+def write_marker(path: Path, outcome: str) -> None:
+    """Record, once, how the first admin came to exist; a later start leaves it as it is."""
+    body = json.dumps({"admin": "admin", "outcome": outcome, "at": datetime.now(UTC).isoformat()})
+    with contextlib.suppress(FileExistsError), path.open("x") as out:
+        out.write(body + "\n")
+
+
+async def wire(broker: NatsBroker, settings: Settings) -> Parts:
+    data = settings.data_dir(SERVICE)
+    passwords = SealedArgon2(load_key(data, settings.identity_key_file))
+    password = admin_password(settings)
+    await ensure_stream(broker.connection.jetstream(), STREAM, settings.stream_replicas)
+    store: EventStore[c.Event] = EventStore(
+        broker.connection, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+    )
+    days = float(settings.refresh_token_days)
+    identity = Identity(Repository(store, domain.evolve, None), passwords, session_days=days)
+    for subject, command_type in COMMANDS:
+        endpoint = command_endpoint(SERVICE, command_type, identity.handle)
+        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+
+    async def first_admin() -> None:
+        if password is None:
+            state, _ = await identity.users.get("admin")
+            if state is None:
+                log.warning("no admin user exists: set %s to create one", ADMIN_PASSWORD_ENV)
+                return
+            outcome: str | None = "existed"
+        else:
+            outcome = await identity.ensure_first_admin(password)
+        if outcome is not None:
+            write_marker(data / ADMIN_MARKER, outcome)
+
+    return Parts(on_start=first_admin)
+
+
+def main() -> None:
+    run(SERVICE, wire)
+
+
+if __name__ == "__main__":
+    main()
