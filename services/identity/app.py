@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from faststream.nats import NatsBroker
 
 from contracts import identity as c
 from services.identity import domain
-from services.identity.handlers import Identity
+from services.identity.handlers import ADMIN, Identity
 from services.identity.passwords import SealedArgon2, load_key
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
@@ -56,10 +57,17 @@ def admin_password(settings: Settings) -> str | None:
 
 
 def write_marker(path: Path, outcome: str) -> None:
-    """Record, once, how the first admin came to exist; a later start leaves it as it is."""
-    body = json.dumps({"admin": "admin", "outcome": outcome, "at": datetime.now(UTC).isoformat()})
-    with contextlib.suppress(FileExistsError), path.open("x") as out:
-        out.write(body + "\n")
+    """Record how the first admin came to exist. "created" replaces what is there (an instance
+    that lost the race to create it may have written "existed" a moment before); "existed" is
+    written only where nothing is, so a later start never hides that this one created it."""
+    body = json.dumps({"admin": ADMIN, "outcome": outcome, "at": datetime.now(UTC).isoformat()})
+    if outcome != "created":
+        with contextlib.suppress(FileExistsError), path.open("x") as out:
+            out.write(body + "\n")
+        return
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(body + "\n")
+    temp.replace(path)
 
 
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
@@ -78,7 +86,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
 
     async def first_admin() -> None:
         if password is None:
-            state, _ = await identity.users.get("admin")
+            state, _ = await identity.users.get(ADMIN)
             if state is None:
                 log.warning("no admin user exists: set %s to create one", ADMIN_PASSWORD_ENV)
                 return
