@@ -9,26 +9,26 @@ import msgspec
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NATS
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import common
 from contracts import datasets as c
 from contracts import projects as p
 from services.datasets import domain, sources
 from services.datasets.handlers import Datasets, KnownProject
-from services.datasets.importer import Importer, Job
-from services.datasets.projection import ImportJob, ImportJobs, unfinished
+from services.datasets.importer import INTERRUPTED, Importer, Job
+from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
+from services.kernel.jobs.table import running_elsewhere
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import query_endpoint
 from services.kernel.repository import Repository
 from services.kernel.service import Parts, run
 from services.kernel.settings import Settings
-from services.kernel.sqlite import create_engine, session
+from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 
 SERVICE = "datasets"
@@ -63,11 +63,12 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     data = settings.data_dir(SERVICE)
     engine = create_engine(data / "readmodel.db")
     runner = ProjectionRunner(
-        nc, engine, [ImportJobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
+        nc, engine, [import_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
     projects = project_finder(nc)
+    datasets = Repository(store, domain.evolve, domain.Dataset())
     handlers = Datasets(
-        Repository(store, domain.evolve, domain.Dataset()),
+        datasets,
         lambda pid: find_project(projects, pid),
         instance=settings.instance,
         import_roots=settings.import_roots,
@@ -80,8 +81,9 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
 
     handlers.importer = Importer(
         BlobStore(settings.data_dir("blobs"), durable=False),
-        handlers,
+        datasets,
         publish,
+        instance=settings.instance,
         zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
     )
     endpoints = (
@@ -103,7 +105,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     ):
         endpoint = query_endpoint(SERVICE, query_type, answer)  # type: ignore[arg-type]
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
-    return Parts(runner, partial(recover, runner, engine, handlers, settings))
+    return Parts(runner, partial(recover, runner, engine, handlers, settings.instance))
 
 
 def health_endpoint(handlers: Datasets):
@@ -121,41 +123,18 @@ def health_endpoint(handlers: Datasets):
     return health
 
 
-async def recover(runner: ProjectionRunner, engine, handlers: Datasets, settings: Settings) -> None:
+async def recover(
+    runner: ProjectionRunner, engine: AsyncEngine, handlers: Datasets, instance: str
+) -> None:
     """Imports this instance left running when it stopped end as failed: nothing of them is
     kept, their staging folders included; so goes any staging folder a crash left behind."""
-    if not await runner.caught_up(timeout=120):
-        log.error("could not read the import history; unfinished imports stay open")
-        return
-    async with session(engine) as db:
-        left = await unfinished(db, settings.instance)
-        elsewhere = await running_elsewhere(db, settings.instance)
-    for job in left:
-        if job.import_id in handlers.active:
-            continue
-        command = c.StartImport(
-            dataset_id=job.dataset_id, import_id=job.import_id, source_kind="local", source=""
-        )
-        await handlers.failed(
-            Job(command, settings.workspace),
-            "INTERRUPTED",
-            "the datasets service stopped during this import; nothing of it was kept: "
-            "start it again",
-            409,
-            None,
-        )
-        await handlers.clear_staging(job.import_id)
-        log.warning("import %s was interrupted by a restart; marked failed", job.import_id)
+    assert handlers.importer is not None
+    jobs = handlers.importer.runner
+    for import_id in await jobs.reap(runner, engine, INTERRUPTED, keep=handlers.active):
+        await handlers.clear_staging(import_id)
+    elsewhere = await running_elsewhere(engine, jobs.noun, instance)
     for import_id in await handlers.reap_staging(keep=elsewhere):
         log.warning("removed the staging folder of import %s, which no longer runs", import_id)
-
-
-async def running_elsewhere(db: AsyncSession, instance: str) -> set[str]:
-    """Imports another instance runs (its files are its own, should a workspace be shared)."""
-    query = select(ImportJob.import_id).where(
-        col(ImportJob.instance) != instance, col(ImportJob.status) == "running"
-    )
-    return set((await db.exec(query)).all())
 
 
 def main() -> None:

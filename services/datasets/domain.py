@@ -17,12 +17,12 @@ import msgspec
 from contracts import datasets as c
 from services.datasets import splits as splitting
 from services.kernel.domain import Conflict, InvalidInput, NotFound
+from services.kernel.jobs import Lifecycle
 
 #: Images per ``ImagesAdded`` event: keeps each stored message well under NATS's payload limit.
 IMAGES_PER_EVENT = 1000
 #: Assignments per ``SplitAssigned`` event.
 ASSIGNMENTS_PER_EVENT = 20_000
-RUNNING = "running"
 TERMINAL = ("completed", "failed")
 
 
@@ -90,27 +90,34 @@ class SplitNotFound(NotFound):
     """No split of this dataset has that id (or it was deleted)."""
 
 
+#: An import's lifecycle, the kernel's job decider, with the dataset's own refusals.
+IMPORT = Lifecycle(
+    "import",
+    "import_id",
+    "dataset_id",
+    c.ImportStarted,
+    c.ImportCompleted,
+    c.ImportFailed,
+    exists=ImportAlreadyExists,
+    unknown=ImportNotFound,
+    not_running=ImportNotRunning,
+)
+
+
 def start(state: Dataset, command: c.StartImport, instance: str) -> list[c.Event]:
-    if command.import_id in state.imports:
-        raise ImportAlreadyExists(f"import {command.import_id} already exists")
-    return [
-        c.ImportStarted(
-            dataset_id=command.dataset_id,
-            import_id=command.import_id,
-            source_kind=command.source_kind,
-            source=command.source,
-            format=command.format,
-            instance=instance,
-        )
-    ]
+    started = c.ImportStarted(
+        dataset_id=command.dataset_id,
+        import_id=command.import_id,
+        source_kind=command.source_kind,
+        source=command.source,
+        format=command.format,
+        instance=instance,
+    )
+    return IMPORT.start(state.imports.get(command.import_id), started)
 
 
 def running(state: Dataset, import_id: str) -> None:
-    status = state.imports.get(import_id)
-    if status is None:
-        raise ImportNotFound(f"import {import_id} does not exist")
-    if status != RUNNING:
-        raise ImportNotRunning(f"import {import_id} has already {status}")
+    IMPORT.running(state.imports.get(import_id), import_id)
 
 
 def commit(
@@ -155,8 +162,7 @@ def replace_report(report: c.ImportReport, **changes: object) -> c.ImportReport:
 
 
 def fail(state: Dataset, command: c.ImportFailed) -> list[c.Event]:
-    running(state, command.import_id)
-    return [command]
+    return IMPORT.finish(state.imports.get(command.import_id), command)
 
 
 def relabel(state: Dataset, command: c.RelabelImage) -> list[c.Event]:
@@ -258,7 +264,7 @@ def delete_split(state: Dataset, command: c.DeleteSplit) -> list[c.Event]:
 def evolve(state: Dataset, event: c.Event) -> Dataset:
     match event:
         case c.ImportStarted():
-            return replace(state, imports={**state.imports, event.import_id: RUNNING})
+            return _import(state, event)
         case c.ImagesAdded():
             added = {
                 r.image_id: Image(r.filename, r.label, r.phash, r.width, r.height, r.near_hash)
@@ -267,13 +273,12 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
             return replace(state, images={**state.images, **added})
         case c.ImportCompleted():
             return replace(
-                state,
-                imports={**state.imports, event.import_id: "completed"},
+                _import(state, event),
                 duplicates=(*state.duplicates, *event.report.duplicates),
                 corrupt=(*state.corrupt, *event.report.corrupt),
             )
         case c.ImportFailed():
-            return replace(state, imports={**state.imports, event.import_id: "failed"})
+            return _import(state, event)
         case c.ImageRelabeled():
             image = replace(state.images[event.image_id], label=event.label)
             return replace(state, images={**state.images, event.image_id: image})
@@ -287,6 +292,15 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
             kept = {name: i for name, i in state.splits.items() if i != event.split_id}
             return replace(state, splits=kept)
     return state
+
+
+def _import(state: Dataset, event: c.Event) -> Dataset:
+    """The dataset with an import's status after ``event`` (its start or its outcome)."""
+    import_id = IMPORT.job_id(event)
+    status = IMPORT.evolve(state.imports.get(import_id), event)
+    if status is None:  # an outcome with no start before it changes nothing
+        return state
+    return replace(state, imports={**state.imports, import_id: status})
 
 
 def valid_label(raw: str) -> str:

@@ -1,14 +1,14 @@
-"""Command handlers of the datasets service, and the outcome of its import jobs.
+"""Command handlers of the datasets service.
 
 Each command is decided against the stored Dataset (``kernel.commands.execute``). Starting an
 import checks what can be checked at once (the project, the path, the archive's name), stores
-``ImportStarted`` and leaves the rest to a background job whose outcome comes back here.
+``ImportStarted`` and leaves the rest to a background job (``importer``, on the kernel's job
+runner), which stores its outcome in the dataset.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,18 +16,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import msgspec
-
 from contracts import common
 from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
-from services.datasets import domain, formats, health, sources
+from services.datasets import domain, health, sources
 from services.datasets.importer import Importer, Job
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.repository import Repository
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "folder", "csv", "coco", "yolo")
 #: The claimed upload's name inside its import's staging folder (beside ``files/``).
@@ -64,7 +60,6 @@ class Datasets:
         self.import_roots = list(import_roots)
         self.uploads = uploads
         self.staging = staging
-        self.tasks: set[asyncio.Task[None]] = set()
         #: Imports this process is handling, from the command's arrival to the job's end: their
         #: staging folders are live and no restart reaper may touch them.
         self.active: set[str] = set()
@@ -130,9 +125,7 @@ class Datasets:
 
     def _launch(self, job: Job) -> None:
         assert self.importer is not None
-        task = asyncio.create_task(self.importer.run(job), name=f"import:{job.import_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task = self.importer.start(job)
         task.add_done_callback(lambda _: self.active.discard(job.import_id))
 
     async def cancel_import(self, command: c.CancelImport, headers: Mapping[str, str]) -> Reply:
@@ -181,48 +174,6 @@ class Datasets:
             [health.CorruptSeen(p.file, p.reason) for p in state.corrupt],
         )
         return c.HealthReport(dataset_id=query.dataset_id, report=report)
-
-    # --- the outcome of import jobs -------------------------------------------------------------
-
-    async def validated(self, job: Job, manifest: formats.Manifest) -> None:
-        event = c.ImportValidated(
-            dataset_id=job.command.dataset_id,
-            import_id=job.import_id,
-            format=manifest.format,
-            files=len(manifest.entries),
-            classes=manifest.classes,
-        )
-        await self._outcome(job, "validated", lambda s: _if_running(s, job.import_id, [event]))
-
-    async def commit(self, job: Job, records: list[c.ImageRecord], report: c.ImportReport) -> None:
-        dataset_id = job.command.dataset_id
-
-        def decide(state: domain.Dataset) -> list[c.Event]:
-            return domain.commit(state, dataset_id, job.import_id, records, report)
-
-        await self._outcome(job, "committed", decide)
-
-    async def failed(
-        self, job: Job, code: str, message: str, status: int, field: str | None
-    ) -> None:
-        event = c.ImportFailed(
-            dataset_id=job.command.dataset_id,
-            import_id=job.import_id,
-            code=code,
-            message=message,
-            status=status,
-            field=field,
-        )
-        await self._outcome(job, "failed", lambda state: domain.fail(state, event))
-
-    async def _outcome(
-        self, job: Job, step: str, decide: Callable[[domain.Dataset], list[c.Event]]
-    ) -> None:
-        # Each step of the job has ids of its own, derived so that a retried step is one write.
-        cause = msgspec.structs.replace(job.command, message_id=f"{job.command.message_id}.{step}")
-        reply = await self._run(cause, job.command.dataset_id, decide, job.headers)
-        if isinstance(reply, CommandRejected):
-            log.error("import %s: could not store its outcome: %s", job.import_id, reply.message)
 
     # --- checks made before an import starts ------------------------------------------------------
 
@@ -294,8 +245,3 @@ class Datasets:
             await self.clear_staging(name)
             removed.append(name)
         return removed
-
-
-def _if_running(state: domain.Dataset, import_id: str, events: list[c.Event]) -> list[c.Event]:
-    domain.running(state, import_id)
-    return events

@@ -1,15 +1,16 @@
 """An import job: unpack or locate the source, read its manifest, decode every image, report.
 
-Runs in the datasets service's event loop, with the blocking work (ZIP extraction, Pillow,
-hashing) in threads. It decides nothing and stores no event itself: it hands its outcome to
-the ``Outcome`` port (validated, committed or failed) and its progress to a live publisher.
+Runs on the kernel's job runner, in the datasets service's event loop, with the blocking work
+(ZIP extraction, Pillow, hashing) in threads. Its outcome is a decision of the Dataset decider
+(``commit`` its images, or ``fail`` with why) that the runner stores in the dataset, in the
+trace of the command that started it, with ids derived from that command's; its manifest read,
+the job stores ``ImportValidated`` on the way; its progress goes to a live publisher as the
+runner's heartbeat. Imports the dataset's domain and pure libraries, and the kernel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 import shutil
 import threading
@@ -17,32 +18,30 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from contracts import common
 from contracts import datasets as c
-from services.datasets import formats, sources
+from services.datasets import domain, formats, sources
 from services.datasets.imaging import CorruptImage, ImageInfo, inspect
 from services.kernel.blobstore import BlobStore
+from services.kernel.jobs import runner
+from services.kernel.jobs.runner import Failure, JobRunner, Outcomes
+from services.kernel.repository import Repository
 
-log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL_S = 0.25
 #: Files handed to the decoding threads at a time.
 WINDOW = 256
-
-
-class Outcome(Protocol):
-    async def validated(self, job: Job, manifest: formats.Manifest) -> None: ...
-
-    async def commit(
-        self, job: Job, records: list[c.ImageRecord], report: c.ImportReport
-    ) -> None: ...
-
-    async def failed(
-        self, job: Job, code: str, message: str, status: int, field: str | None
-    ) -> None: ...
+#: An import's outcome: a decision of the Dataset decider.
+Decision = Callable[[domain.Dataset], list[c.Event]]
+#: The HTTP status each failure of an import deserves (``ImportFailed.status``), by its code;
+#: a source's own errors carry theirs.
+STATUS = {common.INTERNAL: 500, common.UNAVAILABLE: 503, "INTERRUPTED": 409, "CANCELLED": 409}
+#: Why an import whose service stopped during it failed.
+INTERRUPTED = (
+    "the datasets service stopped during this import; nothing of it was kept: start it again"
+)
 
 
 class Cancelled(Exception):
@@ -84,43 +83,80 @@ class Job:
         }
 
 
+def failed(import_id: str, dataset_id: str, failure: Failure, status: int = 0) -> Decision:
+    """How an import fails: nothing of it is kept."""
+    message = failure.message
+    if failure.code == common.INTERNAL:
+        message = f"the import failed unexpectedly: {message}"
+    event = c.ImportFailed(
+        dataset_id=dataset_id,
+        import_id=import_id,
+        code=failure.code,
+        message=message,
+        status=status or STATUS.get(failure.code, 422),
+        field=failure.field,
+    )
+    return partial(domain.fail, command=event)
+
+
+#: How an import ends: decided in its dataset, by the decision its work returns.
+OUTCOMES: Outcomes[domain.Dataset, Decision] = Outcomes(
+    noun=domain.IMPORT.noun,
+    finish=lambda state, decide: decide(state),
+    failed=failed,
+    crash=common.INTERNAL,
+    in_parent=True,
+)
+
+
 class Importer:
     def __init__(
         self,
         store: BlobStore,
-        outcome: Outcome,
+        datasets: Repository[domain.Dataset],
         publish: Callable[[Job], Awaitable[None]],
         *,
+        instance: str,
         zip_limits: sources.ZipLimits,
         workers: int = 0,
     ) -> None:
         self._store = store
-        self._outcome = outcome
         self._publish = publish
         self._zip_limits = zip_limits
         self._workers = workers or min(8, (os.cpu_count() or 2) + 1)
+        self.runner = JobRunner(datasets, OUTCOMES, instance=instance)
         self.jobs: dict[str, Job] = {}
 
-    async def run(self, job: Job) -> None:
+    def start(self, job: Job) -> asyncio.Task[None]:
+        """Runs the import in the background; its task ends once its outcome is stored."""
         self.jobs[job.import_id] = job
-        reporter = asyncio.create_task(self._report(job))
-        try:
-            await self._run(job)
-        except Cancelled:
-            await self._outcome.failed(job, "CANCELLED", "the import was cancelled", 409, None)
-        except sources.SourceError as err:
-            await self._outcome.failed(job, err.code, err.message, err.status, err.field)
-        except Exception as exc:
-            log.exception("import %s failed", job.import_id)
-            message = f"the import failed unexpectedly: {type(exc).__name__}: {exc}"
-            await self._outcome.failed(job, common.INTERNAL, message, 500, None)
-        finally:
-            reporter.cancel()
-            self.jobs.pop(job.import_id, None)
-            if job.staging is not None:
-                await asyncio.to_thread(shutil.rmtree, job.staging, True)
+        work = self._job(job, heartbeat=partial(self._publish, job), tidy=partial(self._tidy, job))
+        return self.runner.start(work)
 
-    async def _run(self, job: Job) -> None:
+    def _job(self, job: Job, **hooks: Any) -> runner.Job[Decision]:
+        """The import as the runner runs it: in its dataset, in its command's trace and ids."""
+        work = partial(self._work, job)
+        dataset_id = job.command.dataset_id
+        return runner.Job(job.import_id, dataset_id, work, job.headers, job.command, **hooks)
+
+    async def _work(self, job: Job) -> Decision:
+        """The import's outcome; a whole-import problem of the source, or a cancel, fails it
+        with its own code and status."""
+        try:
+            return await self._run(job)
+        except Cancelled:
+            failure = Failure("CANCELLED", "the import was cancelled")
+            return failed(job.import_id, job.command.dataset_id, failure)
+        except sources.SourceError as err:
+            failure = Failure(err.code, err.message, err.field)
+            return failed(job.import_id, job.command.dataset_id, failure, err.status)
+
+    async def _tidy(self, job: Job) -> None:
+        self.jobs.pop(job.import_id, None)
+        if job.staging is not None:
+            await asyncio.to_thread(shutil.rmtree, job.staging, True)
+
+    async def _run(self, job: Job) -> Decision:
         started = time.monotonic()
         command = job.command
         if job.archive is not None:
@@ -134,7 +170,7 @@ class Importer:
         job.phase = "reading"
         manifest = await asyncio.to_thread(formats.read_manifest, job.root, command.format)
         job.total = len(manifest.entries)
-        await self._outcome.validated(job, manifest)
+        await self._validated(job, manifest)
         job.phase = "decoding"
         records, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
         self._check(job)
@@ -150,7 +186,29 @@ class Importer:
             label_problems=[c.FileProblem(p.file, p.reason) for p in manifest.label_problems],
             seconds=round(time.monotonic() - started, 3),
         )
-        await self._outcome.commit(job, records, report)
+        return partial(
+            domain.commit,
+            dataset_id=command.dataset_id,
+            import_id=job.import_id,
+            records=records,
+            report=report,
+        )
+
+    async def _validated(self, job: Job, manifest: formats.Manifest) -> None:
+        """Stores that the source was read, while the import still runs."""
+        event = c.ImportValidated(
+            dataset_id=job.command.dataset_id,
+            import_id=job.import_id,
+            format=manifest.format,
+            files=len(manifest.entries),
+            classes=manifest.classes,
+        )
+
+        def decide(state: domain.Dataset) -> list[c.Event]:
+            domain.running(state, job.import_id)
+            return [event]
+
+        await self.runner.store(self._job(job), decide, "validated")
 
     def _decode_all(
         self, job: Job, entries: list[formats.Entry]
@@ -188,12 +246,6 @@ class Importer:
     def _check(self, job: Job) -> None:
         if job.cancel.is_set():
             raise Cancelled
-
-    async def _report(self, job: Job) -> None:
-        while True:
-            with contextlib.suppress(Exception):  # progress is disposable: never fail a job on it
-                await self._publish(job)
-            await asyncio.sleep(PROGRESS_INTERVAL_S)
 
 
 def _record(entry: formats.Entry, info: ImageInfo) -> c.ImageRecord:

@@ -12,8 +12,8 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
 from services.exporter import domain, engine, handlers
-from services.exporter.jobs import ExportRunner, reap
-from services.exporter.projection import ExportJobs, left_running
+from services.exporter.jobs import ExportRunner
+from services.exporter.projection import export_jobs
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
@@ -73,9 +73,9 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         broker.subscriber(subject, queue=SERVICE, max_workers=4)(answer)
     db = create_engine(settings.data_dir(SERVICE) / "readmodel.db")
     runner = ProjectionRunner(
-        nc, db, [ExportJobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
+        nc, db, [export_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
-    return Parts(runner, partial(reap, runner, partial(left_running, db, settings.instance), jobs))
+    return Parts(runner, partial(jobs.reap, runner, db))
 
 
 def main() -> None:

@@ -12,15 +12,20 @@ the envelope. Imports ``contracts`` and the kernel's pure ``domain`` and ``jobs`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from contracts import exports as x
 from contracts import training as t
 from services.kernel.domain import Conflict, InvalidInput, NotFound
-from services.kernel.jobs import finish_running, start_once
+from services.kernel.jobs import COMPLETED, RUNNING, Lifecycle
 
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 CHECKPOINTS = ("best", "last")
+#: An export's lifecycle, the kernel's job decider: requested once, then ended once.
+EXPORT = Lifecycle(
+    "export", "export_id", "run_id", x.ExportRequested, x.ExportCompleted, x.ExportFailed
+)
+#: Why an export whose exporter stopped during it failed.
+INTERRUPTED = "the exporter stopped during the export; request it again"
 
 
 @dataclass(frozen=True)
@@ -111,14 +116,14 @@ def request(
         checkpoint_epoch=saved.epoch,
         instance=instance,
     )
-    return start_once(state, requested, "export", command.export_id)
+    return EXPORT.start(_status(state), requested)
 
 
 def finish(state: State, outcome: x.ExportCompleted | x.ExportFailed) -> list[x.Event]:
     """A running export's outcome, stored once."""
     if isinstance(outcome, x.ExportCompleted) and not outcome.parity.passed:
         raise ParityNotPassed("an export whose parity check failed cannot complete")
-    return finish_running(state, outcome, "export")
+    return EXPORT.finish(_status(state), outcome)
 
 
 def parity_failure(export_id: str, run_id: str, parity: x.Parity) -> x.ExportFailed | None:
@@ -141,7 +146,7 @@ def interrupted(export_id: str, run_id: str) -> x.ExportFailed:
         export_id=export_id,
         run_id=run_id,
         code="INTERRUPTED",
-        message="the exporter stopped during the export; request it again",
+        message=INTERRUPTED,
     )
 
 
@@ -161,7 +166,9 @@ def evolve(state: State, event: x.Event) -> State:
         case x.ExportRequested():
             return Export(event.export_id, event.run_id, RUNNING, event.format)
         case x.ExportCompleted():
-            return replace(state, status=COMPLETED, file=event.file_name) if state else state
-        case x.ExportFailed():
-            return replace(state, status=FAILED) if state else state
-    return state
+            return EXPORT.ended(state, event, file=event.file_name)
+    return EXPORT.ended(state, event)
+
+
+def _status(state: State) -> str | None:
+    return state.status if state is not None else None

@@ -1,10 +1,11 @@
-"""The exporter's long work: an accepted export run to its end, and the interrupted ones reaped.
+"""The exporter's long work, on the kernel's job runner: an accepted export run to its end, and
+the interrupted ones reaped.
 
 ``ExportRunner.start`` runs an export in the background: fetch the checkpoint its record names
-(sha256 checked), export it in a thread through the engine (parity, latency), bundle it, and
-store the outcome through the decider — completed, or failed with its reason — in the trace of
-the command that asked for it. ``reap`` ends as interrupted, once the read model has caught up,
-the exports this instance left running when it stopped, so that none stays running forever.
+(sha256 checked), export it in a thread through the engine (parity, latency), bundle it; the
+kernel's ``JobRunner`` stores the outcome through the decider — completed, or failed with its
+reason — in the trace of the command that asked for it. ``reap`` ends as interrupted, once the
+read model has caught up, the exports this instance left running when it stopped.
 
 Imports the domain, ``contracts`` and the kernel; the engine (torch) is passed in.
 """
@@ -12,32 +13,28 @@ Imports the domain, ``contracts`` and the kernel; the engine (torch) is passed i
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from nats.js.object_store import ObjectStore
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts import Message
 from contracts import exports as x
 from contracts import training as t
-from contracts.common import UNAVAILABLE, CommandRejected
 from services.exporter import domain
 from services.kernel import artifacts
-from services.kernel.commands import execute
-from services.kernel.domain import DomainError, Refused
-from services.kernel.jobs import sha256_file
+from services.kernel.domain import Refused
+from services.kernel.jobs import runner, sha256_file
+from services.kernel.jobs.runner import JobRunner, Outcomes
 from services.kernel.projection import ProjectionRunner
 from services.kernel.repository import Repository
-from services.kernel.transient import TRANSIENT
-
-log = logging.getLogger(__name__)
 
 #: Labelled images, as the engine reads them for parity.
 Samples = list[tuple[Path, int]]
+Outcome = x.ExportCompleted | x.ExportFailed
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,17 @@ class Job:
     samples: Samples
 
 
+#: How an export ends: its outcome decided by the Export decider, its failures as ``ExportFailed``.
+OUTCOMES: Outcomes[domain.State, Outcome] = Outcomes(
+    noun=domain.EXPORT.noun,
+    finish=domain.finish,
+    failed=lambda export_id, run_id, failure: x.ExportFailed(
+        export_id=export_id, run_id=run_id, code=failure.code, message=failure.message
+    ),
+    crash="EXPORT_FAILED",
+)
+
+
 class ExportRunner:
     def __init__(
         self,
@@ -61,39 +69,31 @@ class ExportRunner:
         workdir: Path,
         engine: Any,
         instance: str,
+        files: ObjectStore,
     ) -> None:
         """``artifacts`` holds the trainer's checkpoints on this machine, ``workdir`` each
-        export's files; ``engine`` is the export engine's facade."""
+        export's files; ``engine`` is the export engine's facade; ``files`` the exports
+        bucket, where a completed export's files are served from."""
+        self.files = files
         self.exports, self.objects, self.engine = exports, objects, engine
         self.artifacts, self.workdir, self.instance = artifacts, workdir, instance
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.jobs = JobRunner(exports, OUTCOMES, instance=instance)
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        return self.jobs.tasks
 
     def start(self, job: Job, headers: Mapping[str, str]) -> None:
-        task = asyncio.create_task(self._run(job, dict(headers)))
-        self.tasks.add(task)  # held, or the loop may collect it mid-export
-        task.add_done_callback(self.tasks.discard)
+        self.jobs.start(runner.Job(job.export_id, job.run_id, partial(self._export, job), headers))
 
     async def interrupt(self, export_id: str, run_id: str) -> None:
-        await self._record(domain.interrupted(export_id, run_id), trace={})
+        await self.jobs.interrupt(export_id, run_id, domain.INTERRUPTED)
 
-    async def _run(self, job: Job, trace: Mapping[str, str]) -> None:
-        try:
-            outcome = await self._export(job)
-        except Refused as err:
-            outcome = self._failed(job, err.code, err.message)
-        except TRANSIENT as exc:  # past the Object Store's retries: say so, not "export failed"
-            log.warning("export %s: NATS unreachable (%r)", job.export_id, exc)
-            message = f"NATS was unreachable ({type(exc).__name__}); export again once it is back"
-            outcome = self._failed(job, UNAVAILABLE, message)
-        except Exception as exc:  # the engine (torch, ONNX) fails in many ways: the job says why
-            log.exception("export %s failed", job.export_id)
-            outcome = self._failed(job, "EXPORT_FAILED", f"{type(exc).__name__}: {exc}")
-        try:
-            await self._record(outcome, trace)
-        except Exception:  # past the store's own retries: a background task can only say so
-            log.exception("export %s: could not store its outcome", job.export_id)
+    async def reap(self, read_model: ProjectionRunner, db: AsyncEngine) -> None:
+        """Ends as interrupted the exports this instance left running when it stopped."""
+        await self.jobs.reap(read_model, db, domain.INTERRUPTED)
 
-    async def _export(self, job: Job) -> x.ExportCompleted | x.ExportFailed:
+    async def _export(self, job: Job) -> Outcome:
         checkpoint = await self._checkpoint(job)
         out = self.workdir / job.export_id
         out.mkdir(parents=True, exist_ok=True)
@@ -104,8 +104,10 @@ class ExportRunner:
             return failure
         card = {"run_id": job.run_id, "checkpoint": job.record.kind, "epoch": job.record.epoch}
         bundle = await asyncio.to_thread(
-            self.engine.bundle, exported, checkpoint, card, out / "bundle.zip"
+            self.engine.bundle, exported, checkpoint, card, out / x.BUNDLE_NAME
         )
+        # files before facts: both are in the bucket before the completion naming them is stored
+        file_object, bundle_object = await self._keep(job.export_id, exported.path, bundle)
         return x.ExportCompleted(
             export_id=job.export_id,
             run_id=job.run_id,
@@ -117,7 +119,16 @@ class ExportRunner:
             latency=_latency(exported.latency),
             bundle_size=bundle.stat().st_size,
             bundle_sha256=await asyncio.to_thread(sha256_file, bundle),
+            object_name=file_object,
+            bundle_object=bundle_object,
         )
+
+    async def _keep(self, export_id: str, *paths: Path) -> list[str]:
+        """Puts each file in the exports bucket under its declared name; returns the names."""
+        names = [x.export_object(export_id, path.name) for path in paths]
+        for name, path in zip(names, paths, strict=True):
+            await artifacts.upload(self.files, name, path)
+        return names
 
     def _write(self, job: Job, checkpoint: Path, out: Path) -> Any:
         if job.format == "onnx":
@@ -145,41 +156,6 @@ class ExportRunner:
                 "was saved"
             )
             raise Refused("CORRUPT_CHECKPOINT", message) from None
-
-    @staticmethod
-    def _failed(job: Job, code: str, message: str) -> x.ExportFailed:
-        return x.ExportFailed(
-            export_id=job.export_id, run_id=job.run_id, code=code, message=message
-        )
-
-    async def _record(self, outcome: x.ExportCompleted | x.ExportFailed, trace: Any) -> None:
-        """Stores the outcome in the trace of the command that started the export."""
-        reply = await execute(
-            self.exports,
-            outcome.export_id,
-            Message(actor=self.instance),
-            partial(domain.finish, outcome=outcome),
-            headers=trace,
-            refusals=(DomainError,),
-            noun="export",
-        )
-        if isinstance(reply, CommandRejected):
-            log.error(
-                "export %s: could not store its outcome: %s", outcome.export_id, reply.message
-            )
-
-
-async def reap(
-    runner: ProjectionRunner,
-    left_running: Callable[[], Awaitable[Sequence[tuple[str, str]]]],
-    exports: ExportRunner,
-) -> None:
-    """Exports this instance left running when it stopped end as failed (never running
-    forever); ``left_running`` lists them (export id, run id) from the caught-up read model."""
-    if not await runner.caught_up(timeout=120):
-        return
-    for export_id, run_id in await left_running():
-        await exports.interrupt(export_id, run_id)
 
 
 def _parity(p: Any) -> x.Parity:

@@ -26,7 +26,7 @@ from services.trainer.domain.evaluation import evolve as evaluation_evolve
 from services.trainer.engine import faults
 from services.trainer.evaluations import Evaluations
 from services.trainer.handlers import Training
-from services.trainer.projection import Runs, active, queued, running_evaluations
+from services.trainer.projection import Runs, active, queued, trainer_jobs
 from services.trainer.worker import Worker
 
 SERVICE = "trainer"
@@ -61,7 +61,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     runner = ProjectionRunner(
         nc,
         db,
-        [Runs(on_stop=lambda run_id: worker_box[0].request_stop(run_id))],
+        [Runs(on_stop=lambda run_id: worker_box[0].request_stop(run_id)), trainer_jobs()],
         consumer_prefix=f"{SERVICE}-{settings.instance}",
     )
 
@@ -113,11 +113,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         broker.subscriber(subject, queue=SERVICE, max_workers=4)(endpoint)
 
     async def start() -> None:
-        await runner.caught_up(timeout=120)
-        async with session(db) as s:
-            left = await running_evaluations(s, settings.instance)
-        for row in left:
-            await evaluations.interrupt(row.evaluation_id, row.run_id)
+        await evaluations.reap(runner, db)
         await worker.serve()
 
     return Parts(runner, start)

@@ -20,6 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from contracts import training as c
 from services.kernel import artifacts
+from services.kernel.domain import Refused
 from services.kernel.transient import retry_transient
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,9 @@ log = logging.getLogger(__name__)
 OBJECT_RETRY_S = 60.0
 
 
-class CheckpointUnavailable(Exception):
-    """The checkpoint a record names is gone, or no longer the file recorded."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+class CheckpointUnavailable(Refused):
+    """The checkpoint a record names is gone, or no longer the file recorded: a refusal whose
+    code (``CHECKPOINT_MISSING``, ``CORRUPT_CHECKPOINT``) a job's failure says as it is."""
 
 
 def object_name(run_id: str, path: Path) -> str:

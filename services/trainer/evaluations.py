@@ -1,5 +1,6 @@
 """Evaluations of a run's checkpoint on a subset of its split, as background jobs: the I/O
-around the Evaluation decider (``domain.evaluation``): load, decide, append, run the job.
+around the Evaluation decider (``domain.evaluation``): load, decide, append, and hand the job to
+the kernel's job runner, which stores its outcome in the trace of the command that started it.
 
 It runs on the CPU in a thread, beside whatever trains on the device, a few at a time. It reads
 the file its ``CheckpointSaved`` record names (never a fixed path), from a private copy that no
@@ -10,14 +11,14 @@ trusted.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial, reduce
 from pathlib import Path
 
 from nats.js.object_store import ObjectStore
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts import Message, common
+from contracts import common
 from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
@@ -25,20 +26,30 @@ from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
+from services.kernel.jobs import runner
+from services.kernel.jobs.runner import JobRunner, Outcomes
+from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
-from services.kernel.transient import TRANSIENT
 from services.trainer import checkpoints
-from services.trainer.checkpoints import CheckpointUnavailable
 from services.trainer.domain import evaluation
 from services.trainer.domain import run as runs
 from services.trainer.engine.evaluate import evaluate
 
-log = logging.getLogger(__name__)
-
 #: Evaluations that may run at once on this trainer (each holds a model and a batch).
 CONCURRENT = 2
 Samples = list[tuple[str, Path, int]]
+
+#: How an evaluation ends: its outcome decided by the Evaluation decider, its failures as
+#: ``EvaluationFailed``.
+OUTCOMES: Outcomes[evaluation.State, c.Event] = Outcomes(
+    noun=evaluation.EVALUATION.noun,
+    finish=evaluation.finish,
+    failed=lambda evaluation_id, run_id, failure: c.EvaluationFailed(
+        evaluation_id=evaluation_id, run_id=run_id, code=failure.code, message=failure.message
+    ),
+    crash="EVALUATION_FAILED",
+)
 
 
 class Evaluations:
@@ -56,10 +67,7 @@ class Evaluations:
         self.repo, self.runs, self.datasets = evaluations, runs, datasets
         self.blobs, self.artifacts, self.objects = blobs, artifacts, objects
         self.instance = instance
-        self.slots = asyncio.Semaphore(CONCURRENT)
-        self.tasks: set[asyncio.Task[None]] = set()
-        #: The starting command's trace headers, by evaluation, carried on to its outcome.
-        self.traces: dict[str, Mapping[str, str]] = {}
+        self.jobs = JobRunner(evaluations, OUTCOMES, instance=instance, slots=CONCURRENT)
 
     async def evaluate_run(self, command: c.EvaluateRun, headers: Mapping[str, str]) -> Reply:
         try:
@@ -80,14 +88,18 @@ class Evaluations:
             images=len(samples),
             instance=self.instance,
         )
-        reply = await self._store(command.evaluation_id, decide, headers, command)
+        reply = await execute(
+            self.repo,
+            command.evaluation_id,
+            command,
+            decide,
+            headers=headers,
+            refusals=(DomainError,),
+            noun=evaluation.EVALUATION.noun,
+        )
         if isinstance(reply, CommandAccepted) and reply.events:
-            # Its outcome is stored under the trace of the command that started it.
-            self.traces[command.evaluation_id] = dict(headers)
-            job = self._run(command.evaluation_id, command.run_id, record, samples)
-            task = asyncio.create_task(job)
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            work = partial(self._evaluate, command.evaluation_id, command.run_id, record, samples)
+            self.jobs.start(runner.Job(command.evaluation_id, command.run_id, work, headers))
         return reply
 
     async def _run_of(self, run_id: str) -> runs.State:
@@ -109,65 +121,26 @@ class Evaluations:
             if item.label in index
         ]
 
-    async def _run(
+    async def _evaluate(
         self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: Samples
-    ) -> None:
+    ) -> c.Event:
+        """The job's work: a private copy of the recorded checkpoint, measured in a thread.
+        A checkpoint gone or not the recorded file is refused with its code by ``fetch``."""
         copy = self.artifacts / run_id / f"eval-{evaluation_id}.pt"
-        async with self.slots:
-            try:
-                path = await checkpoints.fetch(self.objects, record, self.artifacts / run_id, copy)
-                result = await asyncio.to_thread(evaluate, path, samples)
-            except CheckpointUnavailable as err:
-                await self._fail(evaluation_id, run_id, err.code, err.message)
-                return
-            except TRANSIENT as exc:  # past the Object Store's retries: not the model's fault
-                log.warning("evaluation %s: NATS unreachable (%r)", evaluation_id, exc)
-                message = f"NATS was unreachable ({type(exc).__name__}); evaluate again later"
-                await self._fail(evaluation_id, run_id, common.UNAVAILABLE, message)
-                return
-            except Exception as exc:  # evaluating (torch) fails in many ways: the job says why
-                log.exception("evaluation %s failed", evaluation_id)
-                await self._fail(
-                    evaluation_id, run_id, "EVALUATION_FAILED", f"{type(exc).__name__}: {exc}"
-                )
-                return
-            finally:
-                copy.unlink(missing_ok=True)
+        try:
+            path = await checkpoints.fetch(self.objects, record, self.artifacts / run_id, copy)
+            result = await asyncio.to_thread(evaluate, path, samples)
+        finally:
+            copy.unlink(missing_ok=True)
         predictions = [tuple(p) for p in result.pop("predictions", [])]
-        done = c.EvaluationCompleted(
+        return c.EvaluationCompleted(
             evaluation_id=evaluation_id, run_id=run_id, metrics=result, predictions=predictions
         )
-        await self._end(evaluation_id, done)
 
     async def interrupt(self, evaluation_id: str, run_id: str) -> None:
         """An evaluation this instance ran when it stopped: it ends as failed, not running."""
-        await self._fail(evaluation_id, run_id, "INTERRUPTED", "the trainer stopped during it")
+        await self.jobs.interrupt(evaluation_id, run_id, evaluation.INTERRUPTED)
 
-    async def _fail(self, evaluation_id: str, run_id: str, code: str, message: str) -> None:
-        failed = c.EvaluationFailed(
-            evaluation_id=evaluation_id, run_id=run_id, code=code, message=message
-        )
-        await self._end(evaluation_id, failed)
-
-    async def _end(self, evaluation_id: str, outcome: c.Event) -> None:
-        """Store its outcome under its start's trace, which ends with it."""
-        decide = partial(evaluation.finish, event=outcome)
-        await self._store(evaluation_id, decide, self.traces.pop(evaluation_id, {}))
-
-    async def _store(
-        self,
-        evaluation_id: str,
-        decide: Callable[[evaluation.State], Sequence[c.Event]],
-        headers: Mapping[str, str],
-        command: Message | None = None,
-    ) -> Reply:
-        cause = command or Message(actor=self.instance)
-        return await execute(
-            self.repo,
-            evaluation_id,
-            cause,
-            decide,
-            headers=headers,
-            refusals=(DomainError,),
-            noun="evaluation",
-        )
+    async def reap(self, read_model: ProjectionRunner, db: AsyncEngine) -> None:
+        """Ends as interrupted the evaluations this instance left running when it stopped."""
+        await self.jobs.reap(read_model, db, evaluation.INTERRUPTED)

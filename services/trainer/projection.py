@@ -1,4 +1,5 @@
-"""The trainer's read model of runs: the queue (in order), and which runs are active where."""
+"""The trainer's read model: the queue of runs (in order) and which runs are active where; and
+which evaluations each instance runs (the kernel's job table), to reap after a stop."""
 
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import training as c
 from services.kernel.eventstore import StoredEvent
+from services.kernel.jobs.table import JobTable
 from services.kernel.projection import Decodes
 from services.trainer import domain
-
-
-class EvaluationRow(SQLModel, table=True):
-    __tablename__ = "trainer_evaluations"
-    evaluation_id: str = Field(primary_key=True)
-    run_id: str
-    instance: str = Field(index=True)
-    status: str = Field(index=True)
+from services.trainer.domain.evaluation import EVALUATION
 
 
 class RunRow(SQLModel, table=True):
@@ -47,31 +42,14 @@ class Runs(Decodes):
     stream = c.STREAM
     filter_subject = c.EVENTS
     event_type = c.Event
-    tables: Sequence[Table] = (
-        RunRow.__table__,  # type: ignore[attr-defined]
-        EvaluationRow.__table__,  # type: ignore[attr-defined]
-    )
+    tables: Sequence[Table] = (RunRow.__table__,)  # type: ignore[attr-defined]
 
     def __init__(self, on_stop: Callable[[str], None]) -> None:
         self._on_stop = on_stop
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event
-        if isinstance(event, c.EvaluationStarted):
-            db.add(
-                EvaluationRow(
-                    evaluation_id=event.evaluation_id,
-                    run_id=event.run_id,
-                    instance=event.instance,
-                    status="running",
-                )
-            )
-            return
-        if isinstance(event, c.EvaluationCompleted | c.EvaluationFailed):
-            row_e = await db.get(EvaluationRow, event.evaluation_id)
-            if row_e is not None:
-                row_e.status = "ended"
-                db.add(row_e)
+        if EVALUATION.owns(event):
             return
         if isinstance(event, c.RunQueued):
             db.add(RunRow(run_id=event.run_id, status=domain.QUEUED, queued_seq=stored.sequence))
@@ -100,8 +78,12 @@ async def active(db: AsyncSession) -> list[RunRow]:
     return list((await db.exec(query)).all())
 
 
-async def running_evaluations(db: AsyncSession, instance: str) -> list[EvaluationRow]:
-    query = select(EvaluationRow).where(
-        col(EvaluationRow.instance) == instance, col(EvaluationRow.status) == "running"
+def trainer_jobs() -> JobTable:
+    """Which evaluations each instance runs, so that after a stop none stays running."""
+    return JobTable(
+        "trainer-jobs",
+        stream=c.STREAM,
+        filter_subject=c.EVENTS,
+        event_type=c.Event,
+        kinds=[EVALUATION],
     )
-    return list((await db.exec(query)).all())

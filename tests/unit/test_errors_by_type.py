@@ -4,8 +4,8 @@ job's own failure; a "not found" means only that; anything else (a bug) is raise
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +21,11 @@ from contracts import training as c
 from services.exporter import handlers
 from services.gateway import idempotency
 from services.gateway.gateway import Gateway
+from services.kernel.jobs.runner import Job, JobRunner
+from services.kernel.memstore import InMemoryEventStore
+from services.kernel.repository import Repository
 from services.trainer import evaluations
+from services.trainer.domain import evaluation
 from services.trainer.evaluations import Evaluations
 from services.trainer.worker import Worker
 from tests.unit.exporter.test_export_handlers import FakeEngine, FakeObjects, run_job, runner
@@ -124,15 +128,26 @@ async def test_an_evaluation_that_cannot_reach_nats_fails_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(evaluations.checkpoints, "fetch", Calls(NatsTimeoutError()))
-    failed = Calls(None)
-    fake = SimpleNamespace(
-        artifacts=tmp_path, objects=None, slots=asyncio.Semaphore(1), _fail=failed
+    E, R = "e" * 32, "r" * 32
+    repo = Repository(
+        InMemoryEventStore(stream=c.STREAM, subject=c.event_subject, event_type=c.Event),
+        evaluation.evolve,
+        None,
     )
+    started = c.EvaluationStarted(
+        evaluation_id=E, run_id=R, checkpoint="best", subset="val", images=1,
+        checkpoint_epoch=1, instance="host-1",
+    )  # fmt: skip
+    await repo.store.append(E, [started], 0)
+    fake = SimpleNamespace(artifacts=tmp_path, objects=None)
     record = c.CheckpointSaved(
-        run_id="r", epoch=1, kind="best", sha256="0" * 64, size=1, object_name="runs/r/x.pt"
+        run_id=R, epoch=1, kind="best", sha256="0" * 64, size=1, object_name="runs/r/x.pt"
     )
-    await Evaluations._run(fake, "e", "r", record, [])  # type: ignore[arg-type]
-    assert failed.count == 1 and failed.args[2] == common.UNAVAILABLE
+    work = partial(Evaluations._evaluate, fake, E, R, record, [])  # type: ignore[arg-type]
+    jobs = JobRunner(repo, evaluations.OUTCOMES, instance="host-1")
+    await jobs.start(Job(E, R, work))
+    failed = (await repo.store.load(E))[-1].event
+    assert isinstance(failed, c.EvaluationFailed) and failed.code == common.UNAVAILABLE
 
 
 async def test_a_training_that_cannot_reach_nats_is_interrupted_not_failed():

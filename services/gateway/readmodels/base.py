@@ -1,5 +1,6 @@
 """What every read model of the gateway shares: how a stored time is shown, how a text filter
-matches, and a page of rows. Imports sqlalchemy and sqlmodel only (no context, no route)."""
+matches, and a page of rows (a job's row is the kernel's ``jobs.table.fold_job``). Imports
+sqlalchemy and sqlmodel only (no context, no route)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement
-from sqlmodel import SQLModel, col
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import col
 
 T = TypeVar("T")
-Row = TypeVar("Row", bound=SQLModel)
 
 
 def iso(moment: datetime) -> str:
@@ -25,15 +24,6 @@ def contains(column: Any, text: str) -> ColumnElement[bool]:
     """``column`` holds ``text``, case-insensitively; ``%``, ``_`` and ``\\`` match themselves."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return col(column).ilike(f"%{escaped}%", escape="\\")
-
-
-async def ended(db: AsyncSession, model: type[Row], key: str, when: datetime) -> Row | None:
-    """A job's row (an export, an evaluation) at its end, ``finished_at`` set; ``None`` for a
-    job this model never saw start (nothing to fold)."""
-    row = await db.get(model, key)
-    if row is not None:
-        row.finished_at = when
-    return row
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,17 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import exports as x
-from services.gateway.readmodels.base import ended, iso
+from services.gateway.readmodels.base import iso
 from services.kernel.eventstore import StoredEvent
+from services.kernel.jobs import Lifecycle
+from services.kernel.jobs.table import fold_job
 from services.kernel.projection import Decodes
 
 __all__ = ["ExportRow", "ExportsProjector", "get_export", "list_exports"]
+
+EXPORT = Lifecycle(
+    "export", "export_id", "run_id", x.ExportRequested, x.ExportCompleted, x.ExportFailed
+)
 
 
 class ExportRow(SQLModel, table=True):
@@ -57,24 +63,15 @@ class ExportsProjector(Decodes):
     tables: Sequence[Table] = (ExportRow.__table__,)  # type: ignore[attr-defined]
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
-        event, when = stored.event, stored.event.occurred_at
-        if isinstance(event, x.ExportRequested):
-            db.add(_requested(event))
-            return
-        row = await ended(db, ExportRow, event.export_id, when)
+        event = stored.event
+        row = await fold_job(db, ExportRow, EXPORT, event, start=_requested)
         if row is None:
             return
+        row.parity = msgspec.to_builtins(event.parity)
         if isinstance(event, x.ExportCompleted):
-            row.status = "completed"
             row.file_name, row.size, row.sha256 = event.file_name, event.size, event.sha256
-            row.parity = msgspec.to_builtins(event.parity)
             row.latency = msgspec.to_builtins(event.latency)
             row.bundle_size, row.bundle_sha256 = event.bundle_size, event.bundle_sha256
-        elif isinstance(event, x.ExportFailed):
-            row.status = "failed"
-            row.error = {"code": event.code, "message": event.message}
-            row.parity = msgspec.to_builtins(event.parity)
-        db.add(row)
 
 
 def _requested(event: x.ExportRequested) -> ExportRow:

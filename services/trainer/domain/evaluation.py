@@ -14,12 +14,22 @@ from dataclasses import dataclass
 
 from contracts import training as c
 from services.kernel.domain import Conflict, InvalidInput
-from services.kernel.jobs import ended, finish_running, start_once
+from services.kernel.jobs import RUNNING, Lifecycle
 from services.trainer.domain import run as runs
 
 CHECKPOINTS = ("best", "last")
 SUBSETS = ("train", "val", "test")
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+#: An evaluation's lifecycle, the kernel's job decider: started once, then ended once.
+EVALUATION = Lifecycle(
+    "evaluation",
+    "evaluation_id",
+    "run_id",
+    c.EvaluationStarted,
+    c.EvaluationCompleted,
+    c.EvaluationFailed,
+)
+#: Why an evaluation whose trainer stopped during it failed.
+INTERRUPTED = "the trainer stopped during it"
 
 
 @dataclass(frozen=True)
@@ -82,20 +92,19 @@ def start(
         checkpoint_epoch=record.epoch,
         instance=instance,
     )
-    return start_once(state, started, "evaluation", command.evaluation_id)
+    return EVALUATION.start(_status(state), started)
 
 
 def finish(state: State, event: c.Event) -> list[c.Event]:
     """Its outcome (``EvaluationCompleted`` or ``EvaluationFailed``), once, while it runs."""
-    return finish_running(state, event, "evaluation")
+    return EVALUATION.finish(_status(state), event)
 
 
 def evolve(state: State, event: c.Event) -> State:
-    match event:
-        case c.EvaluationStarted():
-            return Evaluation(event.evaluation_id, event.run_id, RUNNING, event.instance)
-        case c.EvaluationCompleted():
-            return ended(state, COMPLETED)
-        case c.EvaluationFailed():
-            return ended(state, FAILED)
-    return state
+    if isinstance(event, c.EvaluationStarted):
+        return Evaluation(event.evaluation_id, event.run_id, RUNNING, event.instance)
+    return EVALUATION.ended(state, event)
+
+
+def _status(state: State) -> str | None:
+    return state.status if state is not None else None

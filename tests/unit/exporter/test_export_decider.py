@@ -148,11 +148,18 @@ def test_a_running_export_fails_with_its_reason() -> None:
     assert given(REQUESTED).when(finish(FAILED)).after() == Export(E, R, "failed", "onnx")
 
 
-@pytest.mark.parametrize("history", [(), (REQUESTED, COMPLETED), (REQUESTED, FAILED)])
-def test_only_a_running_export_finishes(history: tuple[x.Event, ...]) -> None:
+@pytest.mark.parametrize(
+    ("history", "why"),
+    [
+        ((), f"export {E} does not exist"),
+        ((REQUESTED, COMPLETED), f"export {E} has already completed"),
+        ((REQUESTED, FAILED), f"export {E} has already failed"),
+    ],
+)
+def test_only_a_running_export_finishes(history: tuple[x.Event, ...], why: str) -> None:
     for outcome in (COMPLETED, FAILED):
         error = given(*history).when(finish(outcome)).then_refused(Conflict)
-        assert error.message == "that export is not running"
+        assert error.message == why
 
 
 def test_an_export_whose_parity_failed_cannot_complete() -> None:

@@ -21,7 +21,13 @@ from services.gateway.readmodels.datasets.tables import (
     SplitRow,
 )
 from services.kernel.eventstore import StoredEvent
+from services.kernel.jobs import Lifecycle
+from services.kernel.jobs.table import fold_job
 from services.kernel.projection import Decodes
+
+IMPORT = Lifecycle(
+    "import", "import_id", "dataset_id", c.ImportStarted, c.ImportCompleted, c.ImportFailed
+)
 
 
 class DatasetsProjector(Decodes):
@@ -39,9 +45,10 @@ class DatasetsProjector(Decodes):
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at
+        if IMPORT.owns(event):
+            await _import(db, event)
+            return
         match event:
-            case c.ImportStarted():
-                db.add(_started(event))
             case c.ImportValidated():
                 await _update_import(
                     db,
@@ -55,16 +62,6 @@ class DatasetsProjector(Decodes):
                 # Core bulk inserts: an import's images arrive thousands at a time.
                 rows = [_image(event.dataset_id, event.import_id, r) for r in event.images]
                 await _insert_many(db, ImageRow, rows)
-            case c.ImportCompleted():
-                await _update_import(
-                    db,
-                    event.import_id,
-                    state="completed",
-                    finished_at=when,
-                    report=msgspec.to_builtins(event.report),
-                )
-            case c.ImportFailed():
-                await _update_import(db, event.import_id, finished_at=when, **_failure(event))
             case c.ImageRelabeled():
                 row = await db.get(ImageRow, (event.dataset_id, event.image_id))
                 if row is not None:
@@ -105,18 +102,21 @@ def _started(event: c.ImportStarted) -> ImportRow:
         source=event.source,
         format=event.format,
         started_at=event.occurred_at,
+        actor=event.actor,
     )
 
 
-def _failure(event: c.ImportFailed) -> dict[str, Any]:
-    """The state and error of a failed import: a cancelled one is cancelled, not failed."""
-    error = {
-        "code": event.code,
-        "message": event.message,
-        "field": event.field,
-        "status": event.status,
-    }
-    return {"state": "cancelled" if event.code == "CANCELLED" else "failed", "error": error}
+async def _import(db: AsyncSession, event: Any) -> None:
+    """An import's row, the kernel's job row; a failure says its field and status too, and a
+    cancelled import is cancelled, not failed."""
+    row = await fold_job(db, ImportRow, IMPORT, event, start=_started, status="state")
+    if row is None:
+        return
+    if isinstance(event, c.ImportCompleted):
+        row.report = msgspec.to_builtins(event.report)
+    elif isinstance(event, c.ImportFailed):
+        row.error = {**(row.error or {}), "field": event.field, "status": event.status}
+        row.state = "cancelled" if event.code == "CANCELLED" else row.state
 
 
 async def _delete_image(db: AsyncSession, event: c.ImageDeleted) -> None:

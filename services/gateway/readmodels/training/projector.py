@@ -5,7 +5,6 @@ package's tables."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -13,7 +12,6 @@ from sqlalchemy import Table
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import training as c
-from services.gateway.readmodels.base import ended
 from services.gateway.readmodels.training.tables import (
     CheckpointRow,
     EpochRow,
@@ -21,7 +19,18 @@ from services.gateway.readmodels.training.tables import (
     RunRow,
 )
 from services.kernel.eventstore import StoredEvent
+from services.kernel.jobs import Lifecycle
+from services.kernel.jobs.table import fold_job
 from services.kernel.projection import Decodes
+
+EVALUATION = Lifecycle(
+    "evaluation",
+    "evaluation_id",
+    "run_id",
+    c.EvaluationStarted,
+    c.EvaluationCompleted,
+    c.EvaluationFailed,
+)
 
 #: The status a run is in after each event that changes it (streams name statuses by it too).
 STATUS_OF: dict[type, str] = {
@@ -62,8 +71,11 @@ class TrainingProjector(Decodes):
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at
-        if isinstance(event, c.EvaluationStarted | c.EvaluationCompleted | c.EvaluationFailed):
-            await _evaluation(db, event, when)
+        if EVALUATION.owns(event):
+            row_e = await fold_job(db, EvaluationRow, EVALUATION, event, start=_evaluation_started)
+            if isinstance(event, c.EvaluationCompleted) and row_e is not None:
+                row_e.metrics = event.metrics
+                row_e.predictions = [list(p) for p in event.predictions]
             return
         if isinstance(event, c.RunQueued):
             db.add(_queued(event, stored.sequence))
@@ -112,6 +124,7 @@ def _queued(event: c.RunQueued, sequence: int) -> RunRow:
         epochs=event.hyperparameters.epochs,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
+        actor=event.actor,
     )
 
 
@@ -126,18 +139,3 @@ def _evaluation_started(event: c.EvaluationStarted) -> EvaluationRow:
         checkpoint_epoch=event.checkpoint_epoch,
         started_at=event.occurred_at,
     )
-
-
-async def _evaluation(db: AsyncSession, event: Any, when: datetime) -> None:
-    if isinstance(event, c.EvaluationStarted):
-        db.add(_evaluation_started(event))
-        return
-    row = await ended(db, EvaluationRow, event.evaluation_id, when)
-    if row is None:
-        return
-    if isinstance(event, c.EvaluationCompleted):
-        row.status, row.metrics = "completed", event.metrics
-        row.predictions = [list(p) for p in event.predictions]
-    else:
-        row.status, row.error = "failed", {"code": event.code, "message": event.message}
-    db.add(row)
