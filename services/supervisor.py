@@ -22,7 +22,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import IO
 
-from services import deployment
+from services import deployment, firstadmin
 from services.kernel import nats_server
 from services.kernel.bus import check_nats
 from services.kernel.process import spawn, stop_gently
@@ -36,6 +36,8 @@ NATS_MAX_CRASHES = 5
 NATS_CRASH_WINDOW_S = 60.0
 NATS_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
 NATS_READY_TIMEOUT_S = 20.0
+#: How long ``studio up`` waits for the identity service to confirm the first admin.
+ADMIN_CONFIRM_S = 30.0
 
 
 class StartupError(SystemExit):
@@ -121,8 +123,9 @@ def banner(url: str, workspace: Path) -> str:
     Health:     {url}/health
     Workspace:  {workspace}
 
-  Try:  curl -s -X POST {url}/api/v1/projects -H 'Content-Type: application/json' \\
-             -d '{{"name": "My first project"}}'
+  Every request but /health needs a token: sign in (below), then
+  Try:  curl -s -X POST {url}/api/v1/projects -H "Authorization: Bearer $TOKEN" \\
+             -H 'Content-Type: application/json' -d '{{"name": "My first project"}}'
   Stop: Ctrl-C
 """
 
@@ -151,7 +154,12 @@ def up(host: str, port: int, workspace: Path) -> int:
     }
     names = deployment.settings().services
     env["STUDIO_SERVICES"] = ",".join(names)  # the gateway reports on what was started
-    children = [Child(name, [sys.executable, "-m", f"services.{name}"], env) for name in names]
+    # The first admin's generated password goes to the identity service alone.
+    admin = firstadmin.generate(workspace, Settings.from_env().admin_password)
+    children = [
+        Child(name, [sys.executable, "-m", f"services.{name}"], env | _admin_env(name, admin))
+        for name in names
+    ]
     gateway_env = env | {"STUDIO_HOST": host, "STUDIO_PORT": str(port)}
     children.append(Child("gateway", [sys.executable, "-m", "services.gateway"], gateway_env))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -164,6 +172,8 @@ def up(host: str, port: int, workspace: Path) -> int:
             json.dumps({"pid": os.getpid(), "url": url, "nats_url": nats_url})
         )
         print(banner(url, workspace), flush=True)
+        result = firstadmin.outcome(workspace, ADMIN_CONFIRM_S) if admin else None
+        print(firstadmin.announcement(url, admin, result), flush=True)
         keeper = NatsKeeper(embedded) if embedded is not None else None
         return supervise(children, keeper, stopping)
     finally:
@@ -174,6 +184,10 @@ def up(host: str, port: int, workspace: Path) -> int:
             embedded.stop()
         (workspace / "run" / "studio.json").unlink(missing_ok=True)
         lock.close()
+
+
+def _admin_env(name: str, admin: firstadmin.FirstAdmin | None) -> dict[str, str]:
+    return admin.env() if admin is not None and name == "identity" else {}
 
 
 def say(message: str) -> None:
