@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     #: Port of a service's Prometheus endpoint; 0 picks a free one, -1 turns it off.
     metrics_port: int = Field(0, ge=-1, le=65535)
+    #: The address a service's Prometheus endpoint listens on.
     metrics_host: str = "127.0.0.1"
     #: The accelerator a worker process trains on: auto, cpu, cuda, cuda:N or mps.
     device: str = "auto"
@@ -116,17 +117,23 @@ class Settings(BaseSettings):
     identity_key_file: Path | None = None
     #: Whether a TLS-terminating proxy is in front of the gateway (allows a public bind).
     tls_terminated: bool = False
+    #: The proxies whose ``X-Forwarded-For``/``-Proto`` the gateway believes (comma-separated
+    #: addresses, ``*`` for any): the client IP that anonymous rate limits count by.
+    forwarded_allow_ips: str = "127.0.0.1"
     #: Serves /docs, /redoc and /openapi.json; default on in development, off in production.
     docs_enabled: bool | None = None
     #: Origins allowed to call the API from a browser (comma-separated); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     # -- limits ----------------------------------------------------------------------------
-    #: Requests per signed-in user of each tier, and per IP address for anonymous requests,
-    #: in the ``limits`` notation (``10/minute``, ``100 per hour``, ``5/second;100/day``).
+    #: Requests per minute of a signed-in user of the free tier, in the ``limits`` notation
+    #: (``10/minute``, ``100 per hour``, ``5/second;100/day``), as every rate here.
     rate_limit_free: RateLimit = "10/minute"
+    #: Requests of a user of the basic tier.
     rate_limit_basic: RateLimit = "100/minute"
+    #: Requests of a user of the premium tier (the first admin is one).
     rate_limit_premium: RateLimit = "1000/minute"
+    #: Requests without a valid credential, per client IP.
     rate_limit_anonymous: RateLimit = "60/minute"
     #: Sign-in attempts per client IP and username.
     login_rate_limit: RateLimit = "5/minute"
