@@ -56,6 +56,8 @@ class ImportRow(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     started_at: datetime
     finished_at: datetime | None = None
+    #: Who started it: per-user caps count running imports by it.
+    actor: str = Field(default="anonymous", index=True)
 
     @property
     def done(self) -> bool:

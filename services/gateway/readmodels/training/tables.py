@@ -34,6 +34,8 @@ class RunRow(SQLModel, table=True):
     message: str | None = None
     created_at: datetime
     updated_at: datetime
+    #: Who queued it: per-user caps count queued runs by it.
+    actor: str = Field(default="anonymous", index=True)
 
     def public(self) -> dict[str, Any]:
         return {
