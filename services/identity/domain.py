@@ -231,8 +231,11 @@ def issue_api_key(
     name = command.name.strip()
     if not name:
         raise InvalidApiKey("name must not be empty", field="name")
-    if command.expires_at is not None and command.expires_at <= now:
-        raise InvalidApiKey("expires_at must be in the future", field="expires_at")
+    if command.expires_at is not None:
+        if command.expires_at.utcoffset() is None:
+            raise InvalidApiKey("expires_at must say its time zone", field="expires_at")
+        if command.expires_at <= now:
+            raise InvalidApiKey("expires_at must be in the future", field="expires_at")
     if len(live_keys(user, now)) >= MAX_API_KEYS:
         raise TooManyApiKeys(f"a user may hold at most {MAX_API_KEYS} API keys; revoke one first")
     return [

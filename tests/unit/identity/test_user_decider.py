@@ -295,8 +295,9 @@ def test_issue_trims_the_name() -> None:
         ((CREATED, ISSUED), issue(K), ApiKeyAlreadyExists, "key_id"),
         ((CREATED,), issue(name="   "), InvalidApiKey, "name"),
         ((CREATED,), issue(expires_at=T0), InvalidApiKey, "expires_at"),
+        ((CREATED,), issue(expires_at=datetime(2040, 1, 1)), InvalidApiKey, "expires_at"),
     ],
-    ids=["unknown user", "disabled", "key id taken", "blank name", "already expired"],
+    ids=["unknown user", "disabled", "key id taken", "blank name", "already expired", "naive"],
 )
 def test_issue_refusals(
     history: tuple[c.Event, ...], attempt: Action, error: type[DomainError], field: str | None
