@@ -1,0 +1,170 @@
+"""Authorization: which project a resource id belongs to, and whether the caller's role in that
+project allows what a route does.
+
+The rules, in one place:
+- a site admin may do everything;
+- a member may read everything of a project as a ``viewer``, change its data as an ``editor``
+  (import, relabel, split, train, evaluate, export, rename) and archive, restore and manage
+  members as an ``owner``; each role includes those below it;
+- anyone else is told that the resource does not exist, in exactly the words an unknown id
+  gets: a 404 says nothing about whether another user's project, run or export exists;
+- a member without the role gets 403 ``FORBIDDEN``: they may see the resource, so saying why
+  leaks nothing.
+
+A resource whose project this read model does not know is unknown, to admins too: the same id
+gives every caller the same answer. Imports the read models and the principal; no route.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+from starlette.requests import HTTPConnection
+
+from contracts import common
+from services.gateway.auth.deps import current_principal
+from services.gateway.auth.principal import Principal
+from services.gateway.envelope import ApiError
+from services.gateway.readmodels import members
+from services.gateway.readmodels.datasets.tables import ImageRow, ImportRow, SplitRow
+from services.gateway.readmodels.exports import ExportRow
+from services.gateway.readmodels.projects import ProjectRow
+from services.gateway.readmodels.training.tables import EvaluationRow, RunRow
+from services.kernel.sqlite import session
+
+__all__ = [
+    "FORBIDDEN",
+    "Kind",
+    "Role",
+    "check",
+    "credentials",
+    "missing",
+    "principal_of",
+    "project_of",
+    "require",
+    "require_of",
+    "viewable",
+    "visible_projects",
+]
+
+Role = Literal["viewer", "editor", "owner"]
+Kind = Literal[
+    "project", "dataset", "image", "import", "split", "run", "evaluation", "export", "experiment"
+]
+FORBIDDEN = "FORBIDDEN"
+#: How a 404 names each kind of id, as the routes word an unknown one.
+NOUN: dict[str, str] = {"dataset": "project"}
+
+
+def missing(kind: str, an_id: str, field: str | None = None) -> ApiError:
+    """The one answer for an id that names nothing the caller may see."""
+    noun = NOUN.get(kind, kind)
+    return ApiError(common.NOT_FOUND, f"{noun} {an_id} does not exist", field=field, status=404)
+
+
+async def project_of(db: AsyncSession, kind: Kind, an_id: str) -> str | None:
+    """The project ``an_id`` (a resource of ``kind``) belongs to; ``None`` when this read model
+    knows no such resource. An image's id is its content: the project of an image held by
+    one project only (ask with the project for the others)."""
+    match kind:
+        case "project" | "dataset":
+            return an_id if await db.get(ProjectRow, an_id) is not None else None
+        case "import":
+            found = await db.get(ImportRow, an_id)
+            return found.dataset_id if found else None
+        case "split":
+            split = await db.get(SplitRow, an_id)
+            return split.dataset_id if split else None
+        case "run":
+            run = await db.get(RunRow, an_id)
+            return run.project_id if run else None
+        case "evaluation":
+            evaluation = await db.get(EvaluationRow, an_id)
+            return await project_of(db, "run", evaluation.run_id) if evaluation else None
+        case "export":
+            export = await db.get(ExportRow, an_id)
+            return await project_of(db, "run", export.run_id) if export else None
+        case "experiment":
+            first = select(RunRow.project_id).where(_is(RunRow.experiment_id, an_id))
+            return (await db.exec(first.order_by(col(RunRow.queued_seq)).limit(1))).first()
+        case "image":
+            held = select(ImageRow.dataset_id).where(_is(ImageRow.image_id, an_id)).limit(2)
+            projects = list((await db.exec(held)).all())
+            return projects[0] if len(projects) == 1 else None
+    return None
+
+
+async def check(
+    db: AsyncSession, principal: Principal, project_id: str | None, need: Role, *, absent: ApiError
+) -> None:
+    """Let ``principal`` do what needs ``need`` in ``project_id``, or raise: ``absent`` (the
+    404 of the id asked for) for an unknown project or a non-member, 403 for too low a role."""
+    if project_id is None or await db.get(ProjectRow, project_id) is None:
+        raise absent
+    if principal.is_admin:
+        return
+    member = await members.get_member(db, project_id=project_id, user_id=principal.user_id)
+    if member is None:
+        raise absent
+    if members.RANK.get(member.role, 0) < members.RANK[need]:
+        raise ApiError(
+            FORBIDDEN,
+            f"this needs the {need} role in the project; you are a {member.role}",
+            status=403,
+        )
+
+
+async def require(
+    request: HTTPConnection, project_id: str, need: Role, *, field: str | None = None
+) -> Principal:
+    """The caller, allowed ``need`` in ``project_id`` (a path or body id naming a project)."""
+    return await require_of(request, "project", project_id, need, field=field)
+
+
+async def require_of(
+    request: HTTPConnection, kind: Kind, an_id: str, need: Role, *, field: str | None = None
+) -> Principal:
+    """The caller, allowed ``need`` in the project of ``an_id`` (a resource of ``kind``);
+    an unknown id and one of a project the caller is no member of get the same 404."""
+    principal = await principal_of(request)
+    async with session(request.app.state.gateway.engine) as db:
+        project_id = await project_of(db, kind, an_id)
+        await check(db, principal, project_id, need, absent=missing(kind, an_id, field))
+    return principal
+
+
+async def principal_of(conn: HTTPConnection) -> Principal:
+    """The caller, as the router's authentication found it (or authenticated now: a WebSocket
+    route has no router dependency); 401 without a valid credential."""
+    cached: Principal | None = getattr(conn.state, "principal", None)
+    if cached is not None:
+        return cached
+    bearer, api_key = credentials(conn)
+    return await current_principal(conn, bearer, api_key)
+
+
+def credentials(conn: HTTPConnection) -> tuple[str | None, str | None]:
+    """The bearer token and the API key a request or a WebSocket handshake carries."""
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return bearer, conn.headers.get("x-api-key") or None
+
+
+async def viewable(db: AsyncSession, principal: Principal) -> set[str] | None:
+    """The ids of the projects the caller may read; ``None`` for an admin (every project)."""
+    if principal.is_admin:
+        return None
+    return set((await db.exec(members.member_projects(principal.user_id))).all())
+
+
+def visible_projects(principal: Principal) -> SelectOfScalar[str] | None:
+    """The projects whose items a list may show the caller, as a subquery for ``IN``;
+    ``None`` for an admin, who sees every project's."""
+    return None if principal.is_admin else members.member_projects(principal.user_id)
+
+
+def _is(column: Any, value: str) -> Any:
+    return col(column) == value
