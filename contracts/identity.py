@@ -29,6 +29,8 @@ TOKEN_MAX: Final = 512
 KEY_NAME_MAX: Final = 100
 #: The prefix of every API key: ``sk_<key_id>_<secret>``.
 API_KEY_PREFIX: Final = "sk_"
+#: Why a session ended when its user did not sign out: a rotated-out refresh token came back.
+REFRESH_TOKEN_REUSED: Final = "refresh_token_reused"
 #: The refusal every failed sign-in gets, whatever the reason, so it tells nothing.
 INVALID_CREDENTIALS: Final = "INVALID_CREDENTIALS"
 INVALID_CREDENTIALS_MESSAGE: Final = "wrong username or password"
@@ -218,8 +220,12 @@ class SessionRefreshed(Message, frozen=True, tag="identity.session_refreshed.v1"
 
 
 class SessionEnded(Message, frozen=True, tag="identity.session_ended.v1"):
+    """The session's tokens stop working. ``reason``: "" when its user signed out,
+    "refresh_token_reused" when a rotated-out refresh token came back (it was copied)."""
+
     user_id: str
     session_id: str
+    reason: str = ""
 
 
 class ApiKeyIssued(Message, frozen=True, tag="identity.api_key_issued.v1"):

@@ -23,10 +23,16 @@ from services.kernel.domain import Conflict, DomainError, InvalidInput, NotFound
 MAX_API_KEYS = 100
 
 
+#: How many of a session's rotated-out refresh tokens are remembered, to catch one coming back.
+ROTATED_KEPT = 50
+
+
 @dataclass(frozen=True)
 class Session:
     refresh_hash: str
     expires_at: datetime
+    #: Hashes of the refresh tokens this session had before (the latest ``ROTATED_KEPT``).
+    rotated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,13 +207,25 @@ def refresh_session(
     now: datetime,
     expires_at: datetime,
 ) -> list[c.Event]:
-    """Rotate the session's refresh token: the presented one must be its current one."""
+    """Rotate the session's refresh token: the presented one must be its current one.
+
+    A token rotated out earlier that comes back was copied (by whoever presented it, or by
+    whoever refreshed with it first): the session ends, so that neither copy works any longer;
+    the handler answers INVALID_CREDENTIALS all the same."""
     if state is None or state.disabled:
         raise InvalidCredentials()
     session = state.sessions.get(command.session_id)
     if session is None or session.expires_at <= now:
         raise InvalidCredentials()
     if not hmac.compare_digest(session.refresh_hash, presented_hash):
+        if any(hmac.compare_digest(old, presented_hash) for old in session.rotated):
+            return [
+                c.SessionEnded(
+                    user_id=state.user_id,
+                    session_id=command.session_id,
+                    reason=c.REFRESH_TOKEN_REUSED,
+                )
+            ]
         raise InvalidCredentials()
     return [
         c.SessionRefreshed(
@@ -279,8 +297,13 @@ def evolve(state: State, event: c.Event) -> State:
             return replace(user, disabled=False)
         case c.PasswordChanged():
             return replace(user, password_seal=event.password_seal, sessions=_none())
-        case c.SessionStarted() | c.SessionRefreshed():
+        case c.SessionStarted():
             session = Session(refresh_hash=event.refresh_hash, expires_at=event.expires_at)
+            return replace(user, sessions=_with(user.sessions, event.session_id, session))
+        case c.SessionRefreshed():
+            before = user.sessions.get(event.session_id)
+            rotated = (*before.rotated, before.refresh_hash)[-ROTATED_KEPT:] if before else ()
+            session = Session(event.refresh_hash, event.expires_at, rotated)
             return replace(user, sessions=_with(user.sessions, event.session_id, session))
         case c.SessionEnded():
             return replace(user, sessions=_without(user.sessions, event.session_id))

@@ -127,16 +127,21 @@ class Identity:
         expires_at, seen = now + timedelta(days=self.session_days), _Seen()
 
         def decide(state: domain.State) -> list[c.Event]:
-            return domain.refresh_session(
-                seen(state),
-                command,
-                presented_hash=digest(command.refresh_token),
-                new_hash=digest(token),
-                now=now,
-                expires_at=expires_at,
+            return seen.decided(
+                domain.refresh_session(
+                    seen(state),
+                    command,
+                    presented_hash=digest(command.refresh_token),
+                    new_hash=digest(token),
+                    now=now,
+                    expires_at=expires_at,
+                )
             )
 
         reply = await self._run(user_id, _as_actor(command, user_id), decide, headers)
+        if seen.ended:  # a reused refresh token: the session is ended, the answer a refusal
+            log.warning("a rotated-out refresh token of %s came back; session ended", user_id)
+            return invalid_credentials()
         return seen.session(reply, command.session_id, token, expires_at)
 
     async def issue_api_key(
@@ -210,10 +215,16 @@ class _Seen:
     """Remembers the user a sign-in was decided against, to answer with its role and tier."""
 
     user: domain.User | None = None
+    #: The decision ended the session instead (a reused refresh token).
+    ended: bool = False
 
     def __call__(self, state: domain.State) -> domain.State:
         self.user = state
         return state
+
+    def decided(self, events: list[c.Event]) -> list[c.Event]:
+        self.ended = any(isinstance(e, c.SessionEnded) for e in events)
+        return events
 
     def session(self, reply: c.Reply, session_id: str, token: str, expires_at: datetime) -> c.Reply:
         if not isinstance(reply, CommandAccepted) or self.user is None:

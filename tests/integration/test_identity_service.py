@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from contracts import common
 from contracts import identity as c
 from contracts.common import CommandAccepted, CommandRejected
+from contracts.envelope import new_id
 from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats
 
@@ -216,7 +217,7 @@ async def test_a_password_that_is_too_short_is_a_validation_error(identity: Iden
     assert isinstance(reply, CommandRejected) and "password" in reply.message
 
 
-async def test_refresh_rotates_and_the_old_refresh_token_is_refused(identity: Identity) -> None:
+async def test_refresh_rotates_and_a_reused_old_token_ends_the_session(identity: Identity) -> None:
     await identity.accepted(c.CreateUser(user_id="cy", password=PASSWORD))
     first = await identity.login("cy", PASSWORD, "s-cy-1")
     assert isinstance(first, c.SessionIssued)
@@ -225,9 +226,14 @@ async def test_refresh_rotates_and_the_old_refresh_token_is_refused(identity: Id
     assert isinstance(second, c.SessionIssued), second
     assert second.refresh_token != first.refresh_token
     assert second.refresh_expires_at >= first.refresh_expires_at
-    refused(await identity.ask(refresh))  # the rotated-out token
-    third = msgspec.structs.replace(refresh, refresh_token=second.refresh_token)
-    assert isinstance(await identity.ask(third), c.SessionIssued)
+    # the rotated-out token comes back (a new request): it was copied, so the session ends
+    refused(await identity.ask(msgspec.structs.replace(refresh, message_id=new_id())))
+    current = msgspec.structs.replace(refresh, refresh_token=second.refresh_token)
+    refused(await identity.ask(current))
+    msg = await identity.nc.jetstream().get_last_msg(c.STREAM, c.event_subject("cy"))
+    assert msg.data is not None
+    ended = msgspec.json.decode(msg.data, type=c.SessionEnded)
+    assert (ended.session_id, ended.reason) == ("s-cy-1", "refresh_token_reused")
 
 
 async def test_an_ended_session_no_longer_refreshes(identity: Identity) -> None:

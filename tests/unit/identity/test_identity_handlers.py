@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 
 from contracts import identity as c
 from contracts.common import CommandAccepted, CommandRejected
+from contracts.envelope import new_id
 from services.identity import domain
 from services.identity.handlers import Identity
 from services.identity.passwords import SealedArgon2, digest
@@ -107,7 +108,9 @@ async def test_a_wrong_password_an_unknown_user_and_a_disabled_one_look_alike(
     assert CountingHasher.verifies - before == 4  # argon2 ran every time, user or not
 
 
-async def test_refresh_rotates_and_the_old_token_is_refused(identity: Identity) -> None:
+async def test_refresh_rotates_and_a_reused_old_token_ends_the_session(
+    identity: Identity, store: InMemoryEventStore[c.Event]
+) -> None:
     await create(identity)
     first = await login(identity)
     assert isinstance(first, c.SessionIssued)
@@ -117,10 +120,21 @@ async def test_refresh_rotates_and_the_old_token_is_refused(identity: Identity) 
     second = await identity.handle(refresh, {})
     assert isinstance(second, c.SessionIssued)
     assert second.refresh_token != first.refresh_token and second.version == 3
-    refused(await identity.handle(refresh, {}))  # the rotated-out token
-    again = msgspec.structs.replace(refresh, refresh_token=second.refresh_token)
-    assert isinstance(await identity.handle(again, {}), c.SessionIssued)
+    third = msgspec.structs.replace(refresh, refresh_token=second.refresh_token)
+    fourth = await identity.handle(third, {})
+    assert isinstance(fourth, c.SessionIssued)
     refused(await identity.handle(msgspec.structs.replace(refresh, user_id="no such"), {}))
+    # the rotated-out first token comes back (a new request): it was copied, so the session
+    # ends for everyone
+    refused(await identity.handle(msgspec.structs.replace(refresh, message_id=new_id()), {}))
+    ended = (await events_of(store, "ada"))[-1]
+    assert ended == c.SessionEnded(
+        user_id="ada", session_id=first.session_id, reason="refresh_token_reused",
+        message_id=ended.message_id, causation_id=ended.causation_id, actor="ada",
+        occurred_at=ended.occurred_at,
+    )  # fmt: skip
+    latest = msgspec.structs.replace(refresh, refresh_token=fourth.refresh_token)
+    refused(await identity.handle(latest, {}))
 
 
 async def test_ending_a_session_stops_its_refresh(identity: Identity) -> None:

@@ -210,11 +210,29 @@ def test_refresh_rotates_the_token() -> None:
     assert after is not None and after.sessions[S1].refresh_hash == "h3"
 
 
-def test_the_rotated_token_no_longer_refreshes() -> None:
+def test_a_rotated_out_token_that_comes_back_ends_the_session() -> None:
     rotated = c.SessionRefreshed(
         user_id=U, session_id=S1, refresh_hash="h3", expires_at=LATER, occurred_at=T0
     )
-    given(CREATED, STARTED, rotated).when(refresh("h1")).then_refused(InvalidCredentials)
+    scenario = given(CREATED, STARTED, rotated).when(refresh("h1"))
+    scenario.then(c.SessionEnded(user_id=U, session_id=S1, reason="refresh_token_reused"))
+    after = scenario.after()
+    assert after is not None and S1 not in after.sessions  # the current token is dead too
+
+
+def test_a_session_remembers_its_latest_rotated_tokens_only() -> None:
+    refreshes = [
+        c.SessionRefreshed(
+            user_id=U, session_id=S1, refresh_hash=f"r{i}", expires_at=LATER, occurred_at=T0
+        )
+        for i in range(domain.ROTATED_KEPT + 5)
+    ]
+    user = fold([CREATED, STARTED, *refreshes])
+    assert user is not None
+    session = user.sessions[S1]
+    assert session.refresh_hash == f"r{domain.ROTATED_KEPT + 4}"
+    assert len(session.rotated) == domain.ROTATED_KEPT and "h1" not in session.rotated
+    assert session.rotated[-1] == f"r{domain.ROTATED_KEPT + 3}"
 
 
 @pytest.mark.parametrize(
