@@ -22,9 +22,9 @@ from pathlib import Path
 from subprocess import Popen
 from typing import IO
 
-from services import deployment, firstadmin
+from services import bus_access, deployment, firstadmin
 from services.kernel import nats_server
-from services.kernel.bus import check_nats
+from services.kernel.bus import check_nats, credentials
 from services.kernel.process import spawn, stop_gently
 from services.kernel.settings import Settings
 
@@ -130,6 +130,23 @@ def banner(url: str, workspace: Path) -> str:
 """
 
 
+def start_nats(workspace: Path) -> tuple[str, nats_server.EmbeddedNats | None]:
+    """``STUDIO_NATS_URL`` checked with this deployment's credentials, or an embedded server
+    that admits only the deployment's users (secrets generated into the workspace once), its
+    event streams created; returns the URL the services connect to, and the server if any."""
+    settings = Settings.from_env()
+    if "nats_url" in settings.model_fields_set:  # STUDIO_NATS_URL, in the env or .env
+        options = credentials(settings, bus_access.GATEWAY)
+        asyncio.run(check_nats(settings.nats_url, settings.connect_timeout, **options))
+        return settings.nats_url, None
+    try:
+        embedded = nats_server.start(workspace / "nats", access=bus_access.access(workspace))
+        bus_access.provision_now(embedded.operator_url, settings.stream_replicas)
+    except (RuntimeError, OSError) as exc:
+        raise StartupError(f"Could not start the embedded nats-server: {exc}") from None
+    return embedded.url, embedded
+
+
 def up(host: str, port: int, workspace: Path) -> int:
     stopping: list[int] = []
     signal.signal(signal.SIGINT, lambda sig, _frame: stopping.append(sig))
@@ -137,17 +154,10 @@ def up(host: str, port: int, workspace: Path) -> int:
     workspace = workspace.resolve()
     check_port_free(host, port)
     lock = lock_workspace(workspace)
-    nats_url = os.environ.get("STUDIO_NATS_URL")
-    embedded = None
-    if nats_url:
-        asyncio.run(check_nats(nats_url, Settings.from_env().connect_timeout))
-    else:
-        try:
-            embedded = nats_server.start(workspace / "nats")
-        except (RuntimeError, OSError) as exc:
-            raise StartupError(f"Could not start the embedded nats-server: {exc}") from None
-        nats_url = embedded.url
-    env = os.environ | {
+    nats_url, embedded = start_nats(workspace)
+    # Embedded: each service finds its own credentials in the workspace, none in the env.
+    env = {k: v for k, v in os.environ.items() if not (embedded and k == "STUDIO_NATS_CREDS")}
+    env |= {
         "STUDIO_NATS_URL": nats_url,
         "STUDIO_WORKSPACE": str(workspace),
         "STUDIO_INSTANCE": os.environ.get("STUDIO_INSTANCE", "local"),

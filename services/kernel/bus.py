@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -18,11 +19,14 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts import Message
 from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected, Reply
+from services.kernel import natsauth
+from services.kernel.settings import Settings
 from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,26 @@ class NatsUnavailable(SystemExit):
     """NATS could not be reached: a message for people, not a traceback."""
 
 
-def make_broker(url: str, name: str) -> NatsBroker:
-    return NatsBroker(
+#: The last error NATS gave each broker's connection (a refused password, a denied subject).
+_LAST_ERROR: weakref.WeakKeyDictionary[NatsBroker, Exception] = weakref.WeakKeyDictionary()
+_REFUSALS = ("authorization violation", "permissions violation", "authentication")
+
+
+def make_broker(url: str, name: str, **options: Any) -> NatsBroker:
+    """A broker for ``url`` (comma-separated servers); ``options`` are nats-py connect options,
+    the credentials of :func:`credentials` among them. A subject the server refuses to this
+    user is logged as an error: a denied publish or subscribe is otherwise silent."""
+    box: list[NatsBroker] = []
+
+    async def on_error(exc: Exception) -> None:
+        if box:
+            _LAST_ERROR[box[0]] = exc
+        if _refused(exc):
+            log.error("NATS refused %s: %s", name, exc)
+        else:
+            log.debug("NATS connection of %s: %r", name, exc)
+
+    broker = NatsBroker(
         [u.strip() for u in url.split(",") if u.strip()],
         serializer=MsgSpecSerializer(),
         logger=None,
@@ -47,18 +69,53 @@ def make_broker(url: str, name: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         connect_timeout=2,
+        error_cb=on_error,
+        **options,
     )
+    box.append(broker)
+    return broker
+
+
+def credentials(settings: Settings, user: str) -> dict[str, Any]:
+    """The connect options of ``user`` (a service's name): ``STUDIO_NATS_CREDS`` when set, else
+    the seed the embedded server generated into the workspace, else none."""
+    folder = natsauth.secrets_dir(settings.workspace)
+    creds = natsauth.credentials_file(settings.nats_creds, folder, user)
+    return natsauth.client_options(creds, user)
+
+
+def service_broker(settings: Settings, service: str) -> NatsBroker:
+    """The broker a service connects with: its name, its instance, its own credentials."""
+    options = credentials(settings, service)
+    return make_broker(settings.nats_url, name=f"{service}@{settings.instance}", **options)
 
 
 async def connect(broker: NatsBroker, url: str, timeout: float) -> None:
-    """Connect, or exit with a clear message when no NATS server answers at ``url``."""
+    """Connect, or exit with a clear message when no NATS server answers at ``url`` or it
+    refuses the credentials."""
     try:
         await asyncio.wait_for(broker.connect(), timeout)
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, NatsError) as exc:
+        last = _LAST_ERROR.get(broker) or exc
+        if _refused(last):
+            raise NatsUnavailable(
+                f"NATS at {_without_userinfo(url)} refused the credentials ({last}). Check "
+                "STUDIO_NATS_CREDS, or the user and password in STUDIO_NATS_URL."
+            ) from None
         raise NatsUnavailable(
-            f"Cannot reach NATS at {url} ({type(exc).__name__}). Start it with `studio up`, "
-            "or point STUDIO_NATS_URL at a running server."
+            f"Cannot reach NATS at {_without_userinfo(url)} ({type(exc).__name__}). Start it "
+            "with `studio up`, or point STUDIO_NATS_URL at a running server."
         ) from None
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether NATS refused the credentials or a subject (rather than being unreachable)."""
+    return any(word in str(exc).lower() for word in _REFUSALS)
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without any password in it, for messages."""
+    return ",".join(u.rsplit("@", 1)[-1] for u in url.split(","))
 
 
 async def stop_broker(broker: NatsBroker, timeout: float = 5.0) -> None:
@@ -200,9 +257,10 @@ def command_endpoint(
     return endpoint
 
 
-async def check_nats(url: str, timeout: float) -> None:
-    """Fail fast, with a message for people, when NATS is not there."""
-    broker = make_broker(url, name="studio-check")
+async def check_nats(url: str, timeout: float, **options: Any) -> None:
+    """Fail fast, with a message for people, when NATS is not there or refuses ``options``'
+    credentials."""
+    broker = make_broker(url, name="studio-check", **options)
     try:
         await connect(broker, url, timeout)
     finally:

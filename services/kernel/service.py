@@ -19,7 +19,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import start_http_server
 
 from contracts import common
-from services.kernel.bus import NatsUnavailable, connect, make_broker, stop_broker
+from services.kernel.bus import NatsUnavailable, connect, service_broker, stop_broker
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.telemetry import setup_logging
@@ -80,7 +80,7 @@ def answer_rebuild(broker: NatsBroker, service: str, runner: ProjectionRunner) -
 
 
 async def _serve(service: str, wire: Wire, settings: Settings) -> None:
-    broker = make_broker(settings.nats_url, name=f"{service}@{settings.instance}")
+    broker = service_broker(settings, service)
     await connect(broker, settings.nats_url, settings.connect_timeout)
     parts = await wire(broker, settings)
     runner = parts.runner

@@ -1,0 +1,157 @@
+"""The deployment's NATS users: what each service may publish and subscribe to, declared once.
+
+Each service appends only to its own event stream, answers only its own commands and queries
+(``cmd.<context>.>``, ``qry.<context>.>``) and its health, reads the streams it projects or
+loads, and touches only its buckets. The gateway sends commands and queries and reads every
+stream, but appends no event and creates no stream. The facts come from the contracts (stream
+names, event subjects, contexts, buckets); ``services.kernel.natsauth`` turns them into
+subjects, the embedded server's configuration (``studio up``, the test stacks) and clients'
+connect options.
+
+Event streams are created by their owner, or ahead of everyone by :func:`provision` with the
+operator's credentials, so that a reader (the gateway) never needs to create one.
+
+``python -m services.bus_access --out DIR`` writes the users' seeds (mode 0600) and the
+``authorization`` block for a server run by hand or a cluster (see ``deploy/README.md``).
+Imports ``contracts`` and ``services.kernel`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+
+import nats
+
+from contracts import common
+from contracts import datasets as d
+from contracts import exports as x
+from contracts import identity as i
+from contracts import projects as p
+from contracts import training as t
+from services.kernel import natsauth
+from services.kernel.lease import BUCKET as LEASES
+from services.kernel.natsauth import Access, Bucket, BusUser
+from services.kernel.streams import StreamSpec, ensure_stream
+
+GATEWAY = "gateway"
+#: The gateway's bucket of idempotency keys (``services.gateway.idempotency.BUCKET``).
+IDEMPOTENCY = "studio_idempotency"
+CONTEXTS: tuple[ModuleType, ...] = (i, p, d, t, x)
+
+
+def _requests(context: ModuleType) -> tuple[str, ...]:
+    """The command and query subjects of a context: ``cmd.<context>.>``, ``qry.<context>.>``."""
+    return (f"cmd.{context.CONTEXT}.>", f"qry.{context.CONTEXT}.>")
+
+
+def _service(
+    name: str,
+    context: ModuleType,
+    *,
+    reads: tuple[ModuleType, ...] = (),
+    asks: tuple[ModuleType, ...] = (),
+    emits: tuple[str, ...] = (),
+    buckets: tuple[Bucket, ...] = (),
+) -> BusUser:
+    """A service owning ``context``: its stream, its requests, its health; and what it uses."""
+    return BusUser(
+        name=name,
+        owns=((context.STREAM, (context.EVENTS,)),),
+        reads=tuple(c.STREAM for c in (context, *reads)),
+        serves=(*_requests(context), common.health_subject(name), common.rebuild_subject(name)),
+        asks=tuple(f"qry.{c.CONTEXT}.>" for c in asks),
+        emits=emits,
+        buckets=buckets,
+    )
+
+
+_ARTIFACTS_WRITE = Bucket(t.ARTIFACTS_BUCKET, "objects", write=True, create=True)
+_ARTIFACTS_READ = Bucket(t.ARTIFACTS_BUCKET, "objects", create=True)
+_LIVE_DATASETS = d.progress_subject("*")
+_LIVE_TRAINING = t.progress_subject("*")
+
+SERVICES: tuple[BusUser, ...] = (
+    _service("identity", i),
+    _service("projects", p),
+    _service("datasets", d, reads=(p,), emits=(_LIVE_DATASETS,)),
+    _service(
+        "trainer",
+        t,
+        reads=(d,),
+        asks=(d,),
+        emits=(_LIVE_TRAINING,),
+        buckets=(Bucket(LEASES, "kv", write=True, create=True), _ARTIFACTS_WRITE),
+    ),
+    _service(
+        "exporter",
+        x,
+        reads=(t, d),
+        asks=(d,),
+        buckets=(_ARTIFACTS_READ, Bucket(x.EXPORTS_BUCKET, "objects", write=True, create=True)),
+    ),
+)
+
+GATEWAY_USER = BusUser(
+    name=GATEWAY,
+    reads=tuple(c.STREAM for c in CONTEXTS),
+    serves=(common.health_subject(GATEWAY), common.rebuild_subject(GATEWAY)),
+    asks=(*(s for c in CONTEXTS for s in _requests(c)), common.health_subject("*")),
+    hears=(_LIVE_DATASETS, _LIVE_TRAINING),
+    buckets=(
+        Bucket(IDEMPOTENCY, "kv", write=True, create=True),
+        Bucket(LEASES, "kv", create=True),
+        Bucket(x.EXPORTS_BUCKET, "objects", create=True),
+    ),
+)
+
+USERS: tuple[BusUser, ...] = (*SERVICES, GATEWAY_USER)
+
+#: Every event stream of the deployment, as its owner creates it.
+STREAMS: tuple[StreamSpec, ...] = tuple(
+    StreamSpec(stream, subjects) for user in USERS for stream, subjects in user.owns
+)
+
+
+def access(workspace: Path) -> Access:
+    """The users of an embedded server whose secrets live in ``workspace``."""
+    return Access(natsauth.secrets_dir(workspace), USERS)
+
+
+async def provision(url: str, replicas: int = 1, **options: object) -> None:
+    """Create every event stream (idempotent), connected as ``url`` and ``options`` say (the
+    operator): readers that start before a stream's owner then find it there."""
+    nc = await nats.connect(url.split(","), connect_timeout=5, **options)
+    try:
+        for spec in STREAMS:
+            await ensure_stream(nc.jetstream(), spec, replicas)
+    finally:
+        await nc.close()
+
+
+def provision_now(url: str, replicas: int = 1) -> None:
+    """:func:`provision`, from synchronous code (an event loop may be running in this thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, provision(url, replicas)).result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the users' seeds and the server's ``authorization`` block into a folder."""
+    parser = argparse.ArgumentParser(prog="python -m services.bus_access", description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the secrets")
+    args = parser.parse_args(argv)
+    users = Access(args.out, USERS)
+    conf = args.out / "authorization.conf"
+    conf.unlink(missing_ok=True)
+    natsauth.write_secret(conf, users.config().rstrip("\n"))
+    print(f"wrote {conf} and one seed per user ({', '.join(u.name for u in USERS)}) in {args.out}")
+    print(f"operator password: {args.out / (natsauth.OPERATOR + '.password')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
