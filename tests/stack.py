@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from services.bus_access import access, provision_now
 from services.kernel import nats_server
 from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.process import stop_gently
@@ -37,12 +38,14 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
+        """The operator's URL (every permission), for tests' own NATS clients; the services
+        connect with their own credentials."""
         assert self.nats is not None
-        return self.nats.url
+        return self.nats.operator_url
 
     def env(self) -> dict[str, str]:
         return os.environ | {
-            "STUDIO_NATS_URL": self.nats_url,
+            "STUDIO_NATS_URL": self.nats.url if self.nats else self.nats_url,  # asserts
             "STUDIO_WORKSPACE": str(self.workspace),
             "STUDIO_INSTANCE": "test",
             "STUDIO_HOST": "127.0.0.1",
@@ -54,7 +57,8 @@ class Stack:
         }
 
     def start_nats(self, port: int = 0) -> None:
-        self.nats = nats_server.start(self.root / "nats", port)
+        self.nats = nats_server.start(self.root / "nats", port, access=access(self.workspace))
+        provision_now(self.nats.operator_url)
 
     def start(self, name: str, module: str | None = None, **env: str) -> None:
         """Start ``services.<module or name>`` as ``name``, with extra environment."""

@@ -32,7 +32,7 @@ from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
-from services.kernel.bus import connect, make_broker, stop_broker
+from services.kernel.bus import connect, service_broker, stop_broker
 from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.service import answer_health, answer_rebuild
@@ -82,7 +82,7 @@ class HttpMetrics:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    broker = make_broker(settings.nats_url, name=f"{SERVICE}@{settings.instance}")
+    broker = service_broker(settings, SERVICE)
     await connect(broker, settings.nats_url, settings.connect_timeout)
     js = broker.connection.jetstream()
     # The gateway may start before the services: their streams must exist to be read.
