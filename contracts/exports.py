@@ -17,8 +17,21 @@ FORMATS: Final = ("onnx", "torchscript")
 PREDICT_MAX_IMAGES: Final = 64
 
 
+#: The Object Store bucket of the exported files: the exporter writes each export's model file
+#: and bundle there before it records the export completed; whoever serves them reads them there.
+EXPORTS_BUCKET: Final = "studio_exports"
+#: The bundle's file name beside the model file.
+BUNDLE_NAME: Final = "bundle.zip"
+
+
 def event_subject(export_id: str) -> str:
     return f"evt.exports.{export_id}"
+
+
+def export_object(export_id: str, name: str) -> str:
+    """The object name of an export's file ``name`` (its model file, or ``BUNDLE_NAME``) in
+    ``EXPORTS_BUCKET``. ``ExportCompleted`` records both names: readers take them from there."""
+    return f"exports/{export_id}/{name}"
 
 
 class Subjects:
@@ -85,6 +98,10 @@ class ExportCompleted(Message, frozen=True, tag="exports.export_completed.v1"):
     latency: Latency | None
     bundle_size: int
     bundle_sha256: str
+    #: Where the model file and the bundle are in ``EXPORTS_BUCKET`` (stored there before this
+    #: event); "" for an export completed before exports were kept in the Object Store.
+    object_name: str = ""
+    bundle_object: str = ""
 
 
 class ExportFailed(Message, frozen=True, tag="exports.export_failed.v1"):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from functools import partial
 
 from faststream.nats import NatsBroker
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
 
 from contracts import datasets as d
 from contracts import exports as x
@@ -40,10 +42,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     js = nc.jetstream()
     for spec in STREAMS:
         await ensure_stream(js, spec, settings.stream_replicas)
-    try:
-        objects = await js.object_store(t.ARTIFACTS_BUCKET)
-    except NotFoundError:
-        objects = await js.create_object_store(t.ARTIFACTS_BUCKET)
+    objects, files = [await bucket(js, name) for name in (t.ARTIFACTS_BUCKET, x.EXPORTS_BUCKET)]
     store: EventStore[x.Event] = EventStore(
         nc, stream=x.STREAM, subject=x.event_subject, event_type=x.Event
     )
@@ -56,6 +55,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         workdir=workdir,
         engine=engine,
         instance=settings.instance,
+        files=files,
     )
     sources = handlers.Sources(
         runs=EventStore(nc, stream=t.STREAM, subject=t.event_subject, event_type=t.Event),
@@ -76,6 +76,13 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         nc, db, [export_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
     return Parts(runner, partial(jobs.reap, runner, db))
+
+
+async def bucket(js: JetStreamContext, name: str) -> ObjectStore:
+    try:
+        return await js.object_store(name)
+    except NotFoundError:
+        return await js.create_object_store(name)
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ ridden out (the get is retried for a while, each try from the file's start, into
 file, so no half-written file is ever in place). A file that cannot be had as recorded raises
 ``ArtifactMissing`` or ``ArtifactCorrupt``; the caller says it in its own words and codes.
 
+``upload`` puts a file (files before facts: before the record that names it is stored);
+``read`` hands an object's bytes out piece by piece, each chunk fetched when the previous one was
+consumed, so a file of any size is served without ever being whole in memory.
+
 Knows no context: no contract, no bucket or object-name rule. Imports nats-py and
 ``services.kernel`` only.
 """
@@ -14,13 +18,19 @@ Knows no context: no contract, no bucket or object-name rule. Imports nats-py an
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nats.js.api import ObjectInfo
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, ObjectStore
 
 from services.kernel.jobs import sha256_file
 from services.kernel.transient import retry_transient
@@ -111,3 +121,65 @@ def _link_or_copy(source: Path, target: Path) -> None:
         if isinstance(exc, FileNotFoundError):
             raise
         shutil.copyfile(source, target)
+
+
+async def upload(
+    objects: ObjectStore, object_name: str, path: Path, *, retry_for: float = OBJECT_RETRY_S
+) -> None:
+    """Put the file at ``path`` under ``object_name``, riding out a NATS restart (each try from
+    the file's start; a put that lands twice leaves the same object)."""
+
+    async def put() -> None:
+        with path.open("rb") as file:
+            await objects.put(object_name, file)
+
+    await retry_transient(put, what=f"uploading {object_name}", retry_for=retry_for)
+
+
+@dataclass(frozen=True)
+class ObjectStream:
+    """An object being read: its whole ``size``, and its bytes from where the read starts."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
+async def read(js: JetStreamContext, bucket: str, object_name: str, start: int = 0) -> ObjectStream:
+    """The object's bytes from ``start``, chunk by chunk. ``ArtifactMissing`` when the bucket or
+    the object is not there. The chunks are checked against the object's digest as they come:
+    the last one raises ``ArtifactCorrupt`` instead when they do not match (a reader that has
+    sent the rest on can only break off, and should)."""
+    try:
+        info = await (await js.object_store(bucket)).get_info(object_name)
+    except NotFoundError:  # the bucket, or the object
+        raise ArtifactMissing(object_name) from None
+    if not info.nuid or info.is_link():
+        raise ArtifactMissing(object_name)
+    return ObjectStream(info.size or 0, _chunks(js, bucket, info, start))
+
+
+async def _chunks(
+    js: JetStreamContext, bucket: str, info: ObjectInfo, start: int
+) -> AsyncIterator[bytes]:
+    # Each chunk is the next message on the object's chunk subject: one small request apiece,
+    # made only once the previous chunk was taken, which is what bounds the memory.
+    size, digest = info.size or 0, info.digest or ""
+    subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
+    seen, sequence, sha = 0, 0, hashlib.sha256()
+    while seen < size:
+        msg = await js.get_msg(f"OBJ_{bucket}", seq=sequence + 1, subject=subject, next=True)
+        data, sequence = msg.data or b"", msg.seq or sequence + 1
+        if not data:
+            raise ArtifactCorrupt(info.name)
+        sha.update(data)
+        seen += len(data)
+        if seen >= size and not _digest_matches(sha.digest(), digest):
+            raise ArtifactCorrupt(info.name)
+        if seen > start:
+            yield data[max(start - (seen - len(data)), 0) :]
+
+
+def _digest_matches(sha: bytes, digest: str) -> bool:
+    """``digest`` as the Object Store records it: ``SHA-256=`` and the url-safe base64."""
+    encoded = digest.split("=", 1)[1] if "=" in digest else digest
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)) == sha

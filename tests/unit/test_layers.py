@@ -10,6 +10,9 @@
    are the composition roots and may import anything.
 4. Only the trainer and the exporter import ``services.vision``, which imports no other
    ``services`` package.
+5. The gateway reaches images and exported files through its ports (``gateway.blobs``: a
+   query, the Object Store), never another service's folders: it imports no
+   ``services.kernel.blobstore``.
 
 What is still broken today is listed in ``ALLOWED`` with its reason, so a new violation fails
 and an entry that is no longer needed fails too: the list only shrinks.
@@ -88,6 +91,8 @@ def broken_rule(path: str, module: str) -> str | None:
         return "services.vision imports no other services package"
     if owner in CONTEXTS and used in CONTEXTS and used != owner:
         return "a context imports no other context"
+    if owner == "gateway" and module == "services.kernel.blobstore":
+        return "the gateway reads no blob folder"
     return None
 
 
@@ -126,6 +131,7 @@ def test_every_allowed_exception_is_still_needed():
         ("services/gateway/x.py", "import services.vision.preprocess", "only the trainer"),
         ("services/vision/x.py", "from services.trainer import engine", "no other services"),
         ("services/trainer/a/x.py", "from ...datasets import formats", "no other context"),
+        ("services/gateway/api/x.py", "from services.kernel.blobstore import B", "no blob folder"),
     ],
 )
 def test_each_rule_catches_its_violation(path: str, source: str, rule: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +13,7 @@ from starlette.datastructures import UploadFile
 from contracts import common, new_id
 from contracts import exports as x
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.blobs import send_export_file
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import exports as read
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/export", tags=["export"], responses=ERROR_RESPONSES)
 #: Images sent to one prediction, in bytes (they travel to the exporter in one NATS message).
 PREDICT_MAX_BYTES = 6 * 1024 * 1024
 MEDIA = {"onnx": "application/onnx", "torchscript": "application/octet-stream"}
+ZIP = "application/zip"
 
 
 class ExportIn(BaseModel):
@@ -66,22 +67,22 @@ async def get_export(export_id: PathId, gateway: GatewayDep) -> Response:
 
 
 @router.get("/{export_id}/download", response_class=FileResponse)
-async def download(export_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
+async def download(export_id: PathId, db: DbDep, gateway: GatewayDep, request: Request) -> Response:
     """The model file, with its sha256 in ``X-Checksum-SHA256``; range requests work."""
     row = await _ready(db, export_id)
     assert row.file_name and row.sha256
-    path = gateway.settings.data_dir("exports") / export_id / row.file_name
-    suffix = row.file_name.rsplit(".", 1)[-1]
-    return _file(path, f"{row.run_id}-{export_id}.{suffix}", row.sha256, MEDIA.get(row.format))
+    name = f"{row.run_id}-{export_id}.{row.file_name.rsplit('.', 1)[-1]}"
+    kept = x.export_object(export_id, row.file_name)
+    return await send_export_file(request, export_id, kept, name, row.sha256, MEDIA.get(row.format))
 
 
 @router.get("/{export_id}/bundle", response_class=FileResponse)
-async def bundle(export_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
+async def bundle(export_id: PathId, db: DbDep, gateway: GatewayDep, request: Request) -> Response:
     """A ZIP: the model, ``labels.txt`` and a model card (Markdown and JSON)."""
     row = await _ready(db, export_id)
     assert row.bundle_sha256
-    path = gateway.settings.data_dir("exports") / export_id / "bundle.zip"
-    return _file(path, f"{row.run_id}-{export_id}-bundle.zip", row.bundle_sha256, "application/zip")
+    name, kept = f"{row.run_id}-{export_id}-bundle.zip", x.export_object(export_id, x.BUNDLE_NAME)
+    return await send_export_file(request, export_id, kept, name, row.bundle_sha256, ZIP)
 
 
 @router.post("/{export_id}/predict")
@@ -112,16 +113,6 @@ async def _images(request: Request) -> list[bytes]:
     if sum(len(i) for i in images) > PREDICT_MAX_BYTES:
         raise ApiError("PAYLOAD_TOO_LARGE", "send at most 6 MB of images at once", status=413)
     return images
-
-
-def _file(path: object, name: str, sha256: str, media: str | None) -> FileResponse:
-    digest = base64.b64encode(bytes.fromhex(sha256)).decode()
-    headers = {
-        "X-Checksum-SHA256": sha256,
-        "Repr-Digest": f"sha-256=:{digest}:",
-        "ETag": f'"{sha256}"',
-    }
-    return FileResponse(path, media_type=media, filename=name, headers=headers)  # type: ignore[arg-type]
 
 
 async def _fresh(gateway: Gateway, export_id: str) -> None:

@@ -51,8 +51,14 @@ def exports() -> Repository[domain.State]:
 
 
 class FakeObjects:
-    def __init__(self, data: Mapping[str, bytes] | None = None) -> None:
+    def __init__(self, data: Mapping[str, bytes] | None = None, fail: bool = False) -> None:
         self.data = dict(data or {})
+        self.fail = fail
+
+    async def put(self, name: str, file: io.BufferedReader) -> None:
+        if self.fail:
+            raise OSError("the Object Store's disk is full")
+        self.data[name] = file.read()
 
     async def get(self, name: str, writeinto: io.BufferedWriter) -> None:
         if name not in self.data:
@@ -285,7 +291,9 @@ async def test_predict_answers_each_refusal_with_its_code_and_field() -> None:
 # --- jobs -----------------------------------------------------------------------------------
 
 
-def runner(tmp_path: Path, objects: FakeObjects, engine: FakeEngine) -> ExportRunner:
+def runner(
+    tmp_path: Path, objects: FakeObjects, engine: FakeEngine, files: FakeObjects | None = None
+) -> ExportRunner:
     return ExportRunner(
         exports=exports(),
         objects=objects,  # type: ignore[arg-type]
@@ -293,6 +301,7 @@ def runner(tmp_path: Path, objects: FakeObjects, engine: FakeEngine) -> ExportRu
         workdir=tmp_path / "exports",
         engine=engine,
         instance="host-1",
+        files=files or FakeObjects(),  # type: ignore[arg-type]
     )
 
 
@@ -326,6 +335,30 @@ async def test_a_job_exports_the_local_checkpoint_and_completes(tmp_path: Path) 
     assert events[-1].file_name == "model.onnx" and events[-1].bundle_size == 3
     assert events[-1].bundle_sha256 == hashlib.sha256(b"zip").hexdigest()
     assert engine.exported_from == [WEIGHTS]
+
+
+async def test_a_completed_exports_files_are_in_the_bucket_under_the_names_it_records(
+    tmp_path: Path,
+) -> None:
+    local_checkpoint(tmp_path, WEIGHTS)
+    files = FakeObjects()
+    events = await run_job(runner(tmp_path, FakeObjects(), FakeEngine(), files))
+    done = events[-1]
+    assert isinstance(done, x.ExportCompleted)
+    assert done.object_name == x.export_object(E, "model.onnx")
+    assert done.bundle_object == x.export_object(E, x.BUNDLE_NAME)
+    assert files.data == {done.object_name: b"model", done.bundle_object: b"zip"}
+    assert hashlib.sha256(files.data[done.bundle_object]).hexdigest() == done.bundle_sha256
+
+
+async def test_files_come_before_facts_an_export_not_kept_in_the_bucket_fails(
+    tmp_path: Path,
+) -> None:
+    local_checkpoint(tmp_path, WEIGHTS)
+    files = FakeObjects(fail=True)
+    events = await run_job(runner(tmp_path, FakeObjects(), FakeEngine(), files))
+    assert [type(e) for e in events] == [x.ExportRequested, x.ExportFailed]
+    assert "disk is full" in events[-1].message  # type: ignore[union-attr]
 
 
 async def test_a_job_fetches_the_checkpoint_this_machine_lacks(tmp_path: Path) -> None:
