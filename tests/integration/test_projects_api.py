@@ -187,7 +187,7 @@ async def test_a_retried_create_with_an_idempotency_key_makes_one_project(api, s
         api.post("/api/v1/projects", json=body, headers=key),
     )
     third = await api.post("/api/v1/projects", json=body, headers=key)
-    # then every answer names one project, and the stream holds one creation event for it
+    # then every answer names one project, and the stream holds one creation (and first owner)
     answers = [r for r in (first, second, third) if r.status_code == 201]
     assert third.status_code == 201
     assert third.headers["idempotent-replayed"] == "true"
@@ -200,7 +200,7 @@ async def test_a_retried_create_with_an_idempotency_key_makes_one_project(api, s
         info = await nc.jetstream().stream_info(c.STREAM, subjects_filter=c.event_subject(pid))
     finally:
         await nc.close()
-    assert info.state.subjects == {c.event_subject(pid): 1}
+    assert info.state.subjects == {c.event_subject(pid): 2}
     # and the same key with another body is refused
     other = await api.post("/api/v1/projects", json={"name": "other"}, headers=key)
     assert error_of(other, 422, "VALIDATION_ERROR")["field"] == "Idempotency-Key"
@@ -273,16 +273,16 @@ async def test_sse_streams_history_then_live_events_and_resumes_after_last_event
     async with api.stream("GET", url) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = resp.aiter_lines()
-        first = await read_sse(lines, 1)
+        first = await read_sse(lines, 2)  # created, and its creator added as owner
         await api.patch(f"/api/v1/projects/{pid}", json={"name": "live"})
         live = await asyncio.wait_for(read_sse(lines, 1), 10)
-    assert first[0]["event"] == "project_created"
+    assert [e["event"] for e in first] == ["project_created", "member_added"]
     assert int(first[0]["id"]) >= 1  # a stream sequence: opaque, only sent back
     assert live[0]["event"] == "project_renamed"
     assert '"name":"live"' in live[0]["data"]
     # a client that saw the creation reconnects: it gets exactly what it missed
     await api.post(f"/api/v1/projects/{pid}/archive")
-    async with api.stream("GET", url, headers={"Last-Event-ID": first[0]["id"]}) as resp:
+    async with api.stream("GET", url, headers={"Last-Event-ID": first[1]["id"]}) as resp:
         missed = await asyncio.wait_for(read_sse(resp.aiter_lines(), 2), 10)
     assert [e["event"] for e in missed] == ["project_renamed", "project_archived"]
     assert missed[0]["id"] == live[0]["id"]
