@@ -5,9 +5,9 @@
 2. The kernel knows no context: no ``contracts.<context>`` (only ``contracts``'s own
    ``Message``/``new_id``, ``contracts.common`` and ``contracts.envelope``), no torch, and no
    other ``services`` package.
-3. No context (projects, datasets, trainer, exporter, gateway) imports another; each may use
-   ``services.kernel`` and ``services.vision``. ``services.cli`` and ``services.supervisor``
-   are the composition roots and may import anything.
+3. No context (identity, projects, datasets, trainer, exporter, gateway) imports another; each
+   may use ``services.kernel`` and ``services.vision``. ``services.cli`` and
+   ``services.supervisor`` are the composition roots and may import anything.
 4. Only the trainer and the exporter import ``services.vision``, which imports no other
    ``services`` package.
 5. The gateway reaches images and exported files through its ports (``gateway.blobs``: a
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTEXTS = frozenset({"projects", "datasets", "trainer", "exporter", "gateway"})
+CONTEXTS = frozenset({"identity", "projects", "datasets", "trainer", "exporter", "gateway"})
 KERNEL_CONTRACTS = frozenset({"contracts", "contracts.common", "contracts.envelope"})
 TORCH = frozenset({"torch", "torchvision"})
 VISION_USERS = frozenset({"trainer", "exporter", "vision"})
