@@ -21,6 +21,21 @@ from services.kernel.process import stop_gently
 
 #: Every service; a test that needs fewer starts fewer (the gateway reports on those only).
 SERVICES = ("identity", "projects", "datasets", "trainer", "exporter")
+#: Tests sign in often and work fast, all from one IP: limits no test but the limits' own
+#: (``tests/integration/test_limits.py``, which sets its own) ever meets.
+TEST_LIMITS = {
+    f"STUDIO_{name}": value
+    for name, value in {
+        "LOGIN_RATE_LIMIT": "100000/minute",
+        "RATE_LIMIT_FREE": "100000/minute",
+        "RATE_LIMIT_BASIC": "100000/minute",
+        "RATE_LIMIT_PREMIUM": "100000/minute",
+        "RATE_LIMIT_ANONYMOUS": "100000/minute",
+        "STREAMS_PER_USER": "100000",
+        "IMPORTS_PER_USER": "1000",
+        "QUEUED_RUNS_PER_USER": "1000",
+    }.items()
+}
 
 
 class Stack:
@@ -53,6 +68,7 @@ class Stack:
             "STUDIO_LOG_LEVEL": "WARNING",
             "STUDIO_IMPORT_ROOTS": str(self.imports),
             "STUDIO_SERVICES": ",".join(self.services),
+            **TEST_LIMITS,
             **self.extra_env,
         }
 

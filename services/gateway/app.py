@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
@@ -18,7 +18,7 @@ from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
 from services import deployment
-from services.gateway import envelope
+from services.gateway import envelope, headers, limits
 from services.gateway.api import (
     datasets,
     evaluation,
@@ -126,16 +126,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or deployment.settings()
+    docs = bool(settings.docs_enabled)  # never in production: Settings refuses it
     app = FastAPI(
         title="AI Studio",
         version="1",
         summary="Train vision models from a web page or a REST API.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        # Rates, page sizes and per-user caps, on every route (limits.py).
+        dependencies=[Depends(limits.guard)],
     )
-    app.state.settings = settings or deployment.settings()
+    app.state.settings = settings
+    limits.install(app, settings)
+    headers.install(app, settings)  # body cap, CORS
     app.add_middleware(HttpMetrics)
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)
+    headers.install_outer(app, settings)  # security headers, even on a last-resort 500
     for router in (
         projects.router,
         datasets.router,
