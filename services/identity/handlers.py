@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
@@ -56,6 +57,9 @@ class Identity:
         self.passwords = passwords
         self.session_days = session_days
         self.clock = clock
+        #: One decision at a time per user in this instance: sign-ins of one user at once would
+        #: otherwise race for the stream's next position and exhaust their retries.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def handle(self, command: c.Command, headers: Mapping[str, str]) -> c.Reply:
         """Every identity command's one entry point (the service's command table uses it)."""
@@ -102,9 +106,17 @@ class Identity:
             return invalid_credentials()
         token, now = new_secret(), self.clock()
         expires_at, seen = now + timedelta(days=self.session_days), _Seen()
+        # Verified before the user's lock, so that sign-ins of one user verify in parallel; the
+        # decision verifies again only if the password changed in between.
+        known, _ = await self.users.get(user_id)
+        seal = known.password_seal if known else None
+        verified = {seal: await asyncio.to_thread(self.passwords.verify, seal, command.password)}
 
         def decide(state: domain.State) -> list[c.Event]:
-            ok = self.passwords.verify(state.password_seal if state else None, command.password)
+            seal = state.password_seal if state else None
+            if seal not in verified:
+                verified[seal] = self.passwords.verify(seal, command.password)
+            ok = verified[seal]
             return domain.login(
                 seen(state),
                 command,
@@ -196,16 +208,20 @@ class Identity:
         *,
         offload: bool = False,
     ) -> c.Reply:
-        reply = await execute(
-            self.users,
-            user_id,
-            command,
-            decide,
-            headers=headers or {},
-            refusals=(DomainError,),
-            noun="user",
-            offload=offload,
-        )
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        async with lock:
+            reply = await execute(
+                self.users,
+                user_id,
+                command,
+                decide,
+                headers=headers or {},
+                refusals=(DomainError,),
+                noun="user",
+                offload=offload,
+            )
         if isinstance(reply, CommandRejected) and reply.code in _STATUS:
             return msgspec.structs.replace(reply, status=_STATUS[reply.code])
         return reply

@@ -213,3 +213,18 @@ async def test_the_first_admin_is_created_once_even_by_two_at_once(
     assert (created.site_role, created.tier, created.actor) == ("admin", "premium", "system")
     issued = await login(identity, "admin")
     assert isinstance(issued, c.SessionIssued) and issued.site_role == "admin"
+
+
+async def test_concurrent_sign_ins_of_one_user_all_succeed_each_verifying_once(
+    identity: Identity, store: InMemoryEventStore[c.Event]
+) -> None:
+    await create(identity)
+    before = CountingHasher.verifies
+    logins = [
+        identity.handle(c.Login(user_id="ada", password=PASSWORD, session_id=f"s{i}"), {})
+        for i in range(5)
+    ]
+    replies = await asyncio.gather(*logins)
+    assert all(isinstance(r, c.SessionIssued) for r in replies), replies
+    assert CountingHasher.verifies - before == 5  # a retried decision reuses its verdict
+    assert len(await events_of(store, "ada")) == 6
