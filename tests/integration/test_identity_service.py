@@ -367,3 +367,18 @@ async def test_a_named_key_file_is_used_and_seals_survive_a_restart(
     finally:
         identity.stop()
     assert not (identity.workspace / "identity" / "seal.key").exists()
+
+
+def test_a_first_admin_password_too_short_stops_the_service_with_a_message(
+    nats_srv: EmbeddedNats, tmp_path: Path
+) -> None:
+    identity = Identity(tmp_path, nats_srv.url)
+    identity.start(STUDIO_ADMIN_PASSWORD="short")
+    try:
+        code = identity.procs[0].wait(60)
+    finally:
+        identity.stop()
+    assert code != 0
+    log = identity.log()
+    assert "STUDIO_ADMIN_PASSWORD must be 8 to 256 characters long" in log
+    assert "Traceback" not in log
