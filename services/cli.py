@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts import common
 from services import supervisor
+from services.kernel import natsauth
 
 #: Services whose read model ``studio rebuild`` can replay, and where that model lives.
 READ_MODELS = {
@@ -32,12 +33,13 @@ def _workspace(args: argparse.Namespace) -> Path:
 
 
 def _nats_url(workspace: Path) -> str | None:
-    """STUDIO_NATS_URL, else the embedded server of a studio running on ``workspace``."""
+    """STUDIO_NATS_URL, else the embedded server of a studio running on ``workspace``; as the
+    embedded server's operator when the workspace holds its password."""
     if os.environ.get("STUDIO_NATS_URL"):
-        return os.environ["STUDIO_NATS_URL"]
+        return natsauth.tooling_url(os.environ["STUDIO_NATS_URL"], workspace)
     state = workspace / "run" / "studio.json"
     if state.exists():
-        return str(json.loads(state.read_text())["nats_url"])
+        return natsauth.tooling_url(str(json.loads(state.read_text())["nats_url"]), workspace)
     return None
 
 

@@ -17,6 +17,7 @@ import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.security import NatsCredentials, NatsNKey
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -70,10 +71,20 @@ def make_broker(url: str, name: str, **options: Any) -> NatsBroker:
         reconnect_time_wait=1,
         connect_timeout=2,
         error_cb=on_error,
-        **options,
+        **_faststream_options(options),
     )
     box.append(broker)
     return broker
+
+
+def _faststream_options(options: dict[str, Any]) -> dict[str, Any]:
+    """nats-py's credential options as faststream takes them (its ``security=``)."""
+    rest = dict(options)
+    if "nkeys_seed" in rest:
+        rest["security"] = NatsNKey.from_file(rest.pop("nkeys_seed"))
+    elif "user_credentials" in rest:
+        rest["security"] = NatsCredentials.from_file(rest.pop("user_credentials"))
+    return rest
 
 
 def credentials(settings: Settings, user: str) -> dict[str, Any]:

@@ -200,6 +200,15 @@ class Access:
         return authorization(keyed, self.operator_password())
 
 
+def tooling_url(url: str, workspace: Path) -> str:
+    """``url`` as tooling (``studio ping``, ``studio rebuild``) connects: as the operator of the
+    embedded server of ``workspace`` when its password is there and ``url`` names no user."""
+    password = secrets_dir(workspace) / f"{OPERATOR}.password"
+    if "@" in url or not password.exists():
+        return url
+    return Access(secrets_dir(workspace), ()).operator_url(url)
+
+
 def _with_userinfo(url: str, userinfo: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rsplit("@", 1)[-1]

@@ -28,8 +28,9 @@ from contracts import projects as p
 from contracts import training as t
 from services import bus_access
 from services.kernel import nats_server, natsauth
-from services.kernel.bus import NatsUnavailable, connect, make_broker, stop_broker
+from services.kernel.bus import NatsUnavailable, connect, make_broker, service_broker, stop_broker
 from services.kernel.nats_server import EmbeddedNats
+from services.kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 DENIED_WAIT_S = 10.0
@@ -208,6 +209,23 @@ async def test_a_service_refused_says_so(bus: EmbeddedNats) -> None:
     with pytest.raises(NatsUnavailable, match="refused the credentials"):
         await connect(broker, bus.url, timeout=5)
     await stop_broker(broker)
+
+
+async def test_a_service_connects_with_the_credentials_file_it_is_given(
+    bus: EmbeddedNats, workspace: Path, tmp_path: Path
+) -> None:
+    # given a service elsewhere (a workspace of its own, no secrets in it), handed its seed
+    # as STUDIO_NATS_CREDS
+    seed = natsauth.seed_path(natsauth.secrets_dir(workspace), "projects")
+    settings = Settings(nats_url=bus.url, nats_creds=seed, workspace=tmp_path / "elsewhere")
+    broker = service_broker(settings, "projects")
+    # when it connects, then it is in as the projects service: it appends a project's event
+    await connect(broker, bus.url, timeout=10)
+    try:
+        ack = await broker.connection.jetstream().publish(p.event_subject(uuid.uuid4().hex), b"{}")
+        assert ack.stream == p.STREAM
+    finally:
+        await stop_broker(broker)
 
 
 def test_credentials_are_private_and_generated_once(tmp_path: Path, workspace: Path) -> None:
