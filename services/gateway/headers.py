@@ -44,7 +44,9 @@ DOCS_CSP: Final = (
 )
 DOCS_PATHS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 HSTS: Final = "max-age=31536000; includeSubDomains"
-#: Routes whose body is a file: they are capped at ``upload_max_bytes``, not ``max_body_bytes``.
+#: Routes whose body is a file: they are capped at ``upload_max_bytes`` (plus the multipart
+#: framing and small fields around the file: the upload itself counts the file's bytes exactly).
+UPLOAD_OVERHEAD: Final = 64 * 1024
 UPLOAD_ROUTES: Final = (
     re.compile(r"^/api(/v1)?/datasets/import/upload/?$"),
     re.compile(r"^/api(/v1)?/exports/[^/]+/predict/?$"),
@@ -69,9 +71,10 @@ def security_headers(settings: Settings) -> dict[bytes, bytes]:
         b"referrer-policy": b"no-referrer",
         b"x-frame-options": b"DENY",
         b"cross-origin-opener-policy": b"same-origin",
-        b"cross-origin-resource-policy": b"same-origin",
         b"permissions-policy": b"camera=(), microphone=(), geolocation=(), payment=()",
     }
+    if not settings.cors_origins:  # else the allowed origins' pages may show its images
+        headers[b"cross-origin-resource-policy"] = b"same-origin"
     if settings.tls_terminated:
         headers[b"strict-transport-security"] = HSTS.encode()
     return headers
@@ -106,7 +109,7 @@ class SecurityHeaders:
 def body_cap(path: str, settings: Settings) -> int:
     """The most bytes a request to ``path`` may send."""
     if any(route.match(path) for route in UPLOAD_ROUTES):
-        return settings.upload_max_bytes
+        return settings.upload_max_bytes + UPLOAD_OVERHEAD
     return settings.max_body_bytes
 
 

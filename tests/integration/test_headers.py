@@ -26,6 +26,7 @@ def assert_secure(resp: httpx.Response) -> None:
     assert resp.headers["x-content-type-options"] == "nosniff"
     assert resp.headers["x-frame-options"] == "DENY"
     assert resp.headers["referrer-policy"] == "no-referrer"
+    assert resp.headers["cross-origin-resource-policy"] == "same-origin"
     assert "strict-transport-security" not in resp.headers  # no TLS in front here
 
 
@@ -92,6 +93,8 @@ def test_cors_allows_exactly_the_listed_origins(local: Local) -> None:
     assert allowed.headers["access-control-allow-origin"] == ALLOWED
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
     assert "access-control-allow-credentials" not in allowed.headers
+    # the allowed origins' pages may show the studio's images
+    assert "cross-origin-resource-policy" not in client.get("/no/such/page").headers
     other = client.options(f"{API}/projects", headers={"Origin": "https://evil.example", **asks})
     assert other.status_code == 400
     assert "access-control-allow-origin" not in other.headers

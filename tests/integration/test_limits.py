@@ -215,7 +215,7 @@ def test_uploads_have_their_own_cap(limited: Limited) -> None:
         # over the body cap but under the upload cap: refused for what it is, not its size
         assert c.post(path, content=b"z" * 10_000, headers=headers).status_code == 404
         assert_refused(
-            c.post(path, content=b"z" * 70_000, headers=headers), 413, "PAYLOAD_TOO_LARGE"
+            c.post(path, content=b"z" * 200_000, headers=headers), 413, "PAYLOAD_TOO_LARGE"
         )
 
 
