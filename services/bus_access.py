@@ -64,7 +64,12 @@ def _service(
         owns=((context.STREAM, (context.EVENTS,)),),
         reads=tuple(c.STREAM for c in (context, *reads)),
         serves=(*_requests(context), common.health_subject(name), common.rebuild_subject(name)),
-        asks=tuple(f"qry.{c.CONTEXT}.>" for c in asks),
+        # Its own health and rebuild too: ``studio ping`` in its container, with its credentials.
+        asks=(
+            *(f"qry.{c.CONTEXT}.>" for c in asks),
+            common.health_subject(name),
+            common.rebuild_subject(name),
+        ),
         emits=emits,
         buckets=buckets,
     )
@@ -140,16 +145,24 @@ def provision_now(url: str, replicas: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the users' seeds and the server's ``authorization`` block into a folder."""
+    """Make the users' secrets and the server's ``authorization`` block, or create the streams."""
     parser = argparse.ArgumentParser(prog="python -m services.bus_access", description=main.__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the secrets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    users = sub.add_parser("users", help="write one seed per user and authorization.conf")
+    users.add_argument("--out", type=Path, required=True, help="folder for the secrets")
+    streams = sub.add_parser("streams", help="create every event stream, as the operator")
+    streams.add_argument("--url", required=True, help="nats://operator:PASSWORD@host:4222,...")
+    streams.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
-    users = Access(args.out, USERS)
+    if args.command == "streams":
+        asyncio.run(provision(args.url, args.replicas))
+        print(f"event streams ready: {', '.join(s.name for s in STREAMS)}")
+        return 0
     conf = args.out / "authorization.conf"
-    conf.unlink(missing_ok=True)
-    natsauth.write_secret(conf, users.config().rstrip("\n"))
-    print(f"wrote {conf} and one seed per user ({', '.join(u.name for u in USERS)}) in {args.out}")
-    print(f"operator password: {args.out / (natsauth.OPERATOR + '.password')}")
+    conf.unlink(missing_ok=True)  # the users may have changed; the secrets are kept
+    natsauth.write_secret(conf, Access(args.out, USERS).config().rstrip("\n"))
+    print(f"wrote {conf}, and a seed per user in {args.out}: {', '.join(u.name for u in USERS)}")
+    print(f"the operator's password is in {args.out / (natsauth.OPERATOR + '.password')}")
     return 0
 
 

@@ -18,6 +18,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from contracts import common
 from services import supervisor
 from services.kernel import natsauth
+from services.kernel.bus import credentials
+from services.kernel.settings import Settings
 
 #: Services whose read model ``studio rebuild`` can replay, and where that model lives.
 READ_MODELS = {
@@ -43,9 +45,14 @@ def _nats_url(workspace: Path) -> str | None:
     return None
 
 
-async def _request(url: str, subject: str, body: msgspec.Struct, timeout: float) -> bytes | None:
+async def _request(
+    url: str, subject: str, body: msgspec.Struct, timeout: float, user: str
+) -> bytes | None:
+    """Ask ``subject``; as the operator when ``url`` says so, else with ``user``'s credentials
+    (``STUDIO_NATS_CREDS``: a service's container pings itself with its own)."""
+    options = {} if "@" in url else credentials(Settings.from_env(), user)
     try:
-        nc = await asyncio.wait_for(nats.connect(url.split(","), connect_timeout=2), 5)
+        nc = await asyncio.wait_for(nats.connect(url.split(","), connect_timeout=2, **options), 5)
     except (TimeoutError, OSError):
         return None
     try:
@@ -66,7 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     url = _nats_url(_workspace(args)) or "nats://127.0.0.1:4222"
-    answer = asyncio.run(_request(url, common.health_subject(args.service), common.Ping(), 2.0))
+    subject = common.health_subject(args.service)
+    answer = asyncio.run(_request(url, subject, common.Ping(), 2.0, args.service))
     if answer is None:
         print(f"{args.service}: no answer", file=sys.stderr)
         return 1
@@ -79,7 +87,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     url = _nats_url(workspace)
     subject = common.rebuild_subject(args.service)
-    answer = asyncio.run(_request(url, subject, common.RebuildReadModel(), 600.0)) if url else None
+    rebuild = common.RebuildReadModel()
+    answer = asyncio.run(_request(url, subject, rebuild, 600.0, args.service)) if url else None
     if answer is not None:
         reply = msgspec.json.decode(answer, type=common.ReadModelRebuilt | common.CommandRejected)
         if isinstance(reply, common.CommandRejected):

@@ -8,12 +8,14 @@ import asyncio
 import os
 import secrets
 import stat
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import nats
 import nkeys
 import pytest
@@ -23,6 +25,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
+from contracts import common
 from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
@@ -226,6 +229,42 @@ async def test_a_service_connects_with_the_credentials_file_it_is_given(
         assert ack.stream == p.STREAM
     finally:
         await stop_broker(broker)
+
+
+async def test_a_services_container_pings_it_with_its_own_credentials(
+    bus: EmbeddedNats, as_user, workspace: Path, tmp_path: Path
+) -> None:
+    # given the projects service answering its health (as a cluster runs it, with its seed)
+    projects = await as_user("projects")
+    pong = common.Pong(service="projects", instance="p-1", started_at="now")
+
+    async def answer(msg) -> None:
+        await msg.respond(msgspec.json.encode(pong))
+
+    await projects.nc.subscribe(common.health_subject("projects"), cb=answer)
+    await projects.nc.flush()
+    # when `studio ping projects` runs beside it with only STUDIO_NATS_CREDS (a healthcheck)
+    seed = natsauth.seed_path(natsauth.secrets_dir(workspace), "projects")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    env |= {
+        "STUDIO_NATS_URL": bus.url,
+        "STUDIO_NATS_CREDS": str(seed),
+        "STUDIO_WORKSPACE": str(tmp_path / "elsewhere"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "ping",
+        "projects",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    # then it is answered
+    assert proc.returncode == 0, out.decode()
+    assert "projects: ok (instance p-1)" in out.decode()
 
 
 def test_credentials_are_private_and_generated_once(tmp_path: Path, workspace: Path) -> None:
