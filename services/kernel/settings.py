@@ -28,6 +28,8 @@ PLACEHOLDERS = frozenset(
     {"changeme", "change-me", "change_me", "changethis", "secret", "jwt-secret", "your-secret",
      "placeholder", "password", "dev", "development", "test", "example", "please-change-me"}
 )  # fmt: skip
+#: First-admin passwords tutorials use: production refuses them too.
+WEAK_PASSWORDS = frozenset({"admin", "administrator", "admin123", "12345678", "password1"})
 #: The shortest secret production accepts (a generated one has 64 characters).
 SECRET_MIN = 32
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
@@ -231,6 +233,11 @@ class Settings(BaseSettings):
             refusals.append(
                 f"STUDIO_JWT_SECRET is a placeholder or shorter than {SECRET_MIN} characters"
                 " (unset it to have one generated into the workspace)"
+            )
+        password = (self.admin_password or "").strip().lower()
+        if password and (password in PLACEHOLDERS or password in WEAK_PASSWORDS):
+            refusals.append(
+                "STUDIO_ADMIN_PASSWORD is a placeholder (unset it to have one generated)"
             )
         if self.docs_enabled:
             refusals.append("STUDIO_DOCS_ENABLED=1 exposes the API docs (set it to 0)")

@@ -152,8 +152,7 @@ def test_processes_starting_at_once_all_read_the_one_secret_written(tmp_path: Pa
     barrier = ctx.Barrier(starters)
     outs = [tmp_path / f"secret-{i}" for i in range(starters)]
     procs = [
-        ctx.Process(target=_start, args=(str(tmp_path / "ws"), barrier, str(out)))
-        for out in outs
+        ctx.Process(target=_start, args=(str(tmp_path / "ws"), barrier, str(out))) for out in outs
     ]
     for proc in procs:
         proc.start()
@@ -202,6 +201,14 @@ def test_production_refuses_a_placeholder_or_short_secret(
     refusal = production(monkeypatch, JWT_SECRET=secret)
     assert "STUDIO_ENV=production refuses to start" in refusal
     assert "STUDIO_JWT_SECRET" in refusal
+
+
+@pytest.mark.parametrize("password", ["changeme", "admin", "Password"])
+def test_production_refuses_a_placeholder_admin_password(
+    monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    assert "STUDIO_ADMIN_PASSWORD" in production(monkeypatch, ADMIN_PASSWORD=password)
+    assert production(monkeypatch, ADMIN_PASSWORD="a-real-passphrase-of-some-length") == ""
 
 
 def test_production_refuses_the_docs(monkeypatch: pytest.MonkeyPatch) -> None:
