@@ -61,7 +61,13 @@ CORS_REQUEST_HEADERS: Final = (
     "If-Match",
     "Last-Event-ID",
 )
-CORS_EXPOSED_HEADERS: Final = ("X-Request-ID", "Retry-After", "ETag", "Location", "RateLimit")
+CORS_EXPOSED_HEADERS: Final = (
+    "X-Request-ID",
+    "Retry-After",
+    "ETag",
+    "Location",
+    "RateLimit-Policy",
+)
 
 
 def security_headers(settings: Settings) -> dict[bytes, bytes]:
