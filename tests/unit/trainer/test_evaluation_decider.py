@@ -145,3 +145,12 @@ def test_an_evaluation_that_is_not_running_cannot_end() -> None:
     given().when(lambda state: finish(state, completed())).then_refused(Conflict)
     given(started(), completed()).when(lambda state: finish(state, failed())).then_refused(Conflict)
     given(started(), failed()).when(lambda state: finish(state, completed())).then_refused(Conflict)
+
+
+def test_an_outcome_without_a_start_folds_into_nothing() -> None:
+    assert EVALUATION.fold([completed()]) is None and EVALUATION.fold([failed()]) is None
+
+
+def test_an_ended_evaluation_says_how_it_ended() -> None:
+    error = given(started(), failed()).when(lambda s: finish(s, completed())).then_refused(Conflict)
+    assert error.message == f"evaluation {completed().evaluation_id} has already failed"

@@ -260,3 +260,14 @@ def test_resume_refusals() -> None:
     done = given(*trained(3), DONE)
     refusal = done.when(resume()).then_refused(domain.RunConflict)
     assert "raise epochs to train more" in refusal.message
+
+
+def test_a_run_that_does_not_exist_stores_no_epoch_no_end_and_no_crash() -> None:
+    given().when(epoch(1, [saved(1)])).then_refused(domain.RunNotFound)
+    given().when(finish(DONE)).then_refused(domain.RunNotFound)
+    given().when(crash()).then_refused(domain.RunNotFound)
+
+
+def test_a_queued_run_stores_no_epoch_and_no_end() -> None:
+    given(queued()).when(epoch(1, [saved(1)])).then_refused(domain.RunConflict)
+    given(queued()).when(finish(DONE)).then_refused(domain.RunConflict)
