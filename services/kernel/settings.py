@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # -- where things are ------------------------------------------------------------------
     #: The NATS server (``nats://`` or ``tls://``); ``studio up`` starts one when unset.
     nats_url: str = "nats://127.0.0.1:4222"
-    #: A NATS credentials file (JWT + NKey seed) for a ``STUDIO_NATS_URL`` deployment.
+    #: This process's NATS credentials for a ``STUDIO_NATS_URL`` deployment: an nkey seed file, a
+    #: ``.creds`` file (user JWT + seed), or a folder of ``<service>.nk``/``.creds`` files.
     nats_creds: Path | None = None
     #: The folder of read models, files, generated secrets and credentials.
     workspace: Path = Path("workspace")
