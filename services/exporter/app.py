@@ -14,7 +14,7 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
 from services.exporter import domain, engine, handlers
-from services.exporter.jobs import ExportRunner
+from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
 from services.kernel.blobstore import BlobStore
 from services.kernel.bus import command_endpoint
@@ -49,12 +49,11 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     exports = Repository(store, domain.evolve, None)
     workdir = settings.data_dir("exports")
     jobs = ExportRunner(
-        exports=exports,
+        runner_for(exports, settings.instance),
         objects=objects,
         artifacts=settings.data_dir("artifacts"),
         workdir=workdir,
         engine=engine,
-        instance=settings.instance,
         files=files,
     )
     sources = handlers.Sources(

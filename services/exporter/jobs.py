@@ -59,25 +59,34 @@ OUTCOMES: Outcomes[domain.State, Outcome] = Outcomes(
 )
 
 
+def runner_for(
+    exports: Repository[domain.State], instance: str
+) -> JobRunner[domain.State, Outcome]:
+    """The kernel's job runner of this instance's exports."""
+    return JobRunner(exports, OUTCOMES, instance=instance)
+
+
 class ExportRunner:
     def __init__(
         self,
+        jobs: JobRunner[domain.State, Outcome],
         *,
-        exports: Repository[domain.State],
         objects: ObjectStore,
         artifacts: Path,
         workdir: Path,
         engine: Any,
-        instance: str,
         files: ObjectStore,
     ) -> None:
-        """``artifacts`` holds the trainer's checkpoints on this machine, ``workdir`` each
-        export's files; ``engine`` is the export engine's facade; ``files`` the exports
-        bucket, where a completed export's files are served from."""
-        self.files = files
-        self.exports, self.objects, self.engine = exports, objects, engine
-        self.artifacts, self.workdir, self.instance = artifacts, workdir, instance
-        self.jobs = JobRunner(exports, OUTCOMES, instance=instance)
+        """``jobs`` runs the exports (``runner_for``); ``artifacts`` holds the trainer's
+        checkpoints on this machine, ``workdir`` each export's files; ``engine`` is the export
+        engine's facade; ``files`` the exports bucket, where a completed export's files are
+        served from."""
+        self.jobs, self.objects, self.engine, self.files = jobs, objects, engine, files
+        self.artifacts, self.workdir, self.instance = artifacts, workdir, jobs.instance
+
+    @property
+    def exports(self) -> Repository[domain.State]:
+        return self.jobs.repo
 
     @property
     def tasks(self) -> set[asyncio.Task[None]]:

@@ -95,7 +95,6 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     handlers = Training(runs, datasets, busy)
     evaluations = Evaluations(
         evaluations=Repository(runs_store, evaluation_evolve, None),
-        runs=runs_store,
         datasets=datasets,
         blobs=BlobStore(settings.data_dir("blobs")),
         artifacts=settings.data_dir("artifacts"),

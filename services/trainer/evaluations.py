@@ -25,7 +25,7 @@ from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
-from services.kernel.eventstore import EventStore, check_id
+from services.kernel.eventstore import check_id
 from services.kernel.jobs import runner
 from services.kernel.jobs.runner import JobRunner, Outcomes
 from services.kernel.projection import ProjectionRunner
@@ -57,14 +57,14 @@ class Evaluations:
         self,
         *,
         evaluations: Repository[evaluation.State],
-        runs: EventStore[c.Event],
         datasets: PagedQuery[d.SubsetItem],
         blobs: BlobStore,
         artifacts: Path,
         objects: ObjectStore,
         instance: str,
     ) -> None:
-        self.repo, self.runs, self.datasets = evaluations, runs, datasets
+        # an evaluation is decided against the run it measures, in the run's own stream
+        self.repo, self.runs, self.datasets = evaluations, evaluations.store, datasets
         self.blobs, self.artifacts, self.objects = blobs, artifacts, objects
         self.instance = instance
         self.jobs = JobRunner(evaluations, OUTCOMES, instance=instance, slots=CONCURRENT)

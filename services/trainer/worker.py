@@ -33,7 +33,8 @@ from contracts import training as c
 from contracts.common import CommandAccepted, Reply
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute
-from services.kernel.domain import DomainError
+from services.kernel.domain import DomainError, Refused
+from services.kernel.jobs.runner import failure_of
 from services.kernel.lease import Lease, Leases
 from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
@@ -51,8 +52,11 @@ REAP_INTERVAL_S = 3.0
 RETRY_S = 2.0
 
 
-class EpochNotStored(Exception):
+class EpochNotStored(Refused):
     """The store refused an epoch: training on would build on a history that is not there."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("EPOCH_NOT_STORED", message)
 
 
 class Worker:
@@ -182,14 +186,12 @@ class Worker:
             reason = f"NATS was unreachable ({type(exc).__name__})"
             await self._store(run.run_id, "interrupt", self._interrupt(reason))
             return
-        if isinstance(exc, CheckpointUnavailable):
-            code, message = exc.code, exc.message
-        elif isinstance(exc, EpochNotStored):
-            code, message = "EPOCH_NOT_STORED", str(exc)
-        else:
-            code, message = "TRAINING_FAILED", f"{type(exc).__name__}: {exc}"
-        log.error("run %s failed: %s: %s", run.run_id, code, message, exc_info=exc)
-        await self._finish(run, c.RunFailed(run_id=run.run_id, code=code, message=message))
+        # a checkpoint gone or an epoch not stored says its own code (a ``Refused``), any
+        # other failure of the engine TRAINING_FAILED with its reason: as every job says it
+        failure = failure_of(exc, "TRAINING_FAILED")
+        log.error("run %s failed: %s: %s", run.run_id, failure.code, failure.message, exc_info=exc)
+        failed = c.RunFailed(run_id=run.run_id, code=failure.code, message=failure.message)
+        await self._finish(run, failed)
 
     async def _samples(self, run: domain.Run) -> tuple[list[engine.Sample], list[engine.Sample]]:
         """The split's train and val images of the run's classes, as the datasets service has

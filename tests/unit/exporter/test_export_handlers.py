@@ -22,7 +22,7 @@ from contracts import training as t
 from contracts.common import CommandAccepted, CommandRejected
 from services.datasets.queries import Queries
 from services.exporter import domain, handlers
-from services.exporter.jobs import ExportRunner, Job
+from services.exporter.jobs import ExportRunner, Job, runner_for
 from services.kernel.blobstore import BlobStore
 from services.kernel.memstore import InMemoryEventStore
 from services.kernel.repository import Repository
@@ -295,12 +295,11 @@ def runner(
     tmp_path: Path, objects: FakeObjects, engine: FakeEngine, files: FakeObjects | None = None
 ) -> ExportRunner:
     return ExportRunner(
-        exports=exports(),
+        runner_for(exports(), "host-1"),
         objects=objects,  # type: ignore[arg-type]
         artifacts=tmp_path / "artifacts",
         workdir=tmp_path / "exports",
         engine=engine,
-        instance="host-1",
         files=files or FakeObjects(),  # type: ignore[arg-type]
     )
 
