@@ -10,11 +10,16 @@ pass does not (``STUDIO_FUZZ_SEED=<seed>`` replays it; ``STUDIO_FUZZ_NEW=<n>`` r
 
 Nothing is excluded: the streaming routes answer 404 at once for an id that names nothing,
 which is all a generated id can do, and every call has a timeout in case one streams.
+
+Every example is sent twice, signed in as a user who is no site admin and as the first admin,
+each with an API key (a generated sign-out or password change ends sessions, never a key), on
+a studio of the module's own whose rate limits keep out of the way.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import httpx
 import hypothesis
@@ -27,7 +32,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from services.gateway.app import create_app
 from services.kernel.settings import Settings
-from tests.stack import Stack
+from tests.access_helpers import as_user, ok, user
+from tests.conftest import services_of
+from tests.stack import API, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +60,47 @@ OPENAPI = create_app(Settings.from_env()).openapi()
 schema = _schema()
 
 
+#: Far above what the fuzz sends: it tests answers, not the limits (test_limits does).
+UNLIMITED = "1000000/minute"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    s = Stack(
+        tmp_path_factory.mktemp("stack"),
+        services_of(request),
+        STUDIO_RATE_LIMIT_PREMIUM=UNLIMITED,
+        STUDIO_RATE_LIMIT_ANONYMOUS=UNLIMITED,
+    )
+    try:
+        yield s.up()
+    finally:
+        s.down()
+
+
+@pytest.fixture(scope="module")
+def callers(stack: Stack) -> dict[str, dict[str, str]]:
+    """The headers of each caller the fuzz signs in as: an API key of each."""
+    _, token = user(stack, "fuzz")
+    keys = {}
+    for who, bearer in (("user", token), ("admin", stack.token())):
+        with as_user(stack, bearer) as api:
+            key = ok(api.post(f"{API}/auth/keys", json={"name": f"fuzz {who}"}), 201)["key"]
+        keys[who] = {"X-API-Key": key}
+        me = httpx.get(f"{stack.base_url}{API}/auth/me", headers=keys[who], timeout=10)
+        assert ok(me)["site_role"] == who, me.text  # each key signs its caller in
+    return keys
+
+
+def call_as_each(case: schemathesis.Case, stack: Stack, callers: dict[str, dict[str, str]]):
+    for headers in callers.values():
+        case.call_and_validate(
+            base_url=stack.base_url, headers=headers, checks=CHECKS, timeout=CALL_TIMEOUT_S
+        )
+
+
 def test_the_fuzzed_schema_is_the_one_the_gateway_serves(stack: Stack):
     served = httpx.get(f"{stack.base_url}/openapi.json", timeout=10)
     assert served.status_code == 200
@@ -68,8 +116,8 @@ def test_the_fuzzed_schema_is_the_one_the_gateway_serves(stack: Stack):
     database=None,
     suppress_health_check=QUIET,
 )
-def test_fixed_examples_get_no_server_error_and_documented_answers(case, stack: Stack):
-    case.call_and_validate(base_url=stack.base_url, checks=CHECKS, timeout=CALL_TIMEOUT_S)
+def test_fixed_examples_get_no_server_error_and_documented_answers(case, stack, callers):
+    call_as_each(case, stack, callers)
 
 
 @schema.parametrize()
@@ -81,5 +129,5 @@ def test_fixed_examples_get_no_server_error_and_documented_answers(case, stack: 
     # Random generation only: the explicit (boundary) cases are the fixed pass's.
     phases=[Phase.generate],
 )
-def test_new_examples_get_no_server_error_and_documented_answers(case, stack: Stack):
-    case.call_and_validate(base_url=stack.base_url, checks=CHECKS, timeout=CALL_TIMEOUT_S)
+def test_new_examples_get_no_server_error_and_documented_answers(case, stack, callers):
+    call_as_each(case, stack, callers)

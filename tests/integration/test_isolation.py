@@ -296,3 +296,36 @@ def test_the_queue_shows_others_runs_as_their_status_and_place_only(stack, alice
         finally:
             theirs.post(f"{API}/training/runs/{first['id']}/stop")
             api.post(f"{API}/training/runs/{second['id']}/stop")
+
+
+#: Path parameter values that try to leave their folder or their id's rule, percent-encoded
+#: (a client, as httpx does, resolves a plain ``..`` before sending).
+TRAVERSALS = (
+    "%2e%2e",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fsecrets%2fjwt.key",
+    "..%5C..%5Cwindows",
+    "x%00y",
+    "%252e%252e",
+)
+
+
+def test_path_traversal_in_every_path_parameter_is_a_4xx_envelope(stack: Stack, alice: World):
+    wrong = []
+    with as_user(stack, alice.token) as api:
+        for method, template, op in operations():
+            names = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
+            for name in names:
+                for bad in TRAVERSALS:
+                    _, query, body = request_of(template, op, alice.ids())
+                    path = template
+                    for other in names:
+                        value = bad if other == name else alice.ids()[other]
+                        path = path.replace("{" + other + "}", value)
+                    resp = call(api, method, path, query, body)
+                    envelope = resp.headers.get("content-type", "").startswith("application/json")
+                    if not (400 <= resp.status_code < 500 and envelope) or (
+                        resp.json().get("status") != "error"
+                    ):
+                        wrong.append(f"{method.upper()} {path}: {resp.status_code}")
+    assert not wrong, "\n".join(wrong)

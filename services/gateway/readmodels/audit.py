@@ -163,8 +163,8 @@ async def search(
 
 
 def _utc(moment: datetime) -> datetime:
-    """As SQLite holds times: UTC, without a zone (a naive time is taken as UTC)."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    """In UTC, as the table holds times (a time without a zone is taken as UTC)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _after(when: datetime, stream: str, sequence: int) -> Any:
