@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, NamedTuple
 
 import msgspec
 
@@ -89,6 +89,21 @@ class ReadModelRebuilt(Message, frozen=True, tag="common.read_model_rebuilt.v1")
 
 
 Reply = CommandAccepted | CommandRejected
+
+
+class JobEvents(NamedTuple):
+    """The events of one kind of background job (an import, an evaluation, an export), declared
+    once beside them for every service that decides or folds them (the kernel's job decider
+    and job tables): what the job is called, the fields of its events holding its id and what
+    it belongs to, its start and its two outcomes."""
+
+    noun: str
+    key: str
+    parent: str
+    started: type[Message]
+    completed: type[Message]
+    failed: type[Message]
+
 
 ALL: tuple[type[Message], ...] = (
     CommandAccepted,

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from contracts.common import PATH_MAX, Id, Keyword
+from contracts.common import PATH_MAX, Id, JobEvents, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "datasets"
@@ -369,4 +369,9 @@ ALL: tuple[type[Message], ...] = (
     SplitCreated,
     SplitAssigned,
     SplitDeleted,
+)
+
+#: The import as a background job: its events, for the job decider and job tables.
+IMPORT_JOB: Final = JobEvents(
+    "import", "import_id", "dataset_id", ImportStarted, ImportCompleted, ImportFailed
 )

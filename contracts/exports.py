@@ -6,7 +6,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-from contracts.common import Id, Keyword
+from contracts.common import Id, JobEvents, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "exports"
@@ -121,4 +121,9 @@ ALL: tuple[type[Message], ...] = (
     ExportRequested,
     ExportCompleted,
     ExportFailed,
+)
+
+#: The export as a background job: its events, for the job decider and job tables.
+EXPORT_JOB: Final = JobEvents(
+    "export", "export_id", "run_id", ExportRequested, ExportCompleted, ExportFailed
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
-from contracts.common import Id, Keyword
+from contracts.common import Id, JobEvents, Keyword
 from contracts.envelope import Message
 
 CONTEXT: Final = "training"
@@ -358,3 +358,14 @@ def checkpoint_object(run_id: str, file_name: str) -> str:
     """The object name a run's checkpoint file is stored under. ``CheckpointSaved.object_name``
     records it, so a reader takes it from there rather than calling this."""
     return run_objects(run_id) + file_name
+
+
+#: The evaluation as a background job: its events, for the job decider and job tables.
+EVALUATION_JOB: Final = JobEvents(
+    "evaluation",
+    "evaluation_id",
+    "run_id",
+    EvaluationStarted,
+    EvaluationCompleted,
+    EvaluationFailed,
+)

@@ -92,12 +92,7 @@ class SplitNotFound(NotFound):
 
 #: An import's lifecycle, the kernel's job decider, with the dataset's own refusals.
 IMPORT = Lifecycle(
-    "import",
-    "import_id",
-    "dataset_id",
-    c.ImportStarted,
-    c.ImportCompleted,
-    c.ImportFailed,
+    *c.IMPORT_JOB,
     exists=ImportAlreadyExists,
     unknown=ImportNotFound,
     not_running=ImportNotRunning,

@@ -12,10 +12,4 @@ from services.kernel.jobs.table import JobTable
 
 def import_jobs() -> JobTable:
     """Which imports each instance runs (``left_running``, ``running_elsewhere``)."""
-    return JobTable(
-        "datasets-imports",
-        stream=d.STREAM,
-        filter_subject=d.EVENTS,
-        event_type=d.Event,
-        kinds=[domain.IMPORT],
-    )
+    return JobTable("datasets-imports", d.STREAM, d.EVENTS, d.Event, [domain.IMPORT])

@@ -21,9 +21,7 @@ from services.kernel.jobs import COMPLETED, RUNNING, Lifecycle
 
 CHECKPOINTS = ("best", "last")
 #: An export's lifecycle, the kernel's job decider: requested once, then ended once.
-EXPORT = Lifecycle(
-    "export", "export_id", "run_id", x.ExportRequested, x.ExportCompleted, x.ExportFailed
-)
+EXPORT = Lifecycle(*x.EXPORT_JOB)
 #: Why an export whose exporter stopped during it failed.
 INTERRUPTED = "the exporter stopped during the export; request it again"
 

@@ -13,10 +13,4 @@ from services.kernel.jobs.table import JobTable
 
 def export_jobs() -> JobTable:
     """Which exports this service runs, so that after a crash none stays running."""
-    return JobTable(
-        "exporter-jobs",
-        stream=x.STREAM,
-        filter_subject=x.EVENTS,
-        event_type=x.Event,
-        kinds=[domain.EXPORT],
-    )
+    return JobTable("exporter-jobs", x.STREAM, x.EVENTS, x.Event, [domain.EXPORT])

@@ -80,10 +80,4 @@ async def active(db: AsyncSession) -> list[RunRow]:
 
 def trainer_jobs() -> JobTable:
     """Which evaluations each instance runs, so that after a stop none stays running."""
-    return JobTable(
-        "trainer-jobs",
-        stream=c.STREAM,
-        filter_subject=c.EVENTS,
-        event_type=c.Event,
-        kinds=[EVALUATION],
-    )
+    return JobTable("trainer-jobs", c.STREAM, c.EVENTS, c.Event, [EVALUATION])

@@ -391,8 +391,7 @@ class ReadModel:
 async def job_table(tmp_path: Path, events: list[Any]) -> Any:
     """The job table of ``events``, folded as the projection runner folds them."""
     engine = create_engine(tmp_path / "jobs.db")
-    table = JobTable("test-jobs", stream="TEST", filter_subject="evt.test.>", event_type=Event,
-                     kinds=[THUMBNAIL])  # fmt: skip
+    table = JobTable("test-jobs", "TEST", "evt.test.>", Event, [THUMBNAIL])
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=list(table.tables)))
     for sequence, event in enumerate(events, 1):

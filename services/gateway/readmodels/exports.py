@@ -22,9 +22,7 @@ from services.kernel.projection import Decodes
 
 __all__ = ["ExportRow", "ExportsProjector", "get_export", "list_exports"]
 
-EXPORT = Lifecycle(
-    "export", "export_id", "run_id", x.ExportRequested, x.ExportCompleted, x.ExportFailed
-)
+EXPORT = Lifecycle(*x.EXPORT_JOB)
 
 
 class ExportRow(SQLModel, table=True):

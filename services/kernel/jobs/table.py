@@ -48,7 +48,6 @@ class JobTable:
     def __init__(
         self,
         name: str,
-        *,
         stream: str,
         filter_subject: str,
         event_type: Any,

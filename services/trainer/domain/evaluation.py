@@ -20,14 +20,7 @@ from services.trainer.domain import run as runs
 CHECKPOINTS = ("best", "last")
 SUBSETS = ("train", "val", "test")
 #: An evaluation's lifecycle, the kernel's job decider: started once, then ended once.
-EVALUATION = Lifecycle(
-    "evaluation",
-    "evaluation_id",
-    "run_id",
-    c.EvaluationStarted,
-    c.EvaluationCompleted,
-    c.EvaluationFailed,
-)
+EVALUATION = Lifecycle(*c.EVALUATION_JOB)
 #: Why an evaluation whose trainer stopped during it failed.
 INTERRUPTED = "the trainer stopped during it"
 

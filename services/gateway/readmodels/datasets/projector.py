@@ -25,9 +25,7 @@ from services.kernel.jobs import Lifecycle
 from services.kernel.jobs.table import fold_job
 from services.kernel.projection import Decodes
 
-IMPORT = Lifecycle(
-    "import", "import_id", "dataset_id", c.ImportStarted, c.ImportCompleted, c.ImportFailed
-)
+IMPORT = Lifecycle(*c.IMPORT_JOB)
 
 
 class DatasetsProjector(Decodes):

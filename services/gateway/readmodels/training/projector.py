@@ -23,14 +23,7 @@ from services.kernel.jobs import Lifecycle
 from services.kernel.jobs.table import fold_job
 from services.kernel.projection import Decodes
 
-EVALUATION = Lifecycle(
-    "evaluation",
-    "evaluation_id",
-    "run_id",
-    c.EvaluationStarted,
-    c.EvaluationCompleted,
-    c.EvaluationFailed,
-)
+EVALUATION = Lifecycle(*c.EVALUATION_JOB)
 
 #: The status a run is in after each event that changes it (streams name statuses by it too).
 STATUS_OF: dict[type, str] = {
