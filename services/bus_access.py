@@ -110,7 +110,7 @@ GATEWAY_USER = BusUser(
     buckets=(
         Bucket(IDEMPOTENCY, "kv", write=True, create=True),
         Bucket(LEASES, "kv", create=True),
-        Bucket(x.EXPORTS_BUCKET, "objects", create=True),
+        Bucket(x.EXPORTS_BUCKET, "objects"),  # downloads: the exporter made it
     ),
 )
 

@@ -13,6 +13,7 @@ import pytest
 from contracts import projects as p
 from contracts import training as t
 from services import bus_access
+from services.gateway import idempotency
 from services.kernel import natsauth
 from services.kernel.natsauth import Access, Bucket, BusUser
 
@@ -126,3 +127,23 @@ def test_connect_options_by_kind_of_credentials(tmp_path: Path) -> None:
     assert natsauth.client_options(creds, "exporter")["user_credentials"] == str(creds)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         natsauth.client_options(tmp_path / "missing.creds", "exporter")
+
+
+def test_every_request_subject_lies_in_its_contexts_namespace() -> None:
+    # a service's grant covers its context's cmd.<context>.> and qry.<context>.>: a subject
+    # declared outside them would be refused to the service that serves it
+    for context in bus_access.CONTEXTS:
+        declared = [
+            value
+            for holder in vars(context).values()
+            if isinstance(holder, type) and holder.__name__.endswith("Subjects")
+            for value in vars(holder).values()
+            if isinstance(value, str) and value[:4] in ("cmd.", "qry.")
+        ]
+        assert declared, context.__name__
+        for subject in declared:
+            assert subject.split(".")[1] == context.CONTEXT, subject
+
+
+def test_the_buckets_named_are_the_ones_the_code_opens() -> None:
+    assert bus_access.IDEMPOTENCY == idempotency.BUCKET
