@@ -3,7 +3,10 @@ export jobs and their read model, and the reaping of the exports a stop left run
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 
 from faststream.nats import NatsBroker
 from nats.js.client import JetStreamContext
@@ -14,6 +17,7 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
 from services.exporter import domain, engine, handlers
+from services.exporter.files import keep_earlier
 from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
 from services.kernel.blobstore import BlobStore
@@ -33,6 +37,7 @@ STREAMS = (
     StreamSpec(t.STREAM, (t.EVENTS,)),
     StreamSpec(d.STREAM, (d.EVENTS,)),
 )
+log = logging.getLogger(__name__)
 COMMANDS = ((x.Subjects.REQUEST_EXPORT, x.RequestExport),)
 QUERIES = ((x.Subjects.PREDICT, x.Predict),)
 
@@ -74,7 +79,17 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     runner = ProjectionRunner(
         nc, db, [export_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
-    return Parts(runner, partial(jobs.reap, runner, db))
+    return Parts(runner, partial(recover, partial(jobs.reap, runner, db), files, workdir))
+
+
+async def recover(reap: Callable[[], Awaitable[None]], files: ObjectStore, workdir: Path) -> None:
+    """Once running: end the exports a stop left running, then put in the exports bucket the
+    files of exports completed before it held them (best effort: a download says if not)."""
+    await reap()
+    try:
+        await keep_earlier(files, workdir)
+    except Exception:  # a background task can only say so; the next start tries again
+        log.exception("could not put the files of earlier exports in the Object Store")
 
 
 async def bucket(js: JetStreamContext, name: str) -> ObjectStore:

@@ -129,8 +129,11 @@ def test_an_export_and_its_bundle_are_served_from_the_object_store(apart: Stack,
     assert {"blobs", "exports"}.isdisjoint(gateway_folders(apart))
 
 
-def test_an_export_whose_files_left_the_object_store_is_not_found(apart: Stack, export: dict):
-    # the exporter's own folder still holds the files: the gateway does not look there
+def test_an_export_file_not_in_the_object_store_is_not_found_until_the_exporter_puts_it(
+    apart: Stack, export: dict
+):
+    # as for an export made before the bucket held them: the exporter's own folder has the
+    # files, the gateway does not look there, and the exporter puts them back at its next start
     assert list((apart.workspace / "exports" / export["id"]).glob("*.onnx"))
 
     async def remove() -> None:
@@ -147,6 +150,15 @@ def test_an_export_whose_files_left_the_object_store_is_not_found(apart: Stack, 
         assert resp.status_code == 404, resp.text
         assert resp.json()["error"]["code"] == "NOT_FOUND"
         assert api.get(f"{API}/export/{export['id']}/download").status_code == 200
+    apart.stop("exporter")
+    apart.start("exporter")
+    with client(apart) as api:
+        back = wait(
+            lambda: (r := api.get(f"{API}/export/{export['id']}/bundle")).status_code == 200 and r,
+            timeout=120,
+            every=0.5,
+        )
+        assert hashlib.sha256(back.content).hexdigest() == export["bundle_sha256"]
 
 
 def test_only_the_export_files_are_kept_under_their_declared_names(apart: Stack, export: dict):
