@@ -88,8 +88,11 @@ def _faststream_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def credentials(settings: Settings, user: str) -> dict[str, Any]:
-    """The connect options of ``user`` (a service's name): ``STUDIO_NATS_CREDS`` when set, else
-    the seed the embedded server generated into the workspace, else none."""
+    """The connect options of ``user`` (a service's name): none when ``STUDIO_NATS_URL`` names
+    a user and password, else ``STUDIO_NATS_CREDS`` when set, else the seed the embedded server
+    generated into the workspace, else none."""
+    if "@" in settings.nats_url:
+        return {}
     folder = natsauth.secrets_dir(settings.workspace)
     creds = natsauth.credentials_file(settings.nats_creds, folder, user)
     return natsauth.client_options(creds, user)

@@ -15,7 +15,9 @@ from contracts import training as t
 from services import bus_access
 from services.gateway import idempotency
 from services.kernel import natsauth
+from services.kernel.bus import credentials
 from services.kernel.natsauth import Access, Bucket, BusUser
+from services.kernel.settings import Settings
 
 OWNER = BusUser(
     name="projects",
@@ -147,3 +149,12 @@ def test_every_request_subject_lies_in_its_contexts_namespace() -> None:
 
 def test_the_buckets_named_are_the_ones_the_code_opens() -> None:
     assert bus_access.IDEMPOTENCY == idempotency.BUCKET
+
+
+def test_a_user_and_password_in_the_url_win(tmp_path: Path) -> None:
+    seed = tmp_path / "projects.nk"
+    natsauth.ensure_seed(seed)
+    with_password = Settings(nats_url="nats://me:pw@h:4222", nats_creds=seed, workspace=tmp_path)
+    assert credentials(with_password, "projects") == {}
+    plain = Settings(nats_url="nats://h:4222", nats_creds=seed, workspace=tmp_path)
+    assert credentials(plain, "projects")["nkeys_seed"] == str(seed)
