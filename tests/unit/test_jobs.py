@@ -14,12 +14,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
-from sqlmodel import SQLModel
+from sqlalchemy import JSON
+from sqlmodel import Field, SQLModel
 
 from contracts import Message
 from contracts.common import UNAVAILABLE
@@ -27,7 +29,7 @@ from services.kernel.domain import Conflict, NotFound, Refused
 from services.kernel.eventstore import StoredEvent
 from services.kernel.jobs import COMPLETED, FAILED, RUNNING, Lifecycle
 from services.kernel.jobs.runner import Failure, Job, JobRunner, Outcomes, failure_of
-from services.kernel.jobs.table import JobTable, left_running, running_elsewhere
+from services.kernel.jobs.table import JobTable, fold_job, left_running, running_elsewhere
 from services.kernel.memstore import InMemoryEventStore
 from services.kernel.repository import Repository
 from services.kernel.sqlite import create_engine, session
@@ -454,3 +456,63 @@ async def test_an_interrupt_of_a_job_that_already_ended_stores_nothing() -> None
     await jobs.interrupt(J, P, "stopped")
     await jobs.interrupt(J, P, "stopped")  # refused, logged
     assert [type(s.event) for s in await stored(repo)] == [Started, Failed]
+
+
+# --- a job's row in a read model clients see ----------------------------------------------------
+
+
+class ThumbnailRow(SQLModel, table=True):
+    __tablename__ = "test_thumbnails"
+    job_id: str = Field(primary_key=True)
+    parent_id: str
+    state: str
+    size: int | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    started_at: datetime
+    finished_at: datetime | None = None
+    actor: str = "anonymous"
+
+
+async def fold(tmp_path: Path, *events: Any) -> tuple[ThumbnailRow | None, list[Any]]:
+    """Folds ``events`` into the row as a projector would; answers the row and what
+    ``fold_job`` returned for each event."""
+    engine = create_engine(tmp_path / "rows.db")
+    async with engine.begin() as conn:
+        tables = [ThumbnailRow.__table__]  # type: ignore[attr-defined]
+        await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=tables))
+    returned = []
+    try:
+        for event in events:
+            async with session(engine) as db:
+                returned.append(await fold_job(db, ThumbnailRow, THUMBNAIL, event, status="state"))
+                await db.commit()
+        async with session(engine) as db:
+            return await db.get(ThumbnailRow, J), returned
+    finally:
+        await engine.dispose()
+
+
+async def test_a_job_s_row_starts_running_with_what_its_start_says(tmp_path: Path) -> None:
+    start = Started(job_id=J, parent_id=P, instance="host-1", actor="ada")
+    row, returned = await fold(tmp_path, start)
+    assert row is not None and returned == [None]
+    assert (row.job_id, row.parent_id, row.state, row.actor) == (J, P, RUNNING, "ada")
+    assert row.started_at.replace(tzinfo=None) == start.occurred_at.replace(tzinfo=None)
+    assert row.finished_at is None
+
+
+async def test_a_job_s_row_ends_with_its_outcome(tmp_path: Path) -> None:
+    row, returned = await fold(tmp_path, STARTED, COMPLETED_)
+    assert row is not None and row.state == COMPLETED and row.finished_at is not None
+    assert returned[-1] is not None and row.error is None  # returned for what else it says
+    (tmp_path / "failed").mkdir()
+    row, _ = await fold(tmp_path / "failed", STARTED, FAILED_)
+    assert row is not None and row.state == FAILED
+    assert row.error == {"code": "X", "message": "why"}
+
+
+async def test_an_outcome_of_a_job_never_seen_or_another_event_folds_nothing(
+    tmp_path: Path,
+) -> None:
+    row, returned = await fold(tmp_path, COMPLETED_, Message())
+    assert row is None and returned == [None, None]

@@ -62,7 +62,7 @@ class ExportsProjector(Decodes):
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event
-        row = await fold_job(db, ExportRow, EXPORT, event, start=_requested)
+        row = await fold_job(db, ExportRow, EXPORT, event)
         if row is None:
             return
         row.parity = msgspec.to_builtins(event.parity)
@@ -70,19 +70,6 @@ class ExportsProjector(Decodes):
             row.file_name, row.size, row.sha256 = event.file_name, event.size, event.sha256
             row.latency = msgspec.to_builtins(event.latency)
             row.bundle_size, row.bundle_sha256 = event.bundle_size, event.bundle_sha256
-
-
-def _requested(event: x.ExportRequested) -> ExportRow:
-    return ExportRow(
-        export_id=event.export_id,
-        run_id=event.run_id,
-        status="running",
-        format=event.format,
-        checkpoint=event.checkpoint,
-        checkpoint_epoch=event.checkpoint_epoch,
-        checkpoint_sha256=event.checkpoint_sha256,
-        started_at=event.occurred_at,
-    )
 
 
 # --- queries ----------------------------------------------------------------------------------

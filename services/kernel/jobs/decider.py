@@ -5,10 +5,11 @@ refused.
 A ``Lifecycle`` names one kind of job: its noun, the fields its events carry its id and its
 parent's id in, its three event types — as its contract declares them once in a
 ``contracts.common.JobEvents`` (``Lifecycle(*x.EXPORT_JOB)``) — and the refusals its context
-raises (the kernel's ``Conflict`` unless the context names its own). ``start`` and ``finish`` decide on the job's status as its context keeps it
-(``None``: never started), ``evolve`` folds an event into that status, and ``ended`` folds an
-outcome into a job's dataclass state. The kernel knows no context: the event types are given.
-Pure: imports ``services.kernel.domain`` only.
+raises (the kernel's ``Conflict`` unless the context names its own). ``start`` and
+``finish`` decide on the job's status as its context keeps it (``None``: never started),
+``evolve`` folds an event into that status, and ``ended`` folds an outcome into a job's
+dataclass state. The kernel knows no context: the event types are given. Pure: imports
+``services.kernel.domain`` only.
 """
 
 from __future__ import annotations

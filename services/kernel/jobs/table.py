@@ -6,8 +6,9 @@ Two kinds of read model keep jobs:
   every kind of job of one stream into one ``jobs`` table (kind, id, parent, instance, status),
   read by ``left_running`` and ``running_elsewhere``;
 - the gateway's, one table per kind with what clients see: ``fold_job`` adds a job's row at
-  its start (``running``) and ends it at its outcome (``completed`` or ``failed``, its time,
-  the failure's code and message); the caller adds what else its events say.
+  its start (``running``, with what the start says in the row's fields of the same names)
+  and ends it at its outcome (``completed`` or ``failed``, its time, the failure's code and
+  message); the caller adds what else its outcome says.
 
 Applied by the kernel's projection runner, which stores the stream position in the same
 transaction. Imports sqlmodel and the kernel only: the events' types come from the lifecycles.
@@ -15,7 +16,7 @@ transaction. Imports sqlmodel and the kernel only: the events' types come from t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -105,21 +106,22 @@ async def running_elsewhere(db: AsyncEngine, kind: str, instance: str) -> set[st
         return set((await s.exec(query)).all())
 
 
+def started_row(model: type[Row], event: Any, status: str = "status") -> Row:
+    """A job's row from its start: every field of ``model`` that the event has by name (its
+    ids, what it was asked, who asked), running since the event's time."""
+    fields = {name: getattr(event, name) for name in model.model_fields if hasattr(event, name)}
+    return model(**fields, **{status: RUNNING, "started_at": event.occurred_at})
+
+
 async def fold_job(
-    db: AsyncSession,
-    model: type[Row],
-    life: Lifecycle,
-    event: Any,
-    *,
-    start: Callable[[Any], Row],
-    status: str = "status",
+    db: AsyncSession, model: type[Row], life: Lifecycle, event: Any, *, status: str = "status"
 ) -> Row | None:
-    """Folds a job's event into its row in ``model``: its start adds ``start(event)`` (its
-    running row); its outcome ends the row (its ``status``, ``finished_at``, and the
-    failure's ``error``) and returns it, for the caller to add what else the outcome says.
-    ``None`` for a start, for no event of the job, and for a job the model never saw start."""
+    """Folds a job's event into its row in ``model``: its start adds its ``started_row``; its
+    outcome ends the row (its ``status``, ``finished_at``, and the failure's ``error``) and
+    returns it, for the caller to add what else the outcome says. ``None`` for a start, for no
+    event of the job, and for a job the model never saw start."""
     if isinstance(event, life.started):
-        db.add(start(event))
+        db.add(started_row(model, event, status))
         return None
     if not life.is_outcome(event):
         return None

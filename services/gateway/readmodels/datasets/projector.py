@@ -91,23 +91,10 @@ async def _insert_many(db: AsyncSession, model: type[SQLModel], rows: list[dict[
         await conn.execute(insert(model), rows)
 
 
-def _started(event: c.ImportStarted) -> ImportRow:
-    return ImportRow(
-        import_id=event.import_id,
-        dataset_id=event.dataset_id,
-        state="running",
-        source_kind=event.source_kind,
-        source=event.source,
-        format=event.format,
-        started_at=event.occurred_at,
-        actor=event.actor,
-    )
-
-
 async def _import(db: AsyncSession, event: Any) -> None:
     """An import's row, the kernel's job row; a failure says its field and status too, and a
     cancelled import is cancelled, not failed."""
-    row = await fold_job(db, ImportRow, IMPORT, event, start=_started, status="state")
+    row = await fold_job(db, ImportRow, IMPORT, event, status="state")
     if row is None:
         return
     if isinstance(event, c.ImportCompleted):

@@ -65,7 +65,7 @@ class TrainingProjector(Decodes):
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event, when = stored.event, stored.event.occurred_at
         if EVALUATION.owns(event):
-            row_e = await fold_job(db, EvaluationRow, EVALUATION, event, start=_evaluation_started)
+            row_e = await fold_job(db, EvaluationRow, EVALUATION, event)
             if isinstance(event, c.EvaluationCompleted) and row_e is not None:
                 row_e.metrics = event.metrics
                 row_e.predictions = [list(p) for p in event.predictions]
@@ -118,17 +118,4 @@ def _queued(event: c.RunQueued, sequence: int) -> RunRow:
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         actor=event.actor,
-    )
-
-
-def _evaluation_started(event: c.EvaluationStarted) -> EvaluationRow:
-    return EvaluationRow(
-        evaluation_id=event.evaluation_id,
-        run_id=event.run_id,
-        status="running",
-        checkpoint=event.checkpoint,
-        subset=event.subset,
-        images=event.images,
-        checkpoint_epoch=event.checkpoint_epoch,
-        started_at=event.occurred_at,
     )
