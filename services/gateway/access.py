@@ -11,8 +11,8 @@ The rules, in one place:
 - a member without the role gets 403 ``FORBIDDEN``: they may see the resource, so saying why
   leaks nothing.
 
-A resource whose project this read model does not know is unknown, to admins too: the same id
-gives every caller the same answer. Imports the read models and the principal; no route.
+An id this read model does not know is unknown to everyone, admins too: the same id gives
+every caller the same answer. Imports the read models and the principal; no route.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def check(
 ) -> None:
     """Let ``principal`` do what needs ``need`` in ``project_id``, or raise: ``absent`` (the
     404 of the id asked for) for an unknown project or a non-member, 403 for too low a role."""
-    if project_id is None or await db.get(ProjectRow, project_id) is None:
+    if project_id is None:
         raise absent
     if principal.is_admin:
         return
