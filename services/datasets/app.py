@@ -75,17 +75,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         uploads=settings.data_dir("uploads"),
         staging=data / "staging",
     )
-
-    async def publish(job: Job) -> None:
-        await nc.publish(c.progress_subject(job.import_id), msgspec.json.encode(job.progress()))
-
-    handlers.importer = Importer(
-        BlobStore(settings.data_dir("blobs"), durable=False),
-        datasets,
-        publish,
-        instance=settings.instance,
-        zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
-    )
+    handlers.importer = importer(nc, datasets, settings)
     endpoints = (
         (c.Subjects.START_IMPORT, c.StartImport, handlers.start_import),
         (c.Subjects.CANCEL_IMPORT, c.CancelImport, handlers.cancel_import),
@@ -106,6 +96,21 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         endpoint = query_endpoint(SERVICE, query_type, answer)  # type: ignore[arg-type]
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
     return Parts(runner, partial(recover, runner, engine, handlers, settings.instance))
+
+
+def importer(nc: NATS, datasets: Repository[domain.Dataset], settings: Settings) -> Importer:
+    """The import jobs, on the kernel's job runner; their progress published live."""
+
+    async def publish(job: Job) -> None:
+        await nc.publish(c.progress_subject(job.import_id), msgspec.json.encode(job.progress()))
+
+    return Importer(
+        BlobStore(settings.data_dir("blobs"), durable=False),
+        datasets,
+        publish,
+        instance=settings.instance,
+        zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
+    )
 
 
 def health_endpoint(handlers: Datasets):
