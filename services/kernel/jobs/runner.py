@@ -196,7 +196,8 @@ class JobRunner(Generic[S, O]):
             noun=self.noun,
         )
         if not isinstance(reply, CommandAccepted):
-            log.error("%s %s: could not store its outcome: %s", self.noun, job.job_id, reply)
+            why = f"({step}) {reply.code}: {reply.message}"
+            log.error("%s %s: could not store its outcome %s", self.noun, job.job_id, why)
         return reply
 
     async def interrupt(self, job_id: str, parent_id: str, message: str) -> None:
