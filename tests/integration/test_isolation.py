@@ -329,3 +329,17 @@ def test_path_traversal_in_every_path_parameter_is_a_4xx_envelope(stack: Stack, 
                     ):
                         wrong.append(f"{method.upper()} {path}: {resp.status_code}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_run_joins_only_an_experiment_of_its_own_project(stack: Stack, alice: World, bob: World):
+    """An experiment's streams show every run queued into it: another project's run there
+    would show one project to the other's readers."""
+    body = {"project_id": alice.project_id, "split_id": alice.split_id}
+    body |= {"experiment_id": bob.experiment_id, "hyperparameters": FAST | {"epochs": 1}}
+    with as_user(stack, alice.token) as api:
+        before = [r["id"] for r in ok(api.get(f"{API}/training/runs"))["items"]]
+        resp = api.post(f"{API}/training/run", json=body)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == "experiment_id"
+        after = [r["id"] for r in ok(api.get(f"{API}/training/runs"))["items"]]
+        assert after == before  # nothing was queued
