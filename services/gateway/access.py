@@ -17,22 +17,17 @@ every caller the same answer. Imports the read models and the principal; no rout
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import SelectOfScalar
 from starlette.requests import HTTPConnection
 
 from contracts import common
 from services.gateway.auth.deps import current_principal
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ApiError
-from services.gateway.readmodels import members
-from services.gateway.readmodels.datasets.tables import ImageRow, ImportRow, SplitRow
-from services.gateway.readmodels.exports import ExportRow
-from services.gateway.readmodels.projects import ProjectRow
-from services.gateway.readmodels.training.tables import EvaluationRow, RunRow
+from services.gateway.readmodels import members, ownership
+from services.gateway.readmodels.ownership import Among, Kind
 from services.kernel.sqlite import session
 
 __all__ = [
@@ -51,9 +46,6 @@ __all__ = [
 ]
 
 Role = Literal["viewer", "editor", "owner"]
-Kind = Literal[
-    "project", "dataset", "image", "import", "split", "run", "evaluation", "export", "experiment"
-]
 FORBIDDEN = "FORBIDDEN"
 #: How a 404 names each kind of id, as the routes word an unknown one.
 NOUN: dict[str, str] = {"dataset": "project"}
@@ -66,35 +58,8 @@ def missing(kind: str, an_id: str, field: str | None = None) -> ApiError:
 
 
 async def project_of(db: AsyncSession, kind: Kind, an_id: str) -> str | None:
-    """The project ``an_id`` (a resource of ``kind``) belongs to; ``None`` when this read model
-    knows no such resource. An image's id is its content: the project of an image held by
-    one project only (ask with the project for the others)."""
-    match kind:
-        case "project" | "dataset":
-            return an_id if await db.get(ProjectRow, an_id) is not None else None
-        case "import":
-            found = await db.get(ImportRow, an_id)
-            return found.dataset_id if found else None
-        case "split":
-            split = await db.get(SplitRow, an_id)
-            return split.dataset_id if split else None
-        case "run":
-            run = await db.get(RunRow, an_id)
-            return run.project_id if run else None
-        case "evaluation":
-            evaluation = await db.get(EvaluationRow, an_id)
-            return await project_of(db, "run", evaluation.run_id) if evaluation else None
-        case "export":
-            export = await db.get(ExportRow, an_id)
-            return await project_of(db, "run", export.run_id) if export else None
-        case "experiment":
-            first = select(RunRow.project_id).where(_is(RunRow.experiment_id, an_id))
-            return (await db.exec(first.order_by(col(RunRow.queued_seq)).limit(1))).first()
-        case "image":
-            held = select(ImageRow.dataset_id).where(_is(ImageRow.image_id, an_id)).limit(2)
-            projects = list((await db.exec(held)).all())
-            return projects[0] if len(projects) == 1 else None
-    return None
+    """The project ``an_id`` (a resource of ``kind``) belongs to; ``None`` when unknown."""
+    return await ownership.project_of(db, kind, an_id)
 
 
 async def check(
@@ -157,14 +122,10 @@ async def viewable(db: AsyncSession, principal: Principal) -> set[str] | None:
     """The ids of the projects the caller may read; ``None`` for an admin (every project)."""
     if principal.is_admin:
         return None
-    return set((await db.exec(members.member_projects(principal.user_id))).all())
+    return await ownership.member_project_ids(db, user_id=principal.user_id)
 
 
-def visible_projects(principal: Principal) -> SelectOfScalar[str] | None:
+def visible_projects(principal: Principal) -> Among | None:
     """The projects whose items a list may show the caller, as a subquery for ``IN``;
     ``None`` for an admin, who sees every project's."""
     return None if principal.is_admin else members.member_projects(principal.user_id)
-
-
-def _is(column: Any, value: str) -> Any:
-    return col(column) == value

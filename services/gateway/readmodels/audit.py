@@ -135,6 +135,7 @@ async def search(
     db: AsyncSession, *, filters: Filters, limit: int, cursor: str | None
 ) -> tuple[Page[dict[str, Any]], str | None]:
     """A page of the trail, newest first, and the cursor of the next page (``None``: last)."""
+    after = _decode_cursor(cursor) if cursor else None
     project = func.coalesce(col(AuditRow.project_id), col(RunRow.project_id))
     query = select(AuditRow, project).outerjoin(RunRow, col(RunRow.run_id) == AuditRow.run_id)
     if filters.project_id:
@@ -146,8 +147,8 @@ async def search(
     if filters.until:
         query = query.where(col(AuditRow.occurred_at) < _utc(filters.until))
     total = (await db.exec(select(func.count()).select_from(query.subquery()))).one()
-    if cursor:
-        query = query.where(_after(*_decode_cursor(cursor)))
+    if after:
+        query = query.where(_after(*after))
     order = (
         col(AuditRow.occurred_at).desc(),
         col(AuditRow.stream).desc(),
