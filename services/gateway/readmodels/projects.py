@@ -106,9 +106,13 @@ async def list_projects(
     archived: bool | None,
     task_type: str | None = None,
     sort: Sort = "-created_at",
+    among: Any = None,
 ) -> Page[ProjectRow]:
-    """A page of projects in ``sort`` order (then by id); ``archived=None`` is both kinds."""
+    """A page of projects in ``sort`` order (then by id); ``archived=None`` is both kinds;
+    ``among`` (a subquery of project ids), only those."""
     query = select(ProjectRow)
+    if among is not None:
+        query = query.where(col(ProjectRow.id).in_(among))
     if archived is not None:
         query = query.where(col(ProjectRow.archived) == archived)
     if task_type:

@@ -50,9 +50,13 @@ async def list_runs(
     experiment_id: str | None = None,
     status: str | None = None,
     limit: int,
+    among: Any = None,
 ) -> list[RunRow]:
-    """Runs, newest first, of a project, an experiment, in a status (each filter optional)."""
+    """Runs, newest first, of a project, an experiment, in a status (each filter optional);
+    ``among`` (a subquery of project ids), of those projects only."""
     query = select(RunRow)
+    if among is not None:
+        query = query.where(col(RunRow.project_id).in_(among))
     if project_id:
         query = query.where(col(RunRow.project_id) == project_id)
     if experiment_id:
@@ -97,9 +101,13 @@ async def latest_epochs(db: AsyncSession, *, run_ids: Sequence[str]) -> dict[str
     return latest
 
 
-async def run_counts(db: AsyncSession) -> dict[str, int]:
-    """How many runs are in each status (a status no run is in is left out)."""
-    rows = await db.exec(select(RunRow.status, func.count()).group_by(RunRow.status))
+async def run_counts(db: AsyncSession, *, among: Any = None) -> dict[str, int]:
+    """How many runs are in each status (a status no run is in is left out); ``among`` (a
+    subquery of project ids), of those projects only."""
+    query = select(RunRow.status, func.count())
+    if among is not None:
+        query = query.where(col(RunRow.project_id).in_(among))
+    rows = await db.exec(query.group_by(RunRow.status))
     return dict(rows.all())
 
 
