@@ -43,8 +43,8 @@ async def experiment_socket(websocket: WebSocket, experiment_id: str) -> None:
     gateway: Gateway = websocket.app.state.gateway
     await websocket.accept()
     try:
+        await access.principal_of(websocket)  # before anything else is said
         after = _after(websocket.query_params.get("last_event_id"))
-        await access.principal_of(websocket)
         rows = await experiment_rows(gateway, experiment_id, None)
         guard = await open_guard(websocket, lambda: view_experiment(websocket, experiment_id, rows))
         snapshot = await _snapshot(gateway, experiment_id, rows)
