@@ -87,7 +87,6 @@ SERVICES: tuple[BusUser, ...] = (
     _service(
         "trainer",
         t,
-        reads=(d,),
         asks=(d,),
         emits=(_LIVE_TRAINING,),
         buckets=(Bucket(LEASES, "kv", write=True, create=True), _ARTIFACTS_WRITE),
@@ -95,7 +94,7 @@ SERVICES: tuple[BusUser, ...] = (
     _service(
         "exporter",
         x,
-        reads=(t, d),
+        reads=(t,),
         asks=(d,),
         buckets=(_ARTIFACTS_READ, Bucket(x.EXPORTS_BUCKET, "objects", write=True, create=True)),
     ),

@@ -35,8 +35,7 @@ SERVICE = "exporter"
 STREAMS = (
     StreamSpec(x.STREAM, (x.EVENTS,)),
     StreamSpec(t.STREAM, (t.EVENTS,)),
-    StreamSpec(d.STREAM, (d.EVENTS,)),
-)
+)  # datasets come by query (a split's subset): no datasets event is read here
 log = logging.getLogger(__name__)
 COMMANDS = ((x.Subjects.REQUEST_EXPORT, x.RequestExport),)
 QUERIES = ((x.Subjects.PREDICT, x.Predict),)

@@ -41,8 +41,8 @@ def lease_key(device: str, slot: str | None = None) -> str:
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     nc = broker.connection
     js = nc.jetstream()
-    for spec in (StreamSpec(c.STREAM, (c.EVENTS,)), StreamSpec(d.STREAM, (d.EVENTS,))):
-        await ensure_stream(js, spec, settings.stream_replicas)
+    # datasets come by query (their subsets), so the trainer reads no datasets event
+    await ensure_stream(js, StreamSpec(c.STREAM, (c.EVENTS,)), settings.stream_replicas)
     runs_store: EventStore[c.Event] = EventStore(
         nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
     )
