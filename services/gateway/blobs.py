@@ -8,7 +8,9 @@ can run on another machine than they do.
   Chosen over copying every image into the Object Store: an import of 50,000 images would write
   each of them twice (and a thumbnail twice), while a query reads the one copy the datasets
   service has, and answers for the dataset itself, so an image deleted from a dataset is no
-  longer served through it. A thumbnail is one small answer.
+  longer served through it. A thumbnail is one small answer. There is no local fast path
+  beside it: through the query a thumbnail takes about 4 ms and a 6.8 MB original about 55 ms
+  (gateway to client, loaded 2-core machine), and one path is one thing to test.
 - **Export files come from the Object Store** (``contracts.exports.EXPORTS_BUCKET``, under
   ``export_object(export_id, name)``): the exporter puts them there before it records the
   export completed (files before facts). They are streamed chunk by chunk
