@@ -55,7 +55,8 @@ def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+    """A client of the module's studio, signed in as its first admin."""
+    async with stack.client(timeout=15) as client:
         yield client
 
 

@@ -1,11 +1,14 @@
 """The studio's processes, started for a test: nats-server, the projects service, the gateway.
 
-Each service is a real child process (``python -m services.<name>``), as in production.
+Each service is a real child process (``python -m services.<name>``), as in production. Every
+stack has the identity service and a first admin (``ADMIN``, ``ADMIN_PASSWORD``); ``token()``,
+``headers()`` and ``client()`` are signed in as that admin, ``sign_in`` as anyone.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +24,10 @@ from services.kernel.process import stop_gently
 
 #: Every service; a test that needs fewer starts fewer (the gateway reports on those only).
 SERVICES = ("identity", "projects", "datasets", "trainer", "exporter")
+#: The first admin of every test stack, and the password it is created with.
+ADMIN = "admin"
+ADMIN_PASSWORD = "test-admin-password"
+API = "/api/v1"
 #: Tests sign in often and work fast, all from one IP: limits no test but the limits' own
 #: (``tests/integration/test_limits.py``, which sets its own) ever meets.
 TEST_LIMITS = {
@@ -40,7 +47,8 @@ TEST_LIMITS = {
 
 class Stack:
     def __init__(self, root: Path, services: tuple[str, ...] = SERVICES, **env: str) -> None:
-        self.services = services
+        # Nothing answers without a signed-in caller: every stack can sign in.
+        self.services = services if "identity" in services else ("identity", *services)
         self.root = root
         self.workspace = root / "workspace"
         self.port = free_port()
@@ -50,6 +58,9 @@ class Stack:
         self.imports = root / "imports"
         self.imports.mkdir(parents=True, exist_ok=True)
         self.extra_env = env
+        # One secret for the stack's life: a restarted gateway honours the tokens it signed.
+        self.jwt_secret = secrets.token_urlsafe(48)
+        self._token: tuple[str, float] | None = None
 
     @property
     def nats_url(self) -> str:
@@ -68,6 +79,8 @@ class Stack:
             "STUDIO_LOG_LEVEL": "WARNING",
             "STUDIO_IMPORT_ROOTS": str(self.imports),
             "STUDIO_SERVICES": ",".join(self.services),
+            "STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "STUDIO_JWT_SECRET": self.jwt_secret,
             **TEST_LIMITS,
             **self.extra_env,
         }
@@ -135,3 +148,69 @@ class Stack:
                 last = repr(exc)
             time.sleep(0.1)
         raise TimeoutError(f"the stack did not become healthy: {last}")
+
+    # --- signed in --------------------------------------------------------------------------
+
+    def sign_in(self, user_id: str, password: str, timeout: float = 30.0) -> str:
+        """An access token of ``user_id``; waits while the identity service starts (a 401 until
+        it has created the first admin, a 503 until it answers)."""
+        return str(self.sign_in_answer(user_id, password, timeout)["access_token"])
+
+    def sign_in_answer(self, user_id: str, password: str, timeout: float = 30.0) -> dict:
+        return sign_in(self.base_url, user_id, password, timeout)
+
+    def token(self) -> str:
+        """The first admin's access token, signed in once and again shortly before it expires."""
+        if self._token is None or self._token[1] < time.monotonic() + 60:
+            answer = self.sign_in_answer(ADMIN, ADMIN_PASSWORD)
+            self._token = (answer["access_token"], time.monotonic() + answer["expires_in"])
+        return self._token[0]
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        """``Authorization`` for ``token``, the first admin's by default."""
+        return {"Authorization": f"Bearer {token or self.token()}"}
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.AsyncClient:
+        """An async client of the gateway, signed in (as the first admin by default)."""
+        options: dict = {"timeout": 15} | kwargs
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers(token), **options)
+
+    def sync_client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        """A blocking client of the gateway, signed in (as the first admin by default)."""
+        options: dict = {"timeout": 15} | kwargs
+        return httpx.Client(base_url=self.base_url, headers=self.headers(token), **options)
+
+    def create_user(
+        self, user_id: str, password: str, role: str = "user", tier: str = "premium"
+    ) -> None:
+        """A user made by the first admin (premium, so rate limits stay out of tests' way)."""
+        body = {"user_id": user_id, "password": password, "site_role": role, "tier": tier}
+        resp = httpx.post(
+            f"{self.base_url}{API}/users", json=body, headers=self.headers(), timeout=15
+        )
+        if resp.status_code != 201:
+            raise RuntimeError(f"user {user_id} not created: {resp.status_code} {resp.text}")
+
+
+def sign_in(base_url: str, user_id: str, password: str, timeout: float = 30.0) -> dict:
+    """The token answer of signing in at ``base_url``; waits while the identity service starts
+    (401 until it has created the first admin, 503 until it answers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = httpx.post(
+            f"{base_url}{API}/auth/token",
+            data={"username": user_id, "password": password},
+            timeout=15,
+        )
+        if resp.status_code == 200:
+            answer: dict = resp.json()
+            return answer
+        if time.monotonic() > deadline or resp.status_code not in (401, 429, 503):
+            raise RuntimeError(f"{user_id} could not sign in: {resp.status_code} {resp.text}")
+        time.sleep(0.2)
+
+
+def admin_headers(base_url: str) -> dict[str, str]:
+    """``Authorization`` of the first admin of a studio started with ``ADMIN_PASSWORD``."""
+    token = sign_in(base_url, ADMIN, ADMIN_PASSWORD)["access_token"]
+    return {"Authorization": f"Bearer {token}"}

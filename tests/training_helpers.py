@@ -25,7 +25,7 @@ FAST: dict[str, Any] = {
 
 
 def client(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.base_url, timeout=30)
+    return stack.sync_client(timeout=30)
 
 
 def learnable_split(stack: Stack, per_class: int = 30, test: float = 0.0) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import datasets as d
 from contracts import exports as x
+from contracts import identity as i
 from contracts import projects as p
 from contracts import training as t
 from services import deployment
@@ -28,6 +29,8 @@ from services.gateway.api import (
     system,
     training,
 )
+from services.gateway.auth import keys, routes, users
+from services.gateway.auth.deps import current_principal
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.readmodels import projectors
@@ -42,6 +45,7 @@ from services.kernel.streams import StreamSpec, ensure_stream
 
 SERVICE = "gateway"
 STREAMS = (
+    StreamSpec(i.STREAM, (i.EVENTS,)),
     StreamSpec(p.STREAM, (p.EVENTS,)),
     StreamSpec(d.STREAM, (d.EVENTS,)),
     StreamSpec(t.STREAM, (t.EVENTS,)),
@@ -146,7 +150,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)
     headers.install_outer(app, settings)  # security headers, even on a last-resort 500
+    # Signing in (and refreshing) is the only thing /api answers without credentials.
+    app.include_router(routes.public, prefix="/api/v1")
+    app.include_router(routes.public, prefix="/api", include_in_schema=False)
+    signed_in = [Depends(current_principal)]
     for router in (
+        routes.router,
+        keys.router,
+        users.router,
         projects.router,
         datasets.router,
         splits.router,
@@ -155,11 +166,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports.router,
         system.api,
     ):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix="/api/v1", dependencies=signed_in)
         # /api/... is an alias of the current version.
-        app.include_router(router, prefix="/api", include_in_schema=False)
-    app.include_router(system.router)
-    app.include_router(training.sockets)
+        app.include_router(router, prefix="/api", include_in_schema=False, dependencies=signed_in)
+    app.include_router(system.router)  # /health and /metrics: for probes and Prometheus
+    app.include_router(training.sockets, dependencies=signed_in)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from services.kernel.nats_server import free_port
+from tests.stack import ADMIN_PASSWORD, admin_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +30,7 @@ class Studio:
         self.log = workspace.parent / f"studio-{port}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
             [*STUDIO, "up", "--port", str(port), "--workspace", str(workspace)],
-            env=env_without_nats(),
+            env=env_without_nats() | {"STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD},
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # as a terminal would: Ctrl-C goes to the studio alone
@@ -54,10 +55,14 @@ def test_up_create_watch_stop_restart_and_the_project_is_still_there(tmp_path: P
     studio = Studio(workspace, port)
     try:
         studio.wait_ready()
-        resp = httpx.post(f"{studio.url}/api/v1/projects", json={"name": "Birds"}, timeout=15)
+        signed_in = admin_headers(studio.url)
+        resp = httpx.post(
+            f"{studio.url}/api/v1/projects", json={"name": "Birds"}, headers=signed_in, timeout=15
+        )
         assert resp.status_code == 201, resp.text
         pid = resp.json()["data"]["id"]
-        with httpx.stream("GET", f"{studio.url}/api/v1/projects/{pid}/events", timeout=15) as sse:
+        events = f"{studio.url}/api/v1/projects/{pid}/events"
+        with httpx.stream("GET", events, headers=signed_in, timeout=15) as sse:
             lines = sse.iter_lines()
             assert "event: project_created" in [next(lines) for _ in range(4)]
         assert "curl" in studio.log.read_text()  # the banner shows the first call to make
@@ -71,7 +76,9 @@ def test_up_create_watch_stop_restart_and_the_project_is_still_there(tmp_path: P
     again = Studio(workspace, port)
     try:
         again.wait_ready()
-        got = httpx.get(f"{again.url}/api/v1/projects/{pid}", timeout=15)
+        got = httpx.get(
+            f"{again.url}/api/v1/projects/{pid}", headers=admin_headers(again.url), timeout=15
+        )
         assert got.status_code == 200
         assert got.json()["data"]["name"] == "Birds"
     finally:

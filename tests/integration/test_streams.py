@@ -26,17 +26,17 @@ WAIT_S = 30.0
 
 
 async def read_to_end(stack: Stack, path: str, **headers: str) -> SseClient:
-    client = SseClient(stack.base_url, path, headers)
+    client = SseClient(stack.base_url, path, stack.headers() | headers)
     await client.open()
     await client.wait(lambda c: c.ended, WAIT_S)
     await client.close()
     return client
 
 
-async def receive_all(url: str) -> tuple[list[dict], int | None]:
+async def receive_all(stack: Stack, url: str) -> tuple[list[dict], int | None]:
     """Every message of a socket until the server closes it, and the close code."""
     messages = []
-    async with connect(url) as sock:
+    async with connect(url, additional_headers=stack.headers()) as sock:
         try:
             while True:
                 messages.append(frame(await asyncio.wait_for(sock.recv(), WAIT_S)))
@@ -71,7 +71,8 @@ async def test_a_live_run_stream_ends_after_complete_and_a_failed_one_after_erro
     for run_id in (ok_run, bad_run):
         await runs.start(run_id)
     clients = [
-        SseClient(stack.base_url, f"{API}/training/runs/{r}/stream") for r in (ok_run, bad_run)
+        SseClient(stack.base_url, f"{API}/training/runs/{r}/stream", stack.headers())
+        for r in (ok_run, bad_run)
     ]
     for client in clients:
         await client.open()
@@ -100,7 +101,7 @@ async def test_a_resumed_run_streams_past_its_first_complete_until_its_last(stac
     await runs.complete(run_id, 1)
     await runs.add(run_id, c.RunResumed(run_id=run_id, epochs=2))
     await runs.start(run_id)
-    client = SseClient(stack.base_url, f"{API}/training/runs/{run_id}/stream")
+    client = SseClient(stack.base_url, f"{API}/training/runs/{run_id}/stream", stack.headers())
     await client.open()
     # the first complete belongs to the past: the stream goes on to the live run
     await client.wait(lambda c: len(c.events) == 6, WAIT_S)
@@ -123,7 +124,7 @@ async def test_the_experiment_stream_ends_when_every_run_is_over(stack: Stack):
     second = await runs.queue(experiment, project)
     await runs.start(second)
     path = f"{API}/training/{project}/experiments/{experiment}/stream"
-    client = SseClient(stack.base_url, path)
+    client = SseClient(stack.base_url, path, stack.headers())
     await client.open()
     await client.wait(lambda c: c.names().count("status") == 4, WAIT_S)
     # one run over, one running: the stream goes on, and follows a run queued into it later
@@ -149,7 +150,8 @@ async def test_the_websocket_sends_text_json_a_snapshot_first_and_closes_at_the_
     run_id = await runs.queue(experiment)
     await runs.start(run_id)
     await runs.epochs(run_id, 1, 2)
-    async with connect(ws_url(stack.base_url, f"/ws/experiments/{experiment}")) as sock:
+    url = ws_url(stack.base_url, f"/ws/experiments/{experiment}")
+    async with connect(url, additional_headers=stack.headers()) as sock:
         snapshot = frame(await asyncio.wait_for(sock.recv(), WAIT_S))
         # the experiment finishes while the browser watches it
         await runs.epochs(run_id, 3)
@@ -175,7 +177,8 @@ async def test_the_websocket_sends_text_json_a_snapshot_first_and_closes_at_the_
 async def test_an_unknown_experiment_gets_an_error_and_a_close_never_silence(
     stack: Stack, experiment
 ):
-    messages, code = await receive_all(ws_url(stack.base_url, f"/ws/experiments/{experiment}"))
+    url = ws_url(stack.base_url, f"/ws/experiments/{experiment}")
+    messages, code = await receive_all(stack, url)
     assert [m["type"] for m in messages] == ["error"]
     assert messages[0]["payload"]["code"] == "NOT_FOUND"
     assert code == 4404
@@ -186,7 +189,11 @@ def test_the_original_documents_websocket_test_passes_with_starlettes_test_clien
 ):
     """The source documents' test, verbatim, against a gateway of its own on the same NATS."""
     settings = Settings(
-        nats_url=stack.nats_url, workspace=tmp_path, instance="testclient", services=("projects",)
+        nats_url=stack.nats_url,
+        workspace=tmp_path,
+        instance="testclient",
+        services=("projects",),
+        jwt_secret=stack.jwt_secret,  # the stack's tokens, checked against the same users
     )
     experiment = new_id()
 
@@ -200,12 +207,13 @@ def test_the_original_documents_websocket_test_passes_with_starlettes_test_clien
 
     asyncio.run(a_finished_run())
     with TestClient(create_app(settings)) as client:
-        with client.websocket_connect("/ws/experiments/test") as ws:
+        with client.websocket_connect("/ws/experiments/test", headers=stack.headers()) as ws:
             data = ws.receive_json()
             assert "type" in data and "payload" in data
         assert data["type"] == "error" and data["payload"]["code"] == "NOT_FOUND"
         # a known experiment: text JSON (receive_json reads text frames only), snapshot first
-        with client.websocket_connect(f"/ws/experiments/{experiment}") as ws:
+        url = f"/ws/experiments/{experiment}"
+        with client.websocket_connect(url, headers=stack.headers()) as ws:
             snapshot = ws.receive_json()
             kinds = []
             with pytest.raises(WebSocketDisconnect) as closed:

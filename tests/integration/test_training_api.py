@@ -201,7 +201,7 @@ def test_experiment_stream_over_sse_and_websocket(stack: Stack, split):
     async def receive() -> list[str]:
         ws_url = stack.base_url.replace("http", "ws") + f"/ws/experiments/{data['experiment_id']}"
         kinds = []
-        async with connect(ws_url) as sock:
+        async with connect(ws_url, additional_headers=stack.headers()) as sock:
             while "complete" not in kinds:
                 kinds.append(json.loads(await asyncio.wait_for(sock.recv(), 30))["type"])
         return kinds
@@ -360,7 +360,7 @@ def test_malformed_ids_get_404_in_paths_and_422_in_bodies(stack: Stack, split):
 @pytest.mark.parametrize("after", ["%C2%B2", "9" * 5000])  # "²", and past int()'s digits
 async def test_a_websocket_last_event_id_that_is_no_sequence_gets_an_error(stack: Stack, after):
     url = f"ws://127.0.0.1:{stack.port}/ws/experiments/{'0' * 32}?last_event_id={after}"
-    async with connect(url) as socket:
+    async with connect(url, additional_headers=stack.headers()) as socket:
         message = json.loads(await asyncio.wait_for(socket.recv(), 10))
     assert message["type"] == "error"
     assert message["payload"]["code"] == "VALIDATION_ERROR"

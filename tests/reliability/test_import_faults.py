@@ -21,7 +21,9 @@ API = "/api/v1"
 
 
 def project(stack: Stack) -> str:
-    resp = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
+    resp = httpx.post(
+        f"{stack.base_url}{API}/projects", json={"name": "p"}, headers=stack.headers(), timeout=15
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()["data"]["id"]
 
@@ -29,7 +31,12 @@ def project(stack: Stack) -> str:
 def start(stack: Stack, path: str | Path) -> tuple[str, str]:
     project_id = project(stack)
     body = {"project_id": project_id, "path": str(path)}
-    resp = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
+    resp = httpx.post(
+        f"{stack.base_url}{API}/datasets/import/local",
+        json=body,
+        headers=stack.headers(),
+        timeout=30,
+    )
     assert resp.status_code == 202, resp.text
     return project_id, resp.json()["data"]["id"]
 
@@ -40,6 +47,7 @@ def upload(stack: Stack, project_id: str, archive: Path) -> httpx.Response:
             f"{stack.base_url}{API}/datasets/import/upload",
             data={"project_id": project_id},
             files={"file": (archive.name, fh, "application/zip")},
+            headers=stack.headers(),
             timeout=60,
         )
 
@@ -52,7 +60,9 @@ def start_upload(stack: Stack, archive: Path) -> tuple[str, str]:
 
 
 def job(stack: Stack, import_id: str) -> dict:
-    resp = httpx.get(f"{stack.base_url}{API}/datasets/import/{import_id}", timeout=15)
+    resp = httpx.get(
+        f"{stack.base_url}{API}/datasets/import/{import_id}", headers=stack.headers(), timeout=15
+    )
     return resp.json()["data"]
 
 
@@ -95,7 +105,9 @@ def plant_orphans(stack: Stack) -> None:
 
 
 def images(stack: Stack, project_id: str) -> int:
-    summary = httpx.get(f"{stack.base_url}{API}/datasets/{project_id}", timeout=15)
+    summary = httpx.get(
+        f"{stack.base_url}{API}/datasets/{project_id}", headers=stack.headers(), timeout=15
+    )
     return int(summary.json()["data"]["images"])
 
 
@@ -135,7 +147,12 @@ def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
     wait_for(lambda: staging(stack) == [], "the restart removes the staging folders left")
     # and the same import, started again, completes whole
     body = {"project_id": project_id, "path": str(source)}
-    retry = httpx.post(f"{stack.base_url}{API}/datasets/import/local", json=body, timeout=30)
+    retry = httpx.post(
+        f"{stack.base_url}{API}/datasets/import/local",
+        json=body,
+        headers=stack.headers(),
+        timeout=30,
+    )
     done = wait(stack, retry.json()["data"]["id"], lambda d: d["state"] == "completed")
     assert done["report"]["imported"] == 200
     assert images(stack, project_id) == 200
@@ -148,13 +165,17 @@ def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
     for _ in range(5):  # a loaded machine may finish the import before the cancel lands
         project_id, import_id = mid_import(stack, source)
         url = f"{stack.base_url}{API}/datasets/import/{import_id}/cancel"
-        resp = httpx.post(url, timeout=60)
+        resp = httpx.post(url, headers=stack.headers(), timeout=60)
         if resp.status_code == 200 or job(stack, import_id)["state"] != "completed":
             break
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]["state"] == "cancelled"
     assert images(stack, project_id) == 0
-    again = httpx.post(f"{stack.base_url}{API}/datasets/import/{import_id}/cancel", timeout=60)
+    again = httpx.post(
+        f"{stack.base_url}{API}/datasets/import/{import_id}/cancel",
+        headers=stack.headers(),
+        timeout=60,
+    )
     assert again.status_code == 409
 
 
@@ -162,7 +183,12 @@ def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tm
     stack = Stack(tmp_path, STACK_SERVICES, STUDIO_UPLOAD_MAX_BYTES="20000")
     try:
         stack.up()
-        pid = httpx.post(f"{stack.base_url}{API}/projects", json={"name": "p"}, timeout=15)
+        pid = httpx.post(
+            f"{stack.base_url}{API}/projects",
+            json={"name": "p"},
+            headers=stack.headers(),
+            timeout=15,
+        )
         project_id = pid.json()["data"]["id"]
         big = imagesets.zip_dir(imagesets.heavy(tmp_path / "big", 2, size=64), tmp_path / "b.zip")
         with big.open("rb") as fh:
@@ -170,6 +196,7 @@ def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tm
                 f"{stack.base_url}{API}/datasets/import/upload",
                 data={"project_id": project_id},
                 files={"file": ("b.zip", fh, "application/zip")},
+                headers=stack.headers(),
                 timeout=30,
             )
         assert resp.status_code == 413, resp.text

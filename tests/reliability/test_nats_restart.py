@@ -28,6 +28,7 @@ from services.kernel.lease import Leases
 from services.kernel.nats_server import EmbeddedNats, free_port
 from services.kernel.streams import StreamSpec, ensure_stream
 from tests import imagesets
+from tests.stack import ADMIN_PASSWORD, admin_headers
 from tests.training_helpers import FAST, curves, wait
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +45,7 @@ class Studio:
     """``studio up`` as a person starts it, with the services a training needs."""
 
     def __init__(
-        self, root: Path, services: str = "projects,datasets,trainer", **extra: str
+        self, root: Path, services: str = "identity,projects,datasets,trainer", **extra: str
     ) -> None:
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -52,7 +53,12 @@ class Studio:
         self.imports.mkdir(parents=True)
         self.log = root / "studio.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-        env |= {"STUDIO_SERVICES": services, "STUDIO_LOG_LEVEL": "INFO", **extra}
+        env |= {
+            "STUDIO_SERVICES": services,
+            "STUDIO_LOG_LEVEL": "INFO",
+            "STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **extra,
+        }
         argv = ["up", "--port", str(self.port), "--workspace", str(self.workspace)]
         self.proc = subprocess.Popen(
             [*STUDIO, *argv, "--import-root", str(self.imports)],
@@ -106,13 +112,14 @@ class Traffic(threading.Thread):
     def __init__(self, url: str, run_id: str) -> None:
         super().__init__(daemon=True)
         self.url, self.run_id = url, run_id
+        self.headers = admin_headers(url)
         self.statuses: Counter[int] = Counter()
         self.failures: list[str] = []
         self.created: list[str] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as api:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as api:
             while not self.halt.is_set():
                 for resp in (
                     api.post(f"{API}/projects", json={"name": f"p-{uuid.uuid4().hex[:6]}"}),
@@ -134,12 +141,14 @@ class Watcher(threading.Thread):
     def __init__(self, url: str, run_id: str) -> None:
         super().__init__(daemon=True)
         self.url, self.run_id = url, run_id
+        self.headers = admin_headers(url)
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.connected = threading.Event()
 
     def run(self) -> None:
         path = f"{self.url}{API}/training/runs/{self.run_id}/stream"
-        with httpx.stream("GET", path, timeout=httpx.Timeout(30, read=120)) as sse:
+        timeout = httpx.Timeout(30, read=120)
+        with httpx.stream("GET", path, headers=self.headers, timeout=timeout) as sse:
             self.connected.set()
             name = ""
             for line in sse.iter_lines():
@@ -193,7 +202,7 @@ def kill_nats(studio: Studio, times: int) -> None:
 
 
 def test_nats_killed_mid_training_is_restarted_and_the_run_completes(studio: Studio):
-    api = httpx.Client(base_url=studio.url, timeout=30)
+    api = httpx.Client(base_url=studio.url, headers=admin_headers(studio.url), timeout=30)
     split_id, before = prepare_run(studio, api)
     port = nats_port(studio)
     body = {"project_id": before[0], "split_id": split_id, "hyperparameters": HYPER}

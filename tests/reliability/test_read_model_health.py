@@ -80,7 +80,7 @@ async def test_the_runner_reports_a_stuck_projector_until_it_moves_again(nc: NAT
 
 async def test_health_answers_503_while_the_read_model_cannot_update(own_stack: Stack):
     stack = own_stack.up()
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as api:
+    async with stack.client(timeout=30) as api:
         assert (await api.get("/health")).status_code == 200
         # given the gateway's read model locked by another writer
         locker = sqlite3.connect(stack.workspace / "gateway" / "readmodel.db", timeout=10)

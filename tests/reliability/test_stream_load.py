@@ -25,14 +25,15 @@ STAGE_S = 90.0
 
 
 async def open_sse(stack: Stack, path: str, count: int) -> list[SseClient]:
-    clients = [SseClient(stack.base_url, path) for _ in range(count)]
+    clients = [SseClient(stack.base_url, path, stack.headers()) for _ in range(count)]
     for batch in range(0, count, 50):
         await asyncio.gather(*(c.open() for c in clients[batch : batch + 50]))
     return clients
 
 
 async def open_socket(stack: Stack, experiment: str) -> tuple[ClientConnection, list[dict]]:
-    sock = await connect(ws_url(stack.base_url, f"/ws/experiments/{experiment}"))
+    url = ws_url(stack.base_url, f"/ws/experiments/{experiment}")
+    sock = await connect(url, additional_headers=stack.headers())
     return sock, [frame(await sock.recv())]  # its snapshot
 
 
@@ -58,7 +59,7 @@ async def rest(api: httpx.AsyncClient, paths: list[str], rounds: int) -> list[An
 
 
 async def test_500_sse_clients_and_50_websockets_leave_the_api_answering(stack: Stack):
-    api = httpx.AsyncClient(base_url=stack.base_url, timeout=20)
+    api = stack.client(timeout=20)
     created = await api.post(f"{API}/projects", json={"name": "watched"})
     pid = created.json()["data"]["id"]
     nc, runs = await Runs.connect(stack.nats_url)

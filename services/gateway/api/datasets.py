@@ -16,6 +16,7 @@ from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
+from services.gateway.auth.deps import actor_of
 from services.gateway.blobs import blobs_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
@@ -27,7 +28,6 @@ from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 
-ACTOR = "anonymous"
 #: A page cursor: a file name (a path in an archive, at most PATH_MAX) and an image id, JSON
 #: in base64 (4/3 the size).
 CURSOR_MAX = 6 * 1024
@@ -65,7 +65,7 @@ async def import_local(body: LocalImport, request: Request, gateway: GatewayDep)
     async def run() -> Response:
         return await _start(gateway, request, body.project_id, "local", body.path, body.format)
 
-    return await idempotent(request, gateway, ACTOR, run)
+    return await idempotent(request, gateway, actor_of(request), run)
 
 
 @router.post("/import/upload", status_code=202)
@@ -113,7 +113,9 @@ async def get_import(import_id: PathId, db: DbDep, gateway: GatewayDep) -> Respo
 async def cancel_import(import_id: PathId, request: Request, db: DbDep, gw: GatewayDep) -> Response:
     """Stop a running import; nothing of it is kept."""
     row = await _import(db, import_id)
-    command = c.CancelImport(dataset_id=row.dataset_id, import_id=import_id, actor=ACTOR)
+    command = c.CancelImport(
+        dataset_id=row.dataset_id, import_id=import_id, actor=actor_of(request)
+    )
     await gw.send(c.Subjects.CANCEL_IMPORT, command, request)
     final = await _wait_for_import(gw, import_id, lambda r: r.done, timeout=30.0)
     return ok(final.public())
@@ -208,7 +210,7 @@ async def relabel(
         dataset_id=project_id,
         image_id=image_id,
         label=body.label,
-        actor=ACTOR,
+        actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
     accepted = await gateway.send(c.Subjects.RELABEL_IMAGE, command, request)
@@ -223,7 +225,10 @@ async def delete_image(
 ) -> Response:
     """Remove an image from the dataset (its file stays for other datasets that hold it)."""
     command = c.DeleteImage(
-        dataset_id=project_id, image_id=image_id, actor=ACTOR, correlation_id=REQUEST_ID.get()
+        dataset_id=project_id,
+        image_id=image_id,
+        actor=actor_of(request),
+        correlation_id=REQUEST_ID.get(),
     )
     accepted = await gateway.send(c.Subjects.DELETE_IMAGE, command, request)
     await gateway.caught_up(c.STREAM, accepted.sequence)
@@ -258,7 +263,7 @@ async def _start(
         source=source,
         format=fmt,
         staged_path=str(staged) if staged else None,
-        actor=ACTOR,
+        actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
     accepted = await gateway.send(c.Subjects.START_IMPORT, command, request)

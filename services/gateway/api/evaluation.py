@@ -13,6 +13,7 @@ from contracts import common, new_id
 from contracts import training as c
 from contracts.datasets import LABEL_MAX
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.readmodels import training as read
@@ -40,6 +41,7 @@ async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) ->
         checkpoint=body.checkpoint,
         subset=body.subset,
         correlation_id=REQUEST_ID.get(),
+        actor=actor_of(request),
     )
     accepted = await gateway.send(c.EvaluationSubjects.EVALUATE_RUN, command, request)
     await gateway.caught_up(c.STREAM, accepted.sequence)

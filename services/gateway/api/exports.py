@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from contracts import common, new_id
 from contracts import exports as x
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.auth.deps import actor_of
 from services.gateway.blobs import send_export_file
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
@@ -42,6 +43,7 @@ async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) 
         checkpoint=body.checkpoint,
         format=body.format,
         correlation_id=REQUEST_ID.get(),
+        actor=actor_of(request),
     )
     accepted = await gateway.send(x.Subjects.REQUEST_EXPORT, command, request)
     await gateway.caught_up(x.STREAM, accepted.sequence)

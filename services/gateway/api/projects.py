@@ -14,6 +14,7 @@ from contracts import projects as c
 from contracts.common import CommandAccepted
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import Limit, Offset, PathId
+from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
@@ -22,9 +23,6 @@ from services.gateway.streams import last_event_id, sse_response
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/projects", tags=["projects"], responses=ERROR_RESPONSES)
-
-#: Until sign-in lands every request acts as this user.
-ACTOR = "anonymous"
 
 
 class ProjectCreate(BaseModel):
@@ -71,20 +69,20 @@ async def create_project(body: ProjectCreate, request: Request, gateway: Gateway
     key = request.headers.get("idempotency-key")
 
     async def run() -> Response:
-        project_id = derived_id(ACTOR, key, "project") if key else new_id()
+        project_id = derived_id(actor_of(request), key, "project") if key else new_id()
         command = c.CreateProject(
             project_id=project_id,
             name=body.name,
             description=body.description,
             task_type=body.task_type,
-            message_id=derived_id(ACTOR, key, "create_project") if key else new_id(),
+            message_id=derived_id(actor_of(request), key, "create_project") if key else new_id(),
             correlation_id=REQUEST_ID.get(),
-            actor=ACTOR,
+            actor=actor_of(request),
         )
         accepted = await gateway.send(c.Subjects.CREATE, command, request)
         return await _answer(gateway, request, accepted, status=201)
 
-    return await idempotent(request, gateway, ACTOR, run)
+    return await idempotent(request, gateway, actor_of(request), run)
 
 
 @router.get("/{project_id}")
@@ -116,7 +114,7 @@ async def update_project(
         description=body.description,
         expected_version=_version(if_match),
         correlation_id=REQUEST_ID.get(),
-        actor=ACTOR,
+        actor=actor_of(request),
     )
     accepted = await gateway.send(c.Subjects.UPDATE, command, request)
     return await _answer(gateway, request, accepted)
@@ -134,10 +132,13 @@ async def archive_project(
         project_id=project_id,
         expected_version=_version(if_match),
         correlation_id=REQUEST_ID.get(),
-        actor=ACTOR,
+        actor=actor_of(request),
     )
     return await idempotent(
-        request, gateway, ACTOR, lambda: _run(gateway, request, c.Subjects.ARCHIVE, command)
+        request,
+        gateway,
+        actor_of(request),
+        lambda: _run(gateway, request, c.Subjects.ARCHIVE, command),
     )
 
 
@@ -153,10 +154,13 @@ async def restore_project(
         project_id=project_id,
         expected_version=_version(if_match),
         correlation_id=REQUEST_ID.get(),
-        actor=ACTOR,
+        actor=actor_of(request),
     )
     return await idempotent(
-        request, gateway, ACTOR, lambda: _run(gateway, request, c.Subjects.RESTORE, command)
+        request,
+        gateway,
+        actor_of(request),
+        lambda: _run(gateway, request, c.Subjects.RESTORE, command),
     )
 
 

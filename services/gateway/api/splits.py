@@ -14,6 +14,7 @@ from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
@@ -22,7 +23,6 @@ from services.gateway.readmodels.training.queries import runs_using_split
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/splits", tags=["splits"], responses=ERROR_RESPONSES)
-ACTOR = "anonymous"
 
 
 class Ratios(BaseModel):
@@ -47,7 +47,7 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
     key = request.headers.get("idempotency-key")
 
     async def run() -> Response:
-        split_id = derived_id(ACTOR, key, "split") if key else new_id()
+        split_id = derived_id(actor_of(request), key, "split") if key else new_id()
         command = c.CreateSplit(
             dataset_id=body.project_id,
             split_id=split_id,
@@ -57,7 +57,7 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
             test=body.ratios.test,
             strategy=body.strategy,
             seed=body.seed,
-            actor=ACTOR,
+            actor=actor_of(request),
             correlation_id=REQUEST_ID.get(),
         )
         accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
@@ -67,7 +67,7 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
         location = str(request.url_for("get_split", split_id=split_id))
         return ok(data, status=201, headers={"Location": location})
 
-    return await idempotent(request, gateway, ACTOR, run)
+    return await idempotent(request, gateway, actor_of(request), run)
 
 
 @router.get("")
@@ -95,7 +95,7 @@ async def delete_split(
     command = c.DeleteSplit(
         dataset_id=split["project_id"],
         split_id=split_id,
-        actor=ACTOR,
+        actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
     accepted = await gateway.send(c.Subjects.DELETE_SPLIT, command, request)

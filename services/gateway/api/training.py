@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import training as c
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
+from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import FRESH_WAIT_S, DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import training as read
@@ -34,7 +35,6 @@ from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/training", tags=["training"], responses=ERROR_RESPONSES)
 sockets = APIRouter(tags=["training"])
-ACTOR = "anonymous"
 #: Runs side by side in one comparison.
 COMPARE_MAX = 20
 #: The longest file or folder name most file systems hold (NAME_MAX), in bytes.
@@ -108,7 +108,7 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
         split_id=body.split_id,
         hyperparameters=c.Hyperparameters(**body.hyperparameters.model_dump()),
         if_busy=body.if_busy,
-        actor=ACTOR,
+        actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
     accepted = await gateway.send(c.Subjects.START_RUN, command, request)
@@ -155,7 +155,7 @@ async def get_run(run_id: PathId, gateway: GatewayDep) -> Response:
 @router.post("/runs/{run_id}/stop")
 async def stop_run(run_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Stop at the next batch: the last checkpoint is kept and the device freed."""
-    command = c.StopRun(run_id=run_id, actor=ACTOR, correlation_id=REQUEST_ID.get())
+    command = c.StopRun(run_id=run_id, actor=actor_of(request), correlation_id=REQUEST_ID.get())
     accepted = await gateway.send(c.Subjects.STOP_RUN, command, request)
     return await _run_answer(gateway, request, run_id, accepted.sequence, 202)
 
@@ -167,7 +167,7 @@ async def resume_run(
     """Queue the run again to continue after its last checkpoint; ``epochs`` may be raised."""
     epochs = body.epochs if body else None
     command = c.ResumeRun(
-        run_id=run_id, epochs=epochs, actor=ACTOR, correlation_id=REQUEST_ID.get()
+        run_id=run_id, epochs=epochs, actor=actor_of(request), correlation_id=REQUEST_ID.get()
     )
     accepted = await gateway.send(c.Subjects.RESUME_RUN, command, request)
     return await _run_answer(gateway, request, run_id, accepted.sequence, 202)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -50,25 +49,19 @@ api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from POST /api/v1/auth/keys."
 )
 
-# Until the settings carry a secret of their own, one per process (tokens die with it).
-_PROCESS_SECRET: Final = secrets.token_urlsafe(32)
-
 
 def jwt_secret(settings: Settings) -> str:
-    secret = getattr(settings, "jwt_secret", None)
-    if secret is None:
-        return _PROCESS_SECRET
-    # A pydantic SecretStr, or a plain string.
-    reveal = getattr(secret, "get_secret_value", None)
-    return str(reveal() if reveal else secret)
+    if not settings.jwt_secret:  # the settings generate one; never sign with an empty key
+        raise RuntimeError("no JWT secret in the settings")
+    return settings.jwt_secret
 
 
 def access_lifetime(settings: Settings) -> timedelta:
-    return timedelta(minutes=float(getattr(settings, "access_token_minutes", 30)))
+    return timedelta(minutes=settings.access_token_minutes)
 
 
 def stream_lifetime(settings: Settings) -> timedelta:
-    return timedelta(seconds=float(getattr(settings, "stream_token_seconds", 120)))
+    return timedelta(seconds=settings.stream_token_seconds)
 
 
 def unauthenticated(
@@ -101,6 +94,15 @@ async def admin_principal(principal: Annotated[Principal, Depends(current_princi
     if not principal.is_admin:
         raise ApiError("FORBIDDEN", "this needs a site admin", status=403)
     return principal
+
+
+def actor_of(conn: HTTPConnection) -> str:
+    """Who a command is sent for: the principal the router's dependency authenticated. A route
+    reached without one is a wiring bug, refused rather than sent as nobody."""
+    principal: Principal | None = getattr(conn.state, "principal", None)
+    if principal is None:
+        raise unauthenticated()
+    return principal.user_id
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
@@ -143,14 +145,16 @@ async def _by_token(
     except tokens.InvalidToken as exc:
         log.info("token refused: %s", exc)
         raise unauthenticated() from None
-    user = await _active_user(db, claims.user_id)
+    user, row = await _user_and_session(db, claims)
+    if user is None or (claims.session_id is not None and row is None):
+        # Signed by a gateway whose read model is ahead of this one's, or this one is still
+        # replaying: catch up with this user's events once.
+        await _catch_up(conn, claims.user_id)
+        db.expire_all()
+        user, row = await _user_and_session(db, claims)
+    if user is None or user.disabled:
+        raise unauthenticated()
     if claims.session_id is not None:
-        row = await read.get_session(db, session_id=claims.session_id)
-        if row is None:
-            # Signed by a gateway whose read model is ahead of this one's: catch up once.
-            await _catch_up(conn, claims.user_id)
-            db.expire_all()
-            row = await read.get_session(db, session_id=claims.session_id)
         if row is None or row.ended or row.user_id != user.id:
             raise unauthenticated()
     elif claims.kind == tokens.ACCESS:
@@ -165,6 +169,15 @@ async def _by_token(
         session_id=claims.session_id,
         expires_at=claims.expires_at,
     )
+
+
+async def _user_and_session(
+    db: AsyncSession, claims: tokens.Claims
+) -> tuple[read.UserRow | None, read.SessionRow | None]:
+    user = await read.get_user(db, user_id=claims.user_id)
+    if claims.session_id is None:
+        return user, None
+    return user, await read.get_session(db, session_id=claims.session_id)
 
 
 async def _by_api_key(db: AsyncSession, key: str) -> Principal:

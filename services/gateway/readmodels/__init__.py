@@ -15,6 +15,7 @@ routes, and no other service.
 from services.gateway.readmodels import datasets, exports, projects, training
 from services.gateway.readmodels.datasets import DatasetsProjector
 from services.gateway.readmodels.exports import ExportsProjector
+from services.gateway.readmodels.identity import IdentityProjector
 from services.gateway.readmodels.projects import ProjectsProjector
 from services.gateway.readmodels.training import TrainingProjector
 from services.kernel.projection import Projector
@@ -22,6 +23,7 @@ from services.kernel.projection import Projector
 __all__ = [
     "DatasetsProjector",
     "ExportsProjector",
+    "IdentityProjector",
     "ProjectsProjector",
     "TrainingProjector",
     "datasets",
@@ -34,4 +36,10 @@ __all__ = [
 
 def projectors() -> list[Projector]:
     """A projector per context, as the gateway's projection runner runs them."""
-    return [ProjectsProjector(), DatasetsProjector(), TrainingProjector(), ExportsProjector()]
+    return [
+        IdentityProjector(),
+        ProjectsProjector(),
+        DatasetsProjector(),
+        TrainingProjector(),
+        ExportsProjector(),
+    ]

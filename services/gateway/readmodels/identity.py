@@ -24,6 +24,7 @@ from services.kernel.projection import Decodes
 __all__ = [
     "ApiKeyRow",
     "IdentityProjector",
+    "RefreshTokenRow",
     "SessionRow",
     "UserRow",
     "get_api_key",
@@ -71,6 +72,17 @@ class SessionRow(SQLModel, table=True):
     ended: bool = False
 
 
+class RefreshTokenRow(SQLModel, table=True):
+    """Every refresh token a session was ever given (its sha256), the rotated-out ones too: one
+    that comes back must still reach the identity service, which ends the session it was copied
+    from."""
+
+    __tablename__ = "identity_refresh_tokens"
+    refresh_hash: str = Field(primary_key=True)
+    session_id: str = Field(index=True)
+    user_id: str
+
+
 class ApiKeyRow(SQLModel, table=True):
     __tablename__ = "identity_api_keys"
     key_id: str = Field(primary_key=True)
@@ -99,6 +111,7 @@ class IdentityProjector(Decodes):
     tables: Sequence[Table] = (
         UserRow.__table__,  # type: ignore[attr-defined]
         SessionRow.__table__,  # type: ignore[attr-defined]
+        RefreshTokenRow.__table__,  # type: ignore[attr-defined]
         ApiKeyRow.__table__,  # type: ignore[attr-defined]
     )
     event_type = c.Event
@@ -159,6 +172,12 @@ async def _session(db: AsyncSession, event: c.SessionStarted | c.SessionRefreshe
         )
     row.refresh_hash, row.refresh_expires_at = event.refresh_hash, event.expires_at
     db.add(row)
+    if await db.get(RefreshTokenRow, event.refresh_hash) is None:
+        db.add(
+            RefreshTokenRow(
+                refresh_hash=event.refresh_hash, session_id=event.session_id, user_id=event.user_id
+            )
+        )
 
 
 def _key(event: c.ApiKeyIssued) -> ApiKeyRow:
@@ -184,8 +203,10 @@ async def get_session(db: AsyncSession, *, session_id: str) -> SessionRow | None
 
 
 async def session_by_refresh_hash(db: AsyncSession, *, refresh_hash: str) -> SessionRow | None:
-    rows = await db.exec(select(SessionRow).where(col(SessionRow.refresh_hash) == refresh_hash))
-    return rows.first()
+    """The session a refresh token was issued to, whether it is the session's current token or
+    one rotated out since."""
+    token = await db.get(RefreshTokenRow, refresh_hash)
+    return await db.get(SessionRow, token.session_id) if token else None
 
 
 async def get_api_key(db: AsyncSession, *, key_id: str) -> ApiKeyRow | None:
