@@ -21,13 +21,16 @@ from contracts import training as t
 from services import deployment
 from services.gateway import envelope, headers, limits
 from services.gateway.api import (
+    audit,
     datasets,
     evaluation,
     exports,
+    members,
     projects,
     splits,
     system,
     training,
+    training_sockets,
 )
 from services.gateway.auth import keys, routes, users
 from services.gateway.auth.deps import current_principal
@@ -159,18 +162,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys.router,
         users.router,
         projects.router,
+        members.router,
         datasets.router,
         splits.router,
         training.router,
         evaluation.router,
         exports.router,
         system.api,
+        audit.router,
     ):
         app.include_router(router, prefix="/api/v1", dependencies=signed_in)
         # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False, dependencies=signed_in)
     app.include_router(system.router)  # /health and /metrics: for probes and Prometheus
-    app.include_router(training.sockets, dependencies=signed_in)
+    # A WebSocket authenticates in its handler: it is accepted, then told why and closed (4401).
+    app.include_router(training_sockets.router)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

@@ -42,7 +42,7 @@ def format_sse(seq: int, name: str, data: bytes) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
 
 
-async def _events(js: JetStreamContext, subject: str, after: int) -> AsyncIterator[bytes]:
+async def events(js: JetStreamContext, subject: str, after: int) -> AsyncIterator[bytes]:
     sub = await js.subscribe(
         subject,
         ordered_consumer=True,
@@ -64,9 +64,10 @@ async def _events(js: JetStreamContext, subject: str, after: int) -> AsyncIterat
         await sub.unsubscribe()
 
 
-def sse_response(js: JetStreamContext, subject: str, after: int) -> StreamingResponse:
+def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    """An SSE answer of ``body``: never cached, never buffered by a proxy."""
     return StreamingResponse(
-        _events(js, subject, after),
+        body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

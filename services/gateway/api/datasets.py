@@ -14,14 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import common, new_id
 from contracts import datasets as c
+from services.gateway.access import require, require_of
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
-from services.gateway.auth.deps import actor_of
+from services.gateway.auth.deps import STREAM_ROUTE, actor_of
 from services.gateway.blobs import blobs_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import datasets as read
-from services.gateway.streams import KEEPALIVE_S
+from services.gateway.stream_guard import guarded_sse, open_guard
+from services.gateway.streams import KEEPALIVE_S, sse_response
 from services.gateway.uploads import Sweeper, receive, sweep
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
@@ -61,6 +63,7 @@ class Relabel(BaseModel):
 @router.post("/import/local", status_code=202)
 async def import_local(body: LocalImport, request: Request, gateway: GatewayDep) -> Response:
     """Import from a folder on the server (only below the operator's allowed roots)."""
+    await require(request, body.project_id, "editor", field="project_id")
 
     async def run() -> Response:
         return await _start(gateway, request, body.project_id, "local", body.path, body.format)
@@ -76,6 +79,8 @@ async def import_upload(
     format: Annotated[Format | None, Query()] = None,
 ) -> Response:
     """Import a ZIP: multipart field ``file`` (with ``project_id``, ``format``) or a raw body."""
+    if project_id:  # known before the upload: a caller who may not import sends nothing
+        await require(request, project_id, "editor", field="project_id")
     uploads = gateway.settings.data_dir("uploads")
     if SWEEPER.due():  # what a crashed gateway left
         await asyncio.to_thread(sweep, uploads)
@@ -90,6 +95,7 @@ async def import_upload(
             raise ApiError(common.VALIDATION_ERROR, "project_id is malformed", field="project_id")
         if fmt not in ("auto", "folder", "csv", "coco", "yolo"):
             raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
+        await require(request, pid, "editor", field="project_id")
         return await _start(gateway, request, pid, "upload", upload.filename, fmt, staged)
     finally:
         # The datasets service claims the file by moving it away before it stores anything;
@@ -98,8 +104,11 @@ async def import_upload(
 
 
 @router.get("/import/{import_id}")
-async def get_import(import_id: PathId, db: DbDep, gateway: GatewayDep) -> Response:
+async def get_import(
+    import_id: PathId, db: DbDep, gateway: GatewayDep, request: Request
+) -> Response:
     """An import job: its state, and its report once it is over."""
+    await require_of(request, "import", import_id, "viewer")
     row = await _import(db, import_id)
     await gateway.fresh(c.STREAM, c.event_subject(row.dataset_id))
     row = await _import(db, import_id)  # as the read model shows it now
@@ -112,6 +121,7 @@ async def get_import(import_id: PathId, db: DbDep, gateway: GatewayDep) -> Respo
 @router.post("/import/{import_id}/cancel")
 async def cancel_import(import_id: PathId, request: Request, db: DbDep, gw: GatewayDep) -> Response:
     """Stop a running import; nothing of it is kept."""
+    await require_of(request, "import", import_id, "editor")
     row = await _import(db, import_id)
     command = c.CancelImport(
         dataset_id=row.dataset_id, import_id=import_id, actor=actor_of(request)
@@ -121,23 +131,21 @@ async def cancel_import(import_id: PathId, request: Request, db: DbDep, gw: Gate
     return ok(final.public())
 
 
-@router.get("/import/{import_id}/stream", response_class=StreamingResponse)
-async def stream_import(import_id: str, gateway: GatewayDep) -> Response:
+@router.get(
+    "/import/{import_id}/stream", response_class=StreamingResponse, openapi_extra=STREAM_ROUTE
+)
+async def stream_import(import_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Server-Sent Events: ``status``, then ``progress`` a few times a second, then
-    ``complete`` (with the report) or ``error``."""
-    # A short session: a stream must not hold a pooled connection for as long as it is open.
-    async with session(gateway.engine) as db:
-        await _import(db, import_id)
-    return StreamingResponse(
-        _import_events(gateway, import_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    ``complete`` (with the report) or ``error``; ``closed`` if access ends first. Takes a
+    stream token as ``?access_token=``."""
+    guard = await open_guard(request, lambda: require_of(request, "import", import_id, "viewer"))
+    return sse_response(guarded_sse(_import_events(gateway, import_id), guard))
 
 
 @router.get("/{project_id}")
-async def summary(project_id: PathId, db: DbDep) -> Response:
+async def summary(project_id: PathId, db: DbDep, request: Request) -> Response:
     """Counts, the class histogram, image sizes, imports and splits of a project's dataset."""
+    await require(request, project_id, "viewer")
     return ok(await read.dataset_summary(db, dataset_id=project_id))
 
 
@@ -145,6 +153,7 @@ async def summary(project_id: PathId, db: DbDep) -> Response:
 async def list_images(
     project_id: PathId,
     db: DbDep,
+    request: Request,
     limit: Limit = 100,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
     label: Annotated[str | None, Query(max_length=c.LABEL_MAX)] = None,
@@ -153,6 +162,7 @@ async def list_images(
     subset: Literal["train", "val", "test"] | None = None,
 ) -> Response:
     """A page of images by file name; filter by label, file name text, split and subset."""
+    await require(request, project_id, "viewer")
     if subset and not split_id:
         raise ApiError(common.VALIDATION_ERROR, "subset needs a split_id", field="subset")
     page = await read.list_images(
@@ -182,6 +192,7 @@ async def image(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The image's original bytes."""
+    await require(request, project_id, "viewer")
     row = await _image(db, project_id, image_id)
     media = MIME.get(row.format, "application/octet-stream")
     return await _file(request, row, "image", media, row.image_id, if_none_match)
@@ -197,6 +208,7 @@ async def thumbnail(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A JPEG of at most 256 pixels a side, EXIF orientation applied."""
+    await require(request, project_id, "viewer")
     row = await _image(db, project_id, image_id)
     return await _file(request, row, "thumbnail", "image/jpeg", f"t-{row.image_id}", if_none_match)
 
@@ -206,6 +218,7 @@ async def relabel(
     project_id: PathId, image_id: PathId, body: Relabel, request: Request, gateway: GatewayDep
 ) -> Response:
     """Give an image another label."""
+    await require(request, project_id, "editor")
     command = c.RelabelImage(
         dataset_id=project_id,
         image_id=image_id,
@@ -224,6 +237,7 @@ async def delete_image(
     project_id: PathId, image_id: PathId, request: Request, gateway: GatewayDep
 ) -> Response:
     """Remove an image from the dataset (its file stays for other datasets that hold it)."""
+    await require(request, project_id, "editor")
     command = c.DeleteImage(
         dataset_id=project_id,
         image_id=image_id,
@@ -238,6 +252,7 @@ async def delete_image(
 @router.get("/{project_id}/health")
 async def dataset_health(project_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Duplicates, near-duplicates, corrupt files, imbalance, odd sizes, small classes."""
+    await require(request, project_id, "viewer")
     query = c.GetHealth(dataset_id=project_id, correlation_id=REQUEST_ID.get())
     reply = await gateway.ask(c.Subjects.HEALTH, query, c.HealthReport, request, timeout=60.0)
     return ok(reply.report)

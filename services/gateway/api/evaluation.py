@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import training as c
 from contracts.datasets import LABEL_MAX
+from services.gateway.access import require_of
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
@@ -35,6 +36,8 @@ class EvaluationIn(BaseModel):
 @router.post("/run", status_code=202)
 async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) -> Response:
     """Evaluate a run's checkpoint on a subset of its split, in the background."""
+    await gateway.fresh(c.STREAM, c.event_subject(body.run_id))
+    await require_of(request, "run", body.run_id, "editor", field="run_id")
     command = c.EvaluateRun(
         evaluation_id=new_id(),
         run_id=body.run_id,
@@ -52,16 +55,18 @@ async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) ->
 
 
 @router.get("")
-async def list_evaluations(db: DbDep, run_id: QueryId) -> Response:
+async def list_evaluations(db: DbDep, run_id: QueryId, request: Request) -> Response:
     """A run's evaluations, newest first."""
+    await require_of(request, "run", run_id, "viewer", field="run_id")
     rows = await read.list_evaluations(db, run_id=run_id)
     return ok({"items": [r.public() for r in rows]})
 
 
 @router.get("/{evaluation_id}")
-async def get_evaluation(evaluation_id: PathId, gateway: GatewayDep) -> Response:
+async def get_evaluation(evaluation_id: PathId, gateway: GatewayDep, request: Request) -> Response:
     """Its state, and once completed: accuracy, per class, confusion matrix, ECE, errors."""
     await gateway.fresh(c.STREAM, c.evaluation_subject(evaluation_id))
+    await require_of(request, "evaluation", evaluation_id, "viewer")
     async with session(gateway.engine) as db:
         return ok((await _evaluation(db, evaluation_id)).public())
 
@@ -70,11 +75,13 @@ async def get_evaluation(evaluation_id: PathId, gateway: GatewayDep) -> Response
 async def confusion_cell(
     evaluation_id: PathId,
     db: DbDep,
+    request: Request,
     true: Label,
     predicted: Label,
     limit: Annotated[int, Query(ge=1, le=CELL_MAX)] = 200,
 ) -> Response:
     """The images of one confusion-matrix cell, most confident first, with thumbnail links."""
+    await require_of(request, "evaluation", evaluation_id, "viewer")
     row = await _evaluation(db, evaluation_id)
     if row.status != "completed" or row.predictions is None:
         raise ApiError(common.CONFLICT, f"evaluation {evaluation_id} is {row.status}")

@@ -12,6 +12,8 @@ from starlette.datastructures import UploadFile
 
 from contracts import common, new_id
 from contracts import exports as x
+from contracts import training as t
+from services.gateway.access import require_of
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.auth.deps import actor_of
 from services.gateway.blobs import send_export_file
@@ -37,6 +39,8 @@ class ExportIn(BaseModel):
 @router.post("/run", status_code=202)
 async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) -> Response:
     """Export a run's checkpoint; it is offered only once its parity check passes."""
+    await gateway.fresh(t.STREAM, t.event_subject(body.run_id))
+    await require_of(request, "run", body.run_id, "editor", field="run_id")
     command = x.RequestExport(
         export_id=new_id(),
         run_id=body.run_id,
@@ -54,16 +58,18 @@ async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) 
 
 
 @router.get("")
-async def list_exports(db: DbDep, run_id: QueryId) -> Response:
+async def list_exports(db: DbDep, run_id: QueryId, request: Request) -> Response:
     """A run's exports, newest first."""
+    await require_of(request, "run", run_id, "viewer", field="run_id")
     rows = await read.list_exports(db, run_id=run_id)
     return ok({"items": [r.public() for r in rows]})
 
 
 @router.get("/{export_id}")
-async def get_export(export_id: PathId, gateway: GatewayDep) -> Response:
+async def get_export(export_id: PathId, gateway: GatewayDep, request: Request) -> Response:
     """Its state; once done its size, sha256, parity and latency figures (or why it failed)."""
     await _fresh(gateway, export_id)
+    await require_of(request, "export", export_id, "viewer")
     async with session(gateway.engine) as db:
         return ok((await _export(db, export_id)).public())
 
@@ -71,6 +77,7 @@ async def get_export(export_id: PathId, gateway: GatewayDep) -> Response:
 @router.get("/{export_id}/download", response_class=FileResponse)
 async def download(export_id: PathId, db: DbDep, gateway: GatewayDep, request: Request) -> Response:
     """The model file, with its sha256 in ``X-Checksum-SHA256``; range requests work."""
+    await require_of(request, "export", export_id, "viewer")
     row = await _ready(db, export_id)
     assert row.file_name and row.sha256
     name = f"{row.run_id}-{export_id}.{row.file_name.rsplit('.', 1)[-1]}"
@@ -81,6 +88,7 @@ async def download(export_id: PathId, db: DbDep, gateway: GatewayDep, request: R
 @router.get("/{export_id}/bundle", response_class=FileResponse)
 async def bundle(export_id: PathId, db: DbDep, gateway: GatewayDep, request: Request) -> Response:
     """A ZIP: the model, ``labels.txt`` and a model card (Markdown and JSON)."""
+    await require_of(request, "export", export_id, "viewer")
     row = await _ready(db, export_id)
     assert row.bundle_sha256
     name, kept = f"{row.run_id}-{export_id}-bundle.zip", x.export_object(export_id, x.BUNDLE_NAME)
@@ -95,6 +103,7 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> Response:
     """Top-k labels and scores for one or more images (multipart), from the exported model."""
+    await require_of(request, "export", export_id, "viewer")
     images = await _images(request)
     query = x.Predict(export_id=export_id, images=images, top_k=top_k)
     reply = await gateway.ask(x.Subjects.PREDICT, query, x.Predictions, request, timeout=60.0)

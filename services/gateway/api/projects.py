@@ -12,14 +12,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import projects as c
 from contracts.common import CommandAccepted
+from services.gateway.access import require, visible_projects
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import Limit, Offset, PathId
-from services.gateway.auth.deps import actor_of
+from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import projects as read
-from services.gateway.streams import last_event_id, sse_response
+from services.gateway.stream_guard import guarded_sse, open_guard
+from services.gateway.streams import events, last_event_id, sse_response
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/projects", tags=["projects"], responses=ERROR_RESPONSES)
@@ -47,6 +49,7 @@ class ProjectUpdate(BaseModel):
 @router.get("")
 async def list_projects(
     db: DbDep,
+    principal: CurrentUser,
     limit: Limit = 50,
     offset: Offset = 0,
     status: Literal["active", "archived", "all"] = "active",
@@ -54,10 +57,18 @@ async def list_projects(
     task_type: Literal["classification", "detection"] | None = None,
     sort: read.Sort = "-created_at",
 ) -> Response:
-    """List projects, newest first, filtered by status, task type and name."""
+    """List the projects one is a member of (an admin: all), newest first, filtered by
+    status, task type and name."""
     archived = None if status == "all" else status == "archived"
     page = await read.list_projects(
-        db, q=q, limit=limit, offset=offset, archived=archived, task_type=task_type, sort=sort
+        db,
+        q=q,
+        limit=limit,
+        offset=offset,
+        archived=archived,
+        task_type=task_type,
+        sort=sort,
+        among=visible_projects(principal),
     )
     items = [r.public() for r in page.items]
     return ok({"items": items, "total": page.total, "limit": limit, "offset": offset})
@@ -89,9 +100,11 @@ async def create_project(body: ProjectCreate, request: Request, gateway: Gateway
 async def get_project(
     project_id: PathId,
     db: DbDep,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One project; its ``ETag`` is its version, to send back as ``If-Match``."""
+    await require(request, project_id, "viewer")
     row = await _row(db, project_id)
     etag = f'"{row.version}"'
     if if_none_match and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
@@ -108,6 +121,7 @@ async def update_project(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Rename and/or re-describe; with ``If-Match`` it applies only to that version."""
+    await require(request, project_id, "editor")
     command = c.UpdateProject(
         project_id=project_id,
         name=body.name,
@@ -128,6 +142,7 @@ async def archive_project(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Archive a project: hidden from the default list, read-only until restored."""
+    await require(request, project_id, "owner")
     command = c.ArchiveProject(
         project_id=project_id,
         expected_version=_version(if_match),
@@ -150,6 +165,7 @@ async def restore_project(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Bring an archived project back."""
+    await require(request, project_id, "owner")
     command = c.RestoreProject(
         project_id=project_id,
         expected_version=_version(if_match),
@@ -164,14 +180,14 @@ async def restore_project(
     )
 
 
-@router.get("/{project_id}/events", response_class=StreamingResponse)
-async def project_events(project_id: str, request: Request, gateway: GatewayDep) -> Response:
-    """Server-Sent Events: this project's events as they happen; resumes by ``Last-Event-ID``."""
+@router.get("/{project_id}/events", response_class=StreamingResponse, openapi_extra=STREAM_ROUTE)
+async def project_events(project_id: PathId, request: Request, gateway: GatewayDep) -> Response:
+    """Server-Sent Events: this project's events as they happen; resumes by ``Last-Event-ID``.
+    Takes a stream token as ``?access_token=``; ends with ``closed`` when access ends."""
     after = last_event_id(request)
-    # A short session: a stream must not hold a pooled connection for as long as it is open.
-    async with session(gateway.engine) as db:
-        await _row(db, project_id)
-    return sse_response(gateway.js, c.event_subject(project_id), after)
+    guard = await open_guard(request, lambda: require(request, project_id, "viewer"))
+    source = events(gateway.js, c.event_subject(project_id), after)
+    return sse_response(guarded_sse(source, guard))
 
 
 async def _run(gateway: Gateway, request: Request, subject: str, command: Any) -> Response:

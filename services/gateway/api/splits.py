@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import datasets as c
+from services.gateway.access import require, require_of
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.auth.deps import actor_of
@@ -44,6 +45,7 @@ class SplitCreate(BaseModel):
 @router.post("", status_code=201)
 async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep) -> Response:
     """Split the dataset; the same dataset, ratios and seed give the same split anywhere."""
+    await require(request, body.project_id, "editor", field="project_id")
     key = request.headers.get("idempotency-key")
 
     async def run() -> Response:
@@ -71,14 +73,16 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
 
 
 @router.get("")
-async def list_splits(db: DbDep, project_id: QueryId) -> Response:
+async def list_splits(db: DbDep, project_id: QueryId, request: Request) -> Response:
     """A project's splits, oldest first, with per-subset class counts."""
+    await require(request, project_id, "viewer", field="project_id")
     return ok({"items": await read.list_splits(db, dataset_id=project_id)})
 
 
 @router.get("/{split_id}")
-async def get_split(split_id: PathId, db: DbDep) -> Response:
+async def get_split(split_id: PathId, db: DbDep, request: Request) -> Response:
     """One split; browse its images with ``/datasets/{project_id}/images?split_id=…&subset=…``."""
+    await require_of(request, "split", split_id, "viewer")
     return ok(await _split(db, split_id))
 
 
@@ -87,6 +91,7 @@ async def delete_split(
     split_id: PathId, request: Request, db: DbDep, gateway: GatewayDep
 ) -> Response:
     """Delete a split no run uses; its name may then be given to a new split."""
+    await require_of(request, "split", split_id, "editor")
     split = await _split(db, split_id)
     # A run keeps its split for its record and its evaluations: a used split stays.
     if runs := await runs_using_split(db, split_id=split_id):

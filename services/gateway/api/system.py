@@ -18,6 +18,9 @@ from contracts import datasets as d
 from contracts import exports as x
 from contracts import projects as p
 from contracts import training as t
+from services.gateway.access import visible_projects
+from services.gateway.api.training import lease_holders
+from services.gateway.auth.deps import CurrentUser
 from services.gateway.envelope import REQUEST_ID, ErrorEnvelope
 from services.gateway.gateway import Gateway, GatewayDep
 from services.gateway.readmodels import training as read
@@ -114,8 +117,10 @@ def _server(gateway: Gateway) -> str | None:
 
 
 @api.get("/system")
-async def system(gateway: GatewayDep) -> Response:
-    """Every service, the device leases (who trains what where), the queue, workspace disk."""
+async def system(gateway: GatewayDep, principal: CurrentUser) -> Response:
+    """Every service, the device leases (who trains what where), the runs by status, workspace
+    disk. A user who is not an admin sees the runs of their own projects only: the counts are
+    theirs, and a lease held for another project's run does not name the run."""
     services = dict(
         zip(
             gateway.settings.services,
@@ -125,13 +130,14 @@ async def system(gateway: GatewayDep) -> Response:
     )
     disk = shutil.disk_usage(gateway.settings.workspace)
     async with session(gateway.engine) as db:
-        counts = await read.run_counts(db)
+        counts = await read.run_counts(db, among=visible_projects(principal))
+        leases = await lease_holders(gateway, db, principal)
     return JSONResponse(
         {
             "status": "ok",
             "data": {
                 "services": services,
-                "leases": [msgspec.to_builtins(h) for h in await gateway.leases.holders()],
+                "leases": leases,
                 "runs": counts,
                 "workspace": {
                     "path": str(gateway.settings.workspace),

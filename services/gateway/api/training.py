@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common, new_id
 from contracts import training as c
+from services.gateway.access import (
+    project_of,
+    require,
+    require_of,
+    viewable,
+    visible_projects,
+)
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
-from services.gateway.auth.deps import actor_of
+from services.gateway.api.training_sockets import experiment_rows, view_experiment
+from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
+from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
-from services.gateway.gateway import FRESH_WAIT_S, DbDep, Gateway, GatewayDep
+from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import training as read
+from services.gateway.stream_guard import (
+    guarded_sse,
+    open_guard,
+)
 from services.gateway.streams import last_event_id
 from services.gateway.training_streams import (
-    Item,
     ending_of,
     experiment_feed,
     run_feed,
     sse,
-    ws,
 )
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/training", tags=["training"], responses=ERROR_RESPONSES)
-sockets = APIRouter(tags=["training"])
 #: Runs side by side in one comparison.
 COMPARE_MAX = 20
 #: The longest file or folder name most file systems hold (NAME_MAX), in bytes.
@@ -101,6 +108,9 @@ class ResumeIn(BaseModel):
 @router.post("/run", status_code=202)
 async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> Response:
     """Queue a run; it starts when a trainer has a free device. 409 with ``if_busy: reject``."""
+    await require(request, body.project_id, "editor", field="project_id")
+    if body.experiment_id:
+        await _same_project(gateway, body.experiment_id, body.project_id)
     command = c.StartRun(
         run_id=new_id(),
         experiment_id=body.experiment_id or new_id(),
@@ -116,38 +126,69 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
 
 
 @router.get("/queue")
-async def queue(db: DbDep, gateway: GatewayDep) -> Response:
-    """What runs now and what waits, in order, and which devices are leased by whom."""
+async def queue(db: DbDep, gateway: GatewayDep, principal: CurrentUser) -> Response:
+    """What runs now and what waits, in order, and which devices are leased by whom. Runs of
+    projects one is no member of show only their status and place (an admin sees all)."""
     running, waiting = await read.queue(db)
-    leases = [msgspec.to_builtins(h) for h in await gateway.leases.holders()]
+    shown = await viewable(db, principal)
     return ok(
         {
-            "running": [r.public() for r in running],
-            "queued": [r.public() | {"position": i} for i, r in enumerate(waiting, start=1)],
-            "leases": leases,
+            "running": [_entry(r, shown) for r in running],
+            "queued": [_entry(r, shown) | {"position": i} for i, r in enumerate(waiting, start=1)],
+            "leases": await lease_holders(gateway, db, principal),
         }
     )
+
+
+async def lease_holders(gateway: Gateway, db: AsyncSession, principal: Principal) -> list[Any]:
+    """Every device lease; the run of a project the caller is no member of is not named."""
+    shown = await viewable(db, principal)
+    holders = [msgspec.to_builtins(h) for h in await gateway.leases.holders()]
+    if shown is None:
+        return holders
+    runs = {h["run_id"] for h in holders if h.get("run_id")}
+    mine = {
+        r for r in runs if (run := await read.get_run(db, run_id=r)) and run.project_id in shown
+    }
+    return [h | {"run_id": h["run_id"] if h.get("run_id") in mine else None} for h in holders]
+
+
+def _entry(row: read.RunRow, shown: set[str] | None) -> dict[str, Any]:
+    """A run in the queue, whole to whoever may read its project; else its status only."""
+    if shown is None or row.project_id in shown:
+        return row.public() | {"visible": True}
+    return {"id": None, "status": row.status, "visible": False}
 
 
 @router.get("/runs")
 async def list_runs(
     db: DbDep,
+    request: Request,
+    principal: CurrentUser,
     project_id: MaybeQueryId = None,
     experiment_id: MaybeQueryId = None,
     status: MaybeFilter = None,
     limit: Limit = 100,
 ) -> Response:
-    """Runs, newest first."""
+    """Runs, newest first: of a project, or of every project one is a member of."""
+    if project_id:
+        await require(request, project_id, "viewer", field="project_id")
     rows = await read.list_runs(
-        db, project_id=project_id, experiment_id=experiment_id, status=status, limit=limit
+        db,
+        project_id=project_id,
+        experiment_id=experiment_id,
+        status=status,
+        limit=limit,
+        among=visible_projects(principal),
     )
     return ok({"items": [r.public() for r in rows]})
 
 
 @router.get("/runs/{run_id}")
-async def get_run(run_id: PathId, gateway: GatewayDep) -> Response:
+async def get_run(run_id: PathId, gateway: GatewayDep, request: Request) -> Response:
     """A run with its full metric history and its checkpoints."""
     await _fresh(gateway, run_id)
+    await require_of(request, "run", run_id, "viewer")
     async with session(gateway.engine) as db:
         return ok(await _detail(db, run_id))
 
@@ -155,6 +196,7 @@ async def get_run(run_id: PathId, gateway: GatewayDep) -> Response:
 @router.post("/runs/{run_id}/stop")
 async def stop_run(run_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """Stop at the next batch: the last checkpoint is kept and the device freed."""
+    await require_of(request, "run", run_id, "editor")
     command = c.StopRun(run_id=run_id, actor=actor_of(request), correlation_id=REQUEST_ID.get())
     accepted = await gateway.send(c.Subjects.STOP_RUN, command, request)
     return await _run_answer(gateway, request, run_id, accepted.sequence, 202)
@@ -165,6 +207,7 @@ async def resume_run(
     run_id: PathId, request: Request, gateway: GatewayDep, body: ResumeIn | None = None
 ) -> Response:
     """Queue the run again to continue after its last checkpoint; ``epochs`` may be raised."""
+    await require_of(request, "run", run_id, "editor")
     epochs = body.epochs if body else None
     command = c.ResumeRun(
         run_id=run_id, epochs=epochs, actor=actor_of(request), correlation_id=REQUEST_ID.get()
@@ -176,6 +219,7 @@ async def resume_run(
 @router.get("/compare")
 async def compare(
     gateway: GatewayDep,
+    request: Request,
     run_ids: Annotated[str, Query(min_length=1, max_length=COMPARE_MAX * (common.ID_MAX + 1))],
 ) -> Response:
     """Two or more runs' curves side by side: ``?run_ids=a,b``."""
@@ -186,16 +230,19 @@ async def compare(
         raise ApiError(common.VALIDATION_ERROR, "a run id is malformed", field="run_ids")
     for run_id in ids:
         await _fresh(gateway, run_id)
+        await require_of(request, "run", run_id, "viewer", field="run_ids")
     async with session(gateway.engine) as db:
         return ok({"runs": [await _detail(db, run_id) for run_id in ids]})
 
 
-@router.get("/runs/{run_id}/stream", response_class=StreamingResponse)
-async def run_stream(run_id: str, request: Request, gateway: GatewayDep) -> Response:
+@router.get("/runs/{run_id}/stream", response_class=StreamingResponse, openapi_extra=STREAM_ROUTE)
+async def run_stream(run_id: PathId, request: Request, gateway: GatewayDep) -> Response:
     """SSE: ``status``, ``progress``, ``epoch_end``, ``checkpoint``, then ``complete`` or
-    ``error`` and the stream ends; 204 (stop reconnecting) for a client that has the end."""
+    ``error`` and the stream ends; 204 (stop reconnecting) for a client that has the end;
+    ``closed`` if access ends first. Takes a stream token as ``?access_token=``."""
     after = last_event_id(request)
     await _fresh(gateway, run_id)
+    guard = await open_guard(request, lambda: require_of(request, "run", run_id, "viewer"))
     # A short session: a stream must not hold a pooled connection for as long as it is open.
     async with session(gateway.engine) as db:
         row = await _run(db, run_id)
@@ -203,49 +250,29 @@ async def run_stream(run_id: str, request: Request, gateway: GatewayDep) -> Resp
     if ending.over:
         return Response(status_code=204)
     items = run_feed(gateway.broker.connection, run_id, after, ending)
-    return _sse_response(sse(item) async for item in items)
+    return _sse_response(guarded_sse((sse(item) async for item in items), guard))
 
 
-@router.get("/{project_id}/experiments/{experiment_id}/stream", response_class=StreamingResponse)
+@router.get(
+    "/{project_id}/experiments/{experiment_id}/stream",
+    response_class=StreamingResponse,
+    openapi_extra=STREAM_ROUTE,
+)
 async def experiment_stream(
     project_id: str, experiment_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
     """SSE of every run of an experiment, as the original API streamed it; it ends when every
-    run has completed or failed, 204 for a client that has seen that already."""
+    run has completed or failed, 204 for a client that has seen that already; ``closed`` if
+    access ends first. Takes a stream token as ``?access_token=``."""
     after = last_event_id(request)
-    rows = await _experiment_rows(gateway, experiment_id, project_id)
+    rows = await experiment_rows(gateway, experiment_id, project_id)
+    guard = await open_guard(request, lambda: view_experiment(request, experiment_id, rows))
     ending, start = await ending_of(gateway.js, rows, after, experiment_id)
     if ending.over:
         return Response(status_code=204)
     runs = {r.run_id for r in rows}
     items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
-    return _sse_response(sse(item) async for item in items)
-
-
-@sockets.websocket("/ws/experiments/{experiment_id}")
-async def experiment_socket(websocket: WebSocket, experiment_id: str) -> None:
-    """Text frames ``{"type", "payload"}``: first a ``snapshot`` (the experiment's runs, their
-    status and latest metrics), then what its SSE gives after ``?last_event_id=`` (all of it by
-    default); closed once every run is over. An unknown experiment gets an ``error`` and a close.
-    """
-    gateway: Gateway = websocket.app.state.gateway
-    await websocket.accept()
-    try:
-        after = _after(websocket.query_params.get("last_event_id"))
-        rows = await _experiment_rows(gateway, experiment_id, None)
-        snapshot = await _snapshot(gateway, experiment_id, rows)
-        ending, start = await ending_of(gateway.js, rows, after, experiment_id)
-    except ApiError as err:
-        payload = {"code": err.code, "message": err.message} | (
-            {"field": err.field} if err.field else {}
-        )
-        await websocket.send_text(ws(Item("error", payload)))
-        await websocket.close(code=4000 + err.status, reason=err.code)
-        return
-    await websocket.send_text(ws(Item("snapshot", snapshot)))
-    runs = {r.run_id for r in rows}
-    items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
-    await _pump(websocket, items)
+    return _sse_response(guarded_sse((sse(item) async for item in items), guard))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -299,66 +326,14 @@ async def _detail(db: AsyncSession, run_id: str) -> dict[str, Any]:
     return detail
 
 
-async def _experiment_rows(
-    gateway: Gateway, experiment_id: str, project_id: str | None
-) -> list[read.RunRow]:
-    """The experiment's runs as the read model shows the stream now; an experiment is known
-    when a run carries its id (so a malformed or unused id is NOT_FOUND)."""
-    if not check(experiment_id) or (project_id is not None and not check(project_id)):
-        raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
-    info = await gateway.js.stream_info(c.STREAM)
-    await gateway.runner.wait_for(c.STREAM, info.state.last_seq, FRESH_WAIT_S)
+async def _same_project(gateway: Gateway, experiment_id: str, project_id: str) -> None:
+    """A run joins an experiment of its own project only: an experiment's streams show every
+    run queued into it, so another project's run there would show one project to another."""
     async with session(gateway.engine) as db:
-        rows = await read.experiment_runs(db, experiment_id=experiment_id, project_id=project_id)
-    if not rows:
-        raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
-    return rows
-
-
-async def _snapshot(
-    gateway: Gateway, experiment_id: str, rows: list[read.RunRow]
-) -> dict[str, Any]:
-    """The experiment now: each run with its status and its latest epoch's metrics."""
-    position = gateway.runner.position(c.STREAM)
-    async with session(gateway.engine) as db:
-        latest = await read.latest_epochs(db, run_ids=[r.run_id for r in rows])
-    runs = [
-        r.public() | {"latest": latest[r.run_id].public() if r.run_id in latest else None}
-        for r in rows
-    ]
-    return {"experiment_id": experiment_id, "runs": runs, "sequence": position}
-
-
-def _after(raw: str | None) -> int:
-    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        owner = await project_of(db, "experiment", experiment_id)
+    if owner is not None and owner != project_id:
         raise ApiError(
             common.VALIDATION_ERROR,
-            "last_event_id must be a stream sequence number",
-            field="last_event_id",
+            f"experiment {experiment_id} is not an experiment of project {project_id}",
+            field="experiment_id",
         )
-    return int(raw or 0)
-
-
-async def _pump(websocket: WebSocket, items: AsyncIterator[Item]) -> None:
-    """Send ``items`` until the feed ends (then close) or the client goes (then stop at once,
-    not at the next event: a gone client must not keep its subscriptions)."""
-
-    async def send() -> None:
-        async for item in items:
-            if item.name != "keepalive":
-                await websocket.send_text(ws(item))
-        await websocket.close(code=1000)
-
-    async def gone() -> None:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-    tasks = [asyncio.create_task(send()), asyncio.create_task(gone())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                await task

@@ -12,10 +12,12 @@ Imports sqlmodel/sqlalchemy, ``contracts`` and the kernel's projection plumbing;
 routes, and no other service.
 """
 
-from services.gateway.readmodels import datasets, exports, projects, training
+from services.gateway.readmodels import audit, datasets, exports, members, projects, training
+from services.gateway.readmodels.audit import audit_projectors
 from services.gateway.readmodels.datasets import DatasetsProjector
 from services.gateway.readmodels.exports import ExportsProjector
 from services.gateway.readmodels.identity import IdentityProjector
+from services.gateway.readmodels.members import MembersProjector
 from services.gateway.readmodels.projects import ProjectsProjector
 from services.gateway.readmodels.training import TrainingProjector
 from services.kernel.projection import Projector
@@ -24,10 +26,13 @@ __all__ = [
     "DatasetsProjector",
     "ExportsProjector",
     "IdentityProjector",
+    "MembersProjector",
     "ProjectsProjector",
     "TrainingProjector",
+    "audit",
     "datasets",
     "exports",
+    "members",
     "projectors",
     "projects",
     "training",
@@ -39,7 +44,9 @@ def projectors() -> list[Projector]:
     return [
         IdentityProjector(),
         ProjectsProjector(),
+        MembersProjector(),
         DatasetsProjector(),
         TrainingProjector(),
         ExportsProjector(),
+        *audit_projectors(),
     ]
