@@ -144,8 +144,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024**2, ge=1024)
     #: The largest ZIP upload accepted, in bytes.
     upload_max_bytes: int = Field(2 * 1024**3, ge=1)
-    #: The most items one page of a list may ask for (``?limit=``).
-    page_size_max: int = Field(500, ge=1, le=500)
+    #: The most items one page of a list may ask for (``?limit=``): an operator may lower it
+    #: below each route's own maximum (500 for lists, 1000 for a confusion-matrix cell), never
+    #: raise it past them, so by default every route keeps the maximum it documents.
+    page_size_max: int = Field(1000, ge=1, le=1000)
     #: Open SSE streams and WebSockets per user (per IP when anonymous).
     streams_per_user: int = Field(20, ge=1)
     #: Imports one user may have running at once.
