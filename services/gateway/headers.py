@@ -47,10 +47,8 @@ HSTS: Final = "max-age=31536000; includeSubDomains"
 #: Routes whose body is a file: they are capped at ``upload_max_bytes`` (plus the multipart
 #: framing and small fields around the file: the upload itself counts the file's bytes exactly).
 UPLOAD_OVERHEAD: Final = 64 * 1024
-UPLOAD_ROUTES: Final = (
-    re.compile(r"^/api(/v1)?/datasets/import/upload/?$"),
-    re.compile(r"^/api(/v1)?/exports/[^/]+/predict/?$"),
-)
+IMPORT_UPLOAD: Final = re.compile(r"^/api(/v1)?/datasets/import/upload/?$")
+UPLOAD_ROUTES: Final = (IMPORT_UPLOAD, re.compile(r"^/api(/v1)?/export/[^/]+/predict/?$"))
 #: Headers a browser may send cross-origin and read back, when CORS is on.
 CORS_REQUEST_HEADERS: Final = (
     "Authorization",
@@ -138,7 +136,10 @@ class BodyLimit:
         cap = body_cap(scope["path"], self.settings)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > cap:
-            answer = envelope.error(413, "PAYLOAD_TOO_LARGE", str(too_large(cap).detail))
+            # An archive keeps the code its route has always answered (the upload counts it too).
+            archive = IMPORT_UPLOAD.match(scope["path"])
+            code = "ARCHIVE_TOO_LARGE" if archive else "PAYLOAD_TOO_LARGE"
+            answer = envelope.error(413, code, str(too_large(cap).detail))
             await answer(scope, receive, send)
             return
         seen = 0

@@ -215,8 +215,11 @@ def test_uploads_have_their_own_cap(limited: Limited) -> None:
         # over the body cap but under the upload cap: refused for what it is, not its size
         assert c.post(path, content=b"z" * 10_000, headers=headers).status_code == 404
         assert_refused(
-            c.post(path, content=b"z" * 200_000, headers=headers), 413, "PAYLOAD_TOO_LARGE"
+            c.post(path, content=b"z" * 200_000, headers=headers), 413, "ARCHIVE_TOO_LARGE"
         )
+        # a prediction's image is an upload too: over the body cap, it is still looked at
+        predict = f"{API}/export/{new_id()}/predict"
+        assert c.post(predict, content=b"z" * 10_000, headers=headers).status_code == 404
 
 
 def test_a_page_over_the_cap_is_refused_naming_limit(limited: Limited) -> None:
