@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -179,7 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_sockets.router)
 
     @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def home() -> Response:
+        """The API's docs when they are served; else where to start, for a person or a script."""
+        if docs:
+            return RedirectResponse("/docs")
+        start = {"api": "/api/v1", "sign_in": "/api/v1/auth/token", "health": "/health"}
+        return envelope.ok(start)
 
     return app

@@ -106,6 +106,10 @@ def test_docs_turned_off_are_not_served(local: Local) -> None:
         resp = client.get(path)
         assert resp.status_code == 404
         assert resp.json()["error"]["code"] == "NOT_FOUND"
+    # the home page then says where to start rather than sending a browser to a 404
+    home = client.get("/", follow_redirects=False)
+    assert home.status_code == 200
+    assert home.json()["data"]["sign_in"] == "/api/v1/auth/token"
 
 
 def test_behind_tls_every_answer_asks_browsers_to_stay_on_https(local: Local) -> None:
