@@ -16,6 +16,9 @@ from services.projects import domain
 from tests.contract.eventstore_suite import EventStoreContract, StreamSize, created
 
 PID = "p" * 32
+#: A project's version once created: a create decides ProjectCreated and its creator's
+#: MemberAdded (as owner), so every version below counts from there.
+CREATED = len(domain.decide(None, c.CreateProject(project_id=PID, name="any")))
 
 
 def projects_store() -> InMemoryEventStore[c.Event]:
@@ -82,31 +85,38 @@ async def run(
     return reply
 
 
-async def test_a_created_project_is_at_version_1() -> None:
-    # given an empty store, when a project is created
+async def test_a_created_project_is_at_the_version_of_its_creation_events() -> None:
+    # given an empty store, when alice creates a project
     store = projects_store()
-    reply = await run(repository(store), c.CreateProject(project_id=PID, name="Cats"))
-    # then it is accepted at version 1, and its one event is stored with its envelope
+    create = c.CreateProject(project_id=PID, name="Cats", actor="alice")
+    reply = await run(repository(store), create)
+    # then it is accepted at version 2: the project, and alice as its owner, are stored in one
+    # append, each event with its envelope
     assert isinstance(reply, CommandAccepted)
-    assert (reply.version, reply.sequence, reply.events) == (1, 1, 1)
-    [stored] = await store.load(PID)
-    assert stored.event.name == "Cats"
-    assert stored.headers["Studio-Causation-Id"] == reply.causation_id
-    assert stored.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert (reply.version, reply.sequence, reply.events) == (2, 2, 2) == (CREATED,) * 3
+    project, owner = await store.load(PID)
+    assert isinstance(project.event, c.ProjectCreated) and project.event.name == "Cats"
+    assert isinstance(owner.event, c.MemberAdded)
+    assert (owner.event.user_id, owner.event.role) == ("alice", "owner")
+    for stored in (project, owner):
+        assert stored.headers["Studio-Causation-Id"] == reply.causation_id
+        assert stored.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
 
 
 async def test_a_stale_expected_version_is_refused_and_nothing_is_stored() -> None:
-    # given a project renamed once (version 2)
+    # given a project renamed once since its creation
     store = projects_store()
     projects = repository(store)
     await run(projects, c.CreateProject(project_id=PID, name="Cats"))
-    await run(projects, c.UpdateProject(project_id=PID, name="Dogs"), expected=1)
-    # when a writer who saw version 1 renames it
-    reply = await run(projects, c.UpdateProject(project_id=PID, name="Birds"), expected=1)
-    # then it is refused with both versions, and the project keeps the newer name
+    await run(projects, c.UpdateProject(project_id=PID, name="Dogs"), expected=CREATED)
+    # when a writer who saw it as created renames it
+    reply = await run(projects, c.UpdateProject(project_id=PID, name="Birds"), expected=CREATED)
+    # then it is refused with both versions, nothing is stored, and it keeps the newer name
     assert isinstance(reply, CommandRejected) and reply.code == "CONFLICT"
-    assert "you had version 1, it is now at 2" in reply.message
-    assert [s.event.name for s in await store.load(PID)] == ["Cats", "Dogs"]
+    assert f"you had version {CREATED}, it is now at {CREATED + 1}" in reply.message
+    assert len(store.events()) == CREATED + 1
+    state = (await repository(store).load(PID)).state
+    assert state is not None and state.name == "Dogs"
 
 
 async def test_a_writer_that_lost_the_race_is_retried_against_the_new_state() -> None:
@@ -114,11 +124,12 @@ async def test_a_writer_that_lost_the_race_is_retried_against_the_new_state() ->
     store = projects_store()
     first, second = repository(store), repository(store)
     await run(first, c.CreateProject(project_id=PID, name="Cats"))
-    assert (await second.load(PID)).version == 1
+    assert (await second.load(PID)).version == CREATED
     await run(first, c.UpdateProject(project_id=PID, name="Dogs"))
     # when the second renames without pinning a version, it decides again on the new state
     reply = await run(second, c.UpdateProject(project_id=PID, description="Woof"))
-    assert isinstance(reply, CommandAccepted) and reply.version == 3
+    # then its change lands after the first's
+    assert isinstance(reply, CommandAccepted) and reply.version == CREATED + 2
 
 
 async def test_a_retried_command_is_stored_once() -> None:
@@ -128,10 +139,12 @@ async def test_a_retried_command_is_stored_once() -> None:
     assert isinstance(await run(repository(store), command), CommandAccepted)
     # when the same command (same message id) is sent again, to this or a fresh instance
     again = await run(repository(store), command)
-    # then it is accepted without a new event, and the stream holds the one event
+    # then it is accepted without a new event, and the stream holds the first create's events
     assert isinstance(again, CommandAccepted)
-    assert (again.version, again.events) == (1, 0)
-    assert [s.headers["Nats-Msg-Id"] for s in store.events()] == ["cmd-1-0"]
+    assert (again.version, again.events) == (CREATED, 0)
+    assert [s.headers["Nats-Msg-Id"] for s in store.events()] == [
+        f"cmd-1-{i}" for i in range(CREATED)
+    ]
 
 
 async def test_a_retried_append_of_a_stamped_decision_is_stored_once() -> None:
@@ -139,10 +152,11 @@ async def test_a_retried_append_of_a_stamped_decision_is_stored_once() -> None:
     store = projects_store()
     command = c.UpdateProject(project_id=PID, name="Dogs", description="Woof", message_id="u")
     await run(repository(store), c.CreateProject(project_id=PID, name="Cats"))
-    reply = await run(repository(store), command, expected=1)
+    reply = await run(repository(store), command, expected=CREATED)
     assert isinstance(reply, CommandAccepted) and reply.events == 2
-    # when the very same events are appended again at the version they were decided on
-    events = [s.event for s in await store.load(PID, after=1)]
+    # when the very same events are appended again at the version they were decided on (one
+    # project alone in the stream: its version is its stream position)
+    events = [s.event for s in await store.load(PID, after=CREATED)]
     # then the store answers where they are, and nothing is added
-    assert await store.append(PID, events, 1) == reply.sequence
-    assert len(store.events()) == 3
+    assert await store.append(PID, events, CREATED) == reply.sequence
+    assert len(store.events()) == CREATED + 2
