@@ -7,12 +7,11 @@ are kept is the caller's business: only it knows which epochs are stored (see ``
 
 ``last.pt`` and ``best.pt`` are symbolic links to the newest and the best file written, for a
 person or a script looking at the folder. Nothing that an event names points at them, and the
-trainer never reads them. Imports torch only.
+trainer never reads them. Imports torch and ``services.vision`` only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from services.trainer.engine.api import Checkpoint, CheckpointError
+from services.vision.checkpoint import read_state, sha256_of
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -76,22 +76,10 @@ def prune(workdir: Path, keep: Iterable[str]) -> list[Path]:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents on the CPU; CheckpointError when missing or not one of ours."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
-        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED):
-        raise CheckpointError(f"{path} is not a training checkpoint")
+    state = read_state(path, REQUIRED, error=CheckpointError)
     if state["format"] != FORMAT:
         raise CheckpointError(f"{path} has format {state['format']}, expected {FORMAT}")
     return state
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _alias(target: Path, alias: Path) -> None:
