@@ -20,13 +20,12 @@ from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
 from services.kernel.blobstore import BlobStore
-from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.jobs.table import running_elsewhere
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import query_endpoint
 from services.kernel.repository import Repository
-from services.kernel.service import Parts, run
+from services.kernel.service import Parts, answer_commands, run
 from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
@@ -84,9 +83,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
         (c.Subjects.DELETE_SPLIT, c.DeleteSplit, handlers.edit),
     )
-    for subject, command_type, handle in endpoints:
-        endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]
-        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+    answer_commands(broker, SERVICE, endpoints)
     broker.subscriber(c.Subjects.HEALTH, queue=SERVICE, max_workers=2)(health_endpoint(handlers))
     queries = Queries(store, BlobStore(settings.data_dir("blobs")))
     for subject, query_type, answer in (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,13 @@ from faststream.nats import NatsBroker
 from prometheus_client import start_http_server
 
 from contracts import common
-from services.kernel.bus import NatsUnavailable, connect, service_broker, stop_broker
+from services.kernel.bus import (
+    NatsUnavailable,
+    command_endpoint,
+    connect,
+    service_broker,
+    stop_broker,
+)
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.telemetry import setup_logging
@@ -36,6 +42,18 @@ class Parts:
 
 
 Wire = Callable[[NatsBroker, Settings], Awaitable[Parts]]
+#: A service's commands: each one's subject, type, and handler.
+Commands = Iterable[tuple[str, type[Any], Callable[[Any, Mapping[str, str]], Awaitable[Any]]]]
+
+
+def answer_commands(
+    broker: NatsBroker, service: str, commands: Commands, *, max_workers: int = 8
+) -> None:
+    """Subscribes each command's handler (see ``command_endpoint``) on its subject, in the
+    service's queue group, so that one instance answers each command."""
+    for subject, command_type, handle in commands:
+        endpoint = command_endpoint(service, command_type, handle)
+        broker.subscriber(subject, queue=service, max_workers=max_workers)(endpoint)
 
 
 def serve_metrics(settings: Settings) -> str | None:
