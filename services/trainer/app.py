@@ -4,33 +4,41 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsBroker
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import datasets as d
 from contracts import training as c
 from services.kernel.blobstore import BlobStore
-from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
-from services.kernel.service import Parts, run
+from services.kernel.service import Commands, Parts, answer_commands, run
 from services.kernel.settings import Settings
-from services.kernel.sqlite import create_engine, session
+from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
+from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain.evaluation import evolve as evaluation_evolve
 from services.trainer.engine import faults
+from services.trainer.epochs import Epochs
 from services.trainer.evaluations import Evaluations
 from services.trainer.handlers import Training
-from services.trainer.projection import Runs, active, queued, trainer_jobs
-from services.trainer.worker import Worker
+from services.trainer.images import SplitImages
+from services.trainer.projection import RunQueue, Runs, trainer_jobs
+from services.trainer.runstore import RunStore
+from services.trainer.worker import DeviceSlot, Publish, Worker
 
 SERVICE = "trainer"
 ARTIFACTS = c.ARTIFACTS_BUCKET
+STREAM = StreamSpec(c.STREAM, (c.EVENTS,))
 
 
 def lease_key(device: str, slot: str | None = None) -> str:
@@ -40,82 +48,113 @@ def lease_key(device: str, slot: str | None = None) -> str:
 
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     nc = broker.connection
-    js = nc.jetstream()
-    # datasets come by query (their subsets), so the trainer reads no datasets event
-    await ensure_stream(js, StreamSpec(c.STREAM, (c.EVENTS,)), settings.stream_replicas)
-    runs_store: EventStore[c.Event] = EventStore(
-        nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+    store = await event_store(nc, settings)
+    images = SplitImages(
+        PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage),  # a split's subset, by query
+        BlobStore(settings.data_dir("blobs")),
     )
-    datasets = PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage)  # a split's subset, by query
-    runs = Repository(runs_store, domain.evolve, None)
-    db = create_engine(settings.data_dir(SERVICE) / "readmodel.db")
-    leases = Leases(js, ttl=settings.lease_ttl, replicas=settings.stream_replicas)
-    await leases.open()
-    try:
-        objects = await js.object_store(ARTIFACTS)
-    except NotFoundError:
-        objects = await js.create_object_store(ARTIFACTS)
-    device = engine.pick_device(settings.device)
-    faults.arm(settings.fault_point)
-    worker_box: list[Worker] = []
-    runner = ProjectionRunner(
-        nc,
-        db,
-        [Runs(on_stop=lambda run_id: worker_box[0].request_stop(run_id)), trainer_jobs()],
-        consumer_prefix=f"{SERVICE}-{settings.instance}",
-    )
-
-    async def publish(subject: str, data: bytes) -> None:
-        await nc.publish(subject, data)
-
-    async def changed(timeout: float) -> None:
-        await runner.wait_for(c.STREAM, runner.position(c.STREAM) + 1, timeout)
-
-    worker = Worker(
-        runs=runs,
-        datasets=datasets,
-        leases=leases,
-        db=db,
-        blobs=BlobStore(settings.data_dir("blobs")),
-        artifacts=settings.data_dir("artifacts"),
-        objects=objects,
-        device=device,
-        lease_key=lease_key(device, settings.slot),
+    files = CheckpointFiles(await artifacts_bucket(nc), settings.data_dir("artifacts"))
+    runs = RunStore(
+        Repository(store, domain.evolve, None),
         instance=settings.instance,
-        publish=publish,
-        changed=changed,
         auto_resume=settings.auto_resume,
     )
-    worker_box.append(worker)
-
-    async def busy() -> bool:
-        async with session(db) as s:
-            return bool(await active(s) or await queued(s)) or bool(await leases.holders())
-
-    handlers = Training(runs, datasets, busy)
+    db = create_engine(settings.data_dir(SERVICE) / "readmodel.db")
+    workers: list[Worker] = []  # the read model tells the worker of stops; it is made after
+    runner = read_model(nc, db, settings, on_stop=lambda run_id: workers[0].request_stop(run_id))
+    queue, slot = RunQueue(db, changed(runner)), await device_slot(nc, settings)
+    epochs = Epochs(runs, files)
+    worker = Worker(
+        runs=runs, slot=slot, queue=queue, images=images, epochs=epochs, publish=publisher(nc)
+    )
+    workers.append(worker)
     evaluations = Evaluations(
-        evaluations=Repository(runs_store, evaluation_evolve, None),
-        datasets=datasets,
-        blobs=BlobStore(settings.data_dir("blobs")),
-        artifacts=settings.data_dir("artifacts"),
-        objects=objects,
+        Repository(store, evaluation_evolve, None),
+        images=images,
+        files=files,
         instance=settings.instance,
     )
-    endpoints = (
-        (c.Subjects.START_RUN, c.StartRun, handlers.start_run),
-        (c.Subjects.STOP_RUN, c.StopRun, handlers.stop_run),
-        (c.Subjects.RESUME_RUN, c.ResumeRun, handlers.resume_run),
-        (c.EvaluationSubjects.EVALUATE_RUN, c.EvaluateRun, evaluations.evaluate_run),
-    )
-    for subject, command_type, handle in endpoints:
-        endpoint = command_endpoint(SERVICE, command_type, handle)  # type: ignore[arg-type]
-        broker.subscriber(subject, queue=SERVICE, max_workers=4)(endpoint)
+    training = Training(runs.repo, images.datasets, busy(queue, slot.leases))
+    answer_commands(broker, SERVICE, commands(training, evaluations), max_workers=4)
 
     async def start() -> None:
         await evaluations.reap(runner, db)
         await worker.serve()
 
     return Parts(runner, start)
+
+
+async def event_store(nc: NATS, settings: Settings) -> EventStore[c.Event]:
+    """The training stream (runs and their evaluations), made on first start. Datasets come
+    by query (their subsets), so the trainer reads no datasets event."""
+    await ensure_stream(nc.jetstream(), STREAM, settings.stream_replicas)
+    return EventStore(nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event)
+
+
+def read_model(
+    nc: NATS, db: AsyncEngine, settings: Settings, *, on_stop: Callable[[str], None]
+) -> ProjectionRunner:
+    """The queue of runs and where each is active; the evaluations each instance runs."""
+    return ProjectionRunner(
+        nc,
+        db,
+        [Runs(on_stop=on_stop), trainer_jobs()],
+        consumer_prefix=f"{SERVICE}-{settings.instance}",
+    )
+
+
+async def artifacts_bucket(nc: NATS) -> ObjectStore:
+    """The Object Store bucket of checkpoints, made on first start."""
+    js = nc.jetstream()
+    try:
+        return await js.object_store(ARTIFACTS)
+    except NotFoundError:
+        return await js.create_object_store(ARTIFACTS)
+
+
+async def device_slot(nc: NATS, settings: Settings) -> DeviceSlot:
+    """The device the settings pick, and its lease (faults armed, for the fault tests)."""
+    leases = Leases(nc.jetstream(), ttl=settings.lease_ttl, replicas=settings.stream_replicas)
+    await leases.open()
+    device = engine.pick_device(settings.device)
+    faults.arm(settings.fault_point)
+    return DeviceSlot(device, lease_key(device, settings.slot), leases)
+
+
+def changed(runner: ProjectionRunner) -> Callable[[float], Awaitable[None]]:
+    """Waits until the runs' read model moved on, or ``timeout`` seconds passed."""
+
+    async def wait(timeout: float) -> None:
+        await runner.wait_for(c.STREAM, runner.position(c.STREAM) + 1, timeout)
+
+    return wait
+
+
+def publisher(nc: NATS) -> Publish:
+    """Publishes a run's progress, live (core NATS: a lost message is no loss)."""
+
+    async def publish(subject: str, data: bytes) -> None:
+        await nc.publish(subject, data)
+
+    return publish
+
+
+def busy(queue: RunQueue, leases: Leases) -> Callable[[], Awaitable[bool]]:
+    """Whether any run is active or queued, or any device leased: the trainer's health."""
+
+    async def answer() -> bool:
+        return bool(await queue.active() or await queue.waiting()) or bool(await leases.holders())
+
+    return answer
+
+
+def commands(training: Training, evaluations: Evaluations) -> Commands:
+    return (
+        (c.Subjects.START_RUN, c.StartRun, training.start_run),
+        (c.Subjects.STOP_RUN, c.StopRun, training.stop_run),
+        (c.Subjects.RESUME_RUN, c.ResumeRun, training.resume_run),
+        (c.EvaluationSubjects.EVALUATE_RUN, c.EvaluateRun, evaluations.evaluate_run),
+    )
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from nats.js.errors import NotFoundError
@@ -103,3 +104,28 @@ async def sweep(objects: ObjectStore, run_id: str, keep: set[str]) -> None:
     await delete(
         objects, [i.name for i in infos if i.name.startswith(prefix) and i.name not in keep]
     )
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The checkpoint files of runs: each run's work directory under ``artifacts`` on this
+    machine, and their objects in the Object Store."""
+
+    objects: ObjectStore
+    artifacts: Path
+
+    def workdir(self, run_id: str) -> Path:
+        return self.artifacts / run_id
+
+    async def upload(self, run_id: str, paths: Iterable[Path]) -> None:
+        await upload(self.objects, run_id, paths)
+
+    async def fetch(self, record: c.CheckpointSaved, copy: Path | None = None) -> Path:
+        """The file ``record`` names, checked (see ``fetch``); with ``copy``, a private copy."""
+        return await fetch(self.objects, record, self.workdir(record.run_id), copy)
+
+    async def delete(self, names: Iterable[str]) -> None:
+        await delete(self.objects, names)
+
+    async def sweep(self, run_id: str, keep: set[str]) -> None:
+        await sweep(self.objects, run_id, keep)

@@ -13,32 +13,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from functools import partial, reduce
-from pathlib import Path
 
-from nats.js.object_store import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import common
-from contracts import datasets as d
 from contracts import training as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
-from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import check_id
 from services.kernel.jobs import runner
 from services.kernel.jobs.runner import JobRunner, Outcomes
 from services.kernel.projection import ProjectionRunner
-from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
-from services.trainer import checkpoints
+from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain import evaluation
 from services.trainer.domain import run as runs
 from services.trainer.engine.evaluate import evaluate
+from services.trainer.images import Image, SplitImages
 
 #: Evaluations that may run at once on this trainer (each holds a model and a batch).
 CONCURRENT = 2
-Samples = list[tuple[str, Path, int]]
 
 #: How an evaluation ends: its outcome decided by the Evaluation decider, its failures as
 #: ``EvaluationFailed``.
@@ -55,18 +50,15 @@ OUTCOMES: Outcomes[evaluation.State, c.Event] = Outcomes(
 class Evaluations:
     def __init__(
         self,
-        *,
         evaluations: Repository[evaluation.State],
-        datasets: PagedQuery[d.SubsetItem],
-        blobs: BlobStore,
-        artifacts: Path,
-        objects: ObjectStore,
+        *,
+        images: SplitImages,
+        files: CheckpointFiles,
         instance: str,
     ) -> None:
         # an evaluation is decided against the run it measures, in the run's own stream
-        self.repo, self.runs, self.datasets = evaluations, evaluations.store, datasets
-        self.blobs, self.artifacts, self.objects = blobs, artifacts, objects
-        self.instance = instance
+        self.repo, self.runs = evaluations, evaluations.store
+        self.images, self.files, self.instance = images, files, instance
         self.jobs = JobRunner(evaluations, OUTCOMES, instance=instance, slots=CONCURRENT)
 
     async def evaluate_run(self, command: c.EvaluateRun, headers: Mapping[str, str]) -> Reply:
@@ -76,7 +68,8 @@ class Evaluations:
             run = await self._run_of(command.run_id)
             record = evaluation.checkpoint(run, command)
             assert run is not None  # checkpoint() refuses a run that does not exist
-            samples = await self._samples(run.queued, command.subset)
+            # the subset (checked by evaluation.check) as it is now; NOT_FOUND without the split
+            samples = await self.images.of(run.queued, command.subset)  # type: ignore[arg-type]
         except DomainError as err:
             return rejected(err)
         except ValueError:
@@ -106,29 +99,14 @@ class Evaluations:
         stored = await self.runs.load(run_id)
         return reduce(runs.evolve, [s.event for s in stored], None)
 
-    async def _samples(self, queued: c.RunQueued, subset: str) -> Samples:
-        """The subset's images of the run's classes: id, file, class index, as the datasets
-        service has them now; ``Refused`` NOT_FOUND when the split no longer exists."""
-        index = {label: i for i, label in enumerate(queued.classes)}
-        query = d.GetSubset(
-            dataset_id=queued.project_id,
-            split_id=queued.split_id,
-            subset=subset,  # type: ignore[arg-type]  # checked by evaluation.check
-        )
-        return [
-            (item.image_id, self.blobs.blob_path(item.blob), index[item.label])
-            for item in await self.datasets(query)
-            if item.label in index
-        ]
-
     async def _evaluate(
-        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: Samples
+        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: list[Image]
     ) -> c.Event:
         """The job's work: a private copy of the recorded checkpoint, measured in a thread.
         A checkpoint gone or not the recorded file is refused with its code by ``fetch``."""
-        copy = self.artifacts / run_id / f"eval-{evaluation_id}.pt"
+        copy = self.files.workdir(run_id) / f"eval-{evaluation_id}.pt"
         try:
-            path = await checkpoints.fetch(self.objects, record, self.artifacts / run_id, copy)
+            path = await self.files.fetch(record, copy)
             result = await asyncio.to_thread(evaluate, path, samples)
         finally:
             copy.unlink(missing_ok=True)

@@ -3,10 +3,12 @@ which evaluations each instance runs (the kernel's job table), to reap after a s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -14,6 +16,7 @@ from contracts import training as c
 from services.kernel.eventstore import StoredEvent
 from services.kernel.jobs.table import JobTable
 from services.kernel.projection import Decodes
+from services.kernel.sqlite import session
 from services.trainer import domain
 from services.trainer.domain.evaluation import EVALUATION
 
@@ -76,6 +79,27 @@ async def queued(db: AsyncSession) -> list[RunRow]:
 async def active(db: AsyncSession) -> list[RunRow]:
     query = select(RunRow).where(col(RunRow.status).in_(domain.ACTIVE))
     return list((await db.exec(query)).all())
+
+
+@dataclass(frozen=True)
+class RunQueue:
+    """The queue of runs as the read model ``db`` has it, and a wait for it to change."""
+
+    db: AsyncEngine
+    changed: Callable[[float], Awaitable[None]]
+
+    async def waiting(self) -> list[str]:
+        """The queued runs' ids, oldest first."""
+        async with session(self.db) as db:
+            return [row.run_id for row in await queued(db)]
+
+    async def active(self) -> list[RunRow]:
+        async with session(self.db) as db:
+            return await active(db)
+
+    async def wait(self, timeout: float) -> None:
+        """Returns once the read model moved on, or after ``timeout`` seconds."""
+        await self.changed(timeout)
 
 
 def trainer_jobs() -> JobTable:

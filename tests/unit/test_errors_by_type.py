@@ -24,10 +24,11 @@ from services.gateway.gateway import Gateway
 from services.kernel.jobs.runner import Job, JobRunner
 from services.kernel.memstore import InMemoryEventStore
 from services.kernel.repository import Repository
-from services.trainer import evaluations
+from services.trainer import checkpoints, evaluations
+from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain import evaluation
 from services.trainer.evaluations import Evaluations
-from services.trainer.worker import Worker
+from services.trainer.runstore import RunStore
 from tests.unit.exporter.test_export_handlers import FakeEngine, FakeObjects, run_job, runner
 
 
@@ -127,7 +128,7 @@ async def test_an_export_that_cannot_reach_nats_fails_unavailable(
 async def test_an_evaluation_that_cannot_reach_nats_fails_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(evaluations.checkpoints, "fetch", Calls(NatsTimeoutError()))
+    monkeypatch.setattr(checkpoints, "fetch", Calls(NatsTimeoutError()))
     E, R = "e" * 32, "r" * 32
     repo = Repository(
         InMemoryEventStore(stream=c.STREAM, subject=c.event_subject, event_type=c.Event),
@@ -139,7 +140,7 @@ async def test_an_evaluation_that_cannot_reach_nats_fails_unavailable(
         checkpoint_epoch=1, instance="host-1",
     )  # fmt: skip
     await repo.store.append(E, [started], 0)
-    fake = SimpleNamespace(artifacts=tmp_path, objects=None)
+    fake = SimpleNamespace(files=CheckpointFiles(None, tmp_path))  # type: ignore[arg-type]
     record = c.CheckpointSaved(
         run_id=R, epoch=1, kind="best", sha256="0" * 64, size=1, object_name="runs/r/x.pt"
     )
@@ -153,13 +154,13 @@ async def test_an_evaluation_that_cannot_reach_nats_fails_unavailable(
 async def test_a_training_that_cannot_reach_nats_is_interrupted_not_failed():
     stored: list[tuple[str, str]] = []
 
-    async def store(run_id: str, step: str, decide: Any) -> None:
-        stored.append((step, decide))
+    async def interrupt(run_id: str, reason: str) -> None:
+        stored.append(("interrupt", reason))
 
-    fake = SimpleNamespace(_store=store, _interrupt=lambda reason: reason, _finish=Calls())
-    await Worker._fail(fake, SimpleNamespace(run_id="r"), NatsTimeoutError())  # type: ignore[arg-type]
+    fake = SimpleNamespace(interrupt=interrupt, finish=Calls())
+    await RunStore.fail(fake, "r", NatsTimeoutError())  # type: ignore[arg-type]
     assert stored == [("interrupt", "NATS was unreachable (TimeoutError)")]
-    assert fake._finish.count == 0
+    assert fake.finish.count == 0
 
 
 # --- the exporter's query endpoint -----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The worker's side of an epoch boundary, on an in-memory store and Object Store: files before
+"""The trainer's side of an epoch boundary, on an in-memory store and Object Store: files before
 facts, an epoch the store refuses fails loudly, and a resume takes exactly the recorded file."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from contracts import training as c
 from services.kernel.memstore import InMemoryEventStore
 from services.kernel.repository import Repository
 from services.trainer import checkpoints, domain, engine
-from services.trainer.checkpoints import CheckpointUnavailable
-from services.trainer.worker import EpochNotStored, Worker
+from services.trainer.checkpoints import CheckpointFiles, CheckpointUnavailable
+from services.trainer.epochs import EpochNotStored, Epochs
+from services.trainer.runstore import RunStore
 
 RUN = "r" * 32
 ME = "trainer-a"
@@ -64,27 +65,16 @@ def epoch_file(workdir: Path, epoch: int, content: bytes) -> engine.Checkpoint:
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Worker:
+def trainer(tmp_path: Path) -> Epochs:
+    """The epochs of runs this trainer (``ME``) stores, on an in-memory store."""
     store: InMemoryEventStore[c.Event] = InMemoryEventStore(
         stream=c.STREAM, subject=c.event_subject, event_type=c.Event
     )
-    return Worker(
-        runs=Repository(store, domain.evolve, None),
-        datasets=None,  # type: ignore[arg-type]
-        leases=None,  # type: ignore[arg-type]
-        db=None,  # type: ignore[arg-type]
-        blobs=None,  # type: ignore[arg-type]
-        artifacts=tmp_path,
-        objects=FakeObjects(),  # type: ignore[arg-type]
-        device="cpu",
-        lease_key="slot",
-        instance=ME,
-        publish=None,  # type: ignore[arg-type]
-        changed=None,  # type: ignore[arg-type]
-    )
+    runs = RunStore(Repository(store, domain.evolve, None), instance=ME)
+    return Epochs(runs, CheckpointFiles(FakeObjects(), tmp_path))  # type: ignore[arg-type]
 
 
-async def running(worker: Worker, epochs: int = 3, traceparent: str = "") -> domain.Run:
+async def running(trainer: Epochs, epochs: int = 3, traceparent: str = "") -> domain.Run:
     queued = c.RunQueued(
         run_id=RUN, experiment_id="e" * 32, project_id="p" * 32, split_id="s" * 32,
         hyperparameters=c.Hyperparameters(epochs=epochs), classes=["a", "b"],
@@ -94,35 +84,33 @@ async def running(worker: Worker, epochs: int = 3, traceparent: str = "") -> dom
         run_id=RUN, instance=ME, device="cpu", lease="slot", attempt=1, start_epoch=1
     )
     trace = {"traceparent": traceparent} if traceparent else None
-    await worker.runs.store.append(RUN, [queued, started], 0, headers=trace)
-    run, _ = await worker.runs.get(RUN)
+    await trainer.runs.repo.store.append(RUN, [queued, started], 0, headers=trace)
+    run, _ = await trainer.runs.repo.get(RUN)
     assert run is not None
     return run
 
 
-async def stored(worker: Worker) -> list[c.Event]:
-    return [s.event for s in await worker.runs.store.load(RUN)]
+async def stored(trainer: Epochs) -> list[c.Event]:
+    return [s.event for s in await trainer.runs.repo.store.load(RUN)]
 
 
 async def test_an_epoch_is_uploaded_before_it_is_stored_and_old_files_pruned_after(
-    worker: Worker, tmp_path: Path
+    trainer: Epochs, tmp_path: Path
 ) -> None:
-    run = await running(worker)
+    run = await running(trainer)
     workdir = tmp_path / RUN
     workdir.mkdir()
-    objects: FakeObjects = worker.objects  # type: ignore[assignment]
+    objects: FakeObjects = trainer.files.objects  # type: ignore[assignment]
     kept: dict[str, c.CheckpointSaved] = {}
     first = epoch_file(workdir, 1, b"epoch one")
-    await worker.store_epoch(
-        run, metrics(1), [first, engine.Checkpoint("best", *_rest(first))], kept
-    )
+    await trainer.store(run, metrics(1), [first, engine.Checkpoint("best", *_rest(first))], kept)
     second = epoch_file(workdir, 2, b"epoch two")
     orphan = workdir / "epoch-0003-00000000000000aa.pt"  # a crash's file, never stored
     orphan.write_bytes(b"x")
 
-    await worker.store_epoch(run, metrics(2), [second], kept)
+    await trainer.store(run, metrics(2), [second], kept)
 
-    events = await stored(worker)
+    events = await stored(trainer)
     records = [e for e in events if isinstance(e, c.CheckpointSaved)]
     assert [(r.epoch, r.kind) for r in records] == [(1, "last"), (1, "best"), (2, "last")]
     assert records[-1].object_name == checkpoints.object_name(RUN, second.path)
@@ -137,30 +125,32 @@ async def test_an_epoch_is_uploaded_before_it_is_stored_and_old_files_pruned_aft
 
 
 async def test_an_epoch_the_store_refuses_raises_and_prunes_nothing(
-    worker: Worker, tmp_path: Path
+    trainer: Epochs, tmp_path: Path
 ) -> None:
     # Given a trainer one epoch ahead of the stored history (epoch 1 never stored)
-    run = await running(worker)
+    run = await running(trainer)
     workdir = tmp_path / RUN
     workdir.mkdir()
     ahead = epoch_file(workdir, 2, b"epoch two")
     stale = epoch_file(workdir, 1, b"epoch one, unstored")
 
     with pytest.raises(EpochNotStored, match="epoch 2 follows epoch 0"):
-        await worker.store_epoch(run, metrics(2), [ahead], {})
+        await trainer.store(run, metrics(2), [ahead], {})
 
-    assert not any(isinstance(e, c.EpochCompleted) for e in await stored(worker))
+    assert not any(isinstance(e, c.EpochCompleted) for e in await stored(trainer))
     assert ahead.path.exists() and stale.path.exists()
 
 
-async def test_a_failure_is_stored_with_the_reason(worker: Worker) -> None:
-    run = await running(worker)
+async def test_a_failure_is_stored_with_the_reason(trainer: Epochs) -> None:
+    run = await running(trainer)
 
-    await worker._fail(run, EpochNotStored("epoch 2 was not stored: epoch 2 follows epoch 0"))
+    await trainer.runs.fail(
+        run.run_id, EpochNotStored("epoch 2 was not stored: epoch 2 follows epoch 0")
+    )
 
-    [failed] = [e for e in await stored(worker) if isinstance(e, c.RunFailed)]
+    [failed] = [e for e in await stored(trainer) if isinstance(e, c.RunFailed)]
     assert failed.code == "EPOCH_NOT_STORED" and "follows epoch 0" in failed.message
-    state, _ = await worker.runs.get(RUN)
+    state, _ = await trainer.runs.repo.get(RUN)
     assert state is not None and state.status == domain.FAILED
 
 
@@ -212,18 +202,18 @@ def _rest(checkpoint: engine.Checkpoint) -> tuple[Path, str, int]:
 
 
 async def test_what_the_trainer_stores_follows_the_trace_the_run_was_queued_in(
-    worker: Worker, tmp_path: Path
+    trainer: Epochs, tmp_path: Path
 ) -> None:
     # given a run queued by a client's request (its first event carries the request's trace)
     trace_id = "5" * 31 + "a"
-    queued = await running(worker, traceparent=f"00-{trace_id}-{'6' * 16}-01")
+    queued = await running(trainer, traceparent=f"00-{trace_id}-{'6' * 16}-01")
     workdir = tmp_path / RUN
     workdir.mkdir()
     # when the trainer stores an epoch and the run's end
     last = epoch_file(workdir, 1, b"epoch one")
-    await worker.store_epoch(queued, metrics(1), [last], {})
-    await worker._fail(queued, EpochNotStored("a reason"))
+    await trainer.store(queued, metrics(1), [last], {})
+    await trainer.runs.fail(queued.run_id, EpochNotStored("a reason"))
     # then each of its events belongs to the client's trace, as a child span
-    loaded = await worker.runs.store.load(RUN)
+    loaded = await trainer.runs.repo.store.load(RUN)
     mine = [s.headers["traceparent"].split("-")[1] for s in loaded[2:]]
     assert len(mine) == 3 and set(mine) == {trace_id}  # epoch, its checkpoint, the failure

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -99,8 +100,7 @@ async def test_the_worker_loop_outlives_a_failing_step(monkeypatch: pytest.Monke
         await asyncio.Event().wait()  # training, until cancelled
         return True
 
-    monkeypatch.setattr(w, "interrupt_mine", interrupt_mine, raising=False)
-    monkeypatch.setattr(w, "_reap_forever", reap_forever, raising=False)
+    w.reaper = SimpleNamespace(interrupt_mine=interrupt_mine, forever=reap_forever)  # type: ignore[assignment]
     monkeypatch.setattr(w, "_next", next_run, raising=False)
     # when it serves
     task = asyncio.create_task(w.serve())
