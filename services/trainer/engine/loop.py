@@ -26,15 +26,10 @@ class StopRequested(Exception):
     """``should_stop`` was true at a batch boundary: the epoch is abandoned, not saved."""
 
 
-@dataclass
-class Trainee:
-    """What a pass works on: the model with its optimizer, schedule, loss and precision."""
+@dataclass(frozen=True)
+class Precision:
+    """Where a pass computes, and in which precision: ``amp`` the autocast dtype, or None."""
 
-    model: nn.Module
-    optimizer: Optimizer
-    schedule: Schedule | None
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
     device: torch.device
     amp: torch.dtype | None
 
@@ -50,6 +45,18 @@ class Trainee:
         return images, labels.to(self.device, non_blocking=True)
 
 
+@dataclass
+class Trainee:
+    """What a pass works on: the model with its optimizer, schedule, loss and precision."""
+
+    model: nn.Module
+    optimizer: Optimizer
+    schedule: Schedule | None
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    precision: Precision
+
+
 def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> tuple[float, float]:
     """(mean training loss, learning rate of the last step)."""
     t.model.train()
@@ -57,7 +64,7 @@ def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> 
     pending: tuple[int, Tensor, int] | None = None
     for batch, (images, labels) in _polled(loader, callbacks):
         lr = t.optimizer.param_groups[0]["lr"]
-        loss = _step(t, *t.to_device(images, labels))
+        loss = _step(t, *t.precision.to_device(images, labels))
         if pending is not None:
             total += _report(pending, epoch, batches, callbacks)
         pending = (batch, loss, len(labels))
@@ -68,7 +75,7 @@ def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> 
 
 
 def _step(t: Trainee, images: Tensor, labels: Tensor) -> Tensor:
-    with t.autocast():
+    with t.precision.autocast():
         loss = t.criterion(t.model(images), labels)
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
@@ -93,13 +100,13 @@ def validate_pass(t: Trainee, loader: Loader, callbacks: Callbacks) -> tuple[flo
     """(mean validation loss, accuracy). The loss is unweighted: it measures
     the model, comparable across runs whatever their class weights."""
     t.model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=t.device)
-    correct = torch.zeros((), dtype=torch.int64, device=t.device)
+    loss = torch.zeros((), dtype=torch.float64, device=t.precision.device)
+    correct = torch.zeros((), dtype=torch.int64, device=t.precision.device)
     seen = 0
     with torch.inference_mode():
         for _, (images, labels) in _polled(loader, callbacks):
-            images, labels = t.to_device(images, labels)
-            with t.autocast():
+            images, labels = t.precision.to_device(images, labels)
+            with t.precision.autocast():
                 logits = t.model(images).float()
             loss += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()

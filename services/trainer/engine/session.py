@@ -18,7 +18,7 @@ from contracts.training import Hyperparameters
 from services.trainer.engine.api import CheckpointError, EpochMetrics, Outcome, Sample
 from services.trainer.engine.checkpoints import FORMAT, read_checkpoint
 from services.trainer.engine.data import EpochSampler, build_transform, make_loader
-from services.trainer.engine.loop import Loader, Trainee
+from services.trainer.engine.loop import Loader, Precision, Trainee
 from services.trainer.engine.optim import amp_dtype, build_optimizer, class_weights
 from services.trainer.engine.seeding import rng_state, set_rng_state
 from services.vision.models import build_model
@@ -76,8 +76,7 @@ def open_session(
         schedule=None,
         scaler=torch.amp.GradScaler(dev.type, enabled=amp is torch.float16),
         criterion=nn.CrossEntropyLoss(weight=weights if h.class_weights == "auto" else None),
-        device=dev,
-        amp=amp,
+        precision=Precision(dev, amp),
     )
     sampler = EpochSampler(len(train), h.seed, shuffle=True)
     train_loader, val_loader = _loaders(h, train, val, sampler, device)

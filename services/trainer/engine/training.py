@@ -69,7 +69,7 @@ def _epoch(s: Session, epoch: int, callbacks: Callbacks) -> EpochMetrics:
     # Everything random in the epoch starts from (seed, epoch), never from the epochs before.
     seed_all(derive_seed("epoch", s.h.seed, epoch))
     s.sampler.set_epoch(epoch)
-    device = str(s.trainee.device)
+    device = str(s.trainee.precision.device)
     reset_peak_memory(device)
     start = time.perf_counter()
     train_loss, lr = train_pass(s.trainee, s.train_loader, epoch, callbacks)
