@@ -49,16 +49,10 @@ def lease_key(device: str, slot: str | None = None) -> str:
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     nc = broker.connection
     store = await event_store(nc, settings)
-    images = SplitImages(
-        PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage),  # a split's subset, by query
-        BlobStore(settings.data_dir("blobs")),
-    )
+    images = split_images(broker, settings)
     files = CheckpointFiles(await artifacts_bucket(nc), settings.data_dir("artifacts"))
-    runs = RunStore(
-        Repository(store, domain.evolve, None),
-        instance=settings.instance,
-        auto_resume=settings.auto_resume,
-    )
+    runs = RunStore(Repository(store, domain.evolve, None), instance=settings.instance,
+                    auto_resume=settings.auto_resume)  # fmt: skip
     db = create_engine(settings.data_dir(SERVICE) / "readmodel.db")
     workers: list[Worker] = []  # the read model tells the worker of stops; it is made after
     runner = read_model(nc, db, settings, on_stop=lambda run_id: workers[0].request_stop(run_id))
@@ -68,12 +62,8 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         runs=runs, slot=slot, queue=queue, images=images, epochs=epochs, publish=publisher(nc)
     )
     workers.append(worker)
-    evaluations = Evaluations(
-        Repository(store, evaluation_evolve, None),
-        images=images,
-        files=files,
-        instance=settings.instance,
-    )
+    evaluations = Evaluations(Repository(store, evaluation_evolve, None), images=images,
+                              files=files, instance=settings.instance)  # fmt: skip
     training = Training(runs.repo, images.datasets, busy(queue, slot.leases))
     answer_commands(broker, SERVICE, commands(training, evaluations), max_workers=4)
 
@@ -100,6 +90,13 @@ def read_model(
         db,
         [Runs(on_stop=on_stop), trainer_jobs()],
         consumer_prefix=f"{SERVICE}-{settings.instance}",
+    )
+
+
+def split_images(broker: NatsBroker, settings: Settings) -> SplitImages:
+    """A split's subsets, asked of the datasets service; their files in the blob store."""
+    return SplitImages(
+        PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage), BlobStore(settings.data_dir("blobs"))
     )
 
 
