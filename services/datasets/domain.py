@@ -196,12 +196,41 @@ def decide(state: Dataset, command: Edit) -> list[c.Event]:
 
 
 def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
-    name = command.name.strip()
+    name = _split_name(state, command.name)
+    ratios = (command.train, command.val, command.test)
+    items, made = _assign(state, ratios, command.strategy, command.seed)
+    created = c.SplitCreated(
+        dataset_id=command.dataset_id,
+        split_id=command.split_id,
+        name=name,
+        strategy=command.strategy,
+        ratios=dict(zip(c.SUBSETS, ratios, strict=True)),
+        seed=command.seed,
+        images=len(made.assignment),
+        groups=len({item.group for item in items}),
+        counts=_counts(state, made.assignment),
+        recipe_hash=splitting.recipe_hash(made.assignment),
+        deviations=[
+            c.SplitDeviation(d.label, d.subset, d.expected, d.actual, d.reason)
+            for d in made.deviations
+        ],
+    )
+    return [created, *_assignment_parts(command, made.assignment)]
+
+
+def _split_name(state: Dataset, asked: str) -> str:
+    name = asked.strip()
     if not name or len(name) > c.SPLIT_NAME_MAX:
         raise InvalidSplit(f"name must be 1 to {c.SPLIT_NAME_MAX} characters", field="name")
     if name in state.splits:
         raise SplitAlreadyExists(f"a split named {name!r} already exists")
-    ratios = (command.train, command.val, command.test)
+    return name
+
+
+def _assign(
+    state: Dataset, ratios: tuple[float, float, float], strategy: str, seed: int
+) -> tuple[list[splitting.SplitItem], splitting.Split]:
+    """The dataset's images, near-duplicates grouped, and the subset each one goes to."""
     try:
         splitting.validate_ratios(ratios)
         items = splitting.group_duplicates(
@@ -212,32 +241,24 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
         )
         if not items:
             raise InvalidSplit("the dataset has no images to split", field="dataset")
-        made = splitting.split(items, ratios, command.strategy, command.seed)
+        return items, splitting.split(items, ratios, strategy, seed)
     except splitting.SplitError as err:
         raise InvalidSplit(err.message, field=err.field) from None
-    assignment = made.assignment
+
+
+def _counts(state: Dataset, assignment: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Images per label in each subset, labels sorted."""
     counts: dict[str, dict[str, int]] = {s: {} for s in c.SUBSETS}
     for image_id, subset in assignment.items():
         label = state.images[image_id].label
         counts[subset][label] = counts[subset].get(label, 0) + 1
-    created = c.SplitCreated(
-        dataset_id=command.dataset_id,
-        split_id=command.split_id,
-        name=name,
-        strategy=command.strategy,
-        ratios=dict(zip(c.SUBSETS, ratios, strict=True)),
-        seed=command.seed,
-        images=len(assignment),
-        groups=len({item.group for item in items}),
-        counts={s: dict(sorted(n.items())) for s, n in counts.items()},
-        recipe_hash=splitting.recipe_hash(assignment),
-        deviations=[
-            c.SplitDeviation(d.label, d.subset, d.expected, d.actual, d.reason)
-            for d in made.deviations
-        ],
-    )
+    return {s: dict(sorted(n.items())) for s, n in counts.items()}
+
+
+def _assignment_parts(command: c.CreateSplit, assignment: dict[str, str]) -> list[c.Event]:
+    """The assignment, in image-id order, cut into events of ``ASSIGNMENTS_PER_EVENT``."""
     ordered = sorted(assignment.items())
-    parts: list[c.Event] = [
+    return [
         c.SplitAssigned(
             dataset_id=command.dataset_id,
             split_id=command.split_id,
@@ -246,7 +267,6 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
         )
         for n, i in enumerate(range(0, len(ordered), ASSIGNMENTS_PER_EVENT))
     ]
-    return [created, *parts]
 
 
 def delete_split(state: Dataset, command: c.DeleteSplit) -> list[c.Event]:
