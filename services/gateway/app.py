@@ -147,30 +147,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(limits.guard)],
     )
     app.state.settings = settings
+    _install_middleware(app, settings)
+    _include_routers(app)
+    _add_home(app, docs)
+    return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
     limits.install(app, settings)
     headers.install(app, settings)  # body cap, CORS
     app.add_middleware(HttpMetrics)
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)
     headers.install_outer(app, settings)  # security headers, even on a last-resort 500
+
+
+def _include_routers(app: FastAPI) -> None:
     # Signing in (and refreshing) is the only thing /api answers without credentials.
     app.include_router(routes.public, prefix="/api/v1")
     app.include_router(routes.public, prefix="/api", include_in_schema=False)
     signed_in = [Depends(current_principal)]
-    for router in (
-        routes.router,
-        keys.router,
-        users.router,
-        projects.router,
-        members.router,
-        datasets.router,
-        splits.router,
-        training.router,
-        evaluation.router,
-        exports.router,
-        system.api,
-        audit.router,
-    ):
+    for router in SIGNED_IN_ROUTERS:
         app.include_router(router, prefix="/api/v1", dependencies=signed_in)
         # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False, dependencies=signed_in)
@@ -178,6 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A WebSocket authenticates in its handler: it is accepted, then told why and closed (4401).
     app.include_router(training_sockets.router)
 
+
+def _add_home(app: FastAPI, docs: bool) -> None:
     @app.get("/", include_in_schema=False)
     async def home() -> Response:
         """The API's docs when they are served; else where to start, for a person or a script."""
@@ -186,4 +185,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start = {"api": "/api/v1", "sign_in": "/api/v1/auth/token", "health": "/health"}
         return envelope.ok(start)
 
-    return app
+
+#: Every router that needs credentials, in the order the OpenAPI schema lists them.
+SIGNED_IN_ROUTERS = (
+    routes.router,
+    keys.router,
+    users.router,
+    projects.router,
+    members.router,
+    datasets.router,
+    splits.router,
+    training.router,
+    evaluation.router,
+    exports.router,
+    system.api,
+    audit.router,
+)

@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fastapi import Request
 from python_multipart import MultipartParser
@@ -26,6 +26,9 @@ from python_multipart.multipart import parse_options_header
 
 from contracts import common
 from services.gateway.envelope import ApiError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -92,73 +95,78 @@ async def _raw(request: Request, out: IO[bytes], dest: Path, limit: int) -> Uplo
 async def _multipart(
     request: Request, boundary: bytes, out: IO[bytes], dest: Path, limit: int
 ) -> Upload:
-    upload = Upload(dest, "")
-    part: dict[str, Any] = {}
-    headers: dict[bytes, bytes] = {}
-    header_name = bytearray()
-    errors: list[ApiError] = []
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = bytes(header_name).lower()
-        headers[key] = headers.get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        header_name.clear()
-
-    def on_headers_finished() -> None:
-        _, options = parse_options_header(headers.get(b"content-disposition", b""))
-        name = options.get(b"name", b"").decode("utf-8", "replace")
-        filename = options.get(b"filename")
-        part.update(name=name, file=filename is not None, value=bytearray())
-        if filename is not None:
-            if upload.filename:
-                errors.append(ApiError(common.VALIDATION_ERROR, "send one file", field="file"))
-            upload.filename = filename.decode("utf-8", "replace") or "upload.zip"
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if part.get("file"):
-            upload.size += end - start
-            if upload.size > limit:
-                errors.append(_too_large(limit))
-                return
-            out.write(data[start:end])
-        elif len(part["value"]) + end - start > MAX_FIELD_BYTES:
-            errors.append(ApiError(common.VALIDATION_ERROR, "a form field is too long"))
-        else:
-            part["value"].extend(data[start:end])
-
-    def on_part_end() -> None:
-        if not part.get("file"):
-            upload.fields[part["name"]] = part["value"].decode("utf-8", "replace")
-        headers.clear()
-        part.clear()
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    form = _Form(Upload(dest, ""), out, limit)
+    parser = MultipartParser(boundary, form.callbacks())
     async for chunk in request.stream():
         try:
             parser.write(chunk)
         except Exception as exc:
             raise ApiError(common.VALIDATION_ERROR, f"malformed multipart body: {exc}") from None
-        if errors:
-            raise errors[0]
+        if form.errors:
+            raise form.errors[0]
     with contextlib.suppress(Exception):
         parser.finalize()
-    if not upload.filename:
+    if not form.upload.filename:
         raise ApiError(common.VALIDATION_ERROR, "the form has no file part", field="file")
-    return upload
+    return form.upload
+
+
+class _Form:
+    """The parser's callbacks: the one file part streams to ``out`` (up to ``limit`` bytes),
+    text fields (up to ``MAX_FIELD_BYTES``) go to ``upload.fields``. The callbacks cannot raise
+    through the parser, so what goes wrong is kept in ``errors`` for the reader to raise."""
+
+    def __init__(self, upload: Upload, out: IO[bytes], limit: int) -> None:
+        self.upload, self.out, self.limit = upload, out, limit
+        self.errors: list[ApiError] = []
+        self.part: dict[str, Any] = {}
+        self.headers: dict[bytes, bytes] = {}
+        self.header_name = bytearray()
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.header_name.clear,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name.extend(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = bytes(self.header_name).lower()
+        self.headers[key] = self.headers.get(key, b"") + data[start:end]
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        self.part.update(name=name, file=filename is not None, value=bytearray())
+        if filename is not None:
+            if self.upload.filename:
+                self.errors.append(ApiError(common.VALIDATION_ERROR, "send one file", field="file"))
+            self.upload.filename = filename.decode("utf-8", "replace") or "upload.zip"
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.part.get("file"):
+            self.upload.size += end - start
+            if self.upload.size > self.limit:
+                self.errors.append(_too_large(self.limit))
+                return
+            self.out.write(data[start:end])
+        elif len(self.part["value"]) + end - start > MAX_FIELD_BYTES:
+            self.errors.append(ApiError(common.VALIDATION_ERROR, "a form field is too long"))
+        else:
+            self.part["value"].extend(data[start:end])
+
+    def on_part_end(self) -> None:
+        if not self.part.get("file"):
+            self.upload.fields[self.part["name"]] = self.part["value"].decode("utf-8", "replace")
+        self.headers.clear()
+        self.part.clear()
 
 
 def sweep(folder: Path, stale_after: float = STALE_AFTER_S) -> list[Path]:
