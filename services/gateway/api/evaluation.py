@@ -9,13 +9,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from contracts import common, new_id
+from contracts import common
 from contracts import training as c
 from contracts.datasets import LABEL_MAX
 from services.gateway.access import require_of
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.api.runjobs import RunJob, start_run_job
 from services.gateway.auth.deps import actor_of
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.readmodels import training as read
 from services.kernel.sqlite import session
@@ -36,22 +37,18 @@ class EvaluationIn(BaseModel):
 @router.post("/run", status_code=202)
 async def evaluate(body: EvaluationIn, request: Request, gateway: GatewayDep) -> Response:
     """Evaluate a run's checkpoint on a subset of its split, in the background."""
-    await gateway.fresh(c.STREAM, c.event_subject(body.run_id))
-    await require_of(request, "run", body.run_id, "editor", field="run_id")
-    command = c.EvaluateRun(
-        evaluation_id=new_id(),
-        run_id=body.run_id,
-        checkpoint=body.checkpoint,
-        subset=body.subset,
-        correlation_id=REQUEST_ID.get(),
-        actor=actor_of(request),
-    )
-    accepted = await gateway.send(c.EvaluationSubjects.EVALUATE_RUN, command, request)
-    await gateway.caught_up(c.STREAM, accepted.sequence)
-    async with session(gateway.engine) as db:
-        row = await _evaluation(db, command.evaluation_id)
-    location = str(request.url_for("get_evaluation", evaluation_id=row.evaluation_id))
-    return ok(row.public(), status=202, headers={"Location": location})
+
+    def command(evaluation_id: str) -> c.EvaluateRun:
+        return c.EvaluateRun(
+            evaluation_id=evaluation_id,
+            run_id=body.run_id,
+            checkpoint=body.checkpoint,
+            subset=body.subset,
+            correlation_id=REQUEST_ID.get(),
+            actor=actor_of(request),
+        )
+
+    return await start_run_job(EVALUATION, body.run_id, command, request, gateway)
 
 
 @router.get("")
@@ -112,6 +109,9 @@ async def confusion_cell(
 
 async def _evaluation(db: AsyncSession, evaluation_id: str) -> read.EvaluationRow:
     row = await read.get_evaluation(db, evaluation_id=evaluation_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"evaluation {evaluation_id} does not exist")
-    return row
+    return found(row, f"evaluation {evaluation_id}")
+
+
+EVALUATION = RunJob(
+    c.EvaluationSubjects.EVALUATE_RUN, c.STREAM, _evaluation, "get_evaluation", "evaluation_id"
+)

@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import UploadFile
 
-from contracts import common, new_id
+from contracts import common
 from contracts import exports as x
-from contracts import training as t
 from services.gateway.access import require_of
 from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.api.runjobs import RunJob, start_run_job
 from services.gateway.auth.deps import actor_of
 from services.gateway.blobs import send_export_file
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import exports as read
 from services.kernel.sqlite import session
@@ -39,22 +39,18 @@ class ExportIn(BaseModel):
 @router.post("/run", status_code=202)
 async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) -> Response:
     """Export a run's checkpoint; it is offered only once its parity check passes."""
-    await gateway.fresh(t.STREAM, t.event_subject(body.run_id))
-    await require_of(request, "run", body.run_id, "editor", field="run_id")
-    command = x.RequestExport(
-        export_id=new_id(),
-        run_id=body.run_id,
-        checkpoint=body.checkpoint,
-        format=body.format,
-        correlation_id=REQUEST_ID.get(),
-        actor=actor_of(request),
-    )
-    accepted = await gateway.send(x.Subjects.REQUEST_EXPORT, command, request)
-    await gateway.caught_up(x.STREAM, accepted.sequence)
-    async with session(gateway.engine) as db:
-        row = await _export(db, command.export_id)
-    location = str(request.url_for("get_export", export_id=row.export_id))
-    return ok(row.public(), status=202, headers={"Location": location})
+
+    def command(export_id: str) -> x.RequestExport:
+        return x.RequestExport(
+            export_id=export_id,
+            run_id=body.run_id,
+            checkpoint=body.checkpoint,
+            format=body.format,
+            correlation_id=REQUEST_ID.get(),
+            actor=actor_of(request),
+        )
+
+    return await start_run_job(EXPORT, body.run_id, command, request, gateway)
 
 
 @router.get("")
@@ -139,7 +135,7 @@ async def _ready(db: AsyncSession, export_id: str) -> read.ExportRow:
 
 
 async def _export(db: AsyncSession, export_id: str) -> read.ExportRow:
-    row = await read.get_export(db, export_id=export_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"export {export_id} does not exist")
-    return row
+    return found(await read.get_export(db, export_id=export_id), f"export {export_id}")
+
+
+EXPORT = RunJob(x.Subjects.REQUEST_EXPORT, x.STREAM, _export, "get_export", "export_id")

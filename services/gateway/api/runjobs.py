@@ -1,0 +1,53 @@
+"""Start a background job on a training run (an evaluation, an export): one route shape."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import Response
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import Message, new_id
+from contracts import training as t
+from services.gateway.access import require_of
+from services.gateway.envelope import ok
+from services.gateway.gateway import Gateway
+from services.kernel.sqlite import session
+
+
+class JobRow(Protocol):
+    def public(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Where one kind of job goes and is read back from.
+
+    ``subject``: its command; ``stream``: where its events land; ``load``: its read-model row
+    by id (raising a not-found ``ApiError``); ``route`` and ``id_param``: the route that reads it.
+    """
+
+    subject: str
+    stream: str
+    load: Callable[[AsyncSession, str], Awaitable[JobRow]]
+    route: str
+    id_param: str
+
+
+async def start_run_job(
+    job: RunJob, run_id: str, command: Callable[[str], Message], request: Request, gateway: Gateway
+) -> Response:
+    """Check the caller edits the run, send ``command(new job id)``, and answer 202 with the
+    job as the read model shows it once the command's events are applied, and its Location."""
+    await gateway.fresh(t.STREAM, t.event_subject(run_id))
+    await require_of(request, "run", run_id, "editor", field="run_id")
+    job_id = new_id()
+    accepted = await gateway.send(job.subject, command(job_id), request)
+    await gateway.caught_up(job.stream, accepted.sequence)
+    async with session(gateway.engine) as db:
+        row = await job.load(db, job_id)
+    location = str(request.url_for(job.route, **{job.id_param: job_id}))
+    return ok(row.public(), status=202, headers={"Location": location})
