@@ -7,7 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -82,6 +82,16 @@ class ApiError(Exception):
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
         self.status = status or STATUS_OF.get(code, 400)
+
+
+T = TypeVar("T")
+
+
+def found(row: T | None, what: str) -> T:
+    """``row``, or a 404 saying ``what`` (e.g. "run 0f3c…") does not exist."""
+    if row is None:
+        raise ApiError(common.NOT_FOUND, f"{what} does not exist")
+    return row
 
 
 def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:

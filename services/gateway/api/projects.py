@@ -16,7 +16,7 @@ from services.gateway.access import require, visible_projects
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import Limit, Offset, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import projects as read
@@ -142,19 +142,8 @@ async def archive_project(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Archive a project: hidden from the default list, read-only until restored."""
-    await require(request, project_id, "owner")
-    command = c.ArchiveProject(
-        project_id=project_id,
-        expected_version=_version(if_match),
-        correlation_id=REQUEST_ID.get(),
-        actor=actor_of(request),
-    )
-    return await idempotent(
-        request,
-        gateway,
-        actor_of(request),
-        lambda: _run(gateway, request, c.Subjects.ARCHIVE, command),
-    )
+    command = c.ArchiveProject
+    return await _owner_command(request, gateway, project_id, if_match, command, c.Subjects.ARCHIVE)
 
 
 @router.post("/{project_id}/restore")
@@ -165,19 +154,8 @@ async def restore_project(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Bring an archived project back."""
-    await require(request, project_id, "owner")
-    command = c.RestoreProject(
-        project_id=project_id,
-        expected_version=_version(if_match),
-        correlation_id=REQUEST_ID.get(),
-        actor=actor_of(request),
-    )
-    return await idempotent(
-        request,
-        gateway,
-        actor_of(request),
-        lambda: _run(gateway, request, c.Subjects.RESTORE, command),
-    )
+    command = c.RestoreProject
+    return await _owner_command(request, gateway, project_id, if_match, command, c.Subjects.RESTORE)
 
 
 @router.get("/{project_id}/events", response_class=StreamingResponse, openapi_extra=STREAM_ROUTE)
@@ -188,6 +166,30 @@ async def project_events(project_id: PathId, request: Request, gateway: GatewayD
     guard = await open_guard(request, lambda: require(request, project_id, "viewer"))
     source = events(gateway.js, c.event_subject(project_id), after)
     return sse_response(guarded_sse(source, guard))
+
+
+async def _owner_command(
+    request: Request,
+    gateway: Gateway,
+    project_id: str,
+    if_match: str | None,
+    kind: type[c.ArchiveProject | c.RestoreProject],
+    subject: str,
+) -> Response:
+    """Archive or restore (owners only), at ``If-Match``'s version; retries are idempotent."""
+    await require(request, project_id, "owner")
+    command = kind(
+        project_id=project_id,
+        expected_version=_version(if_match),
+        correlation_id=REQUEST_ID.get(),
+        actor=actor_of(request),
+    )
+    return await idempotent(
+        request,
+        gateway,
+        actor_of(request),
+        lambda: _run(gateway, request, subject, command),
+    )
 
 
 async def _run(gateway: Gateway, request: Request, subject: str, command: Any) -> Response:
@@ -212,10 +214,7 @@ async def _answer(
 
 
 async def _row(db: AsyncSession, project_id: str) -> read.ProjectRow:
-    row = await read.get_project(db, project_id=project_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"project {project_id} does not exist")
-    return row
+    return found(await read.get_project(db, project_id=project_id), f"project {project_id}")
 
 
 def _version(if_match: str | None) -> int | None:

@@ -16,7 +16,7 @@ from services.gateway.access import require, require_of
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.auth.deps import actor_of
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import datasets as read
@@ -109,7 +109,4 @@ async def delete_split(
 
 
 async def _split(db: AsyncSession, split_id: str) -> dict[str, Any]:
-    split = await read.split_detail(db, split_id=split_id)
-    if split is None:
-        raise ApiError(common.NOT_FOUND, f"split {split_id} does not exist")
-    return split
+    return found(await read.split_detail(db, split_id=split_id), f"split {split_id}")

@@ -24,7 +24,7 @@ from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId
 from services.gateway.api.training_sockets import experiment_rows, view_experiment
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.auth.principal import Principal
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import training as read
 from services.gateway.stream_guard import (
@@ -313,17 +313,11 @@ def check(run_id: str) -> bool:
 
 
 async def _run(db: AsyncSession, run_id: str) -> read.RunRow:
-    row = await read.get_run(db, run_id=run_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"run {run_id} does not exist")
-    return row
+    return found(await read.get_run(db, run_id=run_id), f"run {run_id}")
 
 
 async def _detail(db: AsyncSession, run_id: str) -> dict[str, Any]:
-    detail = await read.run_detail(db, run_id=run_id)
-    if detail is None:
-        raise ApiError(common.NOT_FOUND, f"run {run_id} does not exist")
-    return detail
+    return found(await read.run_detail(db, run_id=run_id), f"run {run_id}")
 
 
 async def _same_project(gateway: Gateway, experiment_id: str, project_id: str) -> None:
