@@ -19,7 +19,7 @@ from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, actor_of
 from services.gateway.blobs import blobs_of
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import datasets as read
 from services.gateway.stream_guard import guarded_sse, open_guard
@@ -192,10 +192,7 @@ async def image(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The image's original bytes."""
-    await require(request, project_id, "viewer")
-    row = await _image(db, project_id, image_id)
-    media = MIME.get(row.format, "application/octet-stream")
-    return await _file(request, row, "image", media, row.image_id, if_none_match)
+    return await _file(request, db, project_id, image_id, "image", if_none_match)
 
 
 @router.get("/{project_id}/thumbnail/{image_id}", response_class=FileResponse)
@@ -208,9 +205,7 @@ async def thumbnail(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A JPEG of at most 256 pixels a side, EXIF orientation applied."""
-    await require(request, project_id, "viewer")
-    row = await _image(db, project_id, image_id)
-    return await _file(request, row, "thumbnail", "image/jpeg", f"t-{row.image_id}", if_none_match)
+    return await _file(request, db, project_id, image_id, "thumbnail", if_none_match)
 
 
 @router.patch("/{project_id}/images/{image_id}")
@@ -345,15 +340,20 @@ def _sse(name: str, data: Any) -> bytes:
 
 async def _file(
     request: Request,
-    row: read.ImageRow,
+    db: Any,
+    project_id: str,
+    image_id: str,
     kind: c.BlobKind,
-    media_type: str,
-    etag: str,
     if_none_match: str | None,
 ) -> Response:
     """The image's or thumbnail's bytes through the ``Blobs`` port, streamed; 304 when the
     client has them (an image id is the sha256 of its bytes: they never change)."""
-    tag = f'"{etag}"'
+    await require(request, project_id, "viewer")
+    row = await _image(db, project_id, image_id)
+    if kind == "thumbnail":
+        media_type, tag = "image/jpeg", f'"t-{row.image_id}"'
+    else:
+        media_type, tag = MIME.get(row.format, "application/octet-stream"), f'"{row.image_id}"'
     headers = {"ETag": tag, "Cache-Control": "private, max-age=31536000, immutable"}
     if if_none_match and tag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
@@ -363,10 +363,7 @@ async def _file(
 
 
 async def _import(db: Any, import_id: str) -> read.ImportRow:
-    row = await read.get_import(db, import_id=import_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"import {import_id} does not exist")
-    return row
+    return found(await read.get_import(db, import_id=import_id), f"import {import_id}")
 
 
 async def _image(db: Any, project_id: str, image_id: str) -> read.ImageRow:
