@@ -10,8 +10,8 @@ identity contracts and read model.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -119,8 +119,7 @@ async def logout(principal: CurrentUser, request: Request, gateway: GatewayDep) 
         actor=principal.user_id,
         correlation_id=REQUEST_ID.get(),
     )
-    accepted = await gateway.send(c.Subjects.END_SESSION, command, request)
-    await settled(gateway, accepted)
+    await send_settled(gateway, request, c.Subjects.END_SESSION, command)
     return ok({"session_id": principal.session_id, "ended": True})
 
 
@@ -136,8 +135,7 @@ async def change_password(
         actor=principal.user_id,
         correlation_id=REQUEST_ID.get(),
     )
-    accepted = await gateway.send(c.Subjects.CHANGE_PASSWORD, command, request)
-    await settled(gateway, accepted)
+    await send_settled(gateway, request, c.Subjects.CHANGE_PASSWORD, command)
     login = c.Login(
         user_id=principal.user_id,
         password=body.new_password,
@@ -168,15 +166,7 @@ async def me(principal: CurrentUser, db: DbDep) -> Response:
 async def stream_token(principal: CurrentUser, request: Request) -> Response:
     """A short-lived token for ``?access_token=`` on SSE and WebSocket routes only."""
     settings = request.app.state.settings
-    token, expires = tokens.mint(
-        jwt_secret(settings),
-        kind=tokens.STREAM,
-        user_id=principal.user_id,
-        session_id=principal.session_id,
-        site_role=principal.site_role,
-        tier=principal.tier,
-        lifetime=stream_lifetime(settings),
-    )
+    token, expires = _mint(settings, tokens.STREAM, principal, stream_lifetime(settings))
     data = {
         "stream_token": token,
         "expires_in": _seconds_until(expires),
@@ -195,6 +185,13 @@ async def settled(
         )
 
 
+async def send_settled(
+    gateway: Gateway, request: Request, subject: str, command: c.Command
+) -> None:
+    """Send an identity command and wait until the read model shows it (else 503)."""
+    await settled(gateway, await gateway.send(subject, command, request))
+
+
 async def _issue(
     gateway: Gateway, request: Request, command: c.Login | c.RefreshSession, subject: str
 ) -> Response:
@@ -206,15 +203,7 @@ async def _issue(
 def token_answer(request: Request, issued: c.SessionIssued) -> JSONResponse:
     """The OAuth2 fields at the top level (Swagger's Authorize reads them), and in ``data``."""
     settings = request.app.state.settings
-    access, expires = tokens.mint(
-        jwt_secret(settings),
-        kind=tokens.ACCESS,
-        user_id=issued.user_id,
-        session_id=issued.session_id,
-        site_role=issued.site_role,
-        tier=issued.tier,
-        lifetime=access_lifetime(settings),
-    )
+    access, expires = _mint(settings, tokens.ACCESS, issued, access_lifetime(settings))
     fields: dict[str, Any] = {
         "access_token": access,
         "token_type": "bearer",
@@ -229,6 +218,33 @@ def token_answer(request: Request, issued: c.SessionIssued) -> JSONResponse:
         "session_id": issued.session_id,
     }
     return JSONResponse(fields | {"status": "ok", "data": data}, headers=NO_STORE)
+
+
+class _Holder(Protocol):
+    """Whom a token is for: a signed-in principal, or a session just issued."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def site_role(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+
+
+def _mint(
+    settings: Any, kind: tokens.Kind, holder: _Holder, lifetime: timedelta
+) -> tuple[str, datetime]:
+    return tokens.mint(
+        jwt_secret(settings),
+        kind=kind,
+        user_id=holder.user_id,
+        session_id=holder.session_id,
+        site_role=holder.site_role,
+        tier=holder.tier,
+        lifetime=lifetime,
+    )
 
 
 def _seconds_until(moment: datetime) -> int:

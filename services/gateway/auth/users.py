@@ -14,11 +14,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import common
 from contracts import identity as c
-from contracts.common import CommandAccepted
 from services.gateway.api.params import Limit, Offset
 from services.gateway.auth.deps import AdminUser
-from services.gateway.auth.routes import settled
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
+from services.gateway.auth.routes import send_settled
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import identity as read
 from services.kernel.sqlite import session
@@ -54,9 +53,9 @@ async def create_user(
         actor=admin.user_id,
         correlation_id=REQUEST_ID.get(),
     )
-    accepted = await gateway.send(c.Subjects.CREATE_USER, command, request)
     headers = {"Location": str(request.url_for("get_user", user_id=body.user_id))}
-    return await _answer(gateway, accepted, body.user_id, status=201, headers=headers)
+    subject = c.Subjects.CREATE_USER
+    return await _run(gateway, request, subject, command, body.user_id, 201, headers)
 
 
 @router.get("")
@@ -112,27 +111,20 @@ async def reset_password(
 
 
 async def _run(
-    gateway: Gateway, request: Request, subject: str, command: c.Command, user_id: str
-) -> Response:
-    accepted = await gateway.send(subject, command, request)
-    return await _answer(gateway, accepted, user_id)
-
-
-async def _answer(
     gateway: Gateway,
-    accepted: CommandAccepted,
+    request: Request,
+    subject: str,
+    command: c.Command,
     user_id: str,
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    await settled(gateway, accepted)
+    """Send the command; once the read model shows it, answer with the user."""
+    await send_settled(gateway, request, subject, command)
     async with session(gateway.engine) as db:
         row = await _row(db, user_id)
     return ok(row.public(), status=status, headers=headers)
 
 
 async def _row(db: AsyncSession, user_id: str) -> read.UserRow:
-    row = await read.get_user(db, user_id=user_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"user {user_id} does not exist")
-    return row
+    return found(await read.get_user(db, user_id=user_id), f"user {user_id}")
