@@ -225,18 +225,27 @@ async def query(
         return CommandRejected(
             code=UNAVAILABLE, message=f"no answer on {subject} within {timeout:g}s"
         )
-    reply: R | CommandRejected = _decoder(reply_type).decode(msg.data)
+    reply: R | CommandRejected = reply_decoder(reply_type).decode(msg.data)
     return reply
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-def _decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
-    """One decoder per reply type, built once."""
+def reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
+    """The decoder of ``reply_type`` or a refusal: one per reply type, built once."""
     if reply_type not in _DECODERS:
         _DECODERS[reply_type] = msgspec.json.Decoder(reply_type | CommandRejected)
     return _DECODERS[reply_type]
+
+
+def counted_reply(service: str, name: str, started: float, reply: Any, success: str) -> bytes:
+    """Count an endpoint's reply (by its refusal code, else ``success``), time it since
+    ``started`` (``perf_counter``), and encode it."""
+    outcome = reply.code if isinstance(reply, CommandRejected) else success
+    COMMANDS.labels(service, name, outcome).inc()
+    COMMAND_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+    return msgspec.json.encode(reply)
 
 
 def command_endpoint(
@@ -262,10 +271,7 @@ def command_endpoint(
             except Exception:
                 log.exception("%s failed", name)
                 reply = CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
-        outcome = reply.code if isinstance(reply, CommandRejected) else "accepted"
-        COMMANDS.labels(service, name, outcome).inc()
-        COMMAND_SECONDS.labels(service, name).observe(time.perf_counter() - started)
-        return msgspec.json.encode(reply)
+        return counted_reply(service, name, started, reply, "accepted")
 
     endpoint.__name__ = f"handle_{name}"
     return endpoint

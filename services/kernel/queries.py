@@ -23,7 +23,6 @@ from contracts import Message
 from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected
 from services.kernel import bus
 from services.kernel.domain import Refused
-from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
 from services.kernel.transient import TRANSIENT, retry_transient
 
 log = logging.getLogger(__name__)
@@ -65,10 +64,7 @@ def query_endpoint(
         except Exception:
             log.exception("%s failed", name)
             reply = CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
-        outcome = reply.code if isinstance(reply, CommandRejected) else "answered"
-        COMMANDS.labels(service, name, outcome).inc()
-        COMMAND_SECONDS.labels(service, name).observe(time.perf_counter() - started)
-        return msgspec.json.encode(reply)
+        return bus.counted_reply(service, name, started, reply, "answered")
 
     answer.__name__ = f"answer_{name}"
     return answer
@@ -116,21 +112,12 @@ async def _page(
         timeout=timeout,
         headers=headers,
     )
-    reply = _decoder(reply_type).decode(msg.data)
+    reply = bus.reply_decoder(reply_type).decode(msg.data)
     if isinstance(reply, CommandRejected):
         if reply.code == UNAVAILABLE:  # the service's own NATS calls failed: worth a retry
             raise TimeoutError(reply.message)
         raise Refused(reply.code, reply.message, reply.field)
     return reply
-
-
-_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
-    if reply_type not in _DECODERS:
-        _DECODERS[reply_type] = msgspec.json.Decoder(reply_type | CommandRejected)
-    return _DECODERS[reply_type]
 
 
 class PagedQuery(Generic[T]):
