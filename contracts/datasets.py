@@ -31,6 +31,17 @@ def progress_subject(import_id: str) -> str:
     return f"live.datasets.import.{import_id}"
 
 
+#: Object Store bucket through which the gateway hands an uploaded ZIP to the datasets service:
+#: the gateway puts it, the datasets service fetches and deletes it (and sweeps what a gateway
+#: that crashed between its put and its command left there).
+UPLOADS_BUCKET: Final = "studio_uploads"
+
+
+def upload_object(upload_id: str) -> str:
+    """The object name of one uploaded archive in ``UPLOADS_BUCKET``."""
+    return f"upload/{upload_id}.zip"
+
+
 class Subjects:
     START_IMPORT: Final = "cmd.datasets.start_import"
     CANCEL_IMPORT: Final = "cmd.datasets.cancel_import"
@@ -133,8 +144,11 @@ class StartImport(Message, frozen=True, tag="datasets.start_import.v1"):
     source_kind: Keyword  # "local" | "upload"
     source: FilePath  # the path as the user gave it, or the uploaded file's name
     format: Keyword = "auto"
-    #: For an upload: the archive the gateway streamed into the shared workspace.
+    #: For an upload from an older gateway: the archive it streamed into a shared workspace.
     staged_path: FilePath | None = None
+    #: For an upload: the archive's object in ``UPLOADS_BUCKET`` (``upload_object``), which the
+    #: datasets service fetches and then deletes.
+    upload_object: FilePath | None = None
 
 
 class CancelImport(Message, frozen=True, tag="datasets.cancel_import.v1"):

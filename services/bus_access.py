@@ -77,13 +77,15 @@ def _service(
 
 _ARTIFACTS_WRITE = Bucket(t.ARTIFACTS_BUCKET, "objects", write=True, create=True)
 _ARTIFACTS_READ = Bucket(t.ARTIFACTS_BUCKET, "objects", create=True)
+#: Uploaded ZIPs: the gateway puts them, the datasets service fetches and deletes them.
+_UPLOADS = Bucket(d.UPLOADS_BUCKET, "objects", write=True, create=True)
 _LIVE_DATASETS = d.progress_subject("*")
 _LIVE_TRAINING = t.progress_subject("*")
 
 SERVICES: tuple[BusUser, ...] = (
     _service("identity", i),
     _service("projects", p),
-    _service("datasets", d, reads=(p,), emits=(_LIVE_DATASETS,)),
+    _service("datasets", d, reads=(p,), emits=(_LIVE_DATASETS,), buckets=(_UPLOADS,)),
     _service(
         "trainer",
         t,
@@ -110,6 +112,7 @@ GATEWAY_USER = BusUser(
         Bucket(IDEMPOTENCY, "kv", write=True, create=True),
         Bucket(LEASES, "kv", create=True),
         Bucket(x.EXPORTS_BUCKET, "objects"),  # downloads: the exporter made it
+        _UPLOADS,  # uploaded ZIPs handed to the datasets service
     ),
 )
 

@@ -19,6 +19,7 @@ from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
+from services.datasets.uploads import Uploads
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import EventStore
 from services.kernel.jobs.table import running_elsewhere
@@ -73,6 +74,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         import_roots=settings.import_roots,
         uploads=settings.data_dir("uploads"),
         staging=data / "staging",
+        handed=Uploads(js),
     )
     handlers.importer = importer(nc, datasets, settings)
     endpoints = (
@@ -137,6 +139,9 @@ async def recover(
     elsewhere = await running_elsewhere(engine, jobs.noun, instance)
     for import_id in await handlers.reap_staging(keep=elsewhere):
         log.warning("removed the staging folder of import %s, which no longer runs", import_id)
+    if handlers.handed is not None:  # uploads a crashed gateway put but never named
+        for name in await handlers.handed.sweep_if_due():
+            log.warning("removed the uploaded archive %s, which no import claimed", name)
 
 
 def main() -> None:

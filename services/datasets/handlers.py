@@ -21,6 +21,7 @@ from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.datasets import domain, health, sources
 from services.datasets.importer import Importer, Job
+from services.datasets.uploads import UploadDamaged, UploadGone, Uploads
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.repository import Repository
@@ -52,6 +53,7 @@ class Datasets:
         import_roots: Sequence[Path],
         uploads: Path,
         staging: Path,
+        handed: Uploads | None = None,
     ) -> None:
         self.repo = repo
         self.find_project = find_project
@@ -60,6 +62,8 @@ class Datasets:
         self.import_roots = list(import_roots)
         self.uploads = uploads
         self.staging = staging
+        #: The Object Store bucket through which the gateway hands over uploaded archives.
+        self.handed = handed
         #: Imports this process is handling, from the command's arrival to the job's end: their
         #: staging folders are live and no restart reaper may touch them.
         self.active: set[str] = set()
@@ -96,7 +100,7 @@ class Datasets:
         started = False
         try:
             await self._project(command.dataset_id)
-            job = await asyncio.to_thread(self._job, command)
+            job = await self._take(command)
             job.headers = dict(headers)
             reply = await execute(
                 self.repo,
@@ -122,6 +126,9 @@ class Datasets:
                 self.active.discard(command.import_id)
                 if job is not None and job.staging is not None:
                     await asyncio.to_thread(shutil.rmtree, job.staging, True)
+            if command.upload_object and self.handed is not None:
+                # Claimed (the staging folder has the archive) or refused: not needed any more.
+                await self.handed.discard(command.upload_object)
 
     def _launch(self, job: Job) -> None:
         assert self.importer is not None
@@ -186,6 +193,45 @@ class Datasets:
             raise domain.ProjectIsArchived(f"project {dataset_id} is archived; restore it first")
         return project
 
+    async def _take(self, command: c.StartImport) -> Job:
+        if command.source_kind == "upload" and command.upload_object:
+            if command.format not in FORMATS:
+                raise domain.InvalidImport(f"format must be one of {', '.join(FORMATS)}", "format")
+            if self.handed is not None:  # what crashed gateways left, now and then
+                await self.handed.sweep_if_due()
+            return await self._fetch(command, command.upload_object)
+        return await asyncio.to_thread(self._job, command)
+
+    async def _fetch(self, command: c.StartImport, name: str) -> Job:
+        """Claim an archive handed over through the Object Store: fetched into the import's
+        staging folder before anything of the import is stored."""
+        if self.handed is None or not name.startswith(c.upload_object("")[:-4]):
+            raise domain.InvalidImport("the uploaded archive is not where it was staged", "file")
+        folder = self._folder(command.import_id)
+        try:
+            await self.handed.fetch(name, folder / ARCHIVE)
+        except (UploadGone, UploadDamaged) as exc:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            why = "is no longer there" if isinstance(exc, UploadGone) else "arrived damaged"
+            raise domain.InvalidImport(
+                f"the uploaded archive {why}: send it again", "file"
+            ) from None
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
+        root = folder / "files"
+        root.mkdir()
+        return Job(command, root, staging=folder, archive=folder / ARCHIVE)
+
+    def _folder(self, import_id: str) -> Path:
+        folder = self.staging / import_id
+        self.staging.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise domain.ImportAlreadyExists(f"import {import_id} already exists") from None
+        return folder
+
     def _job(self, command: c.StartImport) -> Job:
         if command.format not in FORMATS:
             raise domain.InvalidImport(f"format must be one of {', '.join(FORMATS)}", "format")
@@ -205,12 +251,7 @@ class Datasets:
         is still under its name whatever the outcome), and a gateway that gave up first leaves
         nothing to move, so the import is refused before anything of it is stored.
         """
-        folder = self.staging / command.import_id
-        self.staging.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            raise domain.ImportAlreadyExists(f"import {command.import_id} already exists") from None
+        folder = self._folder(command.import_id)
         archive = folder / ARCHIVE
         try:
             os.rename(staged, archive)

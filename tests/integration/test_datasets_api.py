@@ -18,6 +18,7 @@ from contracts import training as t
 from tests import imagesets
 from tests.stack import Stack
 from tests.stream_helpers import Runs
+from tests.upload_objects import handed_over_now
 
 pytestmark = pytest.mark.integration
 #: What these tests need of the studio: the stack starts only these (and the gateway).
@@ -431,6 +432,7 @@ async def test_malformed_ids_in_bodies_and_queries_get_422_naming_the_field(
     assert error(resp, 422, "VALIDATION_ERROR")["field"] == "split_id"
     assert "invalid aggregate id" not in stack.log("datasets")
     assert not list((stack.workspace / "uploads").glob("*.zip"))  # refused uploads are not kept
+    assert await handed_over_now(stack.nats_url) == []  # nor handed over
 
 
 @pytest.mark.parametrize(

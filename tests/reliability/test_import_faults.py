@@ -12,6 +12,7 @@ import pytest
 
 from tests import imagesets
 from tests.stack import Stack
+from tests.upload_objects import left_behind
 
 pytestmark = pytest.mark.integration
 #: What these tests need of the studio: the stack starts only these (and the gateway).
@@ -92,9 +93,9 @@ def staging(stack: Stack) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def uploads(stack: Stack) -> list[Path]:
-    folder = stack.workspace / "uploads"
-    return list(folder.iterdir()) if folder.exists() else []
+def uploads(stack: Stack) -> list[str]:
+    """What uploads left: files in the gateway's folder, objects in the uploads bucket."""
+    return left_behind(stack)
 
 
 def plant_orphans(stack: Stack) -> None:
@@ -201,7 +202,7 @@ def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tm
             )
         assert resp.status_code == 413, resp.text
         assert resp.json()["error"]["code"] == "ARCHIVE_TOO_LARGE"
-        assert list((stack.workspace / "uploads").iterdir()) == []
+        assert uploads(stack) == []
         assert images(stack, project_id) == 0
     finally:
         stack.down()
@@ -221,7 +222,7 @@ def test_a_datasets_service_killed_mid_upload_import_leaves_no_file_and_the_retr
     # given an uploaded ZIP being imported: its files extracted into its staging folder
     project_id, import_id = mid_import(stack, heavy_zip, start_upload)
     assert staging(stack) == [import_id]
-    assert uploads(stack) == []  # the service took the archive: the gateway keeps no copy
+    assert uploads(stack) == []  # the service took the archive: no copy, no object
     # when the service is killed, and a crash earlier left a folder of an unrecorded import
     stack.kill("datasets")
     plant_orphans(stack)

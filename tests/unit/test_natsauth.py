@@ -10,6 +10,7 @@ from pathlib import Path
 import nkeys
 import pytest
 
+from contracts import datasets as d
 from contracts import projects as p
 from contracts import training as t
 from services import bus_access
@@ -59,7 +60,15 @@ def test_the_deployment_gateway_sends_commands_but_appends_nothing() -> None:
     assert "cmd.projects.>" in grant.publish and "cmd.training.>" in grant.publish
     assert not [s for s in grant.publish if s.startswith("evt.")]
     assert not [s for s in grant.publish if ".STREAM.CREATE." in s and "_" not in s]
-    assert not [s for s in grant.publish if ".STREAM.DELETE." in s or ".STREAM.PURGE." in s]
+    # (deleting an object purges its chunks: only in the uploads bucket it writes)
+    uploads = f"OBJ_{d.UPLOADS_BUCKET}"
+    purges = [s for s in grant.publish if ".STREAM.DELETE." in s or ".STREAM.PURGE." in s]
+    assert purges == [f"$JS.API.STREAM.PURGE.{uploads}"]
+    # it hands uploads to the datasets service, which fetches and deletes them
+    datasets = next(u for u in bus_access.USERS if u.name == "datasets").grant()
+    for user in (grant, datasets):
+        assert f"$O.{d.UPLOADS_BUCKET}.>" in user.publish
+        assert f"$JS.API.STREAM.PURGE.{uploads}" in user.publish
     # and a service appends to its own context's events only
     trainer = next(u for u in bus_access.USERS if u.name == "trainer").grant()
     assert [s for s in trainer.publish if s.startswith("evt.")] == [t.EVENTS]

@@ -21,6 +21,7 @@ from services.gateway.auth.deps import STREAM_ROUTE, actor_of
 from services.gateway.blobs import blobs_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.handover import hand_over, withdraw
 from services.gateway.readmodels import datasets as read
 from services.gateway.stream_guard import guarded_sse, open_guard
 from services.gateway.streams import KEEPALIVE_S, sse_response
@@ -71,6 +72,11 @@ async def import_local(body: LocalImport, request: Request, gateway: GatewayDep)
     return await idempotent(request, gateway, actor_of(request), run)
 
 
+#: The slowest rate at which the datasets service is expected to fetch an uploaded archive from
+#: the Object Store, which it does before it answers the import command.
+FETCH_BYTES_PER_S = 5 * 1024 * 1024
+
+
 @router.post("/import/upload", status_code=202)
 async def import_upload(
     request: Request,
@@ -84,8 +90,10 @@ async def import_upload(
     uploads = gateway.settings.data_dir("uploads")
     if SWEEPER.due():  # what a crashed gateway left
         await asyncio.to_thread(sweep, uploads)
-    staged = uploads / f"{new_id()}.zip"
+    upload_id = new_id()
+    staged = uploads / f"{upload_id}.zip"
     upload = await receive(request, staged, gateway.settings.upload_max_bytes)
+    handed: str | None = None
     try:
         pid = project_id or upload.fields.get("project_id") or ""
         fmt = format or upload.fields.get("format") or "auto"
@@ -96,11 +104,18 @@ async def import_upload(
         if fmt not in ("auto", "folder", "csv", "coco", "yolo"):
             raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
         await require(request, pid, "editor", field="project_id")
-        return await _start(gateway, request, pid, "upload", upload.filename, fmt, staged)
+        # The datasets service may run elsewhere: the archive goes to it through the Object
+        # Store (streamed; the local copy deleted), and the command names the object.
+        # It fetches the archive before it answers: the answer is waited for accordingly.
+        wait = gateway.settings.request_timeout + staged.stat().st_size / FETCH_BYTES_PER_S
+        handed = await hand_over(gateway.js, staged, upload_id)
+        return await _start(gateway, request, pid, "upload", upload.filename, fmt, handed, wait)
+    except BaseException:
+        if handed is not None:  # taken already (then a no-op), or never will be
+            await asyncio.shield(withdraw(gateway.js, handed))
+        raise
     finally:
-        # The datasets service claims the file by moving it away before it stores anything;
-        # what is still here was never taken (refused, 503, client gone) and never will be.
-        staged.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)  # refused before the hand-over: nothing of it is kept
 
 
 @router.get("/import/{import_id}")
@@ -263,7 +278,8 @@ async def _start(
     kind: str,
     source: str,
     fmt: str,
-    staged: Any = None,
+    upload_object: str | None = None,
+    timeout: float | None = None,
 ) -> Response:
     import_id = new_id()
     command = c.StartImport(
@@ -272,11 +288,13 @@ async def _start(
         source_kind=kind,
         source=source,
         format=fmt,
-        staged_path=str(staged) if staged else None,
+        upload_object=upload_object,
         actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
-    accepted = await gateway.send(c.Subjects.START_IMPORT, command, request)
+    accepted = await gateway.ask(
+        c.Subjects.START_IMPORT, command, common.CommandAccepted, request, timeout=timeout
+    )
     await gateway.caught_up(c.STREAM, accepted.sequence)
     row = await _wait_for_import(
         gateway, import_id, lambda r: r.state != "running", VALIDATION_WAIT_S
