@@ -9,12 +9,15 @@ import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
 from contracts import datasets as d
+from services.datasets import domain
+from services.datasets.handlers import ARCHIVE, Datasets
 from services.datasets.uploads import STALE_AFTER_S, UploadGone, Uploads
 from services.kernel import natsauth
 from tests import imagesets
@@ -116,3 +119,50 @@ async def test_the_sweep_removes_only_objects_older_than_an_hour(nc: NATS):
     assert await uploads.sweep() == [name]
     assert await uploads.sweep() == []
     assert await uploads.sweep_if_due() == []  # nothing left either way
+
+
+def _service(nc: NATS, tmp_path: Path) -> Datasets:
+    return Datasets(
+        cast(Any, None),
+        None,
+        instance="test",
+        import_roots=[],
+        uploads=tmp_path / "uploads",
+        staging=tmp_path / "staging",
+        handed=Uploads(nc.jetstream()),
+    )
+
+
+def _command(name: str) -> d.StartImport:
+    return d.StartImport(
+        dataset_id="p1", import_id="imp1", source_kind="upload", source="s.zip", upload_object=name
+    )
+
+
+async def test_the_service_claims_a_handed_over_archive_into_its_staging_folder(
+    nc: NATS, tmp_path: Path
+):
+    # given an archive the gateway put in the bucket
+    service = _service(nc, tmp_path)
+    name = d.upload_object("u1")
+    assert service.handed is not None
+    await (await service.handed.bucket()).put(name, io.BytesIO(b"PK\x05\x06" + bytes(18)))
+    # when the service takes it for an import, then it lies in the import's staging folder
+    job = await service._take(_command(name))
+    assert job.archive == service.staging / "imp1" / ARCHIVE
+    assert job.archive.read_bytes() == b"PK\x05\x06" + bytes(18)
+    assert list(job.root.iterdir()) == []
+
+
+async def test_an_archive_no_longer_in_the_bucket_is_refused_and_leaves_no_folder(
+    nc: NATS, tmp_path: Path
+):
+    # given a command naming an object a gateway that gave up already withdrew
+    service = _service(nc, tmp_path)
+    # when the service handles it, then it is refused and no staging folder is left
+    with pytest.raises(domain.InvalidInput):
+        await service._take(_command(d.upload_object("gone")))
+    assert list(service.staging.iterdir()) == []
+    # and a name outside the uploads is not fetched at all
+    with pytest.raises(domain.InvalidInput):
+        await service._take(_command("elsewhere/x.zip"))
