@@ -16,9 +16,9 @@ from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.access import require, require_of
 from services.gateway.api.idempotent import idempotent
+from services.gateway.api.imagefiles import image_row, serve_image
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, actor_of
-from services.gateway.blobs import blobs_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.handover import hand_over, withdraw
@@ -38,15 +38,6 @@ CURSOR_MAX = 6 * 1024
 VALIDATION_WAIT_S = 10.0
 Format = Literal["auto", "folder", "csv", "coco", "yolo"]
 SWEEPER = Sweeper()
-MIME = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "MPO": "image/jpeg",
-}
 
 
 class LocalImport(BaseModel):
@@ -207,7 +198,7 @@ async def image(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The image's original bytes."""
-    return await _file(request, db, project_id, image_id, "image", if_none_match)
+    return await serve_image(request, db, project_id, image_id, "image", if_none_match)
 
 
 @router.get("/{project_id}/thumbnail/{image_id}", response_class=FileResponse)
@@ -220,7 +211,7 @@ async def thumbnail(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A JPEG of at most 256 pixels a side, EXIF orientation applied."""
-    return await _file(request, db, project_id, image_id, "thumbnail", if_none_match)
+    return await serve_image(request, db, project_id, image_id, "thumbnail", if_none_match)
 
 
 @router.patch("/{project_id}/images/{image_id}")
@@ -239,7 +230,7 @@ async def relabel(
     accepted = await gateway.send(c.Subjects.RELABEL_IMAGE, command, request)
     await gateway.caught_up(c.STREAM, accepted.sequence)
     async with session(gateway.engine) as db:
-        return ok((await _image(db, project_id, image_id)).public())
+        return ok((await image_row(db, project_id, image_id)).public())
 
 
 @router.delete("/{project_id}/images/{image_id}", status_code=204)
@@ -356,39 +347,8 @@ def _sse(name: str, data: Any) -> bytes:
     return b"event: %s\ndata: %s\n\n" % (name.encode(), msgspec.json.encode(data))
 
 
-async def _file(
-    request: Request,
-    db: Any,
-    project_id: str,
-    image_id: str,
-    kind: c.BlobKind,
-    if_none_match: str | None,
-) -> Response:
-    """The image's or thumbnail's bytes through the ``Blobs`` port, streamed; 304 when the
-    client has them (an image id is the sha256 of its bytes: they never change)."""
-    await require(request, project_id, "viewer")
-    row = await _image(db, project_id, image_id)
-    if kind == "thumbnail":
-        media_type, tag = "image/jpeg", f'"t-{row.image_id}"'
-    else:
-        media_type, tag = MIME.get(row.format, "application/octet-stream"), f'"{row.image_id}"'
-    headers = {"ETag": tag, "Cache-Control": "private, max-age=31536000, immutable"}
-    if if_none_match and tag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    blob = await blobs_of(request).image(request, row.dataset_id, row.image_id, kind)
-    headers["Content-Length"] = str(blob.size)
-    return StreamingResponse(blob.chunks, media_type=media_type, headers=headers)
-
-
 async def _import(db: Any, import_id: str) -> read.ImportRow:
     return found(await read.get_import(db, import_id=import_id), f"import {import_id}")
-
-
-async def _image(db: Any, project_id: str, image_id: str) -> read.ImageRow:
-    row = await read.get_image(db, dataset_id=project_id, image_id=image_id)
-    if row is None:
-        raise ApiError(common.NOT_FOUND, f"image {image_id} is not in this dataset")
-    return row
 
 
 def check(an_id: str) -> bool:
