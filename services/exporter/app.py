@@ -21,12 +21,11 @@ from services.exporter.files import keep_earlier
 from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
 from services.kernel.blobstore import BlobStore
-from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import PagedQuery
 from services.kernel.repository import Repository
-from services.kernel.service import Parts, run
+from services.kernel.service import Parts, answer_commands, run
 from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
@@ -68,9 +67,8 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     table = handlers.table(
         exports=exports, sources=sources, jobs=jobs, files=workdir, engine=engine
     )
-    for subject, command_type in COMMANDS:
-        endpoint = command_endpoint(SERVICE, command_type, table[command_type])
-        broker.subscriber(subject, queue=SERVICE, max_workers=4)(endpoint)
+    commands = [(s, t, table[t]) for s, t in COMMANDS]
+    answer_commands(broker, SERVICE, commands, max_workers=4)
     for subject, query_type in QUERIES:
         answer = handlers.query_endpoint(query_type, table[query_type])
         broker.subscriber(subject, queue=SERVICE, max_workers=4)(answer)

@@ -16,10 +16,9 @@ from contracts import identity as c
 from services.identity import domain
 from services.identity.handlers import ADMIN, Identity
 from services.identity.passwords import SealedArgon2, load_key
-from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.repository import Repository
-from services.kernel.service import Parts, run
+from services.kernel.service import Parts, answer_commands, run
 from services.kernel.settings import Settings
 from services.kernel.streams import StreamSpec, ensure_stream
 
@@ -80,9 +79,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     )
     days = float(settings.refresh_token_days)
     identity = Identity(Repository(store, domain.evolve, None), passwords, session_days=days)
-    for subject, command_type in COMMANDS:
-        endpoint = command_endpoint(SERVICE, command_type, identity.handle)
-        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+    answer_commands(broker, SERVICE, [(s, t, identity.handle) for s, t in COMMANDS])
 
     async def first_admin() -> None:
         if password is None:

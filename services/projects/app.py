@@ -7,10 +7,9 @@ from functools import partial
 from faststream.nats import NatsBroker
 
 from contracts import projects as c
-from services.kernel.bus import command_endpoint
 from services.kernel.eventstore import EventStore
 from services.kernel.repository import Repository
-from services.kernel.service import Parts, run
+from services.kernel.service import Parts, answer_commands, run
 from services.kernel.settings import Settings
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.projects import domain
@@ -36,9 +35,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     )
     projects = Repository(store, domain.evolve, None)
     handler = partial(handle, projects=projects)
-    for subject, command_type in COMMANDS:
-        endpoint = command_endpoint(SERVICE, command_type, handler)
-        broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
+    answer_commands(broker, SERVICE, [(s, t, handler) for s, t in COMMANDS])
     return Parts()
 
 
