@@ -284,6 +284,12 @@ class Lease:
                 async with asyncio.timeout(left):  # a renewal that lands after the TTL is moot
                     held = await self.renew()
             except _OUTAGE as err:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Python 3.11's asyncio.timeout turns a cancel that lands as the timeout
+                    # fires into TimeoutError: retrying then would renew forever, and the
+                    # keep_alive waiting for this task to end would never return.
+                    raise asyncio.CancelledError from err
                 log.info("renewing lease %s failed (%r); retrying", self.key, err)
                 delay = _RETRY_S
                 continue
