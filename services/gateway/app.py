@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import RedirectResponse, Response
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +18,7 @@ from contracts import identity as i
 from contracts import projects as p
 from contracts import training as t
 from services import deployment
-from services.gateway import envelope, headers, limits
+from services.gateway import envelope, headers, limits, pages
 from services.gateway.api import (
     audit,
     datasets,
@@ -36,6 +35,7 @@ from services.gateway.auth import keys, routes, users
 from services.gateway.auth.deps import current_principal
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
+from services.gateway.pages.fragments import FragmentMiddleware
 from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
 from services.kernel.bus import connect, service_broker, stop_broker
@@ -149,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     _install_middleware(app, settings)
     _include_routers(app)
-    _add_home(app, docs)
+    # The pages: /, /login, /projects/... (after the envelope: page errors answer as pages).
+    pages.install(app)
     return app
 
 
@@ -157,6 +158,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     limits.install(app, settings)
     headers.install(app, settings)  # body cap, CORS
     app.add_middleware(HttpMetrics)
+    # htmx asking an API route gets the same answer drawn as an HTML fragment.
+    app.add_middleware(FragmentMiddleware, templates=pages.fragment_templates())
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)
     headers.install_outer(app, settings)  # security headers, even on a last-resort 500
@@ -174,16 +177,6 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(system.router)  # /health and /metrics: for probes and Prometheus
     # A WebSocket authenticates in its handler: it is accepted, then told why and closed (4401).
     app.include_router(training_sockets.router)
-
-
-def _add_home(app: FastAPI, docs: bool) -> None:
-    @app.get("/", include_in_schema=False)
-    async def home() -> Response:
-        """The API's docs when they are served; else where to start, for a person or a script."""
-        if docs:
-            return RedirectResponse("/docs")
-        start = {"api": "/api/v1", "sign_in": "/api/v1/auth/token", "health": "/health"}
-        return envelope.ok(start)
 
 
 #: Every router that needs credentials, in the order the OpenAPI schema lists them.

@@ -45,6 +45,15 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
+#: The pages that answer a stranger: the sign-in form, signing in and out, renewing a session
+#: (refused without a refresh cookie). Every other page sends a stranger to ``/login``.
+PUBLIC_PAGES = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("POST", "/session/refresh"),
+    ("GET", "/static"),  # the pages' scripts, styles and vendored libraries: no data
+}
 
 
 def new_user(stack: Stack, role: str = "user") -> str:
@@ -414,6 +423,13 @@ def test_nothing_but_health_metrics_sign_in_and_docs_answers_without_credentials
             continue
         if socket:
             assert asyncio.run(ws_refused(ws_url(stack.base_url, path))), path
+            continue
+        if (method, path) in PUBLIC_PAGES:
+            continue
+        if not path.startswith("/api"):  # a page: to the sign-in form, and back after it
+            resp = httpx.request(method, f"{stack.base_url}{path}", timeout=15)
+            assert resp.status_code == 303, (method, path, resp.status_code)
+            assert resp.headers["location"].startswith("/login"), (path, resp.headers)
             continue
         resp = httpx.request(method, f"{stack.base_url}{path}", timeout=15)
         assert resp.status_code == 401, (method, path, resp.status_code, resp.text)

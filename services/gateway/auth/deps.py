@@ -3,7 +3,11 @@
 A request proves who it is with one credential: an access token (``Authorization: Bearer
 <jwt>``), an API key (``Authorization: Bearer sk_...`` or ``X-API-Key: sk_...``), or, on SSE and
 WebSocket routes only, a short-lived stream token in ``?access_token=`` (``EventSource`` and a
-browser's WebSocket cannot send headers). A token's signature and expiry are not enough: the
+browser's WebSocket cannot send headers), or, from the studio's own pages, the access token in
+the ``studio_access`` cookie (HttpOnly, SameSite=Strict): a cookie-borne request that changes
+something must also carry ``HX-Request`` or ``X-Requested-With`` (headers no other site can make
+a browser send), and a WebSocket opened with the cookie must come from the studio's own origin.
+A token's signature and expiry are not enough: the
 read model must still show its session open, its user enabled, and no password change since the
 session began; an API key must be unrevoked and unexpired. Anything else is 401
 ``UNAUTHENTICATED`` with ``WWW-Authenticate: Bearer``, worded the same whatever the reason.
@@ -37,6 +41,11 @@ log = logging.getLogger(__name__)
 
 TOKEN_URL: Final = "/api/v1/auth/token"
 API_KEY_PREFIX: Final = c.API_KEY_PREFIX
+#: The pages' access token; the refresh token lives in ``REFRESH_COOKIE``, sent only to the
+#: pages' session routes.
+ACCESS_COOKIE: Final = "studio_access"
+REFRESH_COOKIE: Final = "studio_refresh"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: ``openapi_extra`` of an SSE route: it takes a stream token in ``?access_token=`` as well.
 STREAM_ROUTE: Final[dict[str, Any]] = {"x-stream-token": True}
 
@@ -123,6 +132,10 @@ async def authenticate(
     streamable = _takes_stream_tokens(conn)
     query_token = conn.query_params.get("access_token") if streamable else None
     credential = api_key or bearer or query_token
+    cookie = None if credential else conn.cookies.get(ACCESS_COOKIE)
+    if cookie:
+        _same_site(conn)
+        credential = cookie
     if not credential:
         raise unauthenticated("sign in: send Authorization: Bearer <token> or X-API-Key")
     settings: Settings = conn.app.state.settings
@@ -132,9 +145,39 @@ async def authenticate(
         # A stream token only in a URL, an access token only in a header: access tokens live
         # half an hour and URLs end up in logs.
         kinds = frozenset({tokens.STREAM} if credential is query_token else {tokens.ACCESS})
+        if credential is cookie:
+            kinds = frozenset({tokens.ACCESS})
         if streamable and credential is bearer:
             kinds = frozenset({tokens.ACCESS, tokens.STREAM})
         return await _by_token(conn, db, credential, jwt_secret(settings), kinds)
+
+
+def _same_site(conn: HTTPConnection) -> None:
+    """A cookie rides along on requests other sites make a browser send: refuse those that
+    change something without ``HX-Request`` (no other site can set it without our CORS
+    consent), and WebSockets opened from another origin."""
+    if conn.scope["type"] == "websocket":
+        origin = conn.headers.get("origin")
+        host = conn.headers.get("host", "")
+        if origin is not None and origin.split("://", 1)[-1] != host:
+            raise unauthenticated("this WebSocket comes from another site")
+        return
+    method = conn.scope.get("method", "GET")
+    if method not in SAFE_METHODS and not from_pages(conn):
+        raise ApiError(
+            "FORBIDDEN",
+            "a request signed in by the pages' cookie must come from the pages "
+            "(HX-Request or X-Requested-With)",
+            status=403,
+        )
+
+
+def from_pages(conn: HTTPConnection) -> bool:
+    """Sent by the studio's pages' scripts: htmx's ``HX-Request`` or ``X-Requested-With``
+    (a custom header: another site's page cannot make a browser send it to us)."""
+    return conn.headers.get("hx-request", "").lower() == "true" or bool(
+        conn.headers.get("x-requested-with")
+    )
 
 
 async def _by_token(

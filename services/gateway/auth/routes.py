@@ -192,18 +192,29 @@ async def send_settled(
     await settled(gateway, await gateway.send(subject, command, request))
 
 
+async def issue(
+    gateway: Gateway, request: Request, command: c.Login | c.RefreshSession, subject: str
+) -> c.SessionIssued:
+    """Start or refresh a session and wait until the read model knows it."""
+    issued = await gateway.ask(subject, command, c.SessionIssued, request)
+    await settled(gateway, issued)
+    return issued
+
+
 async def _issue(
     gateway: Gateway, request: Request, command: c.Login | c.RefreshSession, subject: str
 ) -> Response:
-    issued = await gateway.ask(subject, command, c.SessionIssued, request)
-    await settled(gateway, issued)
-    return token_answer(request, issued)
+    return token_answer(request, await issue(gateway, request, command, subject))
+
+
+def access_token(settings: Any, issued: c.SessionIssued) -> tuple[str, datetime]:
+    """The access token of a session just issued, and when it expires."""
+    return _mint(settings, tokens.ACCESS, issued, access_lifetime(settings))
 
 
 def token_answer(request: Request, issued: c.SessionIssued) -> JSONResponse:
     """The OAuth2 fields at the top level (Swagger's Authorize reads them), and in ``data``."""
-    settings = request.app.state.settings
-    access, expires = _mint(settings, tokens.ACCESS, issued, access_lifetime(settings))
+    access, expires = access_token(request.app.state.settings, issued)
     fields: dict[str, Any] = {
         "access_token": access,
         "token_type": "bearer",
