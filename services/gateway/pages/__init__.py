@@ -26,6 +26,7 @@ from services.gateway import envelope
 from services.gateway.envelope import ApiError
 from services.gateway.pages import (
     dataset,
+    dataset_browse,
     evaluation,
     export,
     home,
@@ -43,6 +44,7 @@ PAGES: Final[tuple[ModuleType, ...]] = (
     home,
     projects,
     dataset,
+    dataset_browse,
     split,
     training,
     evaluation,
