@@ -17,7 +17,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 ARGS ?=
 
-.PHONY: up test lint fmt snapshots lock clean
+.PHONY: up test lint fmt snapshots lock clean browser
 
 $(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AI Studio needs Python 3.11 or newer; found " + sys.version.split()[0])'
@@ -29,8 +29,22 @@ $(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 up: $(STAMP)
 	$(BIN)/studio up $(ARGS)
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest $(ARGS)
+
+# The pages' browser tests drive the system's Chromium through Playwright (never a downloaded
+# browser): installed from Debian's packages when missing on a Debian machine run as root;
+# anywhere else the browser tests are skipped and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests (once)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null; } || echo "Could not install chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "No $(CHROMIUM), and no root apt-get to install it: browser tests will be skipped"; \
+	  fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -119,11 +119,12 @@ def wait_healthy(
 def banner(url: str, workspace: Path) -> str:
     return f"""
   AI Studio is running at {url}
+    Studio:     {url}/  (open it in a browser and sign in)
     API docs:   {url}/docs
     Health:     {url}/health
     Workspace:  {workspace}
 
-  Every request but /health needs a token: sign in (below), then
+  Scripts: every request but /health needs a token: sign in (below), then
   Try:  curl -s -X POST {url}/api/v1/projects -H "Authorization: Bearer $TOKEN" \\
              -H 'Content-Type: application/json' -d '{{"name": "My first project"}}'
   Stop: Ctrl-C
