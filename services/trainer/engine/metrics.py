@@ -1,5 +1,6 @@
 """Classification metrics from a model's predictions: accuracy, per-class scores, the confusion
-matrix, calibration and the worst mistakes, as one JSON-ready report.
+matrix, calibration (the ECE and the reliability diagram's bins) and the worst mistakes, as one
+JSON-ready report.
 
 Pure Python over plain floats, no torch: the report can be rebuilt or tested without a model.
 Imports the standard library only.
@@ -54,6 +55,8 @@ def report(
         "confusion_matrix": {"labels": list(classes), "matrix": matrix},
         "ece": expected_calibration_error(predictions, bins),
         "misclassified": _misclassified(predictions, classes, misclassified_limit),
+        # Last, so reports stored before it read the same: the reliability diagram's bins.
+        "calibration": calibration_bins(predictions, bins),
     }
 
 
@@ -79,14 +82,30 @@ def expected_calibration_error(predictions: Sequence[Prediction], bins: int) -> 
 
     Bin ``b`` holds confidences in (b/bins, (b+1)/bins]; a confidence of 0 joins the first.
     """
+    n = len(predictions)
+    table = calibration_bins(predictions, bins)
+    return sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in table) / n if n else 0.0
+
+
+def calibration_bins(predictions: Sequence[Prediction], bins: int) -> list[dict[str, Any]]:
+    """The reliability diagram: per equal-width confidence bin (as in the ECE), its bounds, its
+    number of images, their accuracy and their mean confidence (0 for an empty bin)."""
     counts, hits, confidence = [0] * bins, [0] * bins, [0.0] * bins
     for p in predictions:
         b = min(bins - 1, max(0, math.ceil(p.confidence * bins) - 1))
         counts[b] += 1
         hits[b] += p.predicted == p.true
         confidence[b] += p.confidence
-    n = len(predictions)
-    return sum(abs(hits[b] - confidence[b]) / n for b in range(bins) if counts[b]) if n else 0.0
+    return [
+        {
+            "lower": b / bins,
+            "upper": (b + 1) / bins,
+            "count": counts[b],
+            "accuracy": _ratio(hits[b], counts[b]),
+            "confidence": _ratio(confidence[b], counts[b]),
+        }
+        for b in range(bins)
+    ]
 
 
 def _per_class(matrix: list[list[int]], classes: list[str]) -> list[dict[str, Any]]:
