@@ -39,6 +39,15 @@ def route_key(method: str, path: str) -> tuple[str, str]:
     return method.upper(), path
 
 
+def route_path(scope: Scope) -> str | None:
+    """The matched route's whole path template (``/api/v1/splits/{split_id}``). FastAPI keeps a
+    route of an included router under its router's own path (``/splits/{split_id}``) and the
+    whole one, prefixes included, in the request's effective route context."""
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return str(path) if path else None
+
+
 def wants_fragment(scope: Scope) -> bool:
     if scope["type"] != "http" or not scope["path"].startswith("/api"):
         return False
@@ -93,8 +102,7 @@ class FragmentMiddleware:
     def _template(self, scope: Scope, status: int) -> str | None:
         if status >= 400:
             return ERROR_TEMPLATE
-        route = scope.get("route")
-        path = getattr(route, "path", None)
+        path = route_path(scope)
         return self.templates.get(route_key(scope["method"], path)) if path else None
 
     def _convertible(self, scope: Scope, start: Message) -> bool:

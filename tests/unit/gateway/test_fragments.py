@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import iter_route_contexts
 
@@ -80,6 +80,24 @@ async def test_htmx_gets_the_same_data_drawn_by_the_template_escaped(tmp_path, m
     assert answer.headers["content-type"].startswith("text/html")
     assert answer.text == "<p id='t'>a1 &lt;b&gt;cats&lt;/b&gt;</p>"
     assert "HX-Request" in answer.headers["vary"]
+
+
+async def test_a_route_of_an_included_router_is_found_by_its_whole_path(tmp_path, monkeypatch):
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "fragments" / "part.html").write_text("<p>{{ data.id }}</p>")
+    monkeypatch.setattr(ENV, "loader", _loader(tmp_path))
+    router = APIRouter(prefix="/parts")
+
+    @router.get("/{part_id}")
+    async def get_part(part_id: str) -> Any:
+        return envelope.ok({"id": part_id})
+
+    app = app_with({("GET", "/api/parts/{part_id}"): "fragments/part.html"})
+    app.include_router(router, prefix="/api/v1")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        answer = await c.get("/api/v1/parts/p7", headers=HX)
+    assert answer.headers["content-type"].startswith("text/html")
+    assert answer.text == "<p>p7</p>"
 
 
 async def test_an_error_to_htmx_becomes_messages_by_field_and_swaps_nothing_else():
