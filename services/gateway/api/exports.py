@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 
 from contracts import common
 from contracts import exports as x
-from services.gateway.access import require_of
-from services.gateway.api.params import BodyId, PathId, QueryId
+from services.gateway.access import require, require_of
+from services.gateway.api.params import BodyId, MaybeQueryId, PathId
 from services.gateway.api.runjobs import RunJob, start_run_job
 from services.gateway.auth.deps import actor_of
 from services.gateway.blobs import send_export_file
@@ -54,10 +54,17 @@ async def request_export(body: ExportIn, request: Request, gateway: GatewayDep) 
 
 
 @router.get("")
-async def list_exports(db: DbDep, run_id: QueryId, request: Request) -> Response:
-    """A run's exports, newest first."""
-    await require_of(request, "run", run_id, "viewer", field="run_id")
-    rows = await read.list_exports(db, run_id=run_id)
+async def list_exports(
+    db: DbDep, request: Request, run_id: MaybeQueryId = None, project_id: MaybeQueryId = None
+) -> Response:
+    """A run's exports (``?run_id=``) or a project's (``?project_id=``), newest first."""
+    if not run_id and not project_id:
+        raise ApiError(common.VALIDATION_ERROR, "give run_id or project_id", field="run_id")
+    if run_id:
+        await require_of(request, "run", run_id, "viewer", field="run_id")
+    if project_id:
+        await require(request, project_id, "viewer", field="project_id")
+    rows = await read.list_exports(db, run_id=run_id, project_id=project_id)
     return ok({"items": [r.public() for r in rows]})
 
 

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import exports as x
 from services.gateway.readmodels.base import iso
+from services.gateway.readmodels.training.tables import RunRow
 from services.kernel.eventstore import StoredEvent
 from services.kernel.jobs import Lifecycle
 from services.kernel.jobs.table import fold_job
@@ -79,7 +80,14 @@ async def get_export(db: AsyncSession, *, export_id: str) -> ExportRow | None:
     return await db.get(ExportRow, export_id)
 
 
-async def list_exports(db: AsyncSession, *, run_id: str) -> list[ExportRow]:
-    """A run's exports, newest first."""
-    query = select(ExportRow).where(col(ExportRow.run_id) == run_id)
+async def list_exports(
+    db: AsyncSession, *, run_id: str | None = None, project_id: str | None = None
+) -> list[ExportRow]:
+    """A run's exports, or every export of a project's runs, newest first."""
+    query = select(ExportRow)
+    if run_id:
+        query = query.where(col(ExportRow.run_id) == run_id)
+    if project_id:
+        runs = select(RunRow.run_id).where(col(RunRow.project_id) == project_id)
+        query = query.where(col(ExportRow.run_id).in_(runs))
     return list((await db.exec(query.order_by(col(ExportRow.started_at).desc()))).all())
