@@ -183,9 +183,12 @@ async def list_images(
     )
     last = page.items[-1] if page.more else None
     next_cursor = _encode_cursor(last.filename, last.image_id) if last else None
-    return ok(
-        {"items": [r.public() for r in page.items], "total": page.total, "next_cursor": next_cursor}
-    )
+    items = [r.public() for r in page.items]
+    if split_id:  # each image's subset of that split, for a page that shows it
+        ids = [r.image_id for r in page.items]
+        subsets = await read.subsets_of(db, split_id=split_id, image_ids=ids)
+        items = [item | {"subset": subsets.get(item["id"])} for item in items]
+    return ok({"items": items, "total": page.total, "next_cursor": next_cursor})
 
 
 @router.get("/{project_id}/image/{image_id}", response_class=FileResponse)

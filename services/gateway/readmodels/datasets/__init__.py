@@ -9,6 +9,7 @@ from services.gateway.readmodels.datasets.queries import (
     list_images,
     list_splits,
     split_detail,
+    subsets_of,
 )
 from services.gateway.readmodels.datasets.tables import (
     ImageRow,
@@ -31,4 +32,5 @@ __all__ = [
     "list_images",
     "list_splits",
     "split_detail",
+    "subsets_of",
 ]

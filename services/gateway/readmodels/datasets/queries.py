@@ -67,6 +67,16 @@ async def list_images(
     return Page(rows[:limit], total, more=len(rows) > limit)
 
 
+async def subsets_of(db: AsyncSession, *, split_id: str, image_ids: list[str]) -> dict[str, str]:
+    """The subset of ``split_id`` each of ``image_ids`` is in (images outside it are absent)."""
+    if not image_ids:
+        return {}
+    query = select(SplitMember.image_id, SplitMember.subset).where(
+        col(SplitMember.split_id) == split_id, col(SplitMember.image_id).in_(image_ids)
+    )
+    return {image_id: subset for image_id, subset in (await db.exec(query)).all()}
+
+
 async def dataset_summary(db: AsyncSession, *, dataset_id: str) -> dict[str, Any]:
     """Counts, the class histogram, image sizes, the latest imports and the splits."""
     where = col(ImageRow.dataset_id) == dataset_id
