@@ -112,6 +112,7 @@ def signed_in(
     open_page: Any,
     project_id: str,
     viewport: dict[str, int] = WIDE,
+    user: tuple[str, str] = (ADMIN, ADMIN_PASSWORD),
     **query: str | int,
 ) -> tuple[Any, Any]:
     """A page signed in through the form, which leads straight on to the project's dataset
@@ -119,8 +120,8 @@ def signed_in(
     page, watch = open_page(viewport=viewport)
     there = f"/projects/{project_id}/dataset" + (f"?{urlencode(query)}" if query else "")
     page.goto(f"{studio.base_url}/login?{urlencode({'next': there})}")
-    page.get_by_label("Username").fill(ADMIN)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_label("Username").fill(user[0])
+    page.get_by_label("Password").fill(user[1])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{studio.base_url}{there}")
     expect(page.locator("#browse-total")).to_have_text(re.compile(r"\d+ images?"))
@@ -225,6 +226,13 @@ def test_filters_by_label_and_split_subset_and_the_histogram_counts(studio, brow
     page.get_by_role("button", name="Show only cat images").click()
     expect(page.locator('#browse-total[data-label="cat"]')).to_be_attached()
     expect(filters(page).get_by_label("Label", exact=True)).to_have_value("cat")
+    # the address keeps the filters: opened again, the page shows the same images
+    page.reload()
+    expect(page.locator('#browse-total[data-label="cat"][data-subset="train"]')).to_be_attached()
+    expect(filters(page).get_by_label("Split", exact=True)).to_have_value(browse_set.split_id)
+    expect(filters(page).get_by_label("Subset", exact=True)).to_have_value("train")
+    expect(filters(page).get_by_label("Label", exact=True)).to_have_value("cat")
+    expect(page.locator(f'{THUMB}:not([data-label="cat"])')).to_have_count(0)
 
 
 def test_health_shows_duplicate_groups_as_thumbnails(studio, browse_set, open_page):
@@ -246,10 +254,16 @@ def test_health_shows_duplicate_groups_as_thumbnails(studio, browse_set, open_pa
 
 def test_relabel_and_delete_update_the_grid_and_the_histogram(studio, open_page):
     project_id = new_project(studio, "edit")
+    page, watch = signed_in(studio, open_page, project_id)
+    # an empty dataset says so in each part, then an import that ends fills them all
+    expect(page.locator("#thumbs")).to_contain_text("No images yet")
+    expect(page.locator("#histogram")).to_contain_text("No images yet")
+    expect(page.locator("#health")).to_contain_text("The dataset has no images.")
     root = imagesets.folder(studio.imports / uuid.uuid4().hex, {"a": 3, "b": 2}, start=100)
     import_folder(studio, project_id, root)
-    page, watch = signed_in(studio, open_page, project_id)
+    page.evaluate("document.dispatchEvent(new CustomEvent('dataset:changed'))")
     see_thumbnails(page, 5)
+    expect(page.locator("#histogram-table tbody tr")).to_have_count(2)
     assert histogram(page) == {"a": 3, "b": 2}
     # relabel: the thumbnail says so and the histogram moves one image
     relabel(page, "a/a_0.png", "b")
@@ -296,3 +310,17 @@ def test_the_browsing_half_is_accessible_with_its_dialog(studio, browse_set, ope
     assert axe_violations(page) == []
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
+
+
+def test_a_viewer_browses_without_edit_controls(studio, browse_set, open_page):
+    user = (f"viewer{uuid.uuid4().hex[:6]}", "viewer-password-123")
+    studio.create_user(*user)
+    with studio.sync_client() as client:
+        body = {"user_id": user[0], "role": "viewer"}
+        resp = client.post(f"{API}/projects/{browse_set.project_id}/members", json=body)
+    assert resp.status_code == 201, resp.text
+    page, _ = signed_in(studio, open_page, browse_set.project_id, user=user)
+    see_thumbnails(page, 13)
+    expect(page.get_by_role("button", name=re.compile(r"^Edit "))).to_have_count(0)
+    expect(page.locator("#image-dialog")).to_have_count(0)
+    assert histogram(page) == {"cat": 7, "dog": 6}
