@@ -12,13 +12,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import projects as c
 from contracts.common import CommandAccepted
-from services.gateway.access import require, visible_projects
+from services.gateway.access import principal_of, require, visible_projects
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import Limit, Offset, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
+from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
+from services.gateway.readmodels import members
 from services.gateway.readmodels import projects as read
 from services.gateway.stream_guard import guarded_sse, open_guard
 from services.gateway.streams import events, last_event_id, sse_response
@@ -58,7 +60,7 @@ async def list_projects(
     sort: read.Sort = "-created_at",
 ) -> Response:
     """List the projects one is a member of (an admin: all), newest first, filtered by
-    status, task type and name."""
+    status, task type and name; each with the caller's ``role`` in it."""
     archived = None if status == "all" else status == "archived"
     page = await read.list_projects(
         db,
@@ -70,8 +72,17 @@ async def list_projects(
         sort=sort,
         among=visible_projects(principal),
     )
-    items = [r.public() for r in page.items]
+    roles = await _roles(db, principal, [r.id for r in page.items])
+    items = [r.public() | {"role": roles.get(r.id, "viewer")} for r in page.items]
     return ok({"items": items, "total": page.total, "limit": limit, "offset": offset})
+
+
+async def _roles(db: AsyncSession, principal: Principal, ids: list[str]) -> dict[str, str]:
+    """The caller's role in each project (a site admin's: ``admin``), so that a client (the
+    projects page) offers only what the caller may do."""
+    if principal.is_admin:
+        return dict.fromkeys(ids, "admin")
+    return await members.roles_of(db, user_id=principal.user_id, project_ids=ids)
 
 
 @router.post("", status_code=201)
@@ -109,7 +120,7 @@ async def get_project(
     etag = f'"{row.version}"'
     if if_none_match and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
-    return ok(row.public(), headers={"ETag": etag})
+    return ok(await _public(db, request, row), headers={"ETag": etag})
 
 
 @router.patch("/{project_id}")
@@ -210,7 +221,14 @@ async def _answer(
         return ok(data, status=202, headers=headers)
     async with session(gateway.engine) as db:
         row = await _row(db, project_id)
-    return ok(row.public(), status=status, headers=headers)
+        data = await _public(db, request, row)
+    return ok(data, status=status, headers=headers)
+
+
+async def _public(db: AsyncSession, request: Request, row: read.ProjectRow) -> dict[str, Any]:
+    """A project as clients see it, with the caller's ``role`` in it."""
+    roles = await _roles(db, await principal_of(request), [row.id])
+    return row.public() | {"role": roles.get(row.id, "viewer")}
 
 
 async def _row(db: AsyncSession, project_id: str) -> read.ProjectRow:

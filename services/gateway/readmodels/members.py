@@ -29,6 +29,7 @@ __all__ = [
     "list_members",
     "member_projects",
     "owners",
+    "roles_of",
 ]
 
 #: Each role includes every role ranked below it.
@@ -107,6 +108,14 @@ async def owners(db: AsyncSession, *, project_id: str) -> int:
     """How many owners a project has."""
     rows = await list_members(db, project_id=project_id)
     return sum(1 for r in rows if r.role == "owner")
+
+
+async def roles_of(db: AsyncSession, *, user_id: str, project_ids: Sequence[str]) -> dict[str, str]:
+    """``user_id``'s role in each of ``project_ids`` it is a member of."""
+    query = select(MemberRow).where(
+        col(MemberRow.user_id) == user_id, col(MemberRow.project_id).in_(project_ids)
+    )
+    return {row.project_id: row.role for row in (await db.exec(query)).all()}
 
 
 def member_projects(user_id: str) -> SelectOfScalar[str]:
