@@ -34,7 +34,8 @@ def test_home_sends_a_stranger_to_sign_in_and_back_to_the_page_asked_for(studio,
 
 
 def test_a_wrong_password_is_told_in_the_form_and_nothing_else(studio, open_page):
-    page, _ = open_page()
+    page, watch = open_page()
+    watch.expect(r"status of 401 .* at .*/login$")  # the form's answer is a 401 page
     page.goto(f"{studio.base_url}/login")
     page.get_by_label("Username").fill(ADMIN)
     page.get_by_label("Password").fill("not the password")
@@ -76,7 +77,8 @@ def test_a_cookie_alone_cannot_change_anything_from_another_site(studio, open_pa
 
 
 def test_an_unknown_page_is_a_page_saying_so(studio, open_page):
-    page, _ = open_page()
+    page, watch = open_page()
+    watch.expect(r"status of 404 .* at .*/dataset$")  # the page asked for is a 404 page
     sign_in(page, studio.base_url, ADMIN, ADMIN_PASSWORD)
     answer = page.goto(f"{studio.base_url}/projects/0000000000000000000000000000000a/dataset")
     assert answer is not None and answer.status == 404
