@@ -11,6 +11,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
+#: How long a step waits for the studio's answer to show (a loaded machine is slow).
+WAIT_MS = 20_000
 #: A thumbnail of the grid; ``data-filename``, ``data-label`` and ``data-image-id`` on each.
 THUMB = "#thumbs li.thumb"
 #: True when every thumbnail of the grid has loaded as a picture (none broken).
@@ -33,7 +35,7 @@ def open_browse(page: Any, base_url: str, project_id: str, **query: str | int) -
     ``limit``: images per page) and its first thumbnails, or its word that there are none."""
     params = "&".join(f"{k}={v}" for k, v in query.items())
     page.goto(f"{base_url}/projects/{project_id}/dataset" + (f"?{params}" if params else ""))
-    expect(page.locator("#browse-total")).to_have_text(re.compile(r"\d+ images?"))
+    expect(page.locator("#browse-total")).to_have_text(re.compile(r"\d+ images?"), timeout=WAIT_MS)
 
 
 def shown_total(page: Any) -> int:
@@ -50,7 +52,7 @@ def see_thumbnails(page: Any, at_least: int) -> int:
         before = thumbs.count()
         page.evaluate(SCROLL_TO_END)  # the sentinel may be swapped meanwhile: no handle kept
         page.wait_for_function(GREW, arg=before)
-    expect(thumbs.nth(at_least - 1)).to_be_attached()
+    expect(thumbs.nth(at_least - 1)).to_be_attached(timeout=WAIT_MS)
     page.wait_for_function(ALL_LOADED)
     return int(thumbs.count())
 
@@ -59,7 +61,7 @@ def see_all_thumbnails(page: Any) -> int:
     """Scroll until the grid holds every image it says match; returns how many."""
     total = shown_total(page)
     count = see_thumbnails(page, total) if total else 0
-    expect(page.locator("#thumbs li.more")).to_have_count(0)
+    expect(page.locator("#thumbs li.more")).to_have_count(0, timeout=WAIT_MS)
     return count
 
 
@@ -75,9 +77,11 @@ def filters(page: Any) -> Any:
 def filter_by_label(page: Any, label: str) -> None:
     """Choose ``label`` ("" for all) in the grid's label filter; waits for the new grid."""
     filters(page).get_by_label("Label", exact=True).select_option(label)
-    expect(page.locator(f'#browse-total[data-label="{label}"]')).to_be_attached()
+    expect(page.locator(f'#browse-total[data-label="{label}"]')).to_be_attached(timeout=WAIT_MS)
     if label:
-        expect(page.locator(f'{THUMB}:not([data-label="{label}"])')).to_have_count(0)
+        expect(page.locator(f'{THUMB}:not([data-label="{label}"])')).to_have_count(
+            0, timeout=WAIT_MS
+        )
 
 
 def histogram(page: Any) -> dict[str, int]:
@@ -98,7 +102,7 @@ def open_image_dialog(page: Any, file_name: str) -> Any:
         see_thumbnails(page, page.locator(THUMB).count() + 1)
     button.click()
     dialog = page.get_by_role("dialog", name="Edit image")
-    expect(dialog).to_be_visible()
+    expect(dialog).to_be_visible(timeout=WAIT_MS)
     return dialog
 
 
@@ -107,10 +111,10 @@ def relabel(page: Any, file_name: str, label: str) -> None:
     dialog = open_image_dialog(page, file_name)
     dialog.get_by_label("Label").fill(label)
     dialog.get_by_role("button", name="Save label").click()
-    expect(dialog).to_be_hidden()
+    expect(dialog).to_be_hidden(timeout=WAIT_MS)
     shown = thumb(page, file_name)
     if shown.count():
-        expect(shown.locator(".thumb-label")).to_have_text(label)
+        expect(shown.locator(".thumb-label")).to_have_text(label, timeout=WAIT_MS)
 
 
 def delete_image(page: Any, file_name: str) -> None:
@@ -119,5 +123,5 @@ def delete_image(page: Any, file_name: str) -> None:
     dialog = open_image_dialog(page, file_name)
     dialog.get_by_role("button", name="Delete image…").click()
     dialog.get_by_role("button", name="Delete for good").click()
-    expect(dialog).to_be_hidden()
-    expect(thumb(page, file_name)).to_have_count(0)
+    expect(dialog).to_be_hidden(timeout=WAIT_MS)
+    expect(thumb(page, file_name)).to_have_count(0, timeout=WAIT_MS)

@@ -22,6 +22,7 @@ from tests import imagesets
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot
 from tests.e2e.steps_browse import (
     THUMB,
+    WAIT_MS,
     delete_image,
     filter_by_label,
     filters,
@@ -87,6 +88,15 @@ def duplicated_folder(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def studio(stack: Stack) -> Iterator[Stack]:
     yield stack
+
+
+@pytest.fixture(autouse=True)
+def patient_expect() -> Iterator[None]:
+    """What the page shows after the studio answered may take a while on a loaded machine:
+    this module's expectations wait up to ``WAIT_MS`` (Playwright's default, None, after)."""
+    expect.set_options(timeout=WAIT_MS)
+    yield
+    expect.set_options(timeout=None)
 
 
 @pytest.fixture(scope="module")
