@@ -46,13 +46,17 @@ def project_id(studio: Stack) -> str:
 
 
 def signed_in(
-    studio: Stack, open_page: Any, project_id: str, viewport: dict[str, int] = WIDE
+    studio: Stack,
+    open_page: Any,
+    project_id: str,
+    viewport: dict[str, int] = WIDE,
+    user: tuple[str, str] = (ADMIN, ADMIN_PASSWORD),
 ) -> tuple[Any, Any]:
     """A page signed in through the form, landing on the project's split page."""
     page, watch = open_page(viewport=viewport)
     page.goto(f"{studio.base_url}/login?next=/projects/{project_id}/split")
-    page.get_by_label("Username").fill(ADMIN)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_label("Username").fill(user[0])
+    page.get_by_label("Password").fill(user[1])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"**/projects/{project_id}/split")
     return page, watch
@@ -138,6 +142,31 @@ def test_a_split_is_deleted_only_after_confirming_with_the_keyboard(studio, proj
     expect(page.locator("#split-status")).to_have_text("Split doomed deleted.")
     with client(studio) as api:
         assert api.get(f"{API}/splits/{split_id}").status_code == 404
+
+
+def test_a_viewer_sees_the_splits_but_no_control_to_change_them(studio, project_id, open_page):
+    with client(studio) as api:
+        made = api.post(
+            f"{API}/splits",
+            json={"project_id": project_id, "name": "seen", "ratios": {"train": 0.8, "val": 0.2}},
+        )
+        assert made.status_code == 201, made.text
+        viewer = f"viewer-{uuid.uuid4().hex[:6]}"
+        studio.create_user(viewer, "a-long-viewer-password")
+        added = api.post(
+            f"{API}/projects/{project_id}/members", json={"user_id": viewer, "role": "viewer"}
+        )
+        assert added.status_code == 201, added.text
+
+    page, _ = signed_in(studio, open_page, project_id, user=(viewer, "a-long-viewer-password"))
+
+    expect(
+        page.locator(f'#split-table tr[data-split-id="{made.json()["data"]["id"]}"]')
+    ).to_be_visible()
+    expect(page.locator("#split-shown")).to_be_visible()
+    page.wait_for_function("() => window.Chart && Chart.getChart('split-chart')")
+    expect(page.locator("#split-form")).to_have_count(0)
+    expect(page.get_by_role("button", name="Delete this split")).to_have_count(0)
 
 
 def test_the_fragments_are_the_api_json_drawn(studio, project_id):
