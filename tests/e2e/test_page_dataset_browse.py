@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,15 @@ def signed_in(
     project_id: str,
     viewport: dict[str, int] = WIDE,
     user: tuple[str, str] = (ADMIN, ADMIN_PASSWORD),
+    prepare: Callable[[Any], None] | None = None,
     **query: str | int,
 ) -> tuple[Any, Any]:
     """A page signed in through the form, which leads straight on to the project's dataset
-    page with ``query`` (``limit``: images per page), its first images shown."""
+    page with ``query`` (``limit``: images per page), its first images shown. ``prepare`` gets
+    the page first (to route its requests, say)."""
     page, watch = open_page(viewport=viewport)
+    if prepare:
+        prepare(page)
     there = f"/projects/{project_id}/dataset" + (f"?{urlencode(query)}" if query else "")
     page.goto(f"{studio.base_url}/login?{urlencode({'next': there})}")
     page.get_by_label("Username").fill(user[0])
@@ -303,6 +307,35 @@ def test_relabel_and_delete_update_the_grid_and_the_histogram(studio, open_page)
     expect(
         filters(page).get_by_label("Label", exact=True).locator("option[value='c']")
     ).to_have_count(1)
+
+
+#: What the gateway answers htmx when the datasets service does not answer (the error fragment).
+UNANSWERED = (
+    '<div id="flash" class="flash" role="status" aria-live="polite" hx-swap-oob="true">'
+    '<p class="error" role="alert">The datasets service did not answer in time.</p></div>'
+)
+
+
+def test_a_part_that_fails_says_so_in_its_place_and_can_be_asked_again(
+    studio, browse_set, open_page
+):
+    health = re.compile(r".*/api/v1/datasets/[0-9a-f]+/health$")
+
+    def unanswered(route: Any) -> None:
+        headers = {"HX-Reswap": "none"}
+        route.fulfill(status=503, content_type="text/html", body=UNANSWERED, headers=headers)
+
+    page, watch = signed_in(
+        studio, open_page, browse_set.project_id, prepare=lambda p: p.route(health, unanswered)
+    )
+    watch.expect(r"503")
+    part = page.locator("#health .browse-failed")
+    expect(part).to_contain_text("The health report could not be made.")
+    expect(page.locator("#flash")).to_contain_text("did not answer in time")
+    see_thumbnails(page, 13)  # the rest of the page works meanwhile
+    page.unroute(health)
+    part.get_by_role("button", name="Try again").click()
+    expect(page.locator("#near-duplicates li.health-group")).to_have_count(1)
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["wide", "phone"])

@@ -134,6 +134,49 @@
       (filtered ? (total === 1 ? " matches" : " match") : "");
   }
 
+  // A part whose request failed says so in its place, with a way to ask again (the message
+  // itself is in the page's message area): never a "loading…" left forever.
+  var FAILED = {
+    histogram: "The classes could not be counted.",
+    health: "The health report could not be made.",
+    thumbs: "The images could not be loaded."
+  };
+
+  function retryNote(tag, note, again) {
+    var box = document.createElement(tag);
+    box.className = "browse-failed";
+    var text = document.createElement("span");
+    text.className = "error";
+    text.textContent = note;
+    var button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Try again";
+    button.addEventListener("click", again);
+    box.appendChild(text);
+    box.appendChild(button);
+    return box;
+  }
+
+  function onFailed(evt) {
+    var elt = evt.detail.elt;
+    if (!elt || !elt.closest) { return; }
+    var more = elt.closest("#thumbs li.more");
+    if (more) {
+      more.textContent = "";
+      more.appendChild(retryNote("span", "More images could not be loaded.", function () {
+        more.textContent = "Loading more images…";
+        htmx.trigger(more, "browse-retry");
+      }));
+      return;
+    }
+    var part = elt.closest("#histogram, #health, #thumbs");
+    if (!part || !FAILED[part.id]) { return; }
+    part.textContent = "";
+    part.appendChild(retryNote(part.id === "thumbs" ? "li" : "p", FAILED[part.id], function () {
+      htmx.trigger(part, "browse-refresh");
+    }));
+  }
+
   // --- the editor's dialog: relabel or delete one image ------------------------------------
 
   function imageUrl(item) {
@@ -277,6 +320,8 @@
     document.addEventListener("htmx:afterSwap", function (evt) {
       if (evt.detail.target && evt.detail.target.id === "histogram") { labelsFromHistogram(); }
     });
+    document.addEventListener("htmx:responseError", onFailed);
+    document.addEventListener("htmx:sendError", onFailed);
     $("browse-filters").addEventListener("change", onFilter);
     $("browse-filters").addEventListener("submit", function (evt) { evt.preventDefault(); });
     $("histogram").addEventListener("click", onHistogramClick);
