@@ -307,6 +307,12 @@ def test_relabel_and_delete_update_the_grid_and_the_histogram(studio, open_page)
     expect(
         filters(page).get_by_label("Label", exact=True).locator("option[value='c']")
     ).to_have_count(1)
+    # relabelled out of the label shown, an image leaves the filtered grid
+    filter_by_label(page, "c")
+    relabel(page, "c/c_0.png", "a")
+    expect(thumb(page, "c/c_0.png")).to_have_count(0)
+    expect(page.locator("#browse-total")).to_have_text("1 image matches")
+    expect(page.locator("#histogram-table tr[data-label='c']")).to_have_attribute("data-count", "1")
 
 
 #: What the gateway answers htmx when the datasets service does not answer (the error fragment).
