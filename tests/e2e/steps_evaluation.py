@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from playwright.sync_api import expect
+from playwright.sync_api import Expect
+
+#: Playwright's expectations give up after 5 s, too soon for the studio's answers on a loaded
+#: two-core machine: these steps (and their tests) wait up to 20 s, without touching the
+#: expectations of other modules.
+WAIT_MS = 20_000
+expect = Expect()
+expect.set_options(timeout=WAIT_MS)
 
 #: How long an evaluation of a small run may take on a loaded machine (ms).
 EVALUATION_MS = 120_000

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from playwright.sync_api import expect
+from playwright.sync_api import Expect
+
+#: Playwright's expectations give up after 5 s, too soon for the studio's answers on a loaded
+#: two-core machine: these steps (and their tests) wait up to 20 s, without touching the
+#: expectations of other modules.
+WAIT_MS = 20_000
+expect = Expect()
+expect.set_options(timeout=WAIT_MS)
 
 
 def open_split_page(page: Any, base_url: str, project_id: str) -> None:

@@ -13,11 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
 
 from tests import imagesets
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot
-from tests.e2e.steps_evaluation import evaluate, open_cell, open_evaluation_page
+from tests.e2e.steps_evaluation import evaluate, expect, open_cell, open_evaluation_page
 from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
 from tests.training_helpers import API, client, submit, wait, wait_status
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
 
 from tests import imagesets
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot
-from tests.e2e.steps_split import fill_split_form, make_split, open_split_page
+from tests.e2e.steps_split import expect, fill_split_form, make_split, open_split_page
 from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
 from tests.training_helpers import API, client, wait
 
