@@ -1,0 +1,214 @@
+"""The dataset page's import half in a real Chromium: a ZIP uploaded with its upload progress and
+its report, a server folder imported with its live progress, a running import cancelled, bad
+paths told next to their field, and the page at a laptop's and a phone's width."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests import imagesets
+from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot
+from tests.e2e.steps_dataset import (
+    import_from_server_path,
+    open_dataset,
+    report,
+    start_server_import,
+    upload_zip,
+)
+from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
+from tests.training_helpers import wait
+
+pytestmark = pytest.mark.e2e
+STACK_SERVICES = ("identity", "projects", "datasets")
+API = "/api/v1"
+
+
+@pytest.fixture(scope="module")
+def studio(stack: Stack) -> Iterator[Stack]:
+    yield stack
+
+
+def new_project(studio: Stack) -> str:
+    with studio.sync_client() as client:
+        resp = client.post(f"{API}/projects", json={"name": f"import-{uuid.uuid4().hex[:8]}"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["data"]["id"])
+
+
+def import_json(studio: Stack, import_id: str) -> dict[str, Any]:
+    with studio.sync_client() as client:
+        return dict(client.get(f"{API}/datasets/import/{import_id}").json()["data"])
+
+
+def messy_folder(root: Path) -> Path:
+    """Two classes of 10 squares, a byte copy of one of them under the other class, a corrupt
+    PNG and a text file."""
+    imagesets.squares(root, per_class=10)
+    (root / "tl" / "copy.png").write_bytes((root / "br" / "br_0.png").read_bytes())
+    (root / "br" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    (root / "br" / "notes.txt").write_text("not an image")
+    return root
+
+
+def signed_in_page(
+    studio: Stack, open_page: Any, project_id: str, viewport: dict[str, int] = WIDE
+) -> Any:
+    """A page signed in through the form, sent on to the project's dataset page."""
+    page, watch = open_page(viewport=viewport)
+    target = f"/projects/{project_id}/dataset"
+    page.goto(f"{studio.base_url}/login?next={target}")
+    page.get_by_label("Username").fill(ADMIN)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{studio.base_url}{target}")
+    return page, watch
+
+
+def count_dataset_changes(page: Any) -> None:
+    page.evaluate(
+        "window.datasetChanges = 0;"
+        "document.addEventListener('dataset:changed', () => { window.datasetChanges += 1; });"
+    )
+
+
+def test_a_zip_uploads_with_its_progress_and_its_report_names_each_file(
+    studio: Stack, open_page: Any, tmp_path: Path
+) -> None:
+    # given a ZIP of 20 images, a duplicate, a corrupt file and a text file
+    pid = new_project(studio)
+    archive = imagesets.zip_dir(messy_folder(tmp_path / "set"), tmp_path / "squares.zip")
+    page, _ = signed_in_page(studio, open_page, pid)
+    open_dataset(page, studio.base_url, pid)
+    count_dataset_changes(page)
+    # when it is uploaded from the page (the step sees the upload bar reach 100 %)
+    got = upload_zip(page, studio.base_url, pid, archive)
+    # then the report says what became of every file, by name
+    assert got["state"] == "completed", got
+    assert (got["files"], got["imported"]) == (23, 20)
+    assert (got["duplicates"], got["corrupt"], got["skipped"]) == (1, 1, 1)
+    assert got["problems"]["duplicates"] == ["tl/copy.png"]
+    assert got["problems"]["corrupt"] == ["br/broken.png"]
+    assert got["problems"]["skipped"] == ["br/notes.txt"]
+    # and it is what the API says of the import
+    job = import_json(studio, got["import_id"])
+    assert job["report"]["imported"] == 20
+    assert [d["file"] for d in job["report"]["duplicates"]] == ["tl/copy.png"]
+    # and the page was told its dataset changed, and lists the import
+    page.wait_for_function("() => window.datasetChanges === 1")
+    row = page.locator(f'[data-import-row="{got["import_id"]}"]')
+    expect(row).to_contain_text("squares.zip")
+    expect(row).to_contain_text("completed")
+    assert page.locator("#upload-bar").get_attribute("value") == "100"
+    screenshot(page, "dataset-import-upload")
+
+
+def test_a_server_folder_imports_and_a_running_one_shows_live_progress_and_can_be_cancelled(
+    studio: Stack, open_page: Any
+) -> None:
+    # given a small clean folder, and a folder of large images slow enough to decode to watch
+    pid = new_project(studio)
+    small = imagesets.folder(studio.imports / uuid.uuid4().hex, {"a": 3, "b": 3})
+    heavy = imagesets.heavy(studio.imports / uuid.uuid4().hex, count=200, size=384)
+    page, _ = signed_in_page(studio, open_page, pid)
+    count_dataset_changes(page)
+    # when the small folder is imported from the form, its report comes
+    got = import_from_server_path(page, studio.base_url, pid, small, fmt="folder")
+    assert (got["state"], got["imported"], got["files"]) == ("completed", 6, 6)
+    page.wait_for_function("() => window.datasetChanges === 1")
+    # when the large one is imported, its live progress shows files, files/s and an ETA
+    before = got["import_id"]
+    start_server_import(page, studio.base_url, pid, heavy, "folder")
+    page.wait_for_function(
+        "() => Number(document.getElementById('import-job').dataset.progressSeen || 0) > 0",
+        timeout=60_000,
+    )
+    live = page.locator("#import-job .import-live")
+    expect(live.locator('[data-live="count"]')).to_have_text(re.compile(r"^[\d,]+ / 200 files$"))
+    expect(live.locator('[data-live="rate"]')).to_contain_text("files/s")
+    expect(live.locator('[data-live="eta"]')).to_contain_text("ETA")
+    screenshot(page, "dataset-import-live")
+    # and when it is cancelled from the page, it ends cancelled with nothing of it kept
+    page.get_by_role("button", name="Cancel import").click()
+    got = report(page, after=before)
+    assert got["state"] == "cancelled", got
+    assert "nothing of it was kept" in got["reason"]
+    with studio.sync_client() as client:
+        assert client.get(f"{API}/datasets/{pid}").json()["data"]["images"] == 6
+    assert page.evaluate("() => window.datasetChanges") == 1
+
+
+def test_bad_server_paths_are_told_next_to_the_field(studio: Stack, open_page: Any) -> None:
+    pid = new_project(studio)
+    page, watch = signed_in_page(studio, open_page, pid)
+    # the refusals the test provokes: the browser's and htmx's console lines of them
+    watch.expect(r"status of 40[34]")
+    watch.expect(r"Error Code 40[34] from /api/v1/datasets/import/local")
+    # a folder outside the roots the operator allowed
+    start_server_import(page, studio.base_url, pid, "/etc", "folder")
+    error = page.locator("#error-path")
+    expect(error).to_contain_text("is not inside")
+    expect(page.locator("#flash")).to_contain_text("is not inside")
+    # a folder inside them that does not exist
+    start_server_import(page, studio.base_url, pid, "no-such-folder", "folder")
+    expect(error).to_contain_text("does not exist")
+    assert page.locator("#import-job [data-import-id]").count() == 0
+
+
+def test_the_import_fragment_is_the_apis_json_drawn(studio: Stack, tmp_path: Path) -> None:
+    pid = new_project(studio)
+    root = messy_folder(studio.imports / uuid.uuid4().hex)
+    with studio.sync_client() as client:
+        body = {"project_id": pid, "path": str(root), "format": "folder"}
+        started = client.post(f"{API}/datasets/import/local", json=body)
+        assert started.status_code == 202, started.text
+        url = f"{API}/datasets/import/{started.json()['data']['id']}"
+        job = _finished(client, url)
+        html = client.get(url, headers={"HX-Request": "true"})
+    assert job["state"] == "completed"
+    assert html.headers["content-type"].startswith("text/html")
+    assert 'data-figure="imported">20<' in html.text
+    for name in ("tl/copy.png", "br/broken.png", "br/notes.txt"):
+        assert name in html.text
+    # a bad path to htmx: the error fragment, its message next to the path field
+    with studio.sync_client() as client:
+        body = {"project_id": pid, "path": "/etc", "format": "folder"}
+        refused = client.post(
+            f"{API}/datasets/import/local", json=body, headers={"HX-Request": "true"}
+        )
+    assert refused.status_code == 403
+    assert re.search(r'id="error-path"[^>]*>[^<]*is not inside', refused.text)
+
+
+def _finished(client: httpx.Client, url: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        data = dict(client.get(url).json()["data"])
+        return data if data["state"] in ("completed", "failed", "cancelled") else None
+
+    return dict(wait(ended, timeout=90))
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["wide", "phone"])
+def test_the_dataset_import_page_is_accessible(
+    studio: Stack, open_page: Any, viewport: dict[str, int]
+) -> None:
+    pid = new_project(studio)
+    root = messy_folder(studio.imports / uuid.uuid4().hex)
+    with studio.sync_client() as client:
+        body = {"project_id": pid, "path": str(root), "format": "folder"}
+        started = client.post(f"{API}/datasets/import/local", json=body)
+        _finished(client, f"{API}/datasets/import/{started.json()['data']['id']}")
+    page, _ = signed_in_page(studio, open_page, pid, viewport)
+    open_dataset(page, studio.base_url, pid)
+    page.get_by_role("button", name=re.compile("Show the import")).click()
+    expect(page.locator('#import-job [data-figure="imported"]')).to_have_text("20")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "dataset-import")
+    assert axe_violations(page) == []
