@@ -184,19 +184,22 @@
   // An EventSource that never shows an event twice. The browser resends Last-Event-ID on its
   // own reconnects (a gateway restarted); a stream opened anew after the browser gave up starts
   // after the last id seen. opts: types (event names to deliver), ends (names that end the
-  // stream, delivered too), onEvent(type, data, id), onState("live" | "reconnecting").
+  // stream, delivered too), onEvent(type, data, id), onState("live" | "reconnecting"),
+  // unstored (names of live events that carry no id of their own: by the SSE spec such an event
+  // shows the last id seen, so these are never taken for a repeat of it).
   // A named "error" event of the stream is a MessageEvent; a connection error is not.
   function follow(url, opts) {
     var last = null;
     var seen = {};
     var source = null;
     var ended = false;
+    var unstored = opts.unstored || [];
     var ends = opts.ends || ["complete"];
     var names = (opts.types || []).concat(ends.filter(function (t) { return (opts.types || []).indexOf(t) < 0; }));
     function state(s) { if (opts.onState) { opts.onState(s); } }
     function deliver(evt) {
       if (!(evt instanceof MessageEvent)) { return; }
-      if (evt.lastEventId) {
+      if (evt.lastEventId && unstored.indexOf(evt.type) < 0) {
         if (seen[evt.lastEventId]) { return; }
         seen[evt.lastEventId] = true;
         last = evt.lastEventId;
