@@ -187,6 +187,17 @@ def test_an_earlier_evaluation_is_listed_and_reopens(studio, trained, open_page,
     assert open_cell(page, "tl", "br") >= 0
 
 
+def test_an_evaluation_that_does_not_exist_is_told_in_the_page(studio, trained, open_page):
+    page, watch = signed_in(studio, open_page, trained["project_id"])
+    watch.expect(r"status of 404|Error Code 404 from /api/v1/evaluation/")
+    missing = "0" * 31 + "a"
+
+    page.goto(f"{page.url}?evaluation={missing}")
+
+    expect(page.locator("#flash")).to_contain_text("does not exist")
+    expect(page.locator("#eval-result")).to_contain_text("Evaluate a run, or open one")
+
+
 def test_the_fragments_are_the_api_json_drawn(studio, trained, evaluated):
     evaluation_id = an_evaluation(studio, trained, evaluated)
     url = f"{studio.base_url}{API}/evaluation/{evaluation_id}?project_id={trained['project_id']}"

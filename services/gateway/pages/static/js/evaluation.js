@@ -92,6 +92,8 @@
       if (list) { window.htmx.trigger(list, "refresh"); }
     }, function (err) {
       window.Studio.showError(err);
+      // The studio being away for a moment is worth waiting for; a refusal is not.
+      if (err.status && err.status < 500) { return; }
       setTimeout(function () { poll(evaluationId, runId); }, POLL_MS * 4);
     });
   }
