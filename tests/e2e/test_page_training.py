@@ -5,6 +5,7 @@ gateway restart and a resume, the queue, runs compared side by side; and its fra
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,6 +198,11 @@ def test_a_run_draws_one_point_per_epoch_through_stop_restart_and_resume(studio,
     run_id = start_run(page, studio.base_url, project_id, split_id, epochs=4, image_size="64")
     page.evaluate(RECORD_POINTS)
     assert wait_points(page, 1) >= 1
+    # the batches of the epoch under way, with the time left
+    expect(page.locator("#batch-text")).to_contain_text(
+        re.compile(r"Epoch \d of 4 · batch \d+ of \d+")
+    )
+    expect(page.locator("#batch-eta")).to_contain_text(re.compile(r"about \d+.* left"))
     assert stop_run(page) == "stopped", "the run ended before the stop reached it"
     stopped = run_detail(studio, run_id)
     assert 1 <= stopped["epochs_done"] < 4
@@ -260,6 +266,28 @@ def test_runs_compared_side_by_side(studio, split, finished, open_page):
     expect(table.locator("thead th")).to_have_count(3)
     page.get_by_label("Curve", exact=True).select_option("val_loss")
     expect(page.locator("#chart-compare")).to_have_attribute("data-runs", "2")
+
+
+def test_a_viewer_sees_the_curves_but_no_controls(studio, split, finished, open_page):
+    project_id, _ = split
+    studio.create_user("trainee", "trainee-password-1")
+    with client(studio) as api:
+        member = {"user_id": "trainee", "role": "viewer"}
+        added = api.post(f"{API}/projects/{project_id}/members", json=member)
+        assert added.status_code == 201, added.text
+    page, _ = open_page()
+    sign_in(
+        page,
+        studio.base_url,
+        "trainee",
+        "trainee-password-1",
+        training_url("", project_id) + f"?run={finished[0]}",
+    )
+    wait_status(page, "completed")
+    expect(page.locator("#chart-loss")).to_have_attribute("data-points", "2")
+    expect(page.locator("#run-form")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop", exact=True)).to_have_count(0)
+    expect(page.get_by_role("button", name="Resume", exact=True)).to_have_count(0)
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["wide", "phone"])

@@ -211,12 +211,13 @@
 
   function onEvent(state, type, data, id) {
     if (state !== current) { return; }
+    // Progress is live only: it has no id of its own (it shows the last stored event's).
+    if (type === "progress") { drawProgress(data); return; }
     if (id) {
       if (state.seen[id]) { return; }
       state.seen[id] = true;
       state.lastId = id;
     }
-    if (type === "progress") { drawProgress(data); return; }
     if (type === "status") { onStatus(data); }
     else if (type === "epoch_end") { addEpoch(data); drawCurves(); }
     else if (type === "checkpoint") { current.checkpoints[data.kind] = data.epoch; }
@@ -257,6 +258,7 @@
     state.stream = Studio.follow(url, {
       types: ["status", "progress", "epoch_end", "checkpoint"],
       ends: ["complete", "error"],
+      unstored: ["progress"],
       onEvent: function (type, data, id) { onEvent(state, type, data, id); },
       onState: function (s) { onStreamState(state, s); }
     });
@@ -292,6 +294,10 @@
     markRow();
     return Studio.api("GET", "/api/v1/training/runs/" + encodeURIComponent(runId)).then(function (run) {
       if (state !== current) { return; }
+      if (run.project_id !== projectId) {
+        Studio.flash("Run " + short(runId) + " is a run of another project: open it from that project's page.");
+        return;
+      }
       settle(run);
       if (el("resume-epochs")) { el("resume-epochs").value = String(run.epochs); }
       enableActions();
