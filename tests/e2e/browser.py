@@ -74,8 +74,10 @@ class Watch:
 
     def _failed(self, request: Any) -> None:
         reason = request.failure or ""
-        # A page left while its event streams were open aborts them: that is not a failure.
-        if "ERR_ABORTED" in reason and request.resource_type in ("eventsource", "fetch", "xhr"):
+        # A page left while its event streams were open aborts them, and so does a page left
+        # before the browser fetched its icon: neither is a failure.
+        leaving = request.resource_type in ("eventsource", "fetch", "xhr")
+        if "ERR_ABORTED" in reason and (leaving or request.url.endswith("/favicon.svg")):
             return
         self.problems.append(f"request failed: {request.method} {request.url} {reason}")
 
