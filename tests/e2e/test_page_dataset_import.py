@@ -72,6 +72,34 @@ def signed_in_page(
     return page, watch
 
 
+def slow_upload(page: Any, size: int) -> None:
+    """Throttle the page's uploads so that sending ``size`` bytes takes about two seconds."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", conditions | {"uploadThroughput": size // 2})
+
+
+def record_upload_bar(page: Any) -> None:
+    """Keep every value the upload bar takes in ``window.uploadBar``."""
+    page.evaluate(
+        """() => {
+        window.uploadBar = [];
+        const bar = document.getElementById('upload-bar');
+        new MutationObserver(() => window.uploadBar.push(bar.getAttribute('value')))
+            .observe(bar, {attributes: true, attributeFilter: ['value']});
+    }"""
+    )
+
+
+def start_by_api(studio: Stack, project_id: str, root: Path) -> str:
+    with studio.sync_client() as client:
+        body = {"project_id": project_id, "path": str(root), "format": "folder"}
+        started = client.post(f"{API}/datasets/import/local", json=body)
+    assert started.status_code == 202, started.text
+    return str(started.json()["data"]["id"])
+
+
 def count_dataset_changes(page: Any) -> None:
     page.evaluate(
         "window.datasetChanges = 0;"
@@ -88,8 +116,14 @@ def test_a_zip_uploads_with_its_progress_and_its_report_names_each_file(
     page, _ = signed_in_page(studio, open_page, pid)
     open_dataset(page, studio.base_url, pid)
     count_dataset_changes(page)
+    record_upload_bar(page)
+    slow_upload(page, archive.stat().st_size)
     # when it is uploaded from the page (the step sees the upload bar reach 100 %)
     got = upload_zip(page, studio.base_url, pid, archive)
+    # then the bar moved with the bytes sent, not in one jump at the end
+    values = [float(v) for v in page.evaluate("() => window.uploadBar")]
+    assert any(0 < v < 100 for v in values), values
+    assert values[-1] == 100
     # then the report says what became of every file, by name
     assert got["state"] == "completed", got
     assert (got["files"], got["imported"]) == (23, 20)
@@ -110,39 +144,59 @@ def test_a_zip_uploads_with_its_progress_and_its_report_names_each_file(
     screenshot(page, "dataset-import-upload")
 
 
-def test_a_server_folder_imports_and_a_running_one_shows_live_progress_and_can_be_cancelled(
+def test_a_running_import_is_picked_up_shows_live_progress_and_can_be_cancelled(
     studio: Stack, open_page: Any
 ) -> None:
-    # given a small clean folder, and a folder of large images slow enough to decode to watch
+    # given an import of a large folder running when the page opens (its service held still
+    # meanwhile, so that it cannot end before the page is there to watch it)
     pid = new_project(studio)
-    small = imagesets.folder(studio.imports / uuid.uuid4().hex, {"a": 3, "b": 3})
     heavy = imagesets.heavy(studio.imports / uuid.uuid4().hex, count=200, size=384)
-    page, _ = signed_in_page(studio, open_page, pid)
-    count_dataset_changes(page)
-    # when the small folder is imported from the form, its report comes
-    got = import_from_server_path(page, studio.base_url, pid, small, fmt="folder")
-    assert (got["state"], got["imported"], got["files"]) == ("completed", 6, 6)
-    page.wait_for_function("() => window.datasetChanges === 1")
-    # when the large one is imported, its live progress shows files, files/s and an ETA
-    before = got["import_id"]
-    start_server_import(page, studio.base_url, pid, heavy, "folder")
+    job_id = start_by_api(studio, pid, heavy)
+    studio.pause("datasets")
+    try:
+        page, _ = signed_in_page(studio, open_page, pid)
+        panel = page.locator(f'#import-job [data-import-id="{job_id}"][data-done="false"]')
+        expect(panel).to_be_visible(timeout=30_000)
+    finally:
+        studio.resume("datasets")
+    # then its live progress shows files processed, files/s and an ETA
     page.wait_for_function(
         "() => Number(document.getElementById('import-job').dataset.progressSeen || 0) > 0",
         timeout=60_000,
     )
-    live = page.locator("#import-job .import-live")
+    live = panel.locator(".import-live")
     expect(live.locator('[data-live="count"]')).to_have_text(re.compile(r"^[\d,]+ / 200 files$"))
     expect(live.locator('[data-live="rate"]')).to_contain_text("files/s")
     expect(live.locator('[data-live="eta"]')).to_contain_text("ETA")
+    assert float(str(panel.locator("progress").get_attribute("value"))) > 0
     screenshot(page, "dataset-import-live")
-    # and when it is cancelled from the page, it ends cancelled with nothing of it kept
-    page.get_by_role("button", name="Cancel import").click()
-    got = report(page, after=before)
-    assert got["state"] == "cancelled", got
+    # when it is cancelled from the page (the service held still until the click is sent)
+    studio.pause("datasets")
+    try:
+        page.get_by_role("button", name="Cancel import").click()
+    finally:
+        studio.resume("datasets")
+    # then it ends cancelled, nothing of it kept, and the page was not told of a change
+    got = report(page)
+    assert (got["import_id"], got["state"]) == (job_id, "cancelled"), got
     assert "nothing of it was kept" in got["reason"]
     with studio.sync_client() as client:
-        assert client.get(f"{API}/datasets/{pid}").json()["data"]["images"] == 6
-    assert page.evaluate("() => window.datasetChanges") == 1
+        assert client.get(f"{API}/datasets/{pid}").json()["data"]["images"] == 0
+    expect(page.locator(f'[data-import-row="{job_id}"]')).to_contain_text("cancelled")
+
+
+def test_a_server_folder_imports_from_the_form_with_its_report(
+    studio: Stack, open_page: Any
+) -> None:
+    pid = new_project(studio)
+    root = messy_folder(studio.imports / uuid.uuid4().hex)
+    page, _ = signed_in_page(studio, open_page, pid)
+    count_dataset_changes(page)
+    got = import_from_server_path(page, studio.base_url, pid, root, fmt="folder")
+    assert (got["state"], got["files"], got["imported"]) == ("completed", 23, 20), got
+    assert got["problems"]["corrupt"] == ["br/broken.png"]
+    page.wait_for_function("() => window.datasetChanges === 1")
+    expect(page.locator(f'[data-import-row="{got["import_id"]}"]')).to_contain_text("completed")
 
 
 def test_bad_server_paths_are_told_next_to_the_field(studio: Stack, open_page: Any) -> None:
@@ -155,24 +209,24 @@ def test_bad_server_paths_are_told_next_to_the_field(studio: Stack, open_page: A
     start_server_import(page, studio.base_url, pid, "/etc", "folder")
     error = page.locator("#error-path")
     expect(error).to_contain_text("is not inside")
-    expect(page.locator("#flash")).to_contain_text("is not inside")
+    expect(page.get_by_label("Folder path")).to_have_value("/etc")
     # a folder inside them that does not exist
     start_server_import(page, studio.base_url, pid, "no-such-folder", "folder")
     expect(error).to_contain_text("does not exist")
     assert page.locator("#import-job [data-import-id]").count() == 0
 
 
-def test_the_import_fragment_is_the_apis_json_drawn(studio: Stack, tmp_path: Path) -> None:
+def test_the_import_fragment_is_the_apis_json_drawn(studio: Stack) -> None:
+    # given a completed import with a duplicate, a corrupt file and a skipped one
     pid = new_project(studio)
-    root = messy_folder(studio.imports / uuid.uuid4().hex)
+    job_id = start_by_api(studio, pid, messy_folder(studio.imports / uuid.uuid4().hex))
+    url = f"{API}/datasets/import/{job_id}"
+    # when htmx asks for it, and a script does
     with studio.sync_client() as client:
-        body = {"project_id": pid, "path": str(root), "format": "folder"}
-        started = client.post(f"{API}/datasets/import/local", json=body)
-        assert started.status_code == 202, started.text
-        url = f"{API}/datasets/import/{started.json()['data']['id']}"
-        job = _finished(client, url)
+        job = finished(client, url)
         html = client.get(url, headers={"HX-Request": "true"})
-    assert job["state"] == "completed"
+    # then the script gets JSON and htmx the same report drawn, every file named
+    assert job["state"] == "completed" and job["report"]["imported"] == 20
     assert html.headers["content-type"].startswith("text/html")
     assert 'data-figure="imported">20<' in html.text
     for name in ("tl/copy.png", "br/broken.png", "br/notes.txt"):
@@ -187,7 +241,9 @@ def test_the_import_fragment_is_the_apis_json_drawn(studio: Stack, tmp_path: Pat
     assert re.search(r'id="error-path"[^>]*>[^<]*is not inside', refused.text)
 
 
-def _finished(client: httpx.Client, url: str) -> dict[str, Any]:
+def finished(client: httpx.Client, url: str) -> dict[str, Any]:
+    """The import at ``url`` once it has ended."""
+
     def ended() -> dict[str, Any] | None:
         data = dict(client.get(url).json()["data"])
         return data if data["state"] in ("completed", "failed", "cancelled") else None
@@ -199,16 +255,16 @@ def _finished(client: httpx.Client, url: str) -> dict[str, Any]:
 def test_the_dataset_import_page_is_accessible(
     studio: Stack, open_page: Any, viewport: dict[str, int]
 ) -> None:
+    # given a project with a completed import, its report opened from the list
     pid = new_project(studio)
-    root = messy_folder(studio.imports / uuid.uuid4().hex)
+    job_id = start_by_api(studio, pid, messy_folder(studio.imports / uuid.uuid4().hex))
     with studio.sync_client() as client:
-        body = {"project_id": pid, "path": str(root), "format": "folder"}
-        started = client.post(f"{API}/datasets/import/local", json=body)
-        _finished(client, f"{API}/datasets/import/{started.json()['data']['id']}")
+        finished(client, f"{API}/datasets/import/{job_id}")
     page, _ = signed_in_page(studio, open_page, pid, viewport)
     open_dataset(page, studio.base_url, pid)
     page.get_by_role("button", name=re.compile("Show the import")).click()
     expect(page.locator('#import-job [data-figure="imported"]')).to_have_text("20")
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # then it fits the width (no sideways scrolling) and axe finds nothing serious
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "dataset-import")
     assert axe_violations(page) == []
