@@ -216,6 +216,35 @@ def test_bad_server_paths_are_told_next_to_the_field(studio: Stack, open_page: A
     assert page.locator("#import-job [data-import-id]").count() == 0
 
 
+def test_a_file_that_is_not_a_zip_is_refused_by_its_field_and_an_upload_can_be_cancelled(
+    studio: Stack, open_page: Any, tmp_path: Path
+) -> None:
+    pid = new_project(studio)
+    page, watch = signed_in_page(studio, open_page, pid)
+    watch.expect(r"status of 415")
+    fake = tmp_path / "photos.zip"
+    fake.write_bytes(b"these are not the bytes of a ZIP archive")
+    page.get_by_label("ZIP archive").set_input_files(str(fake))
+    page.get_by_role("button", name="Upload and import").click()
+    expect(page.locator("#error-file")).to_contain_text("not a ZIP archive")
+    expect(page.locator("#upload-note")).to_have_text("The studio refused the archive.")
+    expect(page.get_by_role("button", name="Upload and import")).to_be_enabled()
+    # and an upload cancelled on its way imports nothing (the refused one is on record, failed)
+    with studio.sync_client() as client:
+        refused = client.get(f"{API}/datasets/{pid}").json()["data"]["imports"]
+    assert [i["state"] for i in refused] == ["failed"]
+    archive = imagesets.zip_dir(imagesets.squares(tmp_path / "set", 10), tmp_path / "set.zip")
+    slow_upload(page, archive.stat().st_size // 10)  # about 20 s to send
+    page.get_by_label("ZIP archive").set_input_files(str(archive))
+    page.get_by_role("button", name="Upload and import").click()
+    page.get_by_role("button", name="Cancel upload").click()
+    expect(page.locator("#upload-note")).to_have_text("Upload cancelled: nothing was imported.")
+    expect(page.get_by_role("button", name="Cancel upload")).to_be_hidden()
+    assert page.locator("#import-job [data-import-id]").count() == 0
+    with studio.sync_client() as client:
+        assert client.get(f"{API}/datasets/{pid}").json()["data"]["imports"] == refused
+
+
 def test_the_import_fragment_is_the_apis_json_drawn(studio: Stack) -> None:
     # given a completed import with a duplicate, a corrupt file and a skipped one
     pid = new_project(studio)

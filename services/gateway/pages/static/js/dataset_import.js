@@ -171,7 +171,9 @@
     try { payload = JSON.parse(xhr.responseText); } catch (e) { payload = null; }
     var err = (payload && payload.error) || { code: "HTTP_" + xhr.status, message: "the upload failed (" + xhr.status + ")" };
     var e = new Error(err.message);
-    e.code = err.code; e.field = err.field; e.details = err.details; e.status = xhr.status;
+    // A refusal that names no field is about the archive itself: it is told by the file too.
+    e.code = err.code; e.field = err.field || (err.details ? undefined : "file");
+    e.details = err.details; e.status = xhr.status;
     return e;
   }
 
@@ -182,6 +184,7 @@
     if (xhr.status !== 202 && xhr.status !== 200) {
       $("upload-note").textContent = "The studio refused the archive.";
       window.Studio.showError(uploadError(xhr), $("upload-form"));
+      changed("import:changed");  // a refused archive may be on record as a failed import
       return;
     }
     var job = JSON.parse(xhr.responseText).data;
