@@ -72,6 +72,16 @@ def test_a_rename_at_an_old_version_is_refused_as_a_fragment_saying_so(studio):
     assert second.headers["hx-reswap"] == "none" and 'id="flash"' in second.text
 
 
+def test_a_refused_create_answers_htmx_with_each_field_s_problem_by_its_id(studio):
+    body = {"name": unique("detector"), "task_type": "detection"}
+    with studio.sync_client() as api:
+        refused = api.post(f"{API}/projects", json=body, headers=HX)
+        listed = api.get(f"{API}/projects", params={"q": body["name"]}).json()["data"]
+    assert refused.status_code == 422 and refused.headers["hx-reswap"] == "none"
+    assert 'id="error-task_type"' in refused.text and "not available yet" in refused.text
+    assert listed["total"] == 0
+
+
 def test_a_viewer_is_offered_no_change_and_an_owner_no_more_than_owners_may(studio):
     owner, viewer = unique("owner"), unique("viewer")
     studio.create_user(owner, "owner-password-1")
@@ -96,7 +106,7 @@ def test_a_viewer_is_offered_no_change_and_an_owner_no_more_than_owners_may(stud
 # --- in the browser ------------------------------------------------------------------------
 
 
-def test_create_rename_archive_and_restore_with_the_mouse_and_keyboard(studio, open_page):
+def test_create_and_rename_with_each_refusal_told_where_it_belongs(studio, open_page):
     page, watch = open_page()
     watch.expect(REFUSED)
     sign_in(page, studio.base_url, ADMIN, ADMIN_PASSWORD)
@@ -106,51 +116,72 @@ def test_create_rename_archive_and_restore_with_the_mouse_and_keyboard(studio, o
     expect(row).to_have_class(re.compile(r"\bfresh\b"))
     expect(row).to_contain_text("pets, two classes")
 
-    # A bad name is told next to its field, and nothing is created.
+    # Rename inline: Escape cancels, a refused name is told by the row's field, Enter saves.
+    row.get_by_role("button", name=f"Rename {name}").click()
+    field = row.get_by_label("New name")
+    expect(field).to_be_focused()
+    field.fill("   ")
+    field.press("Enter")
+    expect(row.locator(".rename .field-error")).to_have_text("name must not be empty")
+    expect(page.locator("#error-name")).to_be_empty()  # not the new-project form's field
+    field.press("Escape")
+    expect(field).to_be_hidden()
+    expect(row.get_by_role("link", name=name, exact=True)).to_be_visible()
+    row.get_by_role("button", name=f"Rename {name}").click()
+    expect(row.locator(".rename .field-error")).to_be_empty()
+    renamed = unique("Pets")
+    field.fill(renamed)
+    field.press("Enter")
+    expect(row.get_by_role("link", name=renamed, exact=True)).to_be_visible()
+    expect(row.get_by_role("button", name=f"Rename {renamed}")).to_be_focused()
+
+    # A rename made meanwhile elsewhere is not overwritten: the row shows it instead.
+    row.get_by_role("button", name=f"Rename {renamed}").click()
+    elsewhere = unique("Renamed elsewhere")
+    with studio.sync_client() as api:
+        assert api.patch(f"{API}/projects/{project_id}", json={"name": elsewhere}).is_success
+    field.fill(unique("mine"))
+    field.press("Enter")
+    expect(page.locator("#flash")).to_contain_text("The list now shows the project as it is")
+    expect(row.get_by_role("link", name=elsewhere, exact=True)).to_be_visible()
+
+    # A bad new name is told next to its field, and nothing is created.
     page.get_by_label("Name", exact=True).fill("   ")
     page.get_by_role("button", name="Create project").click()
     expect(page.locator("#error-name")).to_have_text("name must not be empty")
     expect(page.locator("#flash")).to_contain_text("name must not be empty")
 
-    # Rename inline: Escape cancels, Enter saves.
-    row.get_by_role("button", name=f"Rename {name}").click()
-    field = row.get_by_label("New name")
-    expect(field).to_be_focused()
-    field.fill("something else")
-    field.press("Escape")
-    expect(field).to_be_hidden()
-    expect(row.get_by_role("link", name=name, exact=True)).to_be_visible()
-    row.get_by_role("button", name=f"Rename {name}").click()
-    renamed = unique("Pets")
-    row.get_by_label("New name").fill(renamed)
-    row.get_by_label("New name").press("Enter")
-    expect(row.get_by_role("link", name=renamed, exact=True)).to_be_visible()
-    expect(row.get_by_role("button", name=f"Rename {renamed}")).to_be_focused()
 
-    # Archive behind a confirmation, with the keyboard.
-    row.get_by_role("button", name=f"Archive {renamed}").click()
+def test_archive_and_restore_behind_a_keyboard_usable_confirmation(studio, open_page):
+    page, _ = open_page()
+    sign_in(page, studio.base_url, ADMIN, ADMIN_PASSWORD)
+    name = unique("Birds")
+    project_id = create_project(page, studio.base_url, name)
+    row = page.locator(f"#project-{project_id}")
+    row.get_by_role("button", name=f"Archive {name}").click()
     confirm = row.get_by_role("button", name="Yes, archive")
     expect(confirm).to_be_focused()
     page.keyboard.press("Escape")
     expect(confirm).to_be_hidden()
-    expect(row.get_by_role("button", name=f"Archive {renamed}")).to_be_focused()
+    expect(row.get_by_role("button", name=f"Archive {name}")).to_be_focused()
     page.keyboard.press("Enter")
     expect(confirm).to_be_focused()
     page.keyboard.press("Enter")
     expect(row.locator(".badge")).to_have_text("archived")
-    expect(row.get_by_role("button", name=f"Rename {renamed}")).to_have_count(0)
+    expect(row.get_by_role("button", name=f"Restore {name}")).to_be_focused()
+    expect(row.get_by_role("button", name=f"Rename {name}")).to_have_count(0)
 
     # It is among the archived projects, and no longer among the active ones.
     search = page.locator("#project-search")
-    search.get_by_label("Search by name").fill(renamed)
+    search.get_by_label("Search by name").fill(name)
     expect(page.locator("#projects-list")).to_contain_text("No active project matches")
     search.get_by_label("Status").select_option("archived")
-    expect(row_of(page, renamed).locator(".badge")).to_have_text("archived")
-    assert re.search(r"/projects\?q=Pets-\w+&status=archived&limit=20$", page.url)
+    expect(row_of(page, name).locator(".badge")).to_have_text("archived")
+    assert re.search(r"/projects\?q=Birds-\w+&status=archived&limit=20$", page.url)
     screenshot(page, "projects-archived")
 
     # Restore it, and open it.
-    row.get_by_role("button", name=f"Restore {renamed}").click()
+    row.get_by_role("button", name=f"Restore {name}").click()
     row.get_by_role("button", name="Yes, restore").click()
     expect(row.locator(".badge")).to_have_text("active")
     open_project(page, studio.base_url, project_id)

@@ -186,7 +186,7 @@
     document.addEventListener("click", onClick);
     document.addEventListener("keydown", onKey);
     document.body.addEventListener("htmx:beforeRequest", onBeforeRequest);
-    document.body.addEventListener("htmx:beforeSwap", function (evt) { sender = evt.detail.elt; });
+    document.body.addEventListener("htmx:beforeSwap", function (evt) { sender = senderOf(evt); });
     document.body.addEventListener("htmx:oobBeforeSwap", onOobBeforeSwap);
     document.body.addEventListener("htmx:afterRequest", onAfterRequest);
     document.body.addEventListener("htmx:afterSwap", onAfterSwap);
