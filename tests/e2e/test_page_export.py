@@ -92,6 +92,11 @@ def test_export_see_parity_and_latency_download_and_predict(stack, trained, imag
     assert shown == truth["sha256"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == shown
     expect(page.locator("#bundle-sha256")).to_have_text(truth["bundle_sha256"])
+    with page.expect_download() as bundle:
+        page.get_by_role("link", name=re.compile(r"^Download the bundle")).click()
+    assert bundle.value.suggested_filename.endswith("-bundle.zip")
+    bundle_bytes = Path(bundle.value.path()).read_bytes()
+    assert hashlib.sha256(bundle_bytes).hexdigest() == truth["bundle_sha256"]
     # an image chosen with the file input, and one dropped, get the top class the API gives
     assert predict(page, images["tl"]) == api_top_label(stack, export_id, images["tl"])
     assert drop(page, images["br"]) == api_top_label(stack, export_id, images["br"])
@@ -166,7 +171,8 @@ def test_an_export_the_server_refuses_says_why_next_to_the_field(stack, trained,
     page, watch = open_page(viewport=WIDE)
     watch.expect(r"status of 422|Error Code 422")
     sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
-    page.goto(f"{stack.base_url}{page_of(trained)}")
+    page.goto(f"{stack.base_url}{page_of(trained)}?run_id={trained['id']}")
+    expect(page.get_by_label("Run", exact=True)).to_have_value(trained["id"])
     # a format the exporter does not write (as an older page or a script might send)
     page.evaluate(
         "() => { const s = document.getElementById('export-format');"
@@ -182,12 +188,17 @@ def test_a_project_without_runs_says_what_to_do_first(stack, open_page):
     with client(stack) as api:
         name = f"empty-{uuid.uuid4().hex[:6]}"
         project_id = api.post(f"{API}/projects", json={"name": name}).json()["data"]["id"]
-    page, _ = open_page(viewport=WIDE)
+    page, watch = open_page(viewport=WIDE)
     sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
     page.goto(f"{stack.base_url}/projects/{project_id}/export")
     expect(page.locator("#no-runs")).to_contain_text("Train a model")
     expect(page.locator("#exports-empty")).to_have_text("No exports yet.")
     expect(page.locator("#predict-zone")).to_be_hidden()
+    # an export named in the address that is not there: said, not loaded forever
+    watch.expect(r"status of 404|Error Code 404")
+    page.goto(f"{stack.base_url}/projects/{project_id}/export?export_id={'0' * 31}a")
+    expect(page.locator("#flash")).to_contain_text("does not exist")
+    expect(page.locator("#export-detail")).to_contain_text("That export cannot be shown")
 
 
 def test_the_exports_list_is_one_route_for_scripts_and_the_page(stack, trained, exported):

@@ -91,7 +91,7 @@
     $("predict-error").textContent = message;
   }
 
-  function megabytes(bytes) { return (bytes / (1024 * 1024)).toFixed(1) + " MB"; }
+  function megabytes(bytes) { return (bytes / (1024 * 1024)).toFixed(1) + " MiB"; }
 
   // What is wrong with a file before it is sent, or null.
   function refusal(file) {
@@ -214,10 +214,21 @@
     });
   }
 
+  // An export asked for by the page's address that cannot be shown (gone, or never there):
+  // the panel says so instead of loading forever (the message itself is in the flash).
+  function onRefused(evt) {
+    var el = evt.detail && evt.detail.elt;
+    if (!el || el.id !== "export-detail" || el.getAttribute("data-status") !== "loading") { return; }
+    el.setAttribute("data-status", "none");
+    var note = el.querySelector("p");
+    if (note) { note.textContent = "That export cannot be shown. Export a run, or choose one of the project's exports below."; }
+  }
+
   function start() {
     if (!predictCard()) { return; }
     wireDrop();
     document.body.addEventListener("htmx:afterSettle", onSwapped);
+    document.body.addEventListener("htmx:responseError", onRefused);
     onSwapped();
   }
 
