@@ -4,7 +4,7 @@ waits until what it did shows in the page.
 - ``export_run``: choose a run and a format on the export page, press Export, wait until the
   export has finished (its parity check in); returns the export's id.
 - ``download``: press the download link; returns the downloaded file and the sha256 the page
-  shows next to the link.
+  shows next to the link (the file is Playwright's, kept until the page's context closes).
 - ``predict``: choose an image with the file input (the keyboard's way); ``drop``: drop one on
   the drop zone (a real ``drop`` event carrying a ``DataTransfer``). Both return the top class.
 """

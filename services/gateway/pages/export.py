@@ -11,15 +11,14 @@ gateway's pages foundation and the training read model.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from contracts import common
 from contracts import exports as x
 from services.gateway.api.exports import PREDICT_MAX_BYTES
-from services.gateway.api.params import PathId
+from services.gateway.api.params import MaybeQueryId, PathId
 from services.gateway.gateway import GatewayDep
 from services.gateway.pages.home import can, project_context
 from services.gateway.pages.session import PageUser
@@ -42,8 +41,6 @@ RUNS_SHOWN: Final = 200
 #: Top classes a prediction shows.
 TOP_K: Final = 5
 
-MaybeId = Annotated[str | None, Query(pattern=common.ID_PATTERN, max_length=common.ID_MAX)]
-
 
 async def exportable_runs(gateway: GatewayDep, project_id: str) -> list[dict[str, Any]]:
     """The project's runs that have a checkpoint to export, newest first."""
@@ -61,8 +58,8 @@ async def export_page(
     project_id: PathId,
     principal: PageUser,
     gateway: GatewayDep,
-    run_id: MaybeId = None,
-    export_id: MaybeId = None,
+    run_id: MaybeQueryId = None,
+    export_id: MaybeQueryId = None,
 ) -> Response:
     """Export a run of the project and try the exported model."""
     shared = await project_context(gateway, principal, project_id)  # the access check first
