@@ -24,6 +24,15 @@ TRAINING_MS = 180_000
 
 _RUN_ID = "() => new URL(location.href).searchParams.get('run')"
 _STATUS = "document.getElementById('run-status').getAttribute('data-status')"
+#: Records every status the badge shows from now on (window.__statuses), however briefly.
+_RECORD_STATUSES = """() => {
+  window.__statuses = [];
+  if (window.__statusObserver) { return; }
+  const badge = document.getElementById('run-status');
+  window.__statusObserver = new MutationObserver(
+    () => window.__statuses.push(badge.getAttribute('data-status')));
+  window.__statusObserver.observe(badge, {attributes: true, attributeFilter: ['data-status']});
+}"""
 
 
 def training_url(base_url: str, project_id: str) -> str:
@@ -59,14 +68,20 @@ def start_run(
     its id once the page shows it selected."""
     if not page.url.split("?")[0].endswith(f"/projects/{project_id}/training"):
         page.goto(training_url(base_url, project_id))
-    before = page.evaluate(_RUN_ID)
     fill_form(page, split_id, **(FAST_FORM | {"epochs": str(epochs)} | values))
-    page.locator("#run-form").get_by_role("button", name="Start run").click()
-    page.wait_for_function(f"before => ({_RUN_ID})() && ({_RUN_ID})() !== before", arg=before)
-    run_id: str = page.evaluate(_RUN_ID)
+    with page.expect_response(_is_submit) as answer:
+        page.locator("#run-form").get_by_role("button", name="Start run").click()
+    assert answer.value.status == 202, answer.value.text()
+    run_id: str = answer.value.json()["data"]["id"]
+    # the page selects the run it started (not one it showed before)
+    page.wait_for_function(f"run => ({_RUN_ID})() === run", arg=run_id)
     expect(page.locator("#run-panel")).to_be_visible()
     expect(page.locator("#run-id")).to_have_text(run_id[:8])
     return run_id
+
+
+def _is_submit(response: Any) -> bool:
+    return bool(response.request.method == "POST" and response.url.endswith("/api/v1/training/run"))
 
 
 def points(page: Any) -> int:
@@ -104,8 +119,16 @@ def resume_run(page: Any) -> str:
     """Click Resume; returns the status once the run is back in the queue or on a device."""
     button = page.get_by_role("button", name="Resume", exact=True)
     expect(button).to_be_enabled()
+    page.evaluate(_RECORD_STATUSES)
     button.click()
-    return wait_status(page, "queued", "running", "completed")
+    expect(page.locator("#flash")).to_contain_text("resumed")
+    # the badge follows the run's stream: wait until it says the run is back
+    page.wait_for_function(
+        "() => window.__statuses.some(s => s === 'queued' || s === 'running')",
+        timeout=TRAINING_MS,
+    )
+    status: str = page.evaluate(_STATUS)
+    return status
 
 
 def wait_complete(page: Any) -> int:

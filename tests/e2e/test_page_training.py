@@ -290,6 +290,20 @@ def test_a_viewer_sees_the_curves_but_no_controls(studio, split, finished, open_
     expect(page.get_by_role("button", name="Resume", exact=True)).to_have_count(0)
 
 
+def test_a_finished_run_trains_more_when_its_epochs_are_raised(studio, split, finished, open_page):
+    project_id, _ = split
+    page, _ = signed_in(studio, open_page, project_id, query=f"?run={finished[0]}")
+    wait_status(page, "completed")
+    expect(page.locator("#chart-loss")).to_have_attribute("data-points", "2")
+    resume = page.get_by_role("button", name="Resume", exact=True)
+    expect(resume).to_be_disabled()  # a completed run resumes only to more epochs
+    page.locator("#resume-form").get_by_label("Epochs").fill("3")
+    resume_run(page)
+    assert wait_complete(page) == 3
+    expect(page.locator("#epochs-body tr")).to_have_count(3)
+    assert [e["epoch"] for e in run_detail(studio, finished[0])["history"]] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["wide", "phone"])
 def test_the_training_page_is_accessible(studio, split, finished, open_page, viewport):
     project_id, _ = split

@@ -310,9 +310,12 @@
   function stop() {
     var state = current;
     el("stop-button").disabled = true;
-    Studio.api("POST", "/api/v1/training/runs/" + encodeURIComponent(state.id) + "/stop").then(function (run) {
-      if (state === current) { setStatus(run.status); }
+    // The badge follows the stream, whose events come in order; the answer may already be
+    // newer than the stream's last event (stopped before the epoch that ended on the way).
+    Studio.api("POST", "/api/v1/training/runs/" + encodeURIComponent(state.id) + "/stop").then(function () {
+      if (state === current) { message("Stopping at the next batch; the last checkpoint is kept.", "muted"); }
       loadRuns();
+      refreshQueue();
     }).catch(function (err) { Studio.showError(err); enableActions(); });
   }
 
@@ -326,15 +329,21 @@
     Studio.api("POST", "/api/v1/training/runs/" + encodeURIComponent(state.id) + "/resume", Studio.formJson(form)).then(function (run) {
       if (state !== current) { return; }
       current.epochs = run.epochs;
-      setStatus(run.status);
       message("");
+      Studio.flash("Run " + short(run.id) + " resumed: it trains up to " + run.epochs + " epochs.", "info");
       drawFacts();
       if (!state.live) { follow(state); }
       loadRuns();
+      refreshQueue();
     }).catch(function (err) { Studio.showError(err, form); enableActions(); });
   }
 
   // --- the project's runs -------------------------------------------------------------------
+
+  // The queue answers for the whole studio: redraw it now that this page changed it.
+  function refreshQueue() {
+    if (window.htmx && el("queue")) { window.htmx.trigger(el("queue"), "refresh"); }
+  }
 
   function loadRuns() {
     return Studio.api("GET", "/api/v1/training/runs?project_id=" + encodeURIComponent(projectId) + "&limit=100")
@@ -471,6 +480,7 @@
     Studio.flash("Run " + short(run.id) + " is " + run.status + where + ".", "info");
     select(run.id);
     loadRuns();
+    refreshQueue();
   }
 
   // --- wiring -------------------------------------------------------------------------------
