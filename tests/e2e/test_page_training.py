@@ -19,6 +19,7 @@ from services.gateway.pages import fragment_templates
 from services.gateway.pages.training import FRAGMENTS, RUN_FIELDS, form_fields
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot
 from tests.e2e.steps_training import (
+    TRAINING_MS,
     compare_runs,
     points,
     resume_run,
@@ -197,12 +198,12 @@ def test_a_run_draws_one_point_per_epoch_through_stop_restart_and_resume(studio,
     # before its fourth, on an idle machine as on a loaded one
     run_id = start_run(page, studio.base_url, project_id, split_id, epochs=4, image_size="64")
     page.evaluate(RECORD_POINTS)
-    assert wait_points(page, 1) >= 1
     # the batches of the epoch under way, with the time left
     expect(page.locator("#batch-text")).to_contain_text(
-        re.compile(r"Epoch \d of 4 · batch \d+ of \d+")
+        re.compile(r"Epoch \d of 4 · batch \d+ of \d+"), timeout=TRAINING_MS
     )
     expect(page.locator("#batch-eta")).to_contain_text(re.compile(r"about \d+.* left"))
+    assert wait_points(page, 1) >= 1
     assert stop_run(page) == "stopped", "the run ended before the stop reached it"
     stopped = run_detail(studio, run_id)
     assert 1 <= stopped["epochs_done"] < 4
@@ -215,6 +216,7 @@ def test_a_run_draws_one_point_per_epoch_through_stop_restart_and_resume(studio,
     studio.wait_healthy()
     expect(page.locator("#stream-state")).to_have_text("Live", timeout=60_000)
     assert resume_run(page) in ("queued", "running", "completed")
+    screenshot(page, "training-live")
     assert wait_complete(page) == 4
     recorded = [int(n) for n in page.evaluate("window.__points")]
     assert recorded[-1] == 4 and max(recorded) == 4
@@ -250,6 +252,14 @@ def test_the_queue_shows_the_device_holder_and_the_places(studio, split, open_pa
         expect(page.locator("#run-status")).to_have_attribute("data-status", "queued")
         expect(page.get_by_role("button", name="Stop", exact=True)).to_be_enabled()
         expect(page.get_by_role("button", name="Resume", exact=True)).to_be_disabled()
+        # someone of no project sees that the device is busy and the queue's length, no ids
+        studio.create_user("outsider", "outsider-password-1")
+        outsider = studio.headers(studio.sign_in("outsider", "outsider-password-1"))
+        with client(studio) as api:
+            hx = outsider | {"HX-Request": "true"}
+            seen = api.get(f"{API}/training/queue", headers=hx)
+        assert seen.status_code == 200 and "a run of another project" in seen.text
+        assert long["id"][:8] not in seen.text and waiting["id"][:8] not in seen.text
     finally:
         with client(studio) as api:
             for run in (waiting, long):

@@ -479,6 +479,7 @@
     var where = run.status === "queued" && run.position ? " (place " + run.position + " in the queue)" : "";
     Studio.flash("Run " + short(run.id) + " is " + run.status + where + ".", "info");
     select(run.id);
+    el("run-panel").scrollIntoView({ block: "start" });
     loadRuns();
     refreshQueue();
   }
