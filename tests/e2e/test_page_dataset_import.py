@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +61,18 @@ def messy_folder(root: Path) -> Path:
 
 
 def signed_in_page(
-    studio: Stack, open_page: Any, project_id: str, viewport: dict[str, int] = WIDE
+    studio: Stack,
+    open_page: Any,
+    project_id: str,
+    viewport: dict[str, int] = WIDE,
+    user: tuple[str, str] = (ADMIN, ADMIN_PASSWORD),
 ) -> Any:
     """A page signed in through the form, sent on to the project's dataset page."""
     page, watch = open_page(viewport=viewport)
     target = f"/projects/{project_id}/dataset"
     page.goto(f"{studio.base_url}/login?next={target}")
-    page.get_by_label("Username").fill(ADMIN)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_label("Username").fill(user[0])
+    page.get_by_label("Password").fill(user[1])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{studio.base_url}{target}")
     return page, watch
@@ -98,6 +104,46 @@ def start_by_api(studio: Stack, project_id: str, root: Path) -> str:
         started = client.post(f"{API}/datasets/import/local", json=body)
     assert started.status_code == 202, started.text
     return str(started.json()["data"]["id"])
+
+
+def drop_file(page: Any, name: str, content: bytes) -> None:
+    """Drop a file named ``name`` on the ZIP drop zone, as a file dragged from the desktop."""
+    transfer = page.evaluate_handle(
+        """([name, bytes]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], name, {type: 'application/zip'}));
+        return transfer;
+    }""",
+        [name, list(content)],
+    )
+    page.locator("#zip-drop").dispatch_event("dragenter", {"dataTransfer": transfer})
+    expect(page.locator("#zip-drop")).to_have_class(re.compile(r"\bover\b"))
+    page.locator("#zip-drop").dispatch_event("drop", {"dataTransfer": transfer})
+
+
+@contextmanager
+def held_import(studio: Stack, project_id: str, root: Path) -> Iterator[str]:
+    """Start an import of ``root`` by the API and hold the datasets service still (SIGSTOP) from
+    the moment the import is on record until the block ends: the import is surely running
+    while the block runs, however fast this machine decodes."""
+    pool = ThreadPoolExecutor(1)
+    started = pool.submit(start_by_api, studio, project_id, root)
+    try:
+        with studio.sync_client() as client:
+
+            def on_record() -> str | None:
+                imports = client.get(f"{API}/datasets/{project_id}").json()["data"]["imports"]
+                return str(imports[0]["id"]) if imports else None
+
+            job_id = str(wait(on_record, timeout=60, every=0.02))
+        studio.pause("datasets")
+        try:
+            yield job_id
+        finally:
+            studio.resume("datasets")
+        assert started.result(timeout=60) == job_id
+    finally:
+        pool.shutdown(wait=True)
 
 
 def count_dataset_changes(page: Any) -> None:
@@ -151,24 +197,20 @@ def test_a_running_import_is_picked_up_shows_live_progress_and_can_be_cancelled(
     # meanwhile, so that it cannot end before the page is there to watch it)
     pid = new_project(studio)
     heavy = imagesets.heavy(studio.imports / uuid.uuid4().hex, count=200, size=384)
-    job_id = start_by_api(studio, pid, heavy)
-    studio.pause("datasets")
-    try:
+    with held_import(studio, pid, heavy) as job_id:
         page, _ = signed_in_page(studio, open_page, pid)
         panel = page.locator(f'#import-job [data-import-id="{job_id}"][data-done="false"]')
         expect(panel).to_be_visible(timeout=30_000)
-    finally:
-        studio.resume("datasets")
     # then its live progress shows files processed, files/s and an ETA
     page.wait_for_function(
-        "() => Number(document.getElementById('import-job').dataset.progressSeen || 0) > 0",
+        """() => Number(document.getElementById('import-job').dataset.progressSeen || 0) > 0
+            && document.getElementById('import-bar').value > 0""",
         timeout=60_000,
     )
     live = panel.locator(".import-live")
     expect(live.locator('[data-live="count"]')).to_have_text(re.compile(r"^[\d,]+ / 200 files$"))
     expect(live.locator('[data-live="rate"]')).to_contain_text("files/s")
     expect(live.locator('[data-live="eta"]')).to_contain_text("ETA")
-    assert float(str(panel.locator("progress").get_attribute("value"))) > 0
     screenshot(page, "dataset-import-live")
     # when it is cancelled from the page (the service held still until the click is sent)
     studio.pause("datasets")
@@ -176,7 +218,7 @@ def test_a_running_import_is_picked_up_shows_live_progress_and_can_be_cancelled(
         page.get_by_role("button", name="Cancel import").click()
     finally:
         studio.resume("datasets")
-    # then it ends cancelled, nothing of it kept, and the page was not told of a change
+    # then it ends cancelled, nothing of it kept, and the list says so
     got = report(page)
     assert (got["import_id"], got["state"]) == (job_id, "cancelled"), got
     assert "nothing of it was kept" in got["reason"]
@@ -197,6 +239,33 @@ def test_a_server_folder_imports_from_the_form_with_its_report(
     assert got["problems"]["corrupt"] == ["br/broken.png"]
     page.wait_for_function("() => window.datasetChanges === 1")
     expect(page.locator(f'[data-import-row="{got["import_id"]}"]')).to_contain_text("completed")
+
+
+def test_a_viewer_watches_imports_without_the_controls_to_start_or_cancel_one(
+    studio: Stack, open_page: Any
+) -> None:
+    # given a viewer of a project whose import is running when the viewer opens the page
+    pid = new_project(studio)
+    user = (f"viewer{uuid.uuid4().hex[:6]}", "viewer-password-123")
+    studio.create_user(*user)
+    with studio.sync_client() as client:
+        resp = client.post(
+            f"{API}/projects/{pid}/members", json={"user_id": user[0], "role": "viewer"}
+        )
+    assert resp.status_code == 201, resp.text
+    heavy = imagesets.heavy(studio.imports / uuid.uuid4().hex, count=40, size=256)
+    with held_import(studio, pid, heavy) as job_id:
+        page, _ = signed_in_page(studio, open_page, pid, user=user)
+        panel = page.locator(f'#import-job [data-import-id="{job_id}"][data-done="false"]')
+        expect(panel).to_be_visible(timeout=30_000)
+        # then there is no form to import with and no button to cancel the running one
+        expect(page.get_by_text("importing images needs the editor role")).to_be_visible()
+        expect(page.get_by_role("button", name="Upload and import")).to_have_count(0)
+        expect(page.get_by_role("button", name="Import folder")).to_have_count(0)
+        expect(page.get_by_role("button", name="Cancel import")).to_be_hidden()
+    # and the viewer sees its report when it ends
+    got = report(page)
+    assert (got["import_id"], got["state"], got["imported"]) == (job_id, "completed", 40)
 
 
 def test_bad_server_paths_are_told_next_to_the_field(studio: Stack, open_page: Any) -> None:
@@ -222,10 +291,11 @@ def test_a_file_that_is_not_a_zip_is_refused_by_its_field_and_an_upload_can_be_c
     pid = new_project(studio)
     page, watch = signed_in_page(studio, open_page, pid)
     watch.expect(r"status of 415")
-    fake = tmp_path / "photos.zip"
-    fake.write_bytes(b"these are not the bytes of a ZIP archive")
-    page.get_by_label("ZIP archive").set_input_files(str(fake))
+    # when a file that is not a ZIP is dropped on the drop zone and sent
+    drop_file(page, "photos.zip", b"these are not the bytes of a ZIP archive")
+    expect(page.locator("#zip-chosen")).to_contain_text("photos.zip")
     page.get_by_role("button", name="Upload and import").click()
+    # then the refusal is told by the file field, and the form is ready again
     expect(page.locator("#error-file")).to_contain_text("not a ZIP archive")
     expect(page.locator("#upload-note")).to_have_text("The studio refused the archive.")
     expect(page.get_by_role("button", name="Upload and import")).to_be_enabled()
