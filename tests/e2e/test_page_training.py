@@ -173,6 +173,13 @@ def test_a_bad_hyperparameter_is_told_next_to_its_field(studio, split, open_page
     expect(form.locator("[name='hyperparameters.epochs']")).to_have_attribute("max", "1000")
     expect(form.locator("[name='hyperparameters.optimizer']")).to_have_value("adamw")
     expect(form.locator("#f-split_id")).to_have_value(split_id)
+    # what is no number is told as such, not sent as the default
+    batch = form.locator("[name='hyperparameters.batch_size']")
+    batch.fill("")
+    batch.press_sequentially("1e")
+    form.get_by_role("button", name="Start run").click()
+    expect(page.locator("#error-hyperparameters-batch_size")).to_have_text("Enter a number.")
+    batch.fill("8")
     # refused by the gateway's model
     form.locator("[name='hyperparameters.learning_rate']").fill("0")
     form.get_by_role("button", name="Start run").click()

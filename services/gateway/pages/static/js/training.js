@@ -484,6 +484,26 @@
     refreshQueue();
   }
 
+  // A number field holding what is no number reads as empty to the form, which would send the
+  // API's default in its place: say so by the field and send nothing instead.
+  function checkNumbers(evt) {
+    if (evt.detail.elt !== el("run-form")) { return; }
+    var bad = Array.prototype.filter.call(evt.detail.elt.querySelectorAll("input[type='number']"), function (input) {
+      return input.validity && input.validity.badInput;
+    });
+    if (!bad.length) { return; }
+    // Not sent: studio.js (which clears the last errors before a request) is not told either.
+    evt.preventDefault();
+    evt.stopPropagation();
+    Studio.flash("");
+    evt.detail.elt.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
+    bad.forEach(function (input) {
+      var box = document.getElementById("error-" + input.name.replace(/[^A-Za-z0-9_-]/g, "-"));
+      if (box) { box.textContent = "Enter a number."; }
+    });
+    bad[0].focus();
+  }
+
   // --- wiring -------------------------------------------------------------------------------
 
   function onClick(evt) {
@@ -513,6 +533,7 @@
       el("resume-epochs").addEventListener("input", enableActions);
     }
     document.body.addEventListener("htmx:afterRequest", submitted);
+    if (el("run-form")) { el("run-form").addEventListener("htmx:beforeRequest", checkNumbers); }
     // The queue's refreshes are no user action: they must not wipe the messages the user has
     // not read yet (studio.js clears them before each request that reaches the body).
     el("queue").addEventListener("htmx:beforeRequest", function (evt) { evt.stopPropagation(); });
