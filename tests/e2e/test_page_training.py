@@ -201,9 +201,7 @@ def test_a_run_draws_one_point_per_epoch_through_stop_restart_and_resume(studio,
     project_id, split_id = split
     page, watch = signed_in(studio, open_page, project_id)
     watch.expect(RESTART_NOISE)
-    # 64 px images: epochs long enough that a stop clicked after the first reaches the run
-    # before its fourth, on an idle machine as on a loaded one
-    run_id = start_run(page, studio.base_url, project_id, split_id, epochs=4, image_size="64")
+    run_id = start_run(page, studio.base_url, project_id, split_id, epochs=4)
     page.evaluate(RECORD_POINTS)
     # the batches of the epoch under way, with the time left
     expect(page.locator("#batch-text")).to_contain_text(
