@@ -241,6 +241,26 @@ def test_a_server_folder_imports_from_the_form_with_its_report(
     expect(page.locator(f'[data-import-row="{got["import_id"]}"]')).to_contain_text("completed")
 
 
+def test_an_import_started_while_another_runs_leaves_both_ends_told(
+    studio: Stack, open_page: Any
+) -> None:
+    # given an import running when the page opens
+    pid = new_project(studio)
+    first = imagesets.heavy(studio.imports / uuid.uuid4().hex, count=150, size=384)
+    second = imagesets.folder(studio.imports / uuid.uuid4().hex, {"a": 2, "b": 2})
+    with held_import(studio, pid, first) as first_id:
+        page, _ = signed_in_page(studio, open_page, pid)
+        expect(page.locator(f'#import-job [data-import-id="{first_id}"]')).to_be_visible()
+        count_dataset_changes(page)
+    # when another is started from the form before it ends (its panel replaces the first's)
+    got = import_from_server_path(page, studio.base_url, pid, second, fmt="folder")
+    assert (got["state"], got["imported"]) == ("completed", 4), got
+    # then the page is told of both, and lists both as completed
+    page.wait_for_function("() => window.datasetChanges === 2", timeout=60_000)
+    expect(page.locator(f'[data-import-row="{first_id}"]')).to_contain_text("completed")
+    expect(page.locator(f'[data-import-row="{got["import_id"]}"]')).to_contain_text("completed")
+
+
 def test_a_viewer_watches_imports_without_the_controls_to_start_or_cancel_one(
     studio: Stack, open_page: Any
 ) -> None:

@@ -10,9 +10,9 @@
 
   var IMPORT_API = "/api/v1/datasets/import/";
   var section = null;
-  var following = null;  // { id, stream } of the import whose events are followed
+  var streams = {};      // id → the event stream of an import followed until it ends
   var upload = null;     // the XMLHttpRequest of the upload under way
-  var pending = null;    // the import started or watched here whose end is still to be told
+  var pending = {};      // imports started or watched here whose end is still to be told
 
   function $(id) { return document.getElementById(id); }
 
@@ -69,36 +69,44 @@
     }
   }
 
-  function ended(id) {
-    following = null;
-    showImport(id);
+  function panelId() {
+    var box = panel();
+    return box ? box.getAttribute("data-import-id") : null;
   }
 
+  // An import followed until it ends, shown or not: several may run at once (one started
+  // while another runs), and each one's end is told to the page.
   function follow(id) {
-    if (following && following.id === id) { return; }
-    stopFollowing();
-    var me = { id: id, stream: null };
-    following = me;
-    pending = id;
+    if (streams[id]) { return; }
+    pending[id] = true;
     $("import-job").setAttribute("data-progress-seen", "0");
-    me.stream = window.Studio.follow(IMPORT_API + encodeURIComponent(id) + "/stream", {
+    streams[id] = window.Studio.follow(IMPORT_API + encodeURIComponent(id) + "/stream", {
       types: ["status", "progress"],
       ends: ["complete", "error", "closed"],
       onEvent: function (type, data) {
-        if (following !== me) { return; }
-        if (type === "progress") { drawProgress(data); }
-        else if (type === "status") { drawStatus(data); }
-        else { ended(id); }
+        var shown = panelId() === id;
+        if (type === "progress") { if (shown) { drawProgress(data); } }
+        else if (type === "status") { if (shown) { drawStatus(data); } }
+        else { ended(id, type, shown); }
       },
       onState: function (state) {
-        if (following === me) { setLive("connection", state === "live" ? "" : "Connection lost: reconnecting…"); }
+        if (panelId() === id) { setLive("connection", state === "live" ? "" : "Connection lost: reconnecting…"); }
       }
     });
   }
 
-  function stopFollowing() {
-    if (following && following.stream) { following.stream.close(); }
-    following = null;
+  function unfollow(id) {
+    if (streams[id]) { streams[id].close(); delete streams[id]; }
+  }
+
+  // The shown import's panel is drawn again (the API's fragment tells the end); one ended
+  // out of sight is told to the page here.
+  function ended(id, type, shown) {
+    delete streams[id];
+    if (shown) { showImport(id); return; }
+    delete pending[id];
+    if (type === "complete") { changed("dataset:changed"); }
+    changed("import:changed");
   }
 
   // Whatever panel htmx has just drawn: follow it while it runs; tell the page once one that
@@ -108,7 +116,7 @@
     if (!box) { return; }
     var id = box.getAttribute("data-import-id");
     sessionStorage.setItem(storageKey(), id);
-    if (started) { pending = id; }
+    if (started) { pending[id] = true; }
     if (box.getAttribute("data-done") !== "true") {
       if (section.getAttribute("data-can-edit") !== "true") {
         box.querySelectorAll("[data-cancel-import]").forEach(function (b) { b.classList.add("hidden"); });
@@ -116,9 +124,9 @@
       follow(id);
       return;
     }
-    if (following && following.id === id) { stopFollowing(); }
-    if (pending === id) {
-      pending = null;
+    unfollow(id);
+    if (pending[id]) {
+      delete pending[id];
       if (box.getAttribute("data-state") === "completed") { changed("dataset:changed"); }
       changed("import:changed");
     }
@@ -129,7 +137,7 @@
     button.disabled = true;
     setLive("phase", "cancelling…");
     window.Studio.api("POST", IMPORT_API + encodeURIComponent(id) + "/cancel", {})
-      .then(function () { stopFollowing(); return showImport(id); })
+      .then(function () { return showImport(id); })
       .catch(function (err) { button.disabled = false; window.Studio.showError(err); });
   }
 
@@ -189,7 +197,7 @@
     }
     var job = JSON.parse(xhr.responseText).data;
     $("upload-note").textContent = "Uploaded: the import runs below.";
-    pending = job.id;
+    pending[job.id] = true;
     changed("import:changed");
     showImport(job.id);
   }
