@@ -66,9 +66,12 @@ def upload_zip(page: Any, base_url: str, project_id: str, zip_path: Path | str) 
     page.get_by_label("ZIP archive").set_input_files(str(zip_path))
     expect(page.locator("#zip-chosen")).to_contain_text(Path(zip_path).name)
     page.get_by_role("button", name="Upload and import").click()
-    expect(page.locator("#upload-bar")).to_have_attribute("value", "100")
+    expect(page.locator("#upload-bar")).to_have_attribute("value", "100", timeout=60_000)
     expect(page.locator("#upload-percent")).to_have_text("100 %")
-    expect(page.locator("#upload-note")).to_have_text(re.compile("Uploaded"), timeout=60_000)
+    note = page.locator("#upload-note")
+    expect(note).to_have_text(re.compile("Uploaded|refused"), timeout=60_000)
+    if "refused" in note.inner_text():
+        raise AssertionError(f"the upload was refused: {page.locator('#error-file').inner_text()}")
     return report(page, after=before)
 
 
@@ -89,4 +92,10 @@ def import_from_server_path(
     open_dataset(page, base_url, project_id)
     before = shown_import(page)
     start_server_import(page, base_url, project_id, path, fmt)
+    other = f':not([data-import-id="{before}"])' if before else ""
+    started = page.locator(f"#import-job [data-import-id]{other}")
+    refused = page.locator("#error-path:not(:empty)")
+    expect(started.or_(refused)).to_be_visible(timeout=60_000)
+    if refused.is_visible():
+        raise AssertionError(f"the server path was refused: {refused.inner_text()}")
     return report(page, after=before)

@@ -263,6 +263,10 @@
     $("upload-form").addEventListener("submit", startUpload);
     $("zip-file").addEventListener("change", showChosen);
     $("upload-cancel").addEventListener("click", function () { if (upload) { upload.abort(); } });
+    // Leaving the page would end the upload: the browser asks first.
+    window.addEventListener("beforeunload", function (e) {
+      if (upload) { e.preventDefault(); e.returnValue = ""; }
+    });
     wireDrop();
   }
 
