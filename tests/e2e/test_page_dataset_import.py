@@ -239,6 +239,16 @@ def test_a_server_folder_imports_from_the_form_with_its_report(
     assert got["problems"]["corrupt"] == ["br/broken.png"]
     page.wait_for_function("() => window.datasetChanges === 1")
     expect(page.locator(f'[data-import-row="{got["import_id"]}"]')).to_contain_text("completed")
+    # and a CSV naming one image under two labels: that image is a label problem, by name
+    rows = [("x1.png", "cat"), ("x2.png", "dog"), ("x3.png", "cat")]
+    table = imagesets.csv_set(studio.imports / uuid.uuid4().hex, rows, start=500)
+    with (table / "labels.csv").open("a") as fh:
+        fh.write("images/x3.png,dog\n")
+    got = import_from_server_path(page, studio.base_url, pid, table, fmt="csv")
+    assert (got["state"], got["imported"], got["label_problems"]) == ("completed", 2, 1), got
+    assert got["problems"]["label_problems"] == ["images/x3.png"]
+    problem = page.locator('[data-problems="label_problems"] tbody tr')
+    expect(problem).to_contain_text("listed with labels cat and dog")
 
 
 def test_an_import_started_while_another_runs_leaves_both_ends_told(
