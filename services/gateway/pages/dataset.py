@@ -18,14 +18,13 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlmodel import col, select
 
 from services.gateway.api.params import PathId
 from services.gateway.gateway import GatewayDep
 from services.gateway.pages.home import can, project_context
 from services.gateway.pages.session import PageUser
 from services.gateway.pages.templating import render
-from services.gateway.readmodels.datasets.tables import ImportRow
+from services.gateway.readmodels.datasets import queries
 from services.kernel.sqlite import session
 
 router = APIRouter(include_in_schema=False)
@@ -51,14 +50,8 @@ RECENT: Final = 8
 
 async def recent_imports(gateway: GatewayDep, project_id: str) -> list[dict[str, Any]]:
     """The project's latest imports, newest first, as the API shows them."""
-    query = (
-        select(ImportRow)
-        .where(col(ImportRow.dataset_id) == project_id)
-        .order_by(col(ImportRow.started_at).desc())
-        .limit(RECENT)
-    )
     async with session(gateway.engine) as db:
-        rows = (await db.exec(query)).all()
+        rows = await queries.recent_imports(db, dataset_id=project_id, limit=RECENT)
     return [row.public() for row in rows]
 
 

@@ -28,6 +28,17 @@ async def get_import(db: AsyncSession, *, import_id: str) -> ImportRow | None:
     return await db.get(ImportRow, import_id, populate_existing=True)
 
 
+async def recent_imports(db: AsyncSession, *, dataset_id: str, limit: int) -> list[ImportRow]:
+    """A dataset's latest imports, newest first."""
+    query = (
+        select(ImportRow)
+        .where(col(ImportRow.dataset_id) == dataset_id)
+        .order_by(col(ImportRow.started_at).desc())
+        .limit(limit)
+    )
+    return list((await db.exec(query)).all())
+
+
 async def get_image(db: AsyncSession, *, dataset_id: str, image_id: str) -> ImageRow | None:
     return await db.get(ImageRow, (dataset_id, image_id))
 

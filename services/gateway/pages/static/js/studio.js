@@ -112,7 +112,15 @@
       }
     });
 
-    document.body.addEventListener("htmx:beforeRequest", function (evt) { clearErrors(evt.detail.elt); });
+    // A person's action clears the last message; a poll or a lazy load in the background must
+    // not wipe a message the person has not read yet.
+    document.body.addEventListener("htmx:beforeRequest", function (evt) {
+      var cfg = evt.detail.requestConfig || {};
+      var trigger = cfg.triggeringEvent;
+      if (trigger && (trigger.type === "submit" || trigger.type === "click" || trigger.type === "change" || trigger.type === "keyup" || trigger.type === "input")) {
+        clearErrors(evt.detail.elt);
+      }
+    });
     document.body.addEventListener("htmx:responseError", function (evt) {
       var status = evt.detail.xhr.status;
       if (status === 401) { signIn(); }
