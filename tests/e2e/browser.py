@@ -76,7 +76,8 @@ class Watch:
         reason = request.failure or ""
         # A page left while its event streams were open aborts them, and so does a page left
         # before the browser fetched its icon: neither is a failure.
-        leaving = request.resource_type in ("eventsource", "fetch", "xhr")
+        # An image still loading when its page is left (or its grid redrawn) is dropped too.
+        leaving = request.resource_type in ("eventsource", "fetch", "xhr", "image")
         if "ERR_ABORTED" in reason and (leaving or request.url.endswith("/favicon.svg")):
             return
         self.problems.append(f"request failed: {request.method} {request.url} {reason}")

@@ -101,7 +101,7 @@ def test_a_new_user_does_the_whole_journey_with_the_mouse(studio, open_page, arc
     assert all(b - a in (0, 1) for a, b in zip([0, *seen], seen, strict=False)), seen
     screenshot(page, "journey-training")
 
-    steps_evaluation.evaluate(page, base, project_id, run_id)
+    evaluation_id = steps_evaluation.evaluate(page, base, project_id, run_id)
     biggest = page.evaluate(BIGGEST_CELL)
     true_label, pred_label = re.match(r"true (\S+) predicted (\S+):", biggest).groups()
     assert steps_evaluation.open_cell(page, true_label, pred_label) > 0
@@ -120,7 +120,7 @@ def test_a_new_user_does_the_whole_journey_with_the_mouse(studio, open_page, arc
         "dataset": f"/projects/{project_id}/dataset",
         "split": f"/projects/{project_id}/split",
         "training": f"/projects/{project_id}/training?run={run_id}",
-        "evaluation": f"/projects/{project_id}/evaluation",
+        "evaluation": f"/projects/{project_id}/evaluation?evaluation={evaluation_id}",
         "export": f"/projects/{project_id}/export?export_id={export_id}",
         "system": "/system",
     }
