@@ -113,13 +113,13 @@ class Stack:
     def resume(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGCONT)
 
-    def up(self) -> Stack:
+    def up(self, timeout: float = 30.0) -> Stack:
         if self.nats is None:
             self.start_nats()
         for name in (*self.services, "gateway"):
             if name not in self.procs:
                 self.start(name)
-        self.wait_healthy()
+        self.wait_healthy(timeout)
         return self
 
     def down(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from tests.e2e import (
     steps_training,
 )
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot, sign_in
-from tests.stack import ADMIN, ADMIN_PASSWORD, SERVICES, Stack
+from tests.stack import ADMIN, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 4
@@ -45,23 +44,6 @@ BIGGEST_CELL = """() => {
   const count = b => Number((b.getAttribute('aria-label').match(/: (\\d+)/) || [0, 0])[1]);
   return cells.sort((a, b) => count(b) - count(a))[0].getAttribute('aria-label');
 }"""
-
-
-class PatientStack(Stack):
-    """Every service, the trainer's torch import included, may take a while to answer on a
-    loaded two-core machine."""
-
-    def wait_healthy(self, timeout: float = 150.0) -> None:
-        super().wait_healthy(timeout)
-
-
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = PatientStack(tmp_path_factory.mktemp("journey"), SERVICES)
-    try:
-        yield s.up()
-    finally:
-        s.down()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,6 @@ from tests.training_helpers import API, client, submit, wait, wait_status
 
 pytestmark = pytest.mark.e2e
 STACK_SERVICES = ("identity", "projects", "datasets", "trainer")
-
-
-class PatientStack(Stack):
-    """The trainer imports torch before it answers: on a loaded two-core machine that alone can
-    take half a minute, so its stack waits longer to be healthy."""
-
-    def wait_healthy(self, timeout: float = 150.0) -> None:
-        super().wait_healthy(timeout)
-
-
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = PatientStack(tmp_path_factory.mktemp("stack"), STACK_SERVICES)
-    try:
-        yield s.up()
-    finally:
-        s.down()
 
 
 def noisy_squares(root: Path) -> Path:
