@@ -35,7 +35,7 @@ from services.gateway.auth import keys, routes, users
 from services.gateway.auth.deps import current_principal
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
-from services.gateway.pages.fragments import FragmentMiddleware
+from services.gateway.pages.fragments import FragmentMiddleware, route_path
 from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
 from services.kernel.bus import connect, service_broker, stop_broker
@@ -81,7 +81,9 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, record)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # The whole route template (``/api/v1/projects/{project_id}``): low cardinality,
+            # and unambiguous between routers.
+            route = route_path(scope) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -304,7 +305,17 @@ async def test_health_reports_nats_services_and_the_read_model(api):
 
 async def test_metrics_and_openapi(api):
     await api.get("/api/v1/projects")
-    assert "studio_http_requests_total" in (await api.get("/metrics")).text
+    # Labelled by the whole route template, not the router's own path. A request is counted
+    # once its handler has wholly finished (its session closed), which may be just after its
+    # answer reached us.
+    metrics = ""
+    for _ in range(100):
+        metrics = (await api.get("/metrics")).text
+        if 'route="/api/v1/projects"' in metrics:
+            break
+        await asyncio.sleep(0.05)
+    assert "studio_http_requests_total" in metrics
+    assert 'route="/api/v1/projects"' in metrics, sorted(set(re.findall(r'route="[^"]*"', metrics)))
     spec = (await api.get("/openapi.json")).json()
     assert "/api/v1/projects" in spec["paths"]
     assert "/api/v1/projects/{project_id}/events" in spec["paths"]
