@@ -28,8 +28,11 @@ def studio(
         s.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Chromium, for one module's tests. Playwright's sync API holds an event loop as running
+    until it stops: kept for the session, it would break every asyncio test after the browser
+    tests (``Runner.run() cannot be called from a running event loop``)."""
     reason = unavailable()
     if reason:
         pytest.skip(reason)
