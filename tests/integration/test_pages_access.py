@@ -89,6 +89,14 @@ def test_every_page_sends_a_stranger_to_sign_in_and_serves_the_signed_in(stack, 
         assert "<script>" not in shown.text and " style=" not in shown.text, path
 
 
+def test_a_part_of_a_page_reloading_without_a_session_sends_the_whole_page_to_sign_in(stack):
+    hx = {"HX-Request": "true", "HX-Current-URL": f"{stack.base_url}/projects?q=cats"}
+    answer = httpx.get(f"{stack.base_url}/projects", headers=hx)
+    assert answer.status_code == 401
+    assert answer.headers["hx-redirect"] == "/login?next=/projects%3Fq%3Dcats"
+    assert "<form" not in answer.text
+
+
 def test_signing_out_of_the_pages_ends_the_session_everywhere(stack, world):
     client = signed_in(stack, "member", PASSWORD)
     token = client.cookies["studio_access"]

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Final, cast
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -80,7 +81,15 @@ def _page_errors(app: FastAPI) -> None:
     json_invalid = app.exception_handlers[RequestValidationError]
 
     @app.exception_handler(session.SignInRequired)
-    async def _sign_in(_: Request, exc: session.SignInRequired) -> Response:
+    async def _sign_in(request: Request, exc: session.SignInRequired) -> Response:
+        if request.headers.get("hx-request", "").lower() == "true":
+            # A part of a page reloading itself: the whole page goes to sign in, and back to
+            # where the person was (never the sign-in form drawn inside the part).
+            shown = request.headers.get("hx-current-url", "")
+            back = urlsplit(shown)
+            where = back.path + (f"?{back.query}" if back.query else "") if shown else "/"
+            login = session.login_url(where)
+            return Response(status_code=401, headers={"HX-Redirect": login})
         return RedirectResponse(session.login_url(exc.next_path), status_code=303)
 
     @app.exception_handler(ApiError)
