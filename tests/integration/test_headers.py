@@ -106,10 +106,13 @@ def test_docs_turned_off_are_not_served(local: Local) -> None:
         resp = client.get(path)
         assert resp.status_code == 404
         assert resp.json()["error"]["code"] == "NOT_FOUND"
-    # the home page then says where to start rather than sending a browser to a 404
+        # a browser asking for it gets the not-found page
+        page = client.get(path, headers={"Accept": "text/html"})
+        assert page.status_code == 404 and "Not found" in page.text
+    # the home page sends a browser to sign in, not to the docs' 404
     home = client.get("/", follow_redirects=False)
-    assert home.status_code == 200
-    assert home.json()["data"]["sign_in"] == "/api/v1/auth/token"
+    assert home.status_code == 303
+    assert home.headers["location"] == "/login"
 
 
 def test_behind_tls_every_answer_asks_browsers_to_stay_on_https(local: Local) -> None:

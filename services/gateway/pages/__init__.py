@@ -100,7 +100,9 @@ def _page_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if not is_page(request):
+        # An unknown address is a page only to a browser (it asks for HTML); a script asking
+        # for one gets the envelope, as from the API.
+        if not is_page(request) or "text/html" not in request.headers.get("accept", ""):
             return await _json(json_http_error, request, exc)
         code = "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR"
         return error_page(request, exc.status_code, code, str(exc.detail))
