@@ -113,6 +113,15 @@ class Gateway:
             return
         await self.runner.wait_for(stream, int(last.seq or 0), FRESH_WAIT_S)
 
+    async def current(self) -> None:
+        """Let the read model apply everything stored now (bounded wait): a page opened right
+        after its reader saw an event on a live stream (a run completed) must show it. A NATS
+        outage only costs freshness, as for ``fresh``."""
+        try:
+            await self.runner.caught_up(FRESH_WAIT_S)
+        except TRANSIENT as exc:
+            log.warning("streams' positions unread (%r); answering as it is", exc)
+
     async def caught_up(self, stream: str, sequence: int) -> bool:
         """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""
         return await self.runner.wait_for(stream, sequence, self.settings.read_your_writes_timeout)

@@ -51,7 +51,9 @@ async def project_context(
     gateway: GatewayDep, principal: Principal, project_id: str
 ) -> dict[str, Any]:
     """The project (as the API shows it) and the caller's role in it; a 404 for a project the
-    caller may not see, worded as for one that does not exist."""
+    caller may not see, worded as for one that does not exist. The read model is brought up
+    to what is stored first: the page's lists must show what its reader just watched happen."""
+    await gateway.current()
     async with session(gateway.engine) as db:
         row = await read.get_project(db, project_id=project_id)
         absent = missing("project", project_id)
