@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 API = "/api/v1"
 STUDIO = [sys.executable, "-m", "services.cli"]
 #: About a second an epoch here: the kill lands in the middle of the run.
-HYPER = FAST | {"epochs": 6, "image_size": 48, "seed": 3}
+HYPER = FAST | {"epochs": 12, "image_size": 48, "seed": 3}
 #: Longer than a JetStream call waits for its answer (5 s), so that calls time out meanwhile.
 DOWN_S = 6.0
 
