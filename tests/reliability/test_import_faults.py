@@ -82,7 +82,9 @@ def mid_import(stack: Stack, source: Path, begin=start) -> tuple[str, str]:
     job is decoding then, unless this machine was quicker than the test (then try again)."""
     for _ in range(5):
         project_id, import_id = begin(stack, source)
-        if job(stack, import_id)["state"] == "importing":
+        # The read model may still say "running" (the source being read) for a moment.
+        state = wait(stack, import_id, lambda data: data["state"] != "running")["state"]
+        if state == "importing":
             return project_id, import_id
     pytest.fail("every import finished before the test could interrupt it")
 
