@@ -77,16 +77,23 @@ def wait(stack: Stack, import_id: str, done, timeout: float = 120) -> dict:
         time.sleep(0.05)
 
 
-def mid_import(stack: Stack, source: Path, begin=start) -> tuple[str, str]:
-    """An import caught while it decodes: ``start`` answers once the source is read, so the
-    job is decoding then, unless this machine was quicker than the test (then try again)."""
+def mid_import(stack: Stack, source: Path, begin=start, hold: bool = True) -> tuple[str, str]:
+    """An import caught while it works: the datasets service is paused the moment the import
+    is accepted, so however fast this machine decodes, the import is still unfinished when
+    it is looked at. With ``hold`` it stays paused for the caller to kill (a stopped process
+    dies of SIGKILL); else it runs on. Should a machine finish within that moment, another
+    import is tried."""
+    seen = []
     for _ in range(5):
         project_id, import_id = begin(stack, source)
-        # The read model may still say "running" (the source being read) for a moment.
-        state = wait(stack, import_id, lambda data: data["state"] != "running")["state"]
-        if state == "importing":
+        stack.pause("datasets")
+        seen.append(job(stack, import_id))
+        unfinished = seen[-1]["state"] in ("running", "importing")
+        if not (unfinished and hold):
+            stack.resume("datasets")
+        if unfinished:
             return project_id, import_id
-    pytest.fail("every import finished before the test could interrupt it")
+    pytest.fail(f"every import finished before the test could interrupt it: {seen}")
 
 
 def staging(stack: Stack) -> list[str]:
@@ -166,7 +173,7 @@ def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
     stack.up()
     source = inside(stack, heavy_set)
     for _ in range(5):  # a loaded machine may finish the import before the cancel lands
-        project_id, import_id = mid_import(stack, source)
+        project_id, import_id = mid_import(stack, source, hold=False)
         url = f"{stack.base_url}{API}/datasets/import/{import_id}/cancel"
         resp = httpx.post(url, headers=stack.headers(), timeout=60)
         if resp.status_code == 200 or job(stack, import_id)["state"] != "completed":
