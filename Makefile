@@ -17,7 +17,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 ARGS ?=
 
-.PHONY: up test lint fmt snapshots lock clean browser
+.PHONY: up test lint fmt snapshots lock clean browser prometheus
 
 $(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AI Studio needs Python 3.11 or newer; found " + sys.version.split()[0])'
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 up: $(STAMP)
 	$(BIN)/studio up $(ARGS)
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser prometheus
 	$(BIN)/python -m pytest $(ARGS)
 
 # The pages' browser tests drive the system's Chromium through Playwright (never a downloaded
@@ -44,6 +44,20 @@ browser:
 	      >/dev/null; } || echo "Could not install chromium: the browser tests will be skipped"; \
 	  else \
 	    echo "No $(CHROMIUM), and no root apt-get to install it: browser tests will be skipped"; \
+	  fi; }
+
+# The dashboards' proof scrapes a running studio with a real Prometheus and evaluates every
+# panel's query through its HTTP API: Debian's prometheus (and promtool) installed when missing
+# on a Debian machine run as root; anywhere else those tests are skipped and say why.
+PROMETHEUS ?= /usr/bin/prometheus
+prometheus:
+	@test -x $(PROMETHEUS) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's prometheus for the dashboard tests (once)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus \
+	      >/dev/null; } || echo "Could not install prometheus: the dashboard tests will be skipped"; \
+	  else \
+	    echo "No $(PROMETHEUS), and no root apt-get to install it: dashboard tests will be skipped"; \
 	  fi; }
 
 lint: $(STAMP)
