@@ -16,6 +16,7 @@ from contracts.common import CommandAccepted
 from services.kernel.domain import Refused
 from services.trainer import domain, engine
 from services.trainer.checkpoints import CheckpointFiles, CheckpointUnavailable, object_name
+from services.trainer.metrics import epoch_done
 from services.trainer.runstore import RunStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Epochs:
         reply = await self.runs.epoch(run, completed(run.run_id, metrics), saved)
         if not isinstance(reply, CommandAccepted):
             raise EpochNotStored(f"epoch {metrics.epoch} was not stored: {reply.message}")
+        epoch_done(run.run_id, metrics)
         engine.fault_point("after_append", metrics.epoch)
         before = {r.object_name for r in kept.values()}
         kept.update({record.kind: record for record in saved})

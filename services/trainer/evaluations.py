@@ -11,6 +11,7 @@ trusted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from functools import partial, reduce
 
@@ -31,6 +32,7 @@ from services.trainer.domain import evaluation
 from services.trainer.domain import run as runs
 from services.trainer.engine.evaluate import evaluate
 from services.trainer.images import Image, SplitImages
+from services.trainer.metrics import evaluation_ended
 
 #: Evaluations that may run at once on this trainer (each holds a model and a batch).
 CONCURRENT = 2
@@ -91,13 +93,25 @@ class Evaluations:
             noun=evaluation.EVALUATION.noun,
         )
         if isinstance(reply, CommandAccepted) and reply.events:
-            work = partial(self._evaluate, command.evaluation_id, command.run_id, record, samples)
+            work = partial(self._measured, command.evaluation_id, command.run_id, record, samples)
             self.jobs.start(runner.Job(command.evaluation_id, command.run_id, work, headers))
         return reply
 
     async def _run_of(self, run_id: str) -> runs.State:
         stored = await self.runs.load(run_id)
         return reduce(runs.evolve, [s.event for s in stored], None)
+
+    async def _measured(
+        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: list[Image]
+    ) -> c.Event:
+        """The job's work, timed and counted by how it ended (``studio_evaluation*``)."""
+        started, outcome = time.monotonic(), "failed"
+        try:
+            result = await self._evaluate(evaluation_id, run_id, record, samples)
+            outcome = "completed"
+            return result
+        finally:
+            evaluation_ended(outcome, time.monotonic() - started)
 
     async def _evaluate(
         self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: list[Image]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 
 from contracts import Message
@@ -21,11 +22,18 @@ from services.kernel.domain import DomainError
 from services.kernel.jobs.runner import failure_of
 from services.kernel.repository import Repository
 from services.kernel.transient import TRANSIENT
-from services.trainer import domain
+from services.trainer import domain, metrics
 
 log = logging.getLogger(__name__)
 
 Decide = Callable[..., list[c.Event]]
+#: The outcome each ending is counted as (``metrics.RUNS``).
+OUTCOMES: dict[type, str] = {
+    c.RunCompleted: "completed",
+    c.RunFailed: "failed",
+    c.RunStopped: "stopped",
+    c.RunInterrupted: "interrupted",
+}
 
 
 class RunStore:
@@ -80,12 +88,44 @@ class RunStore:
 
     async def finish(self, run_id: str, outcome: c.Event) -> None:
         decide = partial(domain.finish, instance=self.instance, outcome=outcome)
-        await self.store(run_id, "end", decide)
+        await self._end(run_id, "end", decide)
 
     async def interrupt(self, run_id: str, reason: str) -> None:
         """The run ends interrupted (and, with auto-resume, is queued again)."""
         decide = partial(domain.interrupt, reason=reason, auto_resume=self.auto_resume)
-        await self.store(run_id, "interrupt", decide)
+        await self._end(run_id, "interrupt", decide)
+
+    async def _end(self, run_id: str, step: str, decide: Decide) -> None:
+        """Stores the run's end; once stored, its series go and the outcome stored (which the
+        decider may have made other than asked: a completion short of epochs fails) counts."""
+        decided: list[c.Event] = []
+
+        def keep(state: domain.State) -> list[c.Event]:
+            decided[:] = decide(state)  # the last decision is the one stored
+            return list(decided)
+
+        reply = await self.store(run_id, step, keep)
+        if isinstance(reply, CommandAccepted) and reply.events:
+            ends = [OUTCOMES[type(e)] for e in decided if type(e) in OUTCOMES]
+            metrics.run_ended(run_id, ends[0] if ends else None)
+
+    async def queued_at(self, run_id: str) -> datetime | None:
+        """When the run last joined the queue (queued, or resumed); None when it never did."""
+        at = None
+        for stored in await self.repo.store.load(run_id):
+            if isinstance(stored.event, c.RunQueued | c.RunResumed):
+                at = stored.event.occurred_at
+        return at
+
+    async def waited(self, run_id: str) -> float | None:
+        """Seconds from the run's last joining the queue until now (its wait for a device);
+        None when that cannot be read: a metric never keeps a claimed run from training."""
+        try:
+            at = await self.queued_at(run_id)
+        except Exception:
+            log.warning("run %s: when it was queued could not be read", run_id, exc_info=True)
+            return None
+        return None if at is None else (datetime.now(UTC) - at).total_seconds()
 
     async def fail(self, run_id: str, exc: Exception) -> None:
         """Stores how a training that raised ``exc`` ends."""

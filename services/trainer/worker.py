@@ -23,7 +23,7 @@ import msgspec
 from contracts import datasets as d
 from contracts import training as c
 from services.kernel.lease import Lease, Leases
-from services.trainer import domain, engine
+from services.trainer import domain, engine, metrics
 from services.trainer.epochs import Epochs
 from services.trainer.images import SplitImages
 from services.trainer.projection import RunQueue
@@ -87,6 +87,7 @@ class Worker:
     async def serve(self) -> None:
         await self.reaper.interrupt_mine("the trainer restarted while it ran")
         reaper = asyncio.create_task(self.reaper.forever())
+        watcher = asyncio.create_task(self._watch_queue())
         try:
             while True:
                 try:
@@ -102,23 +103,46 @@ class Worker:
                     await self.queue.wait(1.0)
         finally:
             reaper.cancel()
+            watcher.cancel()
+
+    async def _watch_queue(self) -> None:
+        """Keeps ``studio_queue_depth`` to the queue as this trainer's read model has it, also
+        while it trains (when ``_next`` does not look)."""
+        while True:
+            try:
+                metrics.queue_depth(len(await self.queue.waiting()))
+            except Exception:  # a gauge is no reason to stop: look again at the next change
+                log.warning("reading the queue's depth failed", exc_info=True)
+            await self.queue.wait(1.0)
 
     async def _next(self) -> bool:
         """Take one queued run and train it; False when there was nothing to take."""
         waiting = await self.queue.waiting()
+        metrics.queue_depth(len(waiting))
         if not waiting:
             return False
         lease = await self.slot.take(self.runs.instance)
         if lease is None:
             return False
-        async with lease.keep_alive():
-            for run_id in waiting:
-                if await self.slot.claim(self.runs, run_id, lease):
-                    await self._train(run_id, lease)
-                    return True
+        metrics.lease_held(self.slot.lease_key, self.runs.instance)
+        try:
+            async with lease.keep_alive():
+                for run_id in waiting:
+                    if await self.slot.claim(self.runs, run_id, lease):
+                        await self._train(run_id, lease)
+                        return True
+        finally:
+            metrics.lease_released(self.slot.lease_key, self.runs.instance)
         return True
 
     async def _train(self, run_id: str, lease: Lease) -> None:
+        metrics.run_started(run_id, await self.runs.waited(run_id))
+        try:
+            await self._train_started(run_id, lease)
+        finally:  # however it ended (a lease lost included), its series go
+            metrics.run_ended(run_id)
+
+    async def _train_started(self, run_id: str, lease: Lease) -> None:
         run = await self.runs.get(run_id)
         assert run is not None
         stop = self.stops[run_id] = threading.Event()
