@@ -24,7 +24,7 @@ from typing import Any
 
 from contracts import common
 from contracts import datasets as c
-from services.datasets import domain, formats, sources
+from services.datasets import domain, formats, metrics, sources
 from services.datasets.imaging import CorruptImage, ImageInfo, inspect
 from services.kernel.blobstore import BlobStore
 from services.kernel.jobs import runner
@@ -64,6 +64,8 @@ class Job:
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: How it ended, for the metrics (``metrics.IMPORT_OUTCOMES``): failed unless it says else.
+    outcome: str = "failed"
 
     @property
     def import_id(self) -> str:
@@ -130,6 +132,7 @@ class Importer:
     def start(self, job: Job) -> asyncio.Task[None]:
         """Runs the import in the background; its task ends once its outcome is stored."""
         self.jobs[job.import_id] = job
+        metrics.import_started()
         work = self._job(job, heartbeat=partial(self._publish, job), tidy=partial(self._tidy, job))
         return self.runner.start(work)
 
@@ -143,16 +146,20 @@ class Importer:
         """The import's outcome; a whole-import problem of the source, or a cancel, fails it
         with its own code and status."""
         try:
-            return await self._run(job)
+            decision = await self._run(job)
         except Cancelled:
+            job.outcome = "cancelled"
             failure = Failure("CANCELLED", "the import was cancelled")
             return failed(job.import_id, job.command.dataset_id, failure)
         except sources.SourceError as err:
             failure = Failure(err.code, err.message, err.field)
             return failed(job.import_id, job.command.dataset_id, failure, err.status)
+        job.outcome = "committed"
+        return decision
 
     async def _tidy(self, job: Job) -> None:
         self.jobs.pop(job.import_id, None)
+        metrics.import_ended(job.outcome, time.monotonic() - job.started)
         if job.staging is not None:
             await asyncio.to_thread(shutil.rmtree, job.staging, True)
 
@@ -170,6 +177,7 @@ class Importer:
         job.phase = "reading"
         manifest = await asyncio.to_thread(formats.read_manifest, job.root, command.format)
         job.total = len(manifest.entries)
+        metrics.files("skipped", len(manifest.skipped) + len(manifest.label_problems))
         await self._validated(job, manifest)
         job.phase = "decoding"
         records, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
@@ -226,8 +234,10 @@ class Importer:
                     if isinstance(result, CorruptImage):
                         reason = str(result) or "not a readable image"
                         corrupt.append(c.FileProblem(entry.name, reason))
+                        metrics.files("failed")
                     elif result is not None:
                         records.append(_record(entry, result))
+                        metrics.files("imported", size=result.size)
         return records, corrupt
 
     def _decode_one(self, job: Job) -> Callable[[formats.Entry], ImageInfo | CorruptImage | None]:
