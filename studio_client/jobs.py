@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import mimetypes
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,16 @@ class Runs(Resource):
         """What runs now and what waits, in order, and who holds which device."""
         return await self._t.call("GET", "/training/queue", dict)
 
-    def follow(self, run_id: str, *, after: int | None = None) -> AsyncIterator[StreamEvent]:
+    async def follow(self, run_id: str, *, after: int | None = None) -> AsyncIterator[StreamEvent]:
         """``status``, ``progress`` (batches), ``epoch_end``, ``checkpoint``, then ``complete``
-        or ``error``: every stored event once, in order, through reconnects."""
-        return follow(self._t, f"/training/runs/{run_id}/stream", after=after)
+        or ``error``: every stored event once, in order, through reconnects. It also ends at a
+        ``status`` of ``stopped`` when the run is still stopped (not resumed since)."""
+        events = follow(self._t, f"/training/runs/{run_id}/stream", after=after)
+        async with aclosing(events):
+            async for event in events:
+                yield event
+                if _stopped(event) and (await self.get(run_id)).status == "stopped":
+                    return
 
     async def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """The run once it has completed, failed or stopped."""
@@ -202,6 +209,14 @@ class Tasks(Resource):
     async def wait(self, task_id: str, timeout: float | None = None, every: float = 0.5) -> Task:
         """The task once it is completed, failed or cancelled."""
         return await poll(lambda: self.get(task_id), lambda t: t.done, timeout=timeout, every=every)
+
+
+def _stopped(event: StreamEvent) -> bool:
+    return (
+        event.event == "status"
+        and isinstance(event.data, dict)
+        and event.data.get("status") == "stopped"
+    )
 
 
 def _file_name(disposition: str) -> str:

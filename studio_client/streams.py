@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -109,7 +109,7 @@ async def follow(
     ends: tuple[str, ...] = ENDS,
     after: int | None = None,
     reconnect_for: float = 120.0,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The events of the SSE route ``path``, through reconnects, until one named in ``ends``
     (delivered too) or the gateway says the stream is over; ``after``: an id already seen."""
     position = _Position(last=after)

@@ -1,0 +1,204 @@
+"""The Python client (``studio_client``) against a real studio: every resource a notebook
+uses, typed results and errors, an upload with progress, a download verified by its sha256
+(and a corrupted one refused), and ``runs.follow`` through the gateway being killed and
+restarted mid-run, every epoch delivered once, in order."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from studio_client import (
+    ChecksumMismatch,
+    NotFound,
+    StudioClient,
+    ValidationFailed,
+)
+from studio_client.models import Run, StreamEvent
+from tests import imagesets
+from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
+from tests.training_helpers import FAST
+
+pytestmark = pytest.mark.integration
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def studio(stack: Stack) -> Iterator[StudioClient]:
+    stack.token()  # waits until the identity service has made the first admin
+    with StudioClient(stack.base_url, timeout=30) as client:
+        session = client.auth.login(ADMIN, ADMIN_PASSWORD)
+        assert session.user_id == ADMIN and session.refresh_token
+        yield client
+
+
+def project_with_images(stack: Stack, studio: StudioClient, per_class: int = 12) -> str:
+    project = studio.projects.create(f"c-{uuid.uuid4().hex[:6]}")
+    root = imagesets.squares(stack.imports / uuid.uuid4().hex, per_class)
+    job = studio.imports.local(project.id, root, format="folder")
+    assert studio.imports.wait(job.id, timeout=60).state == "completed"
+    return project.id
+
+
+def test_projects_are_created_listed_archived_and_errors_are_typed(studio: StudioClient):
+    # given a new project
+    project = studio.projects.create("client-crud", description="from a script")
+    assert project.status == "active" and project.role == "admin"
+
+    # then it is read back, listed, archived and restored, as typed values
+    assert studio.projects.get(project.id).description == "from a script"
+    assert project.id in {p.id for p in studio.projects.list(q="client-crud").items}
+    assert studio.projects.archive(project.id).status == "archived"
+    assert project.id in {p.id for p in studio.projects.list(status="archived").items}
+    assert studio.projects.restore(project.id).status == "active"
+
+    # and refusals are typed exceptions carrying the envelope
+    with pytest.raises(NotFound) as missing:
+        studio.projects.get(uuid.uuid4().hex)
+    assert missing.value.status == 404 and missing.value.code == "NOT_FOUND"
+    assert missing.value.request_id and len(missing.value.request_id) >= 16
+    with pytest.raises(ValidationFailed) as invalid:
+        studio.splits.create(project.id, "s", ratios={"train": 2.0, "val": 0.1})
+    assert invalid.value.status == 422 and invalid.value.field == "ratios.train"
+
+
+def test_a_folder_and_a_zip_are_imported_followed_browsed_and_split(
+    stack: Stack, studio: StudioClient, tmp_path: Path
+):
+    # given a project and a folder of images on the server
+    project = studio.projects.create(f"imports-{uuid.uuid4().hex[:6]}")
+    root = imagesets.squares(stack.imports / uuid.uuid4().hex, 8)
+
+    # when it is imported and followed
+    job = studio.imports.local(project.id, root, format="folder")
+    events = list(studio.imports.follow(job.id))
+
+    # then the stream says where it stands first and ends with the report
+    assert events[0].event == "status" and events[-1].event == "complete"
+    assert events[-1].data["report"]["imported"] == 16
+    assert {e.event for e in events} <= {"status", "progress", "complete"}
+
+    # when a ZIP is uploaded, with a progress callback
+    archive = imagesets.zip_dir(imagesets.squares(tmp_path / "z", 6, start=500), tmp_path / "z.zip")
+    progress: list[tuple[int, int | None]] = []
+    upload = studio.imports.upload(
+        project.id, archive, "folder", lambda done, total: progress.append((done, total))
+    )
+
+    # then the bar went from nothing to every byte, and the import completed
+    size = archive.stat().st_size
+    assert progress[0] == (0, size) and progress[-1] == (size, size)
+    assert [a for a, _ in progress] == sorted(a for a, _ in progress)
+    assert upload.source_kind == "upload" and upload.task_id in (None, upload.id)
+    assert studio.imports.wait(upload.id, timeout=60).state == "completed"
+
+    # and the dataset is browsed page by page, and split
+    summary = studio.datasets.get(project.id)
+    assert summary.images == 28 and summary.classes == {"br": 14, "tl": 14}
+    assert len(list(studio.datasets.iter_images(project.id, limit=10))) == 28
+    split = studio.splits.create(project.id, "s", ratios=(0.5, 0.25, 0.25), seed=3)
+    assert sum(split.totals.values()) == 28 and split.seed == 3
+    assert [s.id for s in studio.splits.list(project.id)] == [split.id]
+    assert studio.splits.get(split.id).ratios["train"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def followed(stack: Stack, studio: StudioClient) -> tuple[Run, list[StreamEvent]]:
+    """A run followed from its start to its end, the gateway killed and restarted after its
+    first epoch: what ``follow`` delivered."""
+    project_id = project_with_images(stack, studio, per_class=15)
+    split = studio.splits.create(project_id, "s", ratios=(0.5, 0.25, 0.25))
+    run = studio.runs.create(project_id, split.id, FAST, epochs=EPOCHS)
+    assert run.status in ("queued", "running")
+    events: list[StreamEvent] = []
+    restarted = False
+    for event in studio.runs.follow(run.id):
+        events.append(event)
+        if event.event == "epoch_end" and not restarted:
+            stack.kill("gateway")  # mid-run: the stream breaks, the client reconnects
+            stack.start("gateway")
+            restarted = True
+    assert restarted
+    stack.wait_healthy(60)
+    return studio.runs.get(run.id), events
+
+
+def test_follow_survives_a_gateway_restart_with_every_epoch_once_in_order(
+    followed: tuple[Run, list[StreamEvent]],
+):
+    run, events = followed
+    epochs = [e.data["epoch"] for e in events if e.event == "epoch_end"]
+    assert epochs == list(range(1, EPOCHS + 1)), [(e.event, e.id) for e in events]
+    assert events[-1].event == "complete" and run.status == "completed"
+    stored = [e.id for e in events if e.id is not None]
+    assert stored == sorted(set(stored)), "an event was repeated or came out of order"
+    assert [h.epoch for h in run.history] == list(range(1, EPOCHS + 1))
+
+
+def test_a_run_is_evaluated_exported_downloaded_verified_and_predicts(
+    stack: Stack, studio: StudioClient, followed: tuple[Run, list[StreamEvent]], tmp_path: Path
+):
+    run, _ = followed
+    # when it is evaluated
+    evaluation = studio.evaluations.wait(studio.evaluations.create(run.id).id, timeout=120)
+    assert evaluation.status == "completed" and evaluation.metrics is not None
+    assert 0.0 <= evaluation.metrics["accuracy"] <= 1.0
+    assert [e.id for e in studio.evaluations.list(run.id)] == [evaluation.id]
+
+    # and exported to ONNX
+    export = studio.exports.wait(studio.exports.create(run.id, format="onnx").id, timeout=180)
+    assert export.status == "completed" and export.sha256, export.error
+
+    # then the download is the file the studio hashed
+    progress: list[tuple[int, int | None]] = []
+    path = studio.exports.download(
+        export.id, tmp_path / "model.onnx", lambda done, total: progress.append((done, total))
+    )
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == export.sha256
+    assert progress[-1] == (export.size, export.size)
+
+    # and a download corrupted on the way is refused, leaving nothing behind
+    flipping = StudioClient(stack.base_url, token=stack.token(), transport=FlipOneByte())
+    with flipping, pytest.raises(ChecksumMismatch):
+        flipping.exports.download(export.id, tmp_path / "corrupt.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+    # and the exported model predicts
+    images = [next(stack.imports.rglob("tl_0.png")), next(stack.imports.rglob("br_1.png"))]
+    answer = studio.exports.predict(export.id, images, top_k=2)
+    assert len(answer.predictions) == 2
+    assert all({p.label for p in top} == {"tl", "br"} for top in answer.predictions)
+
+
+def test_every_job_is_a_task(studio: StudioClient, followed: tuple[Run, list[StreamEvent]]):
+    run, _ = followed
+    task = studio.tasks.get(run.id)
+    assert task.kind == "training" and task.status == "completed"
+    assert task.check_url and task.check_url.endswith(f"/tasks/{run.id}")
+    assert studio.tasks.wait(run.id, timeout=5).done
+    listed = studio.tasks.list(kind="training", project_id=run.project_id)
+    assert [t.task_id for t in listed.items] == [run.id] and listed.total == 1
+
+
+class FlipOneByte(httpx.AsyncBaseTransport):
+    """A network that corrupts one byte of every file download."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not request.url.path.endswith("/download"):
+            return response
+        body = bytearray(await response.aread())
+        await response.aclose()
+        body[len(body) // 2] ^= 0xFF
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
