@@ -13,6 +13,7 @@ Imports the domain, ``contracts`` and the kernel; the engine (torch) is passed i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import exports as x
 from contracts import training as t
-from services.exporter import domain
+from services.exporter import domain, metrics
 from services.kernel import artifacts
 from services.kernel.domain import Refused
 from services.kernel.jobs import runner, sha256_file
@@ -93,7 +94,9 @@ class ExportRunner:
         return self.jobs.tasks
 
     def start(self, job: Job, headers: Mapping[str, str]) -> None:
-        self.jobs.start(runner.Job(job.export_id, job.run_id, partial(self._export, job), headers))
+        self.jobs.start(
+            runner.Job(job.export_id, job.run_id, partial(self._measured, job), headers)
+        )
 
     async def interrupt(self, export_id: str, run_id: str) -> None:
         await self.jobs.interrupt(export_id, run_id, domain.INTERRUPTED)
@@ -102,12 +105,23 @@ class ExportRunner:
         """Ends as interrupted the exports this instance left running when it stopped."""
         await self.jobs.reap(read_model, db, domain.INTERRUPTED)
 
+    async def _measured(self, job: Job) -> Outcome:
+        """The export, timed and counted by how it ended (``studio_export*``)."""
+        started, completed = time.monotonic(), False
+        try:
+            outcome = await self._export(job)
+            completed = isinstance(outcome, x.ExportCompleted)
+            return outcome
+        finally:
+            metrics.export_ended(job.format, completed, time.monotonic() - started)
+
     async def _export(self, job: Job) -> Outcome:
         checkpoint = await self._checkpoint(job)
         out = self.workdir / job.export_id
         out.mkdir(parents=True, exist_ok=True)
         exported = await asyncio.to_thread(self._write, job, checkpoint, out)
         parity = _parity(exported.parity)
+        metrics.parity_checked(job.format, parity.passed)
         failure = domain.parity_failure(job.export_id, job.run_id, parity)
         if failure is not None:
             return failure
