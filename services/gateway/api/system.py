@@ -26,14 +26,18 @@ from services.gateway.auth.deps import CurrentUser
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import REQUEST_ID, ErrorEnvelope
 from services.gateway.gateway import Gateway, GatewayDep
-from services.gateway.gpu import NVML
 from services.gateway.readmodels import training as read
+from services.kernel.gpu import NVML, register_gpu_collector
 from services.kernel.sqlite import session
+from services.kernel.telemetry import build_info
 
 router = APIRouter(tags=["system"])
 api = APIRouter(tags=["system"])
 
 PING_TIMEOUT_S = 2.0
+# The gateway's /metrics carries its build and this machine's GPUs (none without one).
+build_info("gateway")
+register_gpu_collector()
 _pong = msgspec.json.Decoder(common.Pong)
 
 
@@ -178,4 +182,6 @@ async def _queue(db: AsyncSession, principal: Principal) -> dict[str, list[dict[
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # In a thread: reading the GPUs blocks for milliseconds.
+    body = await asyncio.to_thread(generate_latest)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

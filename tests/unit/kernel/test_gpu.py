@@ -7,7 +7,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from services.gateway.gpu import NO_GPU, Gpu, Nvml
+from services.kernel.gpu import NO_GPU, Gpu, Nvml
 
 
 class NVMLError(Exception):

@@ -1,5 +1,6 @@
-"""This machine's GPUs as NVML reports them (``nvidia-ml-py``, ``import pynvml``), for
-``GET /api/v1/system``.
+"""This machine's GPUs as NVML reports them (``nvidia-ml-py``, ``import pynvml``), for the
+gateway's ``GET /api/v1/system`` and for Prometheus (``GpuCollector``): one reader, so both
+show the same figures.
 
 NVML is initialised once per process, on first use. A machine without an NVIDIA driver, or
 without pynvml, has no GPUs and a reason, never an error: the studio runs on CPU. A figure one
@@ -7,16 +8,21 @@ device does not report (power on some boards, temperature on a MIG slice) is ``N
 others stay; a device that cannot be read at all is listed with its error. NVML calls block
 for a few milliseconds: async callers run ``Nvml.read`` in a thread.
 
-These are the figures of the machine the gateway runs on, which is the trainer's on one
-machine. Imports the standard library (and pynvml, lazily) only.
+These are the figures of the machine the process runs on. Imports the standard library,
+``prometheus_client`` (and pynvml, lazily) only.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Final
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 #: NVML's power figure is in milliwatts.
 MILLIWATTS_PER_WATT: Final = 1000.0
@@ -145,5 +151,61 @@ def _whole(value: Any) -> int | None:
         return None
 
 
-#: The gateway's NVML (one per process).
+#: This process's NVML (one per process).
 NVML: Final = Nvml()
+
+#: Each Prometheus family: its name, help, and how to read its figure from a ``Gpu``.
+FAMILIES: Final[tuple[tuple[str, str, Callable[[Gpu], float | None]], ...]] = (
+    (
+        "studio_gpu_utilization_ratio",
+        "Share of the last sample period the GPU was busy (0-1).",
+        lambda g: None if g.utilization_percent is None else g.utilization_percent / 100.0,
+    ),
+    ("studio_gpu_memory_used_bytes", "GPU memory in use.", lambda g: g.memory_used_bytes),
+    ("studio_gpu_memory_total_bytes", "GPU memory in all.", lambda g: g.memory_total_bytes),
+    ("studio_gpu_temperature_celsius", "GPU core temperature.", lambda g: g.temperature_c),
+    ("studio_gpu_power_watts", "GPU power draw.", lambda g: g.power_w),
+)
+LABELS: Final = ["gpu", "name"]
+
+
+class GpuCollector(Collector):
+    """The GPUs' figures at each scrape, labelled ``gpu`` (the device index) and ``name``.
+
+    Without a GPU (or NVML) it yields nothing at all; a figure a device does not report is left
+    out, and a device that cannot be read gives no series. It never raises: a scrape always
+    answers."""
+
+    def __init__(self, nvml: Nvml = NVML) -> None:
+        self._nvml = nvml
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registering asks for the names: answer without touching NVML.
+        for name, doc, _ in FAMILIES:
+            yield GaugeMetricFamily(name, doc, labels=LABELS)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            gpus = [g for g in self._nvml.read().gpus if g.error is None]
+        except Exception:  # never a failed scrape for the GPU's sake
+            return
+        for name, doc, figure in FAMILIES:
+            family = GaugeMetricFamily(name, doc, labels=LABELS)
+            for gpu in gpus:
+                value = figure(gpu)
+                if value is not None:
+                    family.add_metric([str(gpu.index), gpu.name or ""], float(value))
+            if family.samples:
+                yield family
+
+
+_registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
+_register_lock = threading.Lock()
+
+
+def register_gpu_collector(registry: CollectorRegistry = REGISTRY, nvml: Nvml = NVML) -> None:
+    """Serve the GPUs' figures on ``registry``'s ``/metrics``; once per registry."""
+    with _register_lock:
+        if registry not in _registered:
+            registry.register(GpuCollector(nvml))
+            _registered.add(registry)
