@@ -35,6 +35,7 @@ from services.gateway.auth import keys, routes, users
 from services.gateway.auth.deps import current_principal
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
+from services.gateway.live_clients import LiveClients
 from services.gateway.pages.fragments import FragmentMiddleware, route_path
 from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
@@ -160,6 +161,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     limits.install(app, settings)
     headers.install(app, settings)  # body cap, CORS
     app.add_middleware(HttpMetrics)
+    app.add_middleware(LiveClients)  # open SSE streams and WebSockets, by kind
     # htmx asking an API route gets the same answer drawn as an HTML fragment.
     app.add_middleware(FragmentMiddleware, templates=pages.fragment_templates())
     # Last added is outermost: every answer, a 500 included, carries the request id.
