@@ -10,12 +10,12 @@ import uvicorn
 from services import deployment
 from services.gateway.app import SERVICE, create_app
 from services.kernel.bus import NatsUnavailable, check_nats, credentials
-from services.kernel.telemetry import setup_logging
+from services.kernel.logs import setup_logging
 
 
 def main() -> None:
     settings = deployment.settings()
-    setup_logging("gateway", settings.log_level)
+    setup_logging("gateway", settings.log_level, settings.log_format)
     try:
         options = credentials(settings, SERVICE)
         asyncio.run(check_nats(settings.nats_url, settings.connect_timeout, **options))
@@ -30,7 +30,10 @@ def main() -> None:
         # The client IP (anonymous rate limits) from the proxies one trusts only.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        # One access line per request comes from the gateway's own middleware (access_log.py),
+        # with the route and request id; uvicorn's lines go through the studio's log format.
         access_log=False,
+        log_config=None,
         # Open SSE streams would otherwise hold a shutdown forever.
         timeout_graceful_shutdown=3,
     )

@@ -19,6 +19,7 @@ from contracts import projects as p
 from contracts import training as t
 from services import deployment
 from services.gateway import envelope, headers, limits, pages
+from services.gateway.access_log import AccessLog
 from services.gateway.api import (
     audit,
     datasets,
@@ -161,6 +162,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     limits.install(app, settings)
     headers.install(app, settings)  # body cap, CORS
     app.add_middleware(HttpMetrics)
+    app.add_middleware(AccessLog)  # inside the request-id layer: its lines carry the id
     app.add_middleware(LiveClients)  # open SSE streams and WebSockets, by kind
     # htmx asking an API route gets the same answer drawn as an HTML fragment.
     app.add_middleware(FragmentMiddleware, templates=pages.fragment_templates())

@@ -27,6 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from contracts import Message
 from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected, Reply
 from services.kernel import natsauth
+from services.kernel.logs import request_scope
 from services.kernel.settings import Settings
 from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
 
@@ -243,8 +244,11 @@ def counted_reply(service: str, name: str, started: float, reply: Any, success: 
     """Count an endpoint's reply (by its refusal code, else ``success``), time it since
     ``started`` (``perf_counter``), and encode it."""
     outcome = reply.code if isinstance(reply, CommandRejected) else success
+    seconds = time.perf_counter() - started
     COMMANDS.labels(service, name, outcome).inc()
-    COMMAND_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+    COMMAND_SECONDS.labels(service, name).observe(seconds)
+    ms = round(seconds * 1000, 1)
+    log.info("%s %s in %.1f ms", name, outcome, ms, extra={"outcome": outcome, "duration_ms": ms})
     return msgspec.json.encode(reply)
 
 
@@ -259,6 +263,10 @@ def command_endpoint(
     name = command_type.__name__
 
     async def endpoint(msg: NatsMessage) -> bytes:
+        with request_scope(msg.headers):  # the lines it logs name the gateway's request
+            return await answer(msg)
+
+    async def answer(msg: NatsMessage) -> bytes:
         started = time.perf_counter()
         reply: Message
         try:

@@ -23,6 +23,7 @@ from contracts import Message
 from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected
 from services.kernel import bus
 from services.kernel.domain import Refused
+from services.kernel.logs import request_scope
 from services.kernel.transient import TRANSIENT, retry_transient
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def query_endpoint(
     decoder = msgspec.json.Decoder(query_type)
     name = query_type.__name__
 
+    async def endpoint(msg: NatsMessage) -> bytes:
+        with request_scope(msg.headers):  # the lines it logs name the gateway's request
+            return await answer(msg)
+
     async def answer(msg: NatsMessage) -> bytes:
         started = time.perf_counter()
         reply: Any
@@ -66,8 +71,8 @@ def query_endpoint(
             reply = CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
         return bus.counted_reply(service, name, started, reply, "answered")
 
-    answer.__name__ = f"answer_{name}"
-    return answer
+    endpoint.__name__ = f"answer_{name}"
+    return endpoint
 
 
 async def collect(

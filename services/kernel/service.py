@@ -26,9 +26,9 @@ from services.kernel.bus import (
     service_broker,
     stop_broker,
 )
+from services.kernel.logs import setup_logging
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
-from services.kernel.telemetry import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ async def _serve(service: str, wire: Wire, settings: Settings) -> None:
 def run(service: str, wire: Wire) -> None:
     """Run one service process until SIGINT or SIGTERM."""
     settings = Settings.from_env()
-    setup_logging(service, settings.log_level)
+    setup_logging(service, settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(service, wire, settings))
     except NatsUnavailable as exc:

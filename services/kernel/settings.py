@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     #: The log level of every process (debug, info, warning, error).
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: Log lines as JSON objects, or as text for people; auto: text on a terminal, else JSON.
+    log_format: Literal["auto", "json", "text"] = "auto"
     #: Port of a service's Prometheus endpoint; 0 picks a free one, -1 turns it off.
     metrics_port: int = Field(0, ge=-1, le=65535)
     #: The address a service's Prometheus endpoint listens on.
@@ -177,7 +179,7 @@ class Settings(BaseSettings):
             return tuple(s.strip() for s in raw.split(",") if s.strip())
         return raw
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, raw: Any) -> Any:
         return raw.strip().lower() if isinstance(raw, str) else raw

@@ -10,7 +10,6 @@ service's own ``metrics.py``. Imports ``prometheus_client`` and the standard lib
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from collections.abc import Iterable
@@ -95,13 +94,3 @@ def child_traceparent(parent: str | None) -> str:
     if match and match.group(1) != "0" * 32:
         return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
-def setup_logging(service: str, level: str = "info") -> None:
-    """Log lines of ``service`` at ``level`` (``settings.log_level``, ``STUDIO_LOG_LEVEL``)."""
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s {service:>9} %(levelname)-5s %(name)s: %(message)s",
-    )
-    # nats-py logs every reconnect attempt at ERROR; the studio reports NATS state itself.
-    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
