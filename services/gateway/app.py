@@ -21,6 +21,7 @@ from services import deployment
 from services.gateway import envelope, headers, limits, pages
 from services.gateway.access_log import AccessLog
 from services.gateway.api import (
+    asyncapi,
     audit,
     datasets,
     evaluation,
@@ -153,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     _install_middleware(app, settings)
     _include_routers(app)
+    if docs:  # the bus's AsyncAPI document, beside /docs
+        app.include_router(asyncapi.router)
     # The pages: /, /login, /projects/... (after the envelope: page errors answer as pages).
     pages.install(app)
     return app

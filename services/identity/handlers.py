@@ -25,6 +25,7 @@ from contracts import identity as c
 from contracts.common import CommandAccepted, CommandRejected
 from contracts.envelope import Message
 from services.identity import domain
+from services.identity.metrics import SESSIONS_REFRESHED, SignInOutcome, signed_in
 from services.identity.passwords import Passwords, digest, new_secret
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
@@ -103,6 +104,7 @@ class Identity:
         user_id = _username(command.user_id)
         if user_id is None:  # no such user can exist: the same work and answer as a wrong password
             await asyncio.to_thread(self.passwords.verify, None, command.password)
+            signed_in("refused")
             return invalid_credentials()
         token, now = new_secret(), self.clock()
         expires_at, seen = now + timedelta(days=self.session_days), _Seen()
@@ -125,9 +127,10 @@ class Identity:
                 expires_at=expires_at,
             )
 
-        signed_in = _as_actor(command, user_id)
-        reply = await self._run(user_id, signed_in, decide, headers, offload=True)
-        return seen.session(reply, command.session_id, token, expires_at)
+        reply = await self._run(user_id, _as_actor(command, user_id), decide, headers, offload=True)
+        answer = seen.session(reply, command.session_id, token, expires_at)
+        signed_in(seen.outcome(answer))
+        return answer
 
     async def refresh_session(
         self, command: c.RefreshSession, headers: Mapping[str, str] | None = None
@@ -154,7 +157,10 @@ class Identity:
         if seen.ended:  # a reused refresh token: the session is ended, the answer a refusal
             log.warning("a rotated-out refresh token of %s came back; session ended", user_id)
             return invalid_credentials()
-        return seen.session(reply, command.session_id, token, expires_at)
+        answer = seen.session(reply, command.session_id, token, expires_at)
+        if isinstance(answer, c.SessionIssued):
+            SESSIONS_REFRESHED.inc()
+        return answer
 
     async def issue_api_key(
         self, command: c.IssueApiKey, headers: Mapping[str, str] | None = None
@@ -241,6 +247,12 @@ class _Seen:
     def decided(self, events: list[c.Event]) -> list[c.Event]:
         self.ended = any(isinstance(e, c.SessionEnded) for e in events)
         return events
+
+    def outcome(self, answer: c.Reply) -> SignInOutcome:
+        """How a sign-in ended, for the metrics: a disabled user's refusal is ``locked``."""
+        if isinstance(answer, c.SessionIssued):
+            return "succeeded"
+        return "locked" if self.user is not None and self.user.disabled else "refused"
 
     def session(self, reply: c.Reply, session_id: str, token: str, expires_at: datetime) -> c.Reply:
         if not isinstance(reply, CommandAccepted) or self.user is None:
