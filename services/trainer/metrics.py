@@ -65,13 +65,18 @@ _running: set[str] = set()
 
 
 class Epoch(Protocol):
-    """An epoch's figures (``engine.EpochMetrics`` or ``EpochCompleted``)."""
+    """An epoch's figures (``engine.EpochMetrics`` or ``EpochCompleted``), read only."""
 
-    seconds: float
-    images_per_second: float
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def images_per_second(self) -> float: ...
+    @property
+    def train_loss(self) -> float: ...
+    @property
+    def val_loss(self) -> float: ...
+    @property
+    def val_accuracy(self) -> float: ...
 
 
 def run_started(run_id: str, waited: float | None = None) -> None:
