@@ -18,7 +18,7 @@ from contracts import identity as i
 from contracts import projects as p
 from contracts import training as t
 from services import deployment
-from services.gateway import envelope, headers, limits, pages
+from services.gateway import envelope, headers, limits, pages, tracing_http
 from services.gateway.access_log import AccessLog
 from services.gateway.api import (
     asyncapi,
@@ -48,6 +48,7 @@ from services.kernel.service import answer_health, answer_rebuild
 from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
+from services.kernel.tracing import setup_tracing
 
 SERVICE = "gateway"
 STREAMS = (
@@ -94,6 +95,7 @@ class HttpMetrics:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    setup_tracing(SERVICE, settings)
     broker = service_broker(settings, SERVICE)
     await connect(broker, settings.nats_url, settings.connect_timeout)
     js = broker.connection.jetstream()
@@ -150,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
         # Rates, page sizes and per-user caps, on every route (limits.py).
         dependencies=[Depends(limits.guard)],
+        # One span per request, tracing_http's: FastAPI's own would be a second, beside it.
+        telemetry={"tracing": False},
     )
     app.state.settings = settings
     _install_middleware(app, settings)
@@ -172,6 +176,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Last added is outermost: every answer, a 500 included, carries the request id.
     envelope.install(app)
     headers.install_outer(app, settings)  # security headers, even on a last-resort 500
+    tracing_http.install(app)  # outermost: everything above logs inside the request's span
 
 
 def _include_routers(app: FastAPI) -> None:

@@ -24,7 +24,6 @@ from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
 from services.kernel.sqlite import session
-from services.kernel.telemetry import child_traceparent
 from services.kernel.transient import TRANSIENT
 
 R = TypeVar("R")
@@ -78,12 +77,10 @@ class Gateway:
         request: Request,
         timeout: float | None = None,
     ) -> R:
-        """The one way to a service: a command or a query, with the request id and the trace,
-        a restarting service waited for; a refusal or no answer becomes an ``ApiError``."""
-        headers = {
-            "traceparent": child_traceparent(request.headers.get("traceparent")),
-            "Studio-Request-Id": REQUEST_ID.get(),
-        }
+        """The one way to a service: a command or a query, with the request id and the trace
+        (the request's span's, see ``tracing_http``), a restarting service waited for; a
+        refusal or no answer becomes an ``ApiError``."""
+        headers = {"Studio-Request-Id": REQUEST_ID.get()}
         reply = await bus.query(
             self.broker,
             subject,

@@ -10,12 +10,13 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsResponse
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.security import NatsCredentials, NatsNKey
 from nats.aio.client import Client as NATS
@@ -26,7 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts import Message
 from contracts.common import INTERNAL, UNAVAILABLE, VALIDATION_ERROR, CommandRejected, Reply
-from services.kernel import natsauth
+from services.kernel import natsauth, tracing
 from services.kernel.logs import request_scope
 from services.kernel.settings import Settings
 from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
@@ -149,6 +150,7 @@ async def ask(
     timeout: float,
     headers: Mapping[str, str] | None = None,
     responder_wait: float = 0.0,
+    name: str = "",
 ) -> Msg:
     """One request/reply that rides out a restart of its responder (for commands and queries).
 
@@ -156,12 +158,34 @@ async def ask(
     with backoff for up to ``responder_wait`` seconds, then ``NoRespondersError`` is raised.
     Resending is safe: NATS answers "no responders" only when it delivered the request to
     nobody. A timeout is never resent (the responder may be acting on it): it is raised.
+
+    It is one span, ``send <name>`` for a command or ``query <name>`` for a query (``name``:
+    the message's type), child of the current span or else of ``headers``' trace context,
+    which the request carries on.
     """
+    verb = "query" if subject.startswith("qry.") else "send"
+    kind, context = tracing.SpanKind.CLIENT, tracing.parent(headers)
+    with tracing.span(f"{verb} {name or subject}", kind=kind, context=context) as s:
+        if s.is_recording():
+            s.set_attribute("messaging.system", "nats")
+            s.set_attribute("messaging.destination.name", subject)
+        sent = tracing.inject(dict(headers or {}))
+        return await _resend(nc, subject, data, timeout, sent, responder_wait)
+
+
+async def _resend(
+    nc: NATS,
+    subject: str,
+    data: bytes,
+    timeout: float,
+    headers: dict[str, str],
+    responder_wait: float,
+) -> Msg:
     deadline = time.monotonic() + responder_wait
     pause = FIRST_RESEND_S
     while True:
         try:
-            return await nc.request(subject, data, timeout=timeout, headers=dict(headers or {}))
+            return await nc.request(subject, data, timeout=timeout, headers=headers)
         except NoRespondersError:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -216,6 +240,7 @@ async def query(
             timeout=timeout,
             headers=headers,
             responder_wait=responder_wait,
+            name=type(message).__name__,
         )
     except NoRespondersError:
         waited = f" (waited {responder_wait:g}s)" if responder_wait > 0 else ""
@@ -252,19 +277,40 @@ def counted_reply(service: str, name: str, started: float, reply: Any, success: 
     return msgspec.json.encode(reply)
 
 
+@contextmanager
+def serving(verb: str, name: str, headers: Mapping[str, str] | None) -> Iterator[None]:
+    """The span of an endpoint answering a message (``handle <Command>``, ``query <Query>``):
+    child of the trace context the message carries."""
+    kind = tracing.SpanKind.SERVER
+    with tracing.span(f"{verb} {name}", kind=kind, context=tracing.extract(headers)) as s:
+        if s.is_recording():
+            s.set_attribute("messaging.system", "nats")
+        yield
+
+
+def traced_reply(body: bytes) -> NatsResponse:
+    """A reply that carries the current trace context back to the asker. (An endpoint is
+    annotated as returning this type: faststream validates a return against its annotation,
+    and ``bytes | NatsResponse`` fails that, leaving the asker without a reply.)"""
+    headers: dict[str, str] = {}
+    tracing.inject(headers)
+    return NatsResponse(body, headers=headers or None)
+
+
 def command_endpoint(
     service: str,
     command_type: type[C],
     handle: Callable[[C, Mapping[str, str]], Awaitable[Message]],
-) -> Callable[[NatsMessage], Awaitable[bytes]]:
+) -> Callable[[NatsMessage], Awaitable[NatsResponse]]:
     """Wrap a command handler: decode, delegate, always reply, count. A handler answers a
     ``Reply``, or a reply of its own context (e.g. identity's ``SessionIssued``)."""
     decoder = msgspec.json.Decoder(command_type)
     name = command_type.__name__
 
-    async def endpoint(msg: NatsMessage) -> bytes:
-        with request_scope(msg.headers):  # the lines it logs name the gateway's request
-            return await answer(msg)
+    async def endpoint(msg: NatsMessage) -> NatsResponse:
+        with request_scope(msg.headers), serving("handle", name, msg.headers):
+            # the lines it logs name the gateway's request, and the span
+            return traced_reply(await answer(msg))
 
     async def answer(msg: NatsMessage) -> bytes:
         started = time.perf_counter()

@@ -18,7 +18,8 @@ from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import ConcurrencyConflict, check_id
 from services.kernel.repository import Repository
-from services.kernel.telemetry import EVENTS_APPENDED, child_traceparent
+from services.kernel.telemetry import EVENTS_APPENDED
+from services.kernel.tracing import attached, parent
 
 S = TypeVar("S")
 E = TypeVar("E", bound=Message)
@@ -65,12 +66,32 @@ async def execute(
 
     ``expected`` is the aggregate's version (its count of events) the caller last saw;
     ``offload`` decides in a worker thread, for a decision that takes long enough to stall the
-    service's loop (states are never changed in place, so the thread reads a stable one)."""
+    service's loop (states are never changed in place, so the thread reads a stable one).
+
+    What it stores belongs to the current span's trace, or else (a job's outcome, a run's
+    step, outside any span) to the one ``headers`` carry."""
     try:
         check_id(aggregate_id)
     except ValueError:
         return CommandRejected(code=common.NOT_FOUND, message=f"{noun} {aggregate_id!r} not found")
-    trace = {"traceparent": child_traceparent(headers.get("traceparent"))}
+    with attached(parent(headers)):
+        return await _execute(
+            repo, aggregate_id, command, decide, expected=expected, refusals=refusals, noun=noun,
+            offload=offload,
+        )  # fmt: skip
+
+
+async def _execute(
+    repo: Repository[S],
+    aggregate_id: str,
+    command: Message,
+    decide: Callable[[S], Sequence[Message]],
+    *,
+    expected: int | None,
+    refusals: tuple[type[DomainError], ...],
+    noun: str,
+    offload: bool,
+) -> Reply:
     for attempt in range(1, ATTEMPTS + 1):
         state, position, version = await repo.load(aggregate_id)
         if expected is not None and expected != version:
@@ -82,9 +103,7 @@ async def execute(
         if not events:
             return accepted(command, aggregate_id, version, position, 0)
         try:
-            sequence = await repo.store.append(
-                aggregate_id, stamp(events, command), position, headers=trace
-            )
+            sequence = await repo.store.append(aggregate_id, stamp(events, command), position)
         except ConcurrencyConflict:
             if expected is not None or attempt == ATTEMPTS:
                 now = (await repo.load(aggregate_id)).version

@@ -4,7 +4,9 @@
 Sequence``): a stale writer gets ``ConcurrencyConflict``, never a lost update. Several events of
 one decision are written as one atomic batch. An aggregate's *version* is the stream sequence of
 its last event (0 for none). Appends and loads ride out a NATS restart: a transient failure is
-retried for up to ``retry_for`` seconds (``services.kernel.transient``).
+retried for up to ``retry_for`` seconds (``services.kernel.transient``). An append is a span
+(``append <stream>``), and each event stores the trace context it was appended in, for the
+projections that consume it to continue that trace.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from contracts import Message
 from contracts.common import ID_PATTERN
 from contracts.envelope import tag_of
+from services.kernel import tracing
 from services.kernel.transient import retry_transient
 
 E = TypeVar("E", bound=Message)
@@ -116,14 +119,24 @@ class EventStore(Generic[E]):
 
         While NATS is unreachable (a restart, a leader election) the append is retried for up
         to ``retry_for`` seconds with the same message ids, so it is stored once.
+
+        The events carry the trace context of the append's span: a child of the current span,
+        or else of the one a ``traceparent`` in ``headers`` names.
         """
         if not events:
             return expected_version
-        return await retry_transient(
-            lambda: self._append_once(aggregate_id, events, expected_version, headers),
-            what=f"append to {aggregate_id}",
-            retry_for=self.retry_for,
-        )
+        kind = tracing.SpanKind.PRODUCER
+        context = tracing.parent(headers)
+        with tracing.span(f"append {self.stream}", kind=kind, context=context) as s:
+            if s.is_recording():
+                s.set_attribute("messaging.system", "nats")
+                s.set_attribute("messaging.destination.name", self.subject(aggregate_id))
+                s.set_attribute("messaging.batch.message_count", len(events))
+            return await retry_transient(
+                lambda: self._append_once(aggregate_id, events, expected_version, headers),
+                what=f"append to {aggregate_id}",
+                retry_for=self.retry_for,
+            )
 
     async def _append_once(
         self,
@@ -227,4 +240,6 @@ def _headers(
         h[H_EXPECTED] = str(expected)
     if extra:
         h.update(extra)
+    # The current span's context, or else the caller's own (see ``tracing.parent``).
+    tracing.inject(h, tracing.parent(extra))
     return h

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
 import msgspec
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.kernel import tracing
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
 
@@ -244,7 +245,8 @@ class ProjectionRunner:
                 if seq <= row.position:
                     continue  # redelivered: already applied
                 stored = StoredEvent(seq, msg.subject, p.decode(msg.data), msg.headers or {})
-                await p.apply(db, stored)
+                with _consuming(p, stored):  # in the trace the event was appended in
+                    await p.apply(db, stored)
                 row.position, row.events = seq, row.events + 1
             db.add(row)
             await db.commit()
@@ -252,6 +254,24 @@ class ProjectionRunner:
         async with self._changed:
             self._positions[p.name] = position
             self._changed.notify_all()
+
+
+@contextlib.contextmanager
+def _consuming(p: Projector, stored: StoredEvent[Any]) -> Iterator[None]:
+    """The span of applying one event (``project <projector>``), child of the span that
+    appended it; none while tracing is off, nor for an event stored in no trace (a root
+    span per event replayed would be noise)."""
+    if not tracing.enabled() or tracing.TRACEPARENT not in stored.headers:
+        yield
+        return
+    parent = tracing.extract(stored.headers)
+    kind = tracing.SpanKind.CONSUMER
+    with tracing.span(f"project {p.name}", kind=kind, context=parent) as span:
+        span.set_attribute("messaging.system", "nats")
+        span.set_attribute("messaging.destination.name", stored.subject)
+        span.set_attribute("studio.stream", p.stream)
+        span.set_attribute("studio.sequence", stored.sequence)
+        yield
 
 
 def _table(model: type[SQLModel]) -> Table:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsResponse
 from faststream.nats.annotations import NatsMessage
 
 from contracts import Message
@@ -45,16 +45,17 @@ class Page(Protocol[T_co]):
 
 def query_endpoint(
     service: str, query_type: type[Q], handle: Callable[[Q, Mapping[str, str]], Awaitable[Any]]
-) -> Callable[[NatsMessage], Awaitable[bytes]]:
+) -> Callable[[NatsMessage], Awaitable[NatsResponse]]:
     """Wrap a query handler: decode, delegate, always reply. A query that cannot be decoded is
     answered VALIDATION_ERROR, NATS out of reach UNAVAILABLE (a retry may succeed), any other
     failure INTERNAL."""
     decoder = msgspec.json.Decoder(query_type)
     name = query_type.__name__
 
-    async def endpoint(msg: NatsMessage) -> bytes:
-        with request_scope(msg.headers):  # the lines it logs name the gateway's request
-            return await answer(msg)
+    async def endpoint(msg: NatsMessage) -> NatsResponse:
+        with request_scope(msg.headers), bus.serving("query", name, msg.headers):
+            # the lines it logs name the gateway's request, and the span
+            return bus.traced_reply(await answer(msg))
 
     async def answer(msg: NatsMessage) -> bytes:
         started = time.perf_counter()
@@ -116,6 +117,7 @@ async def _page(
         msgspec.json.encode(query),
         timeout=timeout,
         headers=headers,
+        name=type(query).__name__,
     )
     reply = bus.reply_decoder(reply_type).decode(msg.data)
     if isinstance(reply, CommandRejected):

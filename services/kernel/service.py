@@ -29,6 +29,7 @@ from services.kernel.bus import (
 from services.kernel.logs import setup_logging
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
+from services.kernel.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ async def _serve(service: str, wire: Wire, settings: Settings) -> None:
 def run(service: str, wire: Wire) -> None:
     """Run one service process until SIGINT or SIGTERM."""
     settings = Settings.from_env()
+    setup_tracing(service, settings)
     setup_logging(service, settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(service, wire, settings))

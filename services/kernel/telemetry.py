@@ -10,8 +10,6 @@ service's own ``metrics.py``. Imports ``prometheus_client`` and the standard lib
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
@@ -83,14 +81,3 @@ def prime_commands(service: str, commands: Iterable[str]) -> None:
 def prime_stream(stream: str) -> None:
     """Create a stream's appended series at 0, before its first append."""
     EVENTS_APPENDED.labels(stream)
-
-
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-
-
-def child_traceparent(parent: str | None) -> str:
-    """A W3C ``traceparent`` for a new span: in ``parent``'s trace if valid, else a new trace."""
-    match = _TRACEPARENT.match(parent or "")
-    if match and match.group(1) != "0" * 32:
-        return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from functools import partial
 
@@ -23,6 +24,7 @@ from services.kernel.jobs.runner import failure_of
 from services.kernel.repository import Repository
 from services.kernel.transient import TRANSIENT
 from services.trainer import domain, metrics
+from services.trainer.runtrace import epoch_span, mark_failed, traced
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class RunStore:
             self.traces[run_id] = {"traceparent": parent} if parent else {}
         return self.traces[run_id]
 
+    def traced(self, run_id: str) -> AbstractAsyncContextManager[None]:
+        """The span of this trainer's attempt at the run, current inside (``runtrace``)."""
+        return traced(self.repo.store, run_id)
+
     async def claim(self, run_id: str, *, device: str, lease: str) -> bool:
         """Starts the run here, on ``device`` under ``lease``; False when another got it first."""
         decide = partial(domain.claim, instance=self.instance, device=device, lease=lease)
@@ -84,7 +90,8 @@ class RunStore:
         saved: list[c.CheckpointSaved],
     ) -> Reply:
         decide = partial(domain.epoch, instance=self.instance, metrics=metrics, checkpoints=saved)
-        return await self.store(run.run_id, f"a{run.attempt}.e{metrics.epoch}", decide)
+        with epoch_span(metrics):
+            return await self.store(run.run_id, f"a{run.attempt}.e{metrics.epoch}", decide)
 
     async def finish(self, run_id: str, outcome: c.Event) -> None:
         decide = partial(domain.finish, instance=self.instance, outcome=outcome)
@@ -139,5 +146,6 @@ class RunStore:
         # other failure of the engine TRAINING_FAILED with its reason: as every job says it
         failure = failure_of(exc, "TRAINING_FAILED")
         log.error("run %s failed: %s: %s", run_id, failure.code, failure.message, exc_info=exc)
+        mark_failed(f"{failure.code}: {failure.message}")
         failed = c.RunFailed(run_id=run_id, code=failure.code, message=failure.message)
         await self.finish(run_id, failed)

@@ -129,11 +129,16 @@ class Worker:
             async with lease.keep_alive():
                 for run_id in waiting:
                     if await self.slot.claim(self.runs, run_id, lease):
-                        await self._train(run_id, lease)
+                        await self._traced(run_id, lease)
                         return True
         finally:
             metrics.lease_released(self.slot.lease_key, self.runs.instance)
         return True
+
+    async def _traced(self, run_id: str, lease: Lease) -> None:
+        """Trains the claimed run inside its span (``RunStore.traced``)."""
+        async with self.runs.traced(run_id):
+            await self._train(run_id, lease)
 
     async def _train(self, run_id: str, lease: Lease) -> None:
         metrics.run_started(run_id, await self.runs.waited(run_id))
