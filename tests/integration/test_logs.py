@@ -1,12 +1,16 @@
 """The logs of a running studio: JSON lines, one access line per request, and one request
-followed by its id from the gateway's access line to the service that handled its command."""
+followed by its id and its trace from the gateway's access line to the service that handled its
+command. The studio exports its spans (to a local sink that accepts and drops them), as a
+deployment with tracing does, so that its lines carry trace ids."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -19,10 +23,39 @@ STACK_SERVICES = ("projects",)
 WAIT_S = 20.0
 
 
+class Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A studio logging at INFO (the shared stacks log warnings only), its stderr in files."""
-    s = Stack(tmp_path_factory.mktemp("stack"), STACK_SERVICES, STUDIO_LOG_LEVEL="INFO")
+def otlp() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp: str) -> Iterator[Stack]:
+    """A studio logging at INFO (the shared stacks log warnings only), its stderr in files,
+    its spans exported."""
+    root = tmp_path_factory.mktemp("stack")
+    env = {"STUDIO_LOG_LEVEL": "INFO", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
+    s = Stack(root, STACK_SERVICES, **env)
     try:
         yield s.up()
     finally:
@@ -87,6 +120,9 @@ def test_one_request_is_followed_by_its_id_from_the_gateway_to_the_service(stack
     assert handled["service"] == "projects"
     assert handled["message"].startswith("CreateProject accepted in ")
     assert handled["outcome"] == "accepted"
+    # and both lines are in one trace, each in its own process's span
+    assert len(access["trace_id"]) == 32 and handled["trace_id"] == access["trace_id"]
+    assert len(handled["span_id"]) == 16 and handled["span_id"] != access["span_id"]
 
 
 def test_a_route_with_ids_is_logged_by_its_template(stack: Stack) -> None:
