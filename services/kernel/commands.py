@@ -18,7 +18,6 @@ from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import ConcurrencyConflict, check_id
 from services.kernel.repository import Repository
-from services.kernel.telemetry import EVENTS_APPENDED
 from services.kernel.tracing import attached, parent
 
 S = TypeVar("S")
@@ -109,7 +108,6 @@ async def _execute(
                 now = (await repo.load(aggregate_id)).version
                 return stale(noun, aggregate_id, version, now)
             continue
-        EVENTS_APPENDED.labels(noun).inc(len(events))
         return accepted(command, aggregate_id, version + len(events), sequence, len(events))
     raise AssertionError("unreachable")
 

@@ -27,6 +27,7 @@ from contracts import Message
 from contracts.common import ID_PATTERN
 from contracts.envelope import tag_of
 from services.kernel import tracing
+from services.kernel.telemetry import EVENTS_APPENDED, prime_stream
 from services.kernel.transient import retry_transient
 
 E = TypeVar("E", bound=Message)
@@ -87,6 +88,7 @@ class EventStore(Generic[E]):
         self._decoder: msgspec.json.Decoder[E] = msgspec.json.Decoder(event_type)
         #: How long an append or a load keeps trying while NATS is unreachable.
         self.retry_for = 60.0
+        prime_stream(stream)
 
     def subject(self, aggregate_id: str) -> str:
         return self._subject(check_id(aggregate_id))
@@ -132,11 +134,14 @@ class EventStore(Generic[E]):
                 s.set_attribute("messaging.system", "nats")
                 s.set_attribute("messaging.destination.name", self.subject(aggregate_id))
                 s.set_attribute("messaging.batch.message_count", len(events))
-            return await retry_transient(
+            sequence = await retry_transient(
                 lambda: self._append_once(aggregate_id, events, expected_version, headers),
                 what=f"append to {aggregate_id}",
                 retry_for=self.retry_for,
             )
+        # Here, not in each caller: every append path counts, once per stored event.
+        EVENTS_APPENDED.labels(self.stream).inc(len(events))
+        return sequence
 
     async def _append_once(
         self,

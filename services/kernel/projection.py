@@ -5,6 +5,10 @@ applied in the same transaction as the update, so a redelivered event is applied
 SQLite position is the truth: at start the consumer is realigned to it, which is also how a
 deleted read model rebuilds itself by replay. ``health`` says whether each projector can update
 its read model now (failing, stuck or not running), for ``/health`` to report.
+
+Each projector's figures go to Prometheus: events applied, the position, and its lag (events
+stored on its subjects that it has not applied), refreshed from the pulled messages' pending
+count, or by one look at its consumer every ``LAG_EVERY_S`` while idle: never a call per event.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.kernel import tracing
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
+from services.kernel.telemetry import CONSUMER_LAG, EVENTS_CONSUMED, PROJECTION_POSITION
 
 log = logging.getLogger(__name__)
+
+#: How often an idle projector looks at its consumer to refresh its lag.
+LAG_EVERY_S = 5.0
 
 
 class ProjectionPosition(SQLModel, table=True):
@@ -80,7 +88,10 @@ class ProjectionRunner:
         consumer_prefix: str,
         batch: int = 256,
         stall_after: float = 30.0,
+        service: str | None = None,
     ) -> None:
+        """``service`` labels the metrics; by default the ``consumer_prefix`` up to its first
+        ``-`` (services name their consumers ``<service>-<instance>``)."""
         self._js = nc.jetstream()
         self._engine = engine
         self._projectors = list(projectors)
@@ -94,6 +105,9 @@ class ProjectionRunner:
         self._stall_after = stall_after
         self._alive: dict[str, float] = {}
         self._errors: dict[str, str] = {}
+        self._service = service or consumer_prefix.split("-", 1)[0]
+        #: When each projector's lag was last refreshed (monotonic).
+        self._lag_at: dict[str, float] = {}
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
@@ -103,6 +117,7 @@ class ProjectionRunner:
         for p in self._projectors:
             self._positions[p.name] = await self._stored_position(p)
             self._alive[p.name] = time.monotonic()
+            self._prime(p)
             self._tasks.append(asyncio.create_task(self._run(p), name=f"projection:{p.name}"))
 
     async def stop(self) -> None:
@@ -176,6 +191,32 @@ class ProjectionRunner:
             row = await db.get(ProjectionPosition, p.name)
         return row.position if row else 0
 
+    def _labels(self, p: Projector) -> tuple[str, str, str]:
+        return (self._service, p.name, p.stream)
+
+    def _prime(self, p: Projector) -> None:
+        """Every figure of ``p`` exists from the start: its position as stored, 0 consumed."""
+        EVENTS_CONSUMED.labels(*self._labels(p))
+        CONSUMER_LAG.labels(*self._labels(p))
+        PROJECTION_POSITION.labels(*self._labels(p)).set(self._positions[p.name])
+
+    def _set_lag(self, p: Projector, pending: int) -> None:
+        CONSUMER_LAG.labels(*self._labels(p)).set(max(0, pending))
+        self._lag_at[p.name] = time.monotonic()
+
+    async def _look_at_lag(self, p: Projector, sub: Any) -> None:
+        """Refresh the lag of an idle projector from its consumer, at most every
+        ``LAG_EVERY_S``; a failed look only leaves the figure as it was."""
+        if time.monotonic() - self._lag_at.get(p.name, 0.0) < LAG_EVERY_S:
+            return
+        try:
+            info = await sub.consumer_info()
+        except Exception as exc:  # a figure, not the projection: it must not restart for it
+            log.debug("projection %s: no lag figure (%s)", p.name, exc)
+            self._lag_at[p.name] = time.monotonic()
+            return
+        self._set_lag(p, int(info.num_pending or 0) + int(info.num_ack_pending or 0))
+
     def _durable(self, p: Projector) -> str:
         return f"{self._prefix}-{_safe(p.name)}"
 
@@ -232,6 +273,10 @@ class ProjectionRunner:
             if msgs:
                 await self._apply(p, msgs)
                 await msgs[-1].ack()
+                # What the server still holds for this consumer after the last one applied.
+                self._set_lag(p, int(msgs[-1].metadata.num_pending or 0))
+            else:
+                await self._look_at_lag(p, sub)
             self._alive[p.name] = time.monotonic()
             self._errors.pop(p.name, None)
 
@@ -240,6 +285,7 @@ class ProjectionRunner:
             row = await db.get(ProjectionPosition, p.name) or ProjectionPosition(
                 projector=p.name, stream=p.stream
             )
+            applied = 0
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 if seq <= row.position:
@@ -248,9 +294,12 @@ class ProjectionRunner:
                 with _consuming(p, stored):  # in the trace the event was appended in
                     await p.apply(db, stored)
                 row.position, row.events = seq, row.events + 1
+                applied += 1
             db.add(row)
             await db.commit()
             position = row.position
+        EVENTS_CONSUMED.labels(*self._labels(p)).inc(applied)
+        PROJECTION_POSITION.labels(*self._labels(p)).set(position)
         async with self._changed:
             self._positions[p.name] = position
             self._changed.notify_all()

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -26,12 +26,18 @@ from services.kernel.bus import (
     service_broker,
     stop_broker,
 )
+from services.kernel.gpu import register_gpu_collector
 from services.kernel.logs import setup_logging
 from services.kernel.projection import ProjectionRunner
 from services.kernel.settings import Settings
+from services.kernel.telemetry import build_info, prime_commands
 from services.kernel.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
+
+#: The services that work on the GPU: their ``/metrics`` carry its figures, as the gateway's do
+#: (a machine without a GPU gives none).
+GPU_SERVICES: Final = frozenset({"trainer", "exporter"})
 
 
 @dataclass(frozen=True)
@@ -52,15 +58,20 @@ def answer_commands(
 ) -> None:
     """Subscribes each command's handler (see ``command_endpoint``) on its subject, in the
     service's queue group, so that one instance answers each command."""
+    commands = list(commands)
+    prime_commands(service, [command_type.__name__ for _, command_type, _ in commands])
     for subject, command_type, handle in commands:
         endpoint = command_endpoint(service, command_type, handle)
         broker.subscriber(subject, queue=service, max_workers=max_workers)(endpoint)
 
 
-def serve_metrics(settings: Settings) -> str | None:
+def serve_metrics(service: str, settings: Settings) -> str | None:
     """Expose ``/metrics`` on the configured port (0: a free one); returns its URL."""
     if settings.metrics_port < 0:
         return None
+    build_info(service)
+    if service in GPU_SERVICES:
+        register_gpu_collector()
     server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
     return f"http://{settings.metrics_host}:{server.server_port}/metrics"
 
@@ -103,7 +114,7 @@ async def _serve(service: str, wire: Wire, settings: Settings) -> None:
     await connect(broker, settings.nats_url, settings.connect_timeout)
     parts = await wire(broker, settings)
     runner = parts.runner
-    answer_health(broker, service, settings, serve_metrics(settings))
+    answer_health(broker, service, settings, serve_metrics(service, settings))
     if runner is not None:
         answer_rebuild(broker, service, runner)
         await runner.start()
