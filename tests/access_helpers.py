@@ -74,6 +74,8 @@ class World:
     evaluation_id: str
     export_id: str
     key_id: str
+    #: A task of the task view: the run's (a task's id is its job's).
+    task_id: str
 
     def ids(self) -> dict[str, str]:
         """Every id by its path parameter's name."""
@@ -110,4 +112,5 @@ def world(stack: Stack, prefix: str) -> World:
         evaluation_id=evaluation["id"],
         export_id=export["id"],
         key_id=key["key_id"],
+        task_id=run["id"],
     )

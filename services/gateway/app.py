@@ -30,6 +30,7 @@ from services.gateway.api import (
     projects,
     splits,
     system,
+    tasks,
     training,
     training_sockets,
 )
@@ -207,4 +208,5 @@ SIGNED_IN_ROUTERS = (
     exports.router,
     system.api,
     audit.router,
+    tasks.router,
 )

@@ -42,6 +42,7 @@ PROJECT_IDS = {
     "experiment_id",
     "evaluation_id",
     "export_id",
+    "task_id",
 }
 #: Path parameters that name something of a user (their account, their keys).
 USER_IDS = {"user_id", "key_id"}
@@ -254,7 +255,8 @@ async def test_websockets_refuse_another_users_experiment(stack: Stack, alice: W
     assert sockets, "the app has WebSocket routes"
     ws_url = stack.base_url.replace("http", "ws", 1)
     headers = {"Authorization": f"Bearer {alice.token}"}
-    for template in sockets:
+    # The hub (/ws/{client_id}) names nothing in its path: test_original_shapes tries it.
+    for template in [s for s in sockets if "{experiment_id}" in s]:
         path = template.replace("{experiment_id}", bob.experiment_id)
         async with connect(ws_url + path, additional_headers=headers) as socket:
             frame = json.loads(await socket.recv())

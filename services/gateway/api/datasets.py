@@ -23,6 +23,7 @@ from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, fou
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.handover import hand_over, withdraw
 from services.gateway.readmodels import datasets as read
+from services.gateway.readmodels.tasks import task_link
 from services.gateway.stream_guard import guarded_sse, open_guard
 from services.gateway.streams import KEEPALIVE_S, sse_response
 from services.gateway.uploads import Sweeper, receive, sweep
@@ -297,7 +298,7 @@ async def _start(
         err = row.error
         raise ApiError(err["code"], err["message"], field=err.get("field"), status=err["status"])
     location = str(request.url_for("get_import", import_id=import_id))
-    return ok(row.public(), status=202, headers={"Location": location})
+    return ok(row.public() | task_link(import_id), status=202, headers={"Location": location})
 
 
 async def _wait_for_import(

@@ -15,6 +15,7 @@ from contracts import training as t
 from services.gateway.access import require_of
 from services.gateway.envelope import ok
 from services.gateway.gateway import Gateway
+from services.gateway.readmodels.tasks import task_link
 from services.kernel.sqlite import session
 
 
@@ -50,4 +51,4 @@ async def start_run_job(
     async with session(gateway.engine) as db:
         row = await job.load(db, job_id)
     location = str(request.url_for(job.route, **{job.id_param: job_id}))
-    return ok(row.public(), status=202, headers={"Location": location})
+    return ok(row.public() | task_link(job_id), status=202, headers={"Location": location})

@@ -27,6 +27,7 @@ from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import training as read
+from services.gateway.readmodels.tasks import task_link
 from services.gateway.stream_guard import (
     guarded_sse,
     open_guard,
@@ -295,6 +296,8 @@ async def _run_answer(
         data = row.public()
         if row.status == "queued":
             data["position"] = await read.queue_position(db, run=row)
+    if status == 202:  # the run is the task: its id and where to check on it
+        data |= task_link(run_id)
     location = str(request.url_for("get_run", run_id=run_id))
     return ok(data, status=status, headers={"Location": location})
 

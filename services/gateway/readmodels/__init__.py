@@ -19,6 +19,7 @@ from services.gateway.readmodels.exports import ExportsProjector
 from services.gateway.readmodels.identity import IdentityProjector
 from services.gateway.readmodels.members import MembersProjector
 from services.gateway.readmodels.projects import ProjectsProjector
+from services.gateway.readmodels.tasks import task_projectors
 from services.gateway.readmodels.training import TrainingProjector
 from services.kernel.projection import Projector
 
@@ -49,4 +50,5 @@ def projectors() -> list[Projector]:
         TrainingProjector(),
         ExportsProjector(),
         *audit_projectors(),
+        *task_projectors(),
     ]
