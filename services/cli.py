@@ -1,25 +1,24 @@
-"""The ``studio`` command: ``up`` runs the studio, ``rebuild`` replays a read model, ``ping``
-asks a service whether it is alive."""
+"""The ``studio`` command: the users' commands of ``studio_client.cli`` (login, projects,
+import, split, train, runs, eval, export, predict, tasks) and the operator's beside them:
+``up`` runs the studio, ``rebuild`` replays a read model, ``ping`` asks a service whether it is
+alive. The operator's commands import the services only when run, so that a user's command
+starts fast."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import msgspec
-import nats
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+import click
 
-from contracts import common
-from services import supervisor
-from services.kernel import natsauth
-from services.kernel.bus import credentials
-from services.kernel.settings import Settings
+from studio_client.cli import build
+
+if TYPE_CHECKING:
+    import msgspec
 
 #: Services whose read model ``studio rebuild`` can replay, and where that model lives.
 READ_MODELS = {
@@ -28,15 +27,18 @@ READ_MODELS = {
     "trainer": Path("trainer") / "readmodel.db",
     "exporter": Path("exporter") / "readmodel.db",
 }
+WORKSPACE_HELP = "data folder (./workspace)"
 
 
-def _workspace(args: argparse.Namespace) -> Path:
-    return Path(args.workspace or os.environ.get("STUDIO_WORKSPACE") or "workspace").resolve()
+def _workspace(workspace: str | None) -> Path:
+    return Path(workspace or os.environ.get("STUDIO_WORKSPACE") or "workspace").resolve()
 
 
 def _nats_url(workspace: Path) -> str | None:
     """STUDIO_NATS_URL, else the embedded server of a studio running on ``workspace``; as the
     embedded server's operator when the workspace holds its password."""
+    from services.kernel import natsauth
+
     if os.environ.get("STUDIO_NATS_URL"):
         return natsauth.tooling_url(os.environ["STUDIO_NATS_URL"], workspace)
     state = workspace / "run" / "studio.json"
@@ -50,6 +52,14 @@ async def _request(
 ) -> bytes | None:
     """Ask ``subject``; as the operator when ``url`` says so, else with ``user``'s credentials
     (``STUDIO_NATS_CREDS``: a service's container pings itself with its own)."""
+    import msgspec
+    import nats
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    from services.kernel.bus import credentials
+    from services.kernel.settings import Settings
+
     options = {} if "@" in url else credentials(Settings.from_env(), user)
     try:
         nc = await asyncio.wait_for(nats.connect(url.split(","), connect_timeout=2, **options), 5)
@@ -64,78 +74,83 @@ async def _request(
         await nc.close()
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    if args.import_root:
-        roots = [str(Path(r).expanduser().resolve()) for r in args.import_root]
+@click.command(help="run NATS, every service and the gateway")
+@click.option("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+@click.option("--port", type=int, default=8000, help="port to serve on (8000)")
+@click.option("--workspace", help=WORKSPACE_HELP)
+@click.option(
+    "--import-root",
+    multiple=True,
+    metavar="DIR",
+    help="a server folder imports may read from (repeatable; STUDIO_IMPORT_ROOTS)",
+)
+def up(host: str, port: int, workspace: str | None, import_root: tuple[str, ...]) -> None:
+    from services import supervisor
+
+    if import_root:
+        roots = [str(Path(r).expanduser().resolve()) for r in import_root]
         os.environ["STUDIO_IMPORT_ROOTS"] = os.pathsep.join(roots)
-    return supervisor.up(args.host, args.port, _workspace(args))
+    try:
+        code = supervisor.up(host, port, _workspace(workspace))
+    except supervisor.StartupError as exc:
+        print(f"studio: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code)
 
 
-def cmd_ping(args: argparse.Namespace) -> int:
-    url = _nats_url(_workspace(args)) or "nats://127.0.0.1:4222"
-    subject = common.health_subject(args.service)
-    answer = asyncio.run(_request(url, subject, common.Ping(), 2.0, args.service))
+@click.command(help="exit 0 if a service answers on NATS")
+@click.argument("service")
+@click.option("--workspace", help=WORKSPACE_HELP)
+def ping(service: str, workspace: str | None) -> None:
+    import msgspec
+
+    from contracts import common
+
+    url = _nats_url(_workspace(workspace)) or "nats://127.0.0.1:4222"
+    subject = common.health_subject(service)
+    answer = asyncio.run(_request(url, subject, common.Ping(), 2.0, service))
     if answer is None:
-        print(f"{args.service}: no answer", file=sys.stderr)
-        return 1
+        print(f"{service}: no answer", file=sys.stderr)
+        sys.exit(1)
     pong = msgspec.json.decode(answer, type=common.Pong)
-    print(f"{args.service}: ok (instance {pong.instance})")
-    return 0
+    print(f"{service}: ok (instance {pong.instance})")
+    sys.exit(0)
 
 
-def cmd_rebuild(args: argparse.Namespace) -> int:
-    workspace = _workspace(args)
-    url = _nats_url(workspace)
-    subject = common.rebuild_subject(args.service)
-    rebuild = common.RebuildReadModel()
-    answer = asyncio.run(_request(url, subject, rebuild, 600.0, args.service)) if url else None
+@click.command(help="drop a read model and rebuild it by replay")
+@click.argument("service", type=click.Choice(sorted(READ_MODELS)))
+@click.option("--workspace", help=WORKSPACE_HELP)
+def rebuild(service: str, workspace: str | None) -> None:
+    import msgspec
+
+    from contracts import common
+
+    folder = _workspace(workspace)
+    url = _nats_url(folder)
+    subject = common.rebuild_subject(service)
+    command = common.RebuildReadModel()
+    answer = asyncio.run(_request(url, subject, command, 600.0, service)) if url else None
     if answer is not None:
         reply = msgspec.json.decode(answer, type=common.ReadModelRebuilt | common.CommandRejected)
         if isinstance(reply, common.CommandRejected):
             print(f"rebuild failed: {reply.message}", file=sys.stderr)
-            return 1
-        print(f"{args.service}: read model rebuilt from {reply.events} events {reply.positions}")
-        return 0
+            sys.exit(1)
+        print(f"{service}: read model rebuilt from {reply.events} events {reply.positions}")
+        sys.exit(0)
     # Not running: drop the file; the service replays every stream into a new one at start.
-    path = workspace / READ_MODELS[args.service]
+    path = folder / READ_MODELS[service]
     for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)
-    print(f"{args.service} is not running: its read model was dropped and is rebuilt at start")
-    return 0
+    print(f"{service} is not running: its read model was dropped and is rebuilt at start")
+    sys.exit(0)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="studio", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run NATS, every service and the gateway")
-    up.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="port to serve on (8000)")
-    up.add_argument("--workspace", help="data folder (./workspace)")
-    up.add_argument(
-        "--import-root",
-        action="append",
-        metavar="DIR",
-        help="a server folder imports may read from (repeatable; STUDIO_IMPORT_ROOTS)",
-    )
-    up.set_defaults(func=cmd_up)
-    rebuild = sub.add_parser("rebuild", help="drop a read model and rebuild it by replay")
-    rebuild.add_argument("service", choices=sorted(READ_MODELS))
-    rebuild.add_argument("--workspace")
-    rebuild.set_defaults(func=cmd_rebuild)
-    ping = sub.add_parser("ping", help="exit 0 if a service answers on NATS")
-    ping.add_argument("service")
-    ping.add_argument("--workspace")
-    ping.set_defaults(func=cmd_ping)
-    return p
+cli = build(up, ping, rebuild)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    try:
-        sys.exit(args.func(args))
-    except supervisor.StartupError as exc:
-        print(f"studio: {exc}", file=sys.stderr)
-        sys.exit(2)
+    """``studio``: exits with the command's code (2 for a usage error or a failed start)."""
+    cli.main(args=argv, prog_name="studio")
 
 
 if __name__ == "__main__":

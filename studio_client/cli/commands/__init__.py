@@ -1,0 +1,1 @@
+"""The ``studio`` command's user commands, one module per part of the journey."""
