@@ -5,6 +5,7 @@ and ``resources.poll``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import mimetypes
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -12,6 +13,9 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from studio_client.errors import Unavailable
 from studio_client.files import Progress, download
 from studio_client.models import Evaluation, Export, Page, Predictions, Run, StreamEvent, Task
 from studio_client.resources import Resource, poll, query_params
@@ -162,7 +166,16 @@ class Exports(Resource):
         ``path``, its sha256 verified; a mismatch raises ``ChecksumMismatch`` and writes
         nothing. A folder as ``path`` keeps the gateway's file name."""
         route = f"/export/{export_id}/{'bundle' if bundle else 'download'}"
-        target = Path(path)
+        for attempt in range(self._t.policy.attempts):
+            try:
+                return await self._download(route, Path(path), progress)
+            except httpx.TransportError as exc:  # a read, safe to start again
+                if attempt + 1 >= self._t.policy.attempts:
+                    raise Unavailable("UNREACHABLE", f"the download broke off: {exc!r}") from exc
+                await asyncio.sleep(self._t.policy.delay(attempt))
+        raise AssertionError("unreachable")
+
+    async def _download(self, route: str, target: Path, progress: Progress | None) -> Path:
         async with self._t.stream("GET", route) as response:
             if response.status_code != 200:
                 await response.aread()

@@ -31,6 +31,8 @@ from studio_client.transport import Transport, error_of
 __all__ = ["SSEParser", "follow"]
 
 ENDS = ("complete", "error")
+#: The longest wait between two tries to reconnect (as the pages' EventSource waits).
+RECONNECT_MAX_S = 2.0
 #: Statuses a stream is tried again after; any other refusal is raised.
 PASSING = (429, 502, 503, 504)
 
@@ -133,7 +135,7 @@ async def follow(
                 raise Unavailable(
                     "UNREACHABLE", f"the stream {path} could not be resumed: {exc!r}"
                 ) from exc
-            await asyncio.sleep(transport.policy.delay(min(attempt, 4)))
+            await asyncio.sleep(min(transport.policy.delay(attempt), RECONNECT_MAX_S))
             attempt += 1
 
 

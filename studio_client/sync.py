@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -82,7 +83,10 @@ class _Loop:
                 yield item  # type: ignore[misc]  # an item when more is True
         finally:
             if not self.loop.is_closed():
-                self.run(close())
+                # After a Ctrl-C the cancelled step may still be unwinding: closing then
+                # finds the generator running, and it is being closed anyway.
+                with contextlib.suppress(RuntimeError):
+                    self.run(close())
 
     def close(self) -> None:
         if self.loop.is_closed():

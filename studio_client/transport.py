@@ -47,10 +47,11 @@ class Retry(enum.Enum):
 class RetryPolicy:
     """How long to keep trying: up to ``attempts`` tries, ``backoff`` doubling up to
     ``max_backoff`` (with jitter), and never waiting longer than ``max_retry_after`` for a
-    ``Retry-After``."""
+    ``Retry-After``. The defaults ride out about 8 to 15 s of outage: a gateway or NATS
+    restarting."""
 
-    attempts: int = 5
-    backoff: float = 0.25
+    attempts: int = 6
+    backoff: float = 0.5
     max_backoff: float = 8.0
     max_retry_after: float = 60.0
 

@@ -178,3 +178,22 @@ def test_following_a_run_ends_at_its_stop_unless_it_was_resumed_since():
 
     with studio(handler) as s:
         assert [e.id for e in s.runs.follow("r1")] == [3, 4, 5]
+
+
+def test_a_download_that_breaks_off_is_started_again(tmp_path: Path):
+    model = b"weights" * 5000
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("peer closed connection", request=request)
+        digest = hashlib.sha256(model).hexdigest()
+        disposition = 'attachment; filename="run-exp.onnx"'
+        headers = {"X-Checksum-SHA256": digest, "Content-Disposition": disposition}
+        return httpx.Response(200, content=model, headers=headers)
+
+    with studio(handler) as s:
+        saved = s.exports.download("e1", tmp_path)  # a folder: the gateway's file name
+    assert saved == tmp_path / "run-exp.onnx" and saved.read_bytes() == model
+    assert len(calls) == 2
