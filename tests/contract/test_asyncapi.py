@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -76,6 +77,10 @@ def test_the_required_asyncapi_3_keys_are_there() -> None:
         assert server["host"] and server["protocol"] == "nats"
     for name, message in DOC["components"]["messages"].items():
         assert message["name"] == name and "payload" in message
+    # the spec's rule for the keys of every components map
+    for kind, members in DOC["components"].items():
+        for key in members:
+            assert re.fullmatch(r"[\w\d.\-_]+", key, re.ASCII), (kind, key)
     json.dumps(DOC)  # plain JSON throughout
 
 
