@@ -19,6 +19,7 @@ from services.kernel.logs import (
     setup_logging,
     wants_json,
 )
+from services.kernel.settings import Settings
 
 
 class Terminal(io.StringIO):
@@ -139,3 +140,12 @@ def test_text_lines_are_for_people(logs: io.StringIO) -> None:
 def test_nats_client_reconnect_noise_stays_quiet(logs: io.StringIO) -> None:
     logging.getLogger("nats.aio.client").error("reconnecting")
     assert logs.getvalue() == ""
+
+
+def test_the_format_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().log_format == "auto"
+    monkeypatch.setenv("STUDIO_LOG_FORMAT", " JSON ")
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("STUDIO_LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="log_format"):
+        Settings()
