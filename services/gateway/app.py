@@ -26,6 +26,8 @@ from services.gateway.api import (
     datasets,
     evaluation,
     exports,
+    hub,
+    legacy,
     members,
     projects,
     splits,
@@ -185,6 +187,10 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(routes.public, prefix="/api/v1")
     app.include_router(routes.public, prefix="/api", include_in_schema=False)
     signed_in = [Depends(current_principal)]
+    # The original documents' image paths take a file name or an id: before the aliases.
+    app.include_router(
+        legacy.by_name, prefix="/api", include_in_schema=False, dependencies=signed_in
+    )
     for router in SIGNED_IN_ROUTERS:
         app.include_router(router, prefix="/api/v1", dependencies=signed_in)
         # /api/... is an alias of the current version.
@@ -192,6 +198,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(system.router)  # /health and /metrics: for probes and Prometheus
     # A WebSocket authenticates in its handler: it is accepted, then told why and closed (4401).
     app.include_router(training_sockets.router)
+    app.include_router(hub.router)  # /ws/{client_id}: after /ws/experiments/{experiment_id}
 
 
 #: Every router that needs credentials, in the order the OpenAPI schema lists them.
@@ -209,4 +216,5 @@ SIGNED_IN_ROUTERS = (
     system.api,
     audit.router,
     tasks.router,
+    legacy.documents,  # the original documents' paths, after the routes whose prefix they share
 )

@@ -43,6 +43,17 @@ async def get_image(db: AsyncSession, *, dataset_id: str, image_id: str) -> Imag
     return await db.get(ImageRow, (dataset_id, image_id))
 
 
+async def images_named(
+    db: AsyncSession, *, dataset_id: str, filename: str, limit: int = 50
+) -> list[ImageRow]:
+    """The images of a dataset with this file name (its path inside its import), by id: the
+    same name may hold different images from different imports."""
+    query = select(ImageRow).where(
+        col(ImageRow.dataset_id) == dataset_id, col(ImageRow.filename) == filename
+    )
+    return list((await db.exec(query.order_by(col(ImageRow.image_id)).limit(limit))).all())
+
+
 async def list_images(
     db: AsyncSession,
     *,
