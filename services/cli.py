@@ -74,7 +74,10 @@ async def _request(
         await nc.close()
 
 
-@click.command(help="run NATS, every service and the gateway")
+@click.command(
+    help="run NATS, every service and the gateway",
+    epilog="\b\nExamples:\n  studio up\n  studio up --port 8080 --import-root /data/images",
+)
 @click.option("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
 @click.option("--port", type=int, default=8000, help="port to serve on (8000)")
 @click.option("--workspace", help=WORKSPACE_HELP)
@@ -98,7 +101,10 @@ def up(host: str, port: int, workspace: str | None, import_root: tuple[str, ...]
     sys.exit(code)
 
 
-@click.command(help="exit 0 if a service answers on NATS")
+@click.command(
+    help="exit 0 if a service answers on NATS",
+    epilog="\b\nExample:\n  studio ping trainer --workspace ./workspace",
+)
 @click.argument("service")
 @click.option("--workspace", help=WORKSPACE_HELP)
 def ping(service: str, workspace: str | None) -> None:
@@ -117,7 +123,10 @@ def ping(service: str, workspace: str | None) -> None:
     sys.exit(0)
 
 
-@click.command(help="drop a read model and rebuild it by replay")
+@click.command(
+    help="drop a read model and rebuild it by replay",
+    epilog="\b\nExample:\n  studio rebuild gateway",
+)
 @click.argument("service", type=click.Choice(sorted(READ_MODELS)))
 @click.option("--workspace", help=WORKSPACE_HELP)
 def rebuild(service: str, workspace: str | None) -> None:
