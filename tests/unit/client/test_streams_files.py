@@ -142,7 +142,7 @@ def test_an_upload_is_one_well_formed_file_part_of_the_announced_length(tmp_path
     current: list[bytes] = []
     parser = MultipartParser(
         boundary,
-        {
+        {  # type: ignore[arg-type]  # a TypedDict of the parser's callbacks
             "on_part_data": lambda d, s, e: current.append(d[s:e]),
             "on_part_end": lambda: parts.setdefault(f"p{len(parts)}", b"".join(current)),
         },

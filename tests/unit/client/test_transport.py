@@ -37,14 +37,9 @@ def refusal(status: int, code: str, message: str, field: str | None = None) -> h
     return httpx.Response(status, json=body, headers={"X-Request-ID": "req-42"})
 
 
-def client(handler: Handler, **kwargs: object) -> StudioClient:
-    return StudioClient(
-        "http://studio.test",
-        token="t",
-        retry=FAST,
-        transport=httpx.MockTransport(handler),
-        **kwargs,
-    )
+def client(handler: Handler) -> StudioClient:
+    transport = httpx.MockTransport(handler)
+    return StudioClient("http://studio.test", token="t", retry=FAST, transport=transport)
 
 
 def test_a_create_retried_on_503_sends_the_same_idempotency_key_each_time():
