@@ -269,6 +269,10 @@ class Task(Model):
     error: dict[str, Any] | None = None
     check_url: str | None = None
     project_id: str | None = None
+    #: The job's own state word (``importing``, ``queued``, ``stopping`` …), finer than status.
+    state: str | None = None
+    updated_at: str | None = None
+    created_by: str | None = None
 
     @property
     def done(self) -> bool:

@@ -6,9 +6,10 @@ after the ``Last-Event-ID`` a client sends; live progress carries no id. ``follo
 whenever the stream breaks before its end (a connection lost, a 502/503, a gateway restarted),
 sending the last id it saw, drops any id it has already delivered, and stops after an event
 named in ``ends`` (``complete``, ``error``), or when the gateway answers 204 (the client has the
-end already). A ``closed`` event (access withdrawn) raises ``StreamEnded``. It gives up with
-``Unavailable`` when no connection could be made for ``reconnect_for`` seconds on end; the same
-pages' ``Studio.follow`` (studio.js) keeps the same rules.
+end already). A ``closed`` event (access withdrawn) raises ``StreamEnded``, unless it is the
+access token that expired and the client's session could be refreshed: then it reconnects.
+It gives up with ``Unavailable`` when no connection could be made for ``reconnect_for``
+seconds on end. The pages' ``Studio.follow`` (studio.js) keeps the same rules.
 
 Imports httpx, msgspec and the package's transport, models and errors.
 """
@@ -117,6 +118,7 @@ async def follow(
     position = _Position(last=after)
     failing_since: float | None = None
     attempt = 0
+    renewed = False  # the session was refreshed, and no event has come since
     while True:
         try:
             async with aclosing(_connect(transport, path, position)) as events:
@@ -124,10 +126,18 @@ async def follow(
                     failing_since, attempt = None, 0
                     if event.event == "_open":
                         continue
+                    renewed = False
                     yield event
                     if event.event in ends:
                         return
             return  # 204: the client has the end already
+        except StreamEnded as ended:
+            # The access token a stream was opened with expired: a session signed in here
+            # refreshes it and takes the stream up where it was (once in a row: a stream
+            # closed again at once is closed for another reason).
+            if renewed or ended.code != "UNAUTHENTICATED" or not await transport.refresh():
+                raise
+            renewed = True
         except (_Dropped, httpx.TransportError) as exc:
             now = time.monotonic()
             failing_since = failing_since or now

@@ -226,7 +226,7 @@ class Transport:
                 await asyncio.sleep(self.policy.delay(attempt))
                 attempt += 1
                 continue
-            if response.status_code == 401 and not refreshed and await self._refresh():
+            if response.status_code == 401 and not refreshed and await self.refresh():
                 refreshed = True
                 continue
             if attempt + 1 < self.policy.attempts and _again(response, retry, attempt):
@@ -248,7 +248,7 @@ class Transport:
         )
         response = await self.http.send(request, stream=True)
         try:
-            if response.status_code == 401 and await self._refresh():
+            if response.status_code == 401 and await self.refresh():
                 await response.aclose()
                 headers.update(self.credentials())
                 request = self.http.build_request(
@@ -261,7 +261,7 @@ class Transport:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def _refresh(self) -> bool:
+    async def refresh(self) -> bool:
         """Trade the session's refresh token for new tokens; False without one."""
         session = self.session
         if session is None or not session.refresh_token:

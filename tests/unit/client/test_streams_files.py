@@ -197,3 +197,33 @@ def test_a_download_that_breaks_off_is_started_again(tmp_path: Path):
         saved = s.exports.download("e1", tmp_path)  # a folder: the gateway's file name
     assert saved == tmp_path / "run-exp.onnx" and saved.read_bytes() == model
     assert len(calls) == 2
+
+
+def test_a_stream_closed_because_the_access_token_expired_goes_on_after_a_refresh():
+    # given a session whose access token expires while a run is followed
+    tokens = {"access_token": "a1", "refresh_token": "r1", "expires_in": 1}
+    fresh = {"access_token": "a2", "refresh_token": "r2", "expires_in": 900}
+    asked: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(200, json=tokens | {"status": "ok", "data": tokens})
+        if request.url.path.endswith("/auth/refresh"):
+            return httpx.Response(200, json=fresh | {"status": "ok", "data": fresh})
+        auth = request.headers["Authorization"]
+        asked.append((auth, request.headers.get("Last-Event-ID")))
+        if auth == "Bearer a1":
+            expired = '{"code": "UNAUTHENTICATED", "message": "the access token expired"}'
+            return httpx.Response(
+                200, content=sse(("epoch_end", 1, '{"epoch": 1}'), ("closed", None, expired))
+            )
+        return httpx.Response(200, content=sse(("complete", 2, "{}")))
+
+    # when it is followed
+    with StudioClient("http://s", transport=httpx.MockTransport(handler), retry=FAST) as s:
+        s.auth.login("admin", "pw")
+        events = list(s.runs.follow("r1"))
+
+    # then it went on with the new token, from where it was
+    assert [(e.event, e.id) for e in events] == [("epoch_end", 1), ("complete", 2)]
+    assert asked == [("Bearer a1", None), ("Bearer a2", "1")]
