@@ -155,7 +155,11 @@ class Imports(Resource):
     async def local(self, project_id: str, path: str | Path, format: str = "auto") -> Import:
         """Import a folder on the server (below the operator's allowed roots)."""
         body = {"project_id": project_id, "path": str(path), "format": format}
-        return await self._t.call("POST", "/datasets/import/local", Import, json=body)
+        # The gateway keeps no answer of a 202 under its Idempotency-Key, so a retry after
+        # the request may have reached it could start a second import.
+        return await self._t.call(
+            "POST", "/datasets/import/local", Import, json=body, retry=Retry.UNSAFE
+        )
 
     async def upload(
         self,

@@ -67,6 +67,25 @@ def test_projects_are_created_listed_archived_and_errors_are_typed(studio: Studi
     assert invalid.value.status == 422 and invalid.value.field == "ratios.train"
 
 
+def test_a_create_whose_answer_was_lost_is_retried_and_makes_one_project_and_one_split(
+    stack: Stack, studio: StudioClient
+):
+    # given a network that loses the gateway's answer to a POST once it has run
+    name = f"once-{uuid.uuid4().hex[:6]}"
+    lossy = LoseFirstAnswer()
+    with StudioClient(stack.base_url, token=stack.token(), transport=lossy) as client:
+        # when a project is created, and a split of it
+        project = client.projects.create(name)
+        project_id = project_with_images(stack, studio, per_class=4)
+        lossy.armed = True
+        split = client.splits.create(project_id, "once", ratios=(0.5, 0.5, 0.0))
+
+    # then each was retried with its key and answered with the first request's result
+    assert len(lossy.lost) == 2 and lossy.replayed == 2
+    assert [p.id for p in studio.projects.list(q=name).items] == [project.id]
+    assert [s.id for s in studio.splits.list(project_id)] == [split.id]
+
+
 def test_a_folder_and_a_zip_are_imported_followed_browsed_and_split(
     stack: Stack, studio: StudioClient, tmp_path: Path
 ):
@@ -183,6 +202,32 @@ def test_every_job_is_a_task(studio: StudioClient, followed: tuple[Run, list[Str
     assert studio.tasks.wait(run.id, timeout=5).done
     listed = studio.tasks.list(kind="training", project_id=run.project_id)
     assert [t.task_id for t in listed.items] == [run.id] and listed.total == 1
+
+
+class LoseFirstAnswer(httpx.AsyncBaseTransport):
+    """A network that loses the answer to a POST after the gateway ran it (once armed)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.armed = True
+        self.lost: list[str] = []
+        self.replayed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method != "POST":
+            return response
+        self.replayed += response.headers.get("idempotent-replayed") == "true"
+        if not self.armed:
+            return response
+        await response.aread()
+        await response.aclose()
+        self.armed = False
+        self.lost.append(request.headers["Idempotency-Key"])
+        raise httpx.ReadError("the connection broke before the answer came", request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class FlipOneByte(httpx.AsyncBaseTransport):
