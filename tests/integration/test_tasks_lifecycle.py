@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
+from contracts import common, new_id
 from contracts import datasets as d
 from contracts import exports as x
-from contracts import new_id
 from contracts import training as t
 from services.kernel.eventstore import EventStore
 from tests.stream_helpers import Runs
@@ -31,6 +32,7 @@ class Stores:
     """Appends to the DATASETS, TRAINING (evaluations) and EXPORTS streams."""
 
     def __init__(self, nc: NATS) -> None:
+        self.nc = nc
         self.runs = Runs(nc)
         self.datasets: EventStore[Any] = EventStore(
             nc, stream=d.STREAM, subject=d.event_subject, event_type=d.Event
@@ -120,6 +122,7 @@ async def test_an_interrupted_run_fails_unless_it_resumes_itself(api, stores):
 
 
 def _image(n: int) -> d.ImageRecord:
+    """An image record as an import adds it (an id a dataset holds once)."""
     return d.ImageRecord(
         image_id=f"{n:064x}",
         filename=f"a/{n}.png",
@@ -134,7 +137,7 @@ def _image(n: int) -> d.ImageRecord:
 
 async def test_an_import_is_processing_with_progress_then_cancelled_or_completed(api, stores):
     project_id, cancelled, completed = new_id(), new_id(), new_id()
-    for import_id in (cancelled, completed):
+    for n, import_id in enumerate((cancelled, completed)):
         started = d.ImportStarted(
             dataset_id=project_id,
             import_id=import_id,
@@ -149,7 +152,7 @@ async def test_an_import_is_processing_with_progress_then_cancelled_or_completed
             dataset_id=project_id, import_id=import_id, format="folder", files=4
         )
         added = d.ImagesAdded(
-            dataset_id=project_id, import_id=import_id, images=[_image(1), _image(2)]
+            dataset_id=project_id, import_id=import_id, images=[_image(2 * n), _image(2 * n + 1)]
         )
         await stores.add(stores.datasets, project_id, validated, added)
         await shows(api, import_id, status("processing", state="importing", progress=0.5))
@@ -218,3 +221,22 @@ async def test_an_unknown_task_is_a_404(api):
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "NOT_FOUND"
     malformed = await api.get(f"{API}/tasks/not%20an%20id")
     assert malformed.status_code == 404
+
+
+async def test_a_rebuilt_read_model_shows_every_task_as_before(api, stores):
+    # given tasks of every kind (those of the tests above, and one more run)
+    run_id = await stores.runs.queue(new_id())
+    await shows(api, run_id, status("pending"))
+    before = (await api.get(f"{API}/tasks", params={"limit": 500})).json()["data"]
+    assert {task["kind"] for task in before["items"]} == {
+        "import",
+        "training",
+        "evaluation",
+        "export",
+    }
+    # when the gateway's read model is dropped and replayed from the streams
+    reply = await stores.nc.request(common.rebuild_subject("gateway"), b"", timeout=60)
+    assert msgspec.json.decode(reply.data)["type"] == "common.read_model_rebuilt.v1"
+    # then the same tasks read the same
+    after = (await api.get(f"{API}/tasks", params={"limit": 500})).json()["data"]
+    assert after == before
