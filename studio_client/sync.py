@@ -140,9 +140,28 @@ class Datasets(_Sync):
     def get(self, project_id: str) -> DatasetSummary:
         return self._loop.run(self._a.get(project_id))
 
-    def images(self, project_id: str, **filters: Any) -> ImagePage:
-        """``limit``, ``cursor``, ``label``, ``q``, ``split_id``, ``subset`` as the async one."""
-        return self._loop.run(self._a.images(project_id, **filters))
+    def images(
+        self,
+        project_id: str,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        label: str | None = None,
+        q: str | None = None,
+        split_id: str | None = None,
+        subset: str | None = None,
+    ) -> ImagePage:
+        return self._loop.run(
+            self._a.images(
+                project_id,
+                limit=limit,
+                cursor=cursor,
+                label=label,
+                q=q,
+                split_id=split_id,
+                subset=subset,
+            )
+        )
 
     def iter_images(self, project_id: str, **filters: Any) -> Iterator[Image]:
         return self._loop.iterate(self._a.iter_images(project_id, **filters))
