@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +64,7 @@ def studio(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
 
 @pytest.fixture(scope="module")
 def project(studio: Terminal) -> dict[str, Any]:
-    return studio.json("projects", "create", f"cli-{uuid.uuid4().hex[:8]}")  # type: ignore[no-any-return]
+    return studio.json("projects", "create", f"cli-{uuid.uuid4().hex[:8]}")
 
 
 def test_login_keeps_the_session_private_and_names_who_one_is(studio: Terminal) -> None:
@@ -153,3 +157,52 @@ def test_without_signing_in_a_command_says_how(tmp_path: Path, stack: Stack) -> 
                        input="wrong password\n", ok=False)  # fmt: skip
     assert refused.exit_code == 3 and "request id" in refused.stderr
     assert not (tmp_path / "ai-studio" / "credentials.json").exists()
+
+
+def test_ctrl_c_leaves_a_followed_run_going_and_with_stop_stops_it(
+    stack: Stack, studio: Terminal
+) -> None:
+    # given a run of many epochs, queued and running
+    name = f"cli-long-{uuid.uuid4().hex[:6]}"
+    studio("projects", "create", name)
+    folder = imagesets.squares(stack.imports / uuid.uuid4().hex, per_class=8)
+    studio("import", name, str(folder), "--json")
+    studio("split", name, "--ratios", "0.5,0.5,0", "--json")
+    run = studio.json("train", name, "--epochs", "200", *FAST, *FAST_PARAMS)
+    # when `studio runs follow` is interrupted once its first epoch is shown
+    detached = interrupted(studio, "runs", "follow", run["id"])
+    # then it leaves, saying how to come back, and the run goes on
+    assert detached.returncode == 130, detached.stderr
+    assert (
+        "keeps running" in detached.stderr and f"studio runs follow {run['id']}" in detached.stderr
+    )
+    assert studio.json("runs", "show", run["id"])["status"] == "running"
+    # and interrupted with --stop, it stops the run, keeping its last checkpoint
+    stopped = interrupted(studio, "runs", "follow", run["id"], "--stop")
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"studio runs resume {run['id']}" in stopped.stderr
+    assert studio.json("runs", "show", run["id"])["status"] == "stopped"
+
+
+def interrupted(studio: Terminal, *args: str) -> subprocess.CompletedProcess[str]:
+    """``studio ARGS`` in its own process, sent SIGINT (Ctrl-C) once it printed an epoch."""
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env["XDG_CONFIG_HOME"] = str(studio.config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()  # blocks until an epoch is printed (or the end)
+        assert first.startswith("epoch "), first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)

@@ -22,7 +22,7 @@ from studio_client.cli.output import number, percent, table, when
 from studio_client.cli.state import State, pass_state
 from studio_client.models import Run
 
-__all__ = ["runs", "train", "watch"]
+__all__ = ["finish", "follow_to_end", "runs", "train", "watch"]
 
 FOLLOW_HELP = "Watch it live until it ends (Ctrl-C leaves it running)."
 STOP_HELP = "With --follow: Ctrl-C stops the run (its last checkpoint kept) instead of leaving it."
@@ -85,9 +85,15 @@ def _interrupted(state: State, run_id: str, stop: bool) -> None:
     )
 
 
-def finish(state: State, run: Run) -> None:
+def follow_to_end(state: State, run: Run, *, stop: bool) -> None:
+    """``watch`` then ``finish``; the epochs table once, where a live one was not drawn."""
+    drawn = state.output.live is not None and run.status not in ENDED
+    finish(state, watch(state, run, stop=stop), history=not drawn)
+
+
+def finish(state: State, run: Run, *, history: bool = True) -> None:
     """Print ``run`` as it ended; a run that did not complete fails the command."""
-    state.output.result(run, lambda out: _summary(out, run))
+    state.output.result(run, lambda out: _summary(out, run, history=history))
     if run.status == "completed":
         return
     resume = f"Resume it: studio runs resume {run.id} --follow"
@@ -100,8 +106,8 @@ def finish(state: State, run: Run) -> None:
         )
 
 
-def _summary(out: Console, run: Run) -> None:
-    if run.history:
+def _summary(out: Console, run: Run, *, history: bool = True) -> None:
+    if run.history and history:
         out.print(_history(run))
     best = (
         f"best epoch {run.best_epoch}, val accuracy {percent(run.best_val_accuracy)}"
@@ -162,7 +168,7 @@ def train(state: State, project: str, split_ref: str | None, **options: Any) -> 
         state.output.result(run, lambda out: _queued(out, run))
         return
     state.output.note(f"Run {run.id} queued on split {chosen.name!r}.")
-    finish(state, watch(state, run, stop=stop))
+    follow_to_end(state, run, stop=stop)
 
 
 def _queued(out: Console, run: Run) -> None:
@@ -240,8 +246,7 @@ def show(state: State, run_id: str) -> None:
 @pass_state
 def follow(state: State, run_id: str, stop: bool) -> None:
     """Watch a run live until it ends (Ctrl-C leaves it running)."""
-    run = state.client().runs.get(run_id)
-    finish(state, watch(state, run, stop=stop))
+    follow_to_end(state, state.client().runs.get(run_id), stop=stop)
 
 
 @runs.command(epilog="\b\nExample:\n  studio runs stop RUN\n")
@@ -267,7 +272,7 @@ def resume(state: State, run_id: str, epochs: int | None, follow_: bool, stop_: 
     if not follow_:
         state.output.result(run, lambda out: _queued(out, run))
         return
-    finish(state, watch(state, run, stop=stop_))
+    follow_to_end(state, run, stop=stop_)
 
 
 @runs.command(epilog="\b\nExample:\n  studio runs compare RUN1 RUN2 RUN3\n")

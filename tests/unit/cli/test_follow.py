@@ -3,15 +3,17 @@ with a fake client in place of the studio."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from studio_client.cli import errors as exits
 from studio_client.cli.commands.training import finish, watch
 from studio_client.cli.errors import Failure
-from studio_client.cli.live import RunView
+from studio_client.cli.live import RunView, import_bar, transfer
 from studio_client.cli.output import Output
 from studio_client.cli.state import State
 from studio_client.models import Epoch, Run, StreamEvent
@@ -155,3 +157,42 @@ def test_a_completed_run_prints_its_history_and_best_epoch(
     finish(FakeState(FakeRuns([])), done)
     out = capsys.readouterr().out
     assert "90.0% *" in out and "best epoch 2, val accuracy 90.0%" in out
+
+
+def terminal_output() -> tuple[Output, io.StringIO]:
+    """An Output whose stdout is a (forced) terminal, drawn into a buffer."""
+    output, screen = Output(), io.StringIO()
+    output.out = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    return output, screen
+
+
+def test_on_a_terminal_the_epochs_are_a_live_table_above_a_batch_bar() -> None:
+    # given a person watching on a terminal
+    output, screen = terminal_output()
+    state = FakeState(FakeRuns(FEED))
+    state.output = output
+    # when the run is followed to its end
+    done = watch(state, run())
+    # then the table of both epochs was drawn (best marked) with the batch bar under it
+    drawn = screen.getvalue()
+    assert done.status == "completed"
+    assert "val accuracy" in drawn and "75.0% *" in drawn and "2/2" in drawn
+    assert "epoch 1/2 batches" in drawn
+
+
+def test_on_a_terminal_imports_and_transfers_draw_bars() -> None:
+    output, screen = terminal_output()
+    bar, see = import_bar(output)
+    with bar:
+        see(StreamEvent(event="status", data={"state": "running"}))
+        see(
+            StreamEvent(
+                event="progress", data={"phase": "decoding", "done": 5, "total": 10, "rate": 2.5}
+            )
+        )
+    with transfer(output, "upload birds.zip") as progress:
+        progress(0, 2048)
+        progress(2048, 2048)
+    drawn = screen.getvalue()
+    assert "decoding" in drawn and "5/10" in drawn and "2.5 files/s" in drawn
+    assert "upload birds.zip" in drawn and "2.0/2.0 kB" in drawn
