@@ -56,6 +56,9 @@ class _Loop:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self.thread:  # from a progress callback: a deadlock
+            coro.close()
+            raise RuntimeError("a StudioClient cannot be called from its own callbacks")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()

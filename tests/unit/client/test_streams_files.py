@@ -227,3 +227,16 @@ def test_a_stream_closed_because_the_access_token_expired_goes_on_after_a_refres
     # then it went on with the new token, from where it was
     assert [(e.event, e.id) for e in events] == [("epoch_end", 1), ("complete", 2)]
     assert asked == [("Bearer a1", None), ("Bearer a2", "1")]
+
+
+def test_calling_the_blocking_client_from_its_own_callback_is_refused_not_a_deadlock(
+    tmp_path: Path,
+):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"PK" + bytes(1000))
+    imported = {"id": "i1", "project_id": "p1", "state": "running"}
+
+    with studio(lambda r: httpx.Response(202, json={"status": "ok", "data": imported})) as s:
+        with pytest.raises(RuntimeError, match="own callbacks"):
+            s.imports.upload("p1", archive, progress=lambda sent, total: s.projects.get("p1"))
+        assert s.imports.upload("p1", archive).id == "i1"  # and the client still works
