@@ -262,20 +262,25 @@ class Transport:
     # --- sessions ---------------------------------------------------------------------------
 
     async def refresh(self) -> bool:
-        """Trade the session's refresh token for new tokens; False without one."""
+        """Trade the session's refresh token for new tokens; False without one, or when the
+        studio refused it (the session is then forgotten) or could not be reached."""
         session = self.session
         if session is None or not session.refresh_token:
             return False
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
-            if self.session is not session:  # another call refreshed it meanwhile
-                return True
-            response = await self.http.post(
-                self.url("/auth/refresh"), json={"refresh_token": session.refresh_token}
-            )
-            if response.status_code != 200:
+            if self.session is not session:  # another call refreshed it (or lost it) meanwhile
+                return self.session is not None
+            try:
+                response = await self.http.post(
+                    self.url("/auth/refresh"), json={"refresh_token": session.refresh_token}
+                )
+            except httpx.TransportError:
+                return False
+            if response.status_code in (400, 401, 422):  # the refresh token is dead
                 self.session = None
+            if response.status_code != 200:
                 return False
             self.signed_in(self.data(response, Session))
             return True

@@ -17,6 +17,7 @@ from studio_client import (
     RateLimited,
     RetryPolicy,
     StudioClient,
+    Unauthorized,
     Unavailable,
     ValidationFailed,
 )
@@ -220,3 +221,30 @@ def test_an_api_key_is_sent_as_x_api_key_and_urls_take_any_root():
     assert page.total == 1 and page.items[0].name == "cats"
     assert seen[0].headers["X-API-Key"] == "sk_x" and "Authorization" not in seen[0].headers
     assert str(seen[0].url) == "http://s/api/v1/projects?status=active&q=ca&limit=50&offset=0"
+
+
+def test_a_refresh_the_studio_could_not_answer_keeps_the_session_a_refused_one_drops_it():
+    tokens = {"access_token": "a1", "refresh_token": "r1", "expires_in": 900}
+    refreshes = iter([refusal(503, "UNAVAILABLE", "busy"), refusal(401, "UNAUTHENTICATED", "no")])
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(200, json=tokens | {"status": "ok", "data": tokens})
+        if request.url.path.endswith("/auth/refresh"):
+            calls.append("refresh")
+            return next(refreshes)
+        calls.append("get")
+        return refusal(401, "UNAUTHENTICATED", "expired")
+
+    with StudioClient("http://s", transport=httpx.MockTransport(handler), retry=FAST) as studio:
+        studio.auth.login("admin", "pw")
+        with pytest.raises(Unauthorized):
+            studio.projects.get("p1")
+        assert studio.transport.session is not None  # a passing failure: try again later
+        with pytest.raises(Unauthorized):
+            studio.projects.get("p1")
+        assert studio.transport.session is None  # refused: the session is over
+        with pytest.raises(Unauthorized):
+            studio.projects.get("p1")
+    assert calls == ["get", "refresh", "get", "refresh", "get"]
