@@ -90,9 +90,15 @@ def test_the_whole_journey_from_the_terminal(
     )
     shown = studio("import", project["id"], str(archive))
     assert "Imported 16 of 16 files" in shown.stdout, shown.stdout
+    # a folder of one's own the studio may not read: refused with the way round, then sent
+    mine = imagesets.squares(tmp_path / "mine", 4, start=900)
+    refused = studio("import", name, str(mine), ok=False)
+    assert refused.exit_code == 3 and "--upload" in refused.stderr, refused.stderr
+    sent = studio.json("import", name, str(mine), "--upload")
+    assert sent["state"] == "completed" and sent["source_kind"] == "upload", sent
     # split, then train two epochs following them live
     split = studio.json("split", name, "--ratios", "0.6,0.2,0.2", "--seed", "0")
-    assert sum(split["totals"].values()) == 48 and split["totals"]["test"] > 0, split
+    assert sum(split["totals"].values()) == 56 and split["totals"]["test"] > 0, split
     trained = studio("train", name, "--epochs", "2", *FAST, *FAST_PARAMS, "--follow")
     assert "epoch 1/2" in trained.stdout and "epoch 2/2" in trained.stdout, trained.stdout
     assert "completed" in trained.stdout
@@ -115,7 +121,7 @@ def test_the_whole_journey_from_the_terminal(
     # every job of the journey is one task of the project
     tasks = studio.json("tasks", "list", "--project", name)
     kinds = sorted(t["kind"] for t in tasks)
-    assert kinds == ["evaluation", "export", "import", "import", "training"], tasks
+    assert kinds == ["evaluation", "export", "import", "import", "import", "training"], tasks
     task = studio.json("tasks", "show", run["id"])
     assert task["status"] == "completed" and task["kind"] == "training"
 

@@ -13,11 +13,12 @@ from typing import Any
 import click
 from rich.console import Console
 
-from studio_client.cli.errors import FAILED, INTERRUPTED, Failure
+from studio_client.cli.errors import FAILED, INTERRUPTED, Failure, failure_of
 from studio_client.cli.live import import_bar, transfer
 from studio_client.cli.options import Ratios, json_option
 from studio_client.cli.output import Output, table
 from studio_client.cli.state import State, pass_state
+from studio_client.errors import StudioError
 from studio_client.models import Import, Split
 
 __all__ = ["import_", "split"]
@@ -42,7 +43,16 @@ def _zipped(folder: Path) -> Iterator[Path]:
 def _start(state: State, project_id: str, source: Path, fmt: str, upload: bool) -> Import:
     client = state.client()
     if source.is_dir() and not upload:
-        return client.imports.local(project_id, str(source.resolve()), fmt)
+        try:
+            return client.imports.local(project_id, str(source.resolve()), fmt)
+        except StudioError as error:
+            if error.code != "PATH_NOT_ALLOWED":
+                raise
+            failure = failure_of(error)
+            failure.hint = (
+                f"Send it from here instead: studio import {project_id} {source} --upload"
+            )
+            raise failure from error
     with _zipped(source) if source.is_dir() else _nothing(source) as archive:
         description = f"upload {archive.name}"
         with transfer(state.output, description) as progress:
