@@ -42,13 +42,6 @@ class State:
     def json(self) -> bool:
         return self.output.json
 
-    def base_url(self) -> str:
-        stored = config.load()
-        url = self.url or os.environ.get("STUDIO_URL") or (stored.url if stored else None)
-        if not url:
-            raise Failure(f"{NOT_SIGNED_IN}: no studio address", AUTH, hint=SIGN_IN_HINT)
-        return url
-
     def client(self) -> StudioClient:
         """The signed-in client; a ``Failure`` (exit 3) when there is no credential."""
         if self._client is not None:
