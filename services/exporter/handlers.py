@@ -25,6 +25,7 @@ from contracts import training as t
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.exporter import domain
 from services.exporter.jobs import Job, Samples
+from services.kernel import bus
 from services.kernel.blobstore import BlobStore
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
@@ -152,6 +153,10 @@ def query_endpoint(query_type: type, handle: Handler) -> Callable[[NatsMessage],
     decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(query_type)
 
     async def answer(msg: NatsMessage) -> bytes:
+        with bus.serving("query", query_type.__name__, msg.headers):  # in the asker's trace
+            return await answered(msg)
+
+    async def answered(msg: NatsMessage) -> bytes:
         try:
             return msgspec.json.encode(await handle(decoder.decode(msg.body), msg.headers or {}))
         except TRANSIENT as exc:  # the event store out of reach: a retry may well succeed

@@ -4,14 +4,19 @@ together as one trace."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import SimpleNamespace
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from contracts import exports as x
 from contracts import projects as p
 from contracts import training as c
+from services.exporter import handlers as exporter
 from services.gateway.tracing_http import TracingMiddleware
 from services.kernel import tracing
 from services.kernel.commands import execute
@@ -225,3 +230,23 @@ async def test_a_run_is_a_span_in_its_queuing_requests_trace_with_its_epochs_und
     stored = {type(s.event).__name__: s.headers for s in await store.load(RUN)}
     assert header_ids(stored["EpochCompleted"]["traceparent"]) == ids(epoch_span)
     assert header_ids(stored["RunFailed"]["traceparent"]) == ids(run_span)
+
+
+# --- the exporter's own query endpoint ---------------------------------------------------------
+
+
+async def test_a_prediction_is_answered_in_a_query_span_in_the_askers_trace(
+    spans: InMemorySpanExporter,
+):
+    async def predict(query: x.Predict, headers: Mapping[str, str]) -> x.Predictions:
+        return x.Predictions(export_id=query.export_id, results=[])
+
+    answer = exporter.query_endpoint(x.Predict, predict)
+    asked = SimpleNamespace(
+        body=b'{"export_id": "e", "images": []}', headers={"traceparent": CALLER}
+    )
+    await answer(asked)  # type: ignore[arg-type]
+    span = named(spans.get_finished_spans(), "query Predict")
+    assert span.kind == SpanKind.SERVER
+    assert span.context.trace_id == int(TRACE, 16)
+    assert parent_id(span) == int("00f067aa0ba902b7", 16)
