@@ -29,7 +29,11 @@ class Loads(Protocol):
 
 @asynccontextmanager
 async def traced(store: Loads, run_id: str) -> AsyncIterator[None]:
-    """The span of one attempt at ``run_id`` (see the module's doc), current inside."""
+    """The span of one attempt at ``run_id`` (see the module's doc), current inside. Tracing
+    off, nothing (what the run stores follows its queuing trace all the same: ``RunStore``)."""
+    if not tracing.enabled():
+        yield
+        return
     stored = await store.load(run_id)
     first = stored[0].headers if stored else {}
     queued = [s.headers for s in stored if isinstance(s.event, c.RunQueued | c.RunResumed)]

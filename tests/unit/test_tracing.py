@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -250,3 +251,26 @@ async def test_a_prediction_is_answered_in_a_query_span_in_the_askers_trace(
     assert span.kind == SpanKind.SERVER
     assert span.context.trace_id == int(TRACE, 16)
     assert parent_id(span) == int("00f067aa0ba902b7", 16)
+
+
+async def test_off_a_run_reads_nothing_more_and_still_stores_in_its_queuing_trace():
+    class Counting(InMemoryEventStore[c.Event]):
+        loads = 0
+
+        async def load(self, aggregate_id: str, after: int = 0) -> Any:
+            Counting.loads += 1
+            return await super().load(aggregate_id, after)
+
+    store = Counting(stream=c.STREAM, subject=c.event_subject, event_type=c.Event)
+    runs = RunStore(Repository(store, domain.evolve, None), instance="t1")
+    await store.append(RUN, [queued()], 0, headers={"traceparent": CALLER})
+    assert await runs.claim(RUN, device="cpu", lease="slot")
+    before = Counting.loads
+    async with runs.traced(RUN):
+        pass
+    assert Counting.loads == before
+    run = await runs.get(RUN)
+    assert isinstance(run, domain.Run)
+    await runs.epoch(run, epoch(1), [checkpoint(1)])
+    last = (await store.load(RUN))[-1]
+    assert last.headers["traceparent"].split("-")[1] == TRACE
