@@ -20,6 +20,7 @@ from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
 from services.datasets.uploads import Uploads
+from services.kernel import bus
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import EventStore
 from services.kernel.jobs.table import running_elsewhere
@@ -116,6 +117,10 @@ def health_endpoint(handlers: Datasets):
     decoder = msgspec.json.Decoder(c.GetHealth)
 
     async def health(msg: NatsMessage) -> bytes:
+        with bus.serving("query", "GetHealth", msg.headers):  # in the asker's trace
+            return await report(msg)
+
+    async def report(msg: NatsMessage) -> bytes:
         try:
             return msgspec.json.encode(await handlers.get_health(decoder.decode(msg.body)))
         except Exception as exc:

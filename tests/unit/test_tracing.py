@@ -9,14 +9,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from contracts import datasets as d
 from contracts import exports as x
 from contracts import projects as p
 from contracts import training as c
+from services.datasets import app as datasets_app
 from services.exporter import handlers as exporter
 from services.gateway.tracing_http import TracingMiddleware
 from services.kernel import tracing
@@ -274,3 +277,15 @@ async def test_off_a_run_reads_nothing_more_and_still_stores_in_its_queuing_trac
     await runs.epoch(run, epoch(1), [checkpoint(1)])
     last = (await store.load(RUN))[-1]
     assert last.headers["traceparent"].split("-")[1] == TRACE
+
+
+async def test_a_dataset_health_report_is_answered_in_a_query_span(spans: InMemorySpanExporter):
+    async def get_health(query: d.GetHealth) -> dict[str, str]:
+        return {"dataset_id": query.dataset_id}
+
+    answer = datasets_app.health_endpoint(SimpleNamespace(get_health=get_health))  # type: ignore[arg-type]
+    body = msgspec.json.encode(d.GetHealth(dataset_id="d" * 32))
+    await answer(SimpleNamespace(body=body, headers={"traceparent": CALLER}))  # type: ignore[arg-type]
+    span = named(spans.get_finished_spans(), "query GetHealth")
+    assert span.kind == SpanKind.SERVER
+    assert parent_id(span) == int("00f067aa0ba902b7", 16)
