@@ -127,42 +127,48 @@ def test_a_folder_and_a_zip_are_imported_followed_browsed_and_split(
 
 
 @pytest.fixture(scope="module")
-def followed(stack: Stack, studio: StudioClient) -> tuple[Run, list[StreamEvent]]:
+def followed(stack: Stack, studio: StudioClient) -> tuple[Run, list[StreamEvent], list[str]]:
     """A run followed from its start to its end, the gateway killed and restarted after its
-    first epoch: what ``follow`` delivered."""
+    first epoch: what ``follow`` delivered, and the Last-Event-ID of each connection."""
     project_id = project_with_images(stack, studio, per_class=15)
     split = studio.splits.create(project_id, "s", ratios=(0.5, 0.25, 0.25))
     run = studio.runs.create(project_id, split.id, FAST, epochs=EPOCHS)
     assert run.status in ("queued", "running")
     events: list[StreamEvent] = []
-    restarted = False
-    for event in studio.runs.follow(run.id):
-        events.append(event)
-        if event.event == "epoch_end" and not restarted:
-            stack.kill("gateway")  # mid-run: the stream breaks, the client reconnects
-            stack.start("gateway")
-            restarted = True
-    assert restarted
+    watched = Watched()
+    with StudioClient(stack.base_url, token=stack.token(), transport=watched) as follower:
+        for event in follower.runs.follow(run.id):
+            events.append(event)
+            if event.event == "epoch_end" and event.data["epoch"] == 1:
+                stack.kill("gateway")  # mid-run: the stream breaks, the client reconnects
+                stack.start("gateway")
     stack.wait_healthy(60)
-    return studio.runs.get(run.id), events
+    return studio.runs.get(run.id), events, watched.resumed_after
 
 
 def test_follow_survives_a_gateway_restart_with_every_epoch_once_in_order(
-    followed: tuple[Run, list[StreamEvent]],
+    followed: tuple[Run, list[StreamEvent], list[str]],
 ):
-    run, events = followed
+    run, events, resumed_after = followed
     epochs = [e.data["epoch"] for e in events if e.event == "epoch_end"]
     assert epochs == list(range(1, EPOCHS + 1)), [(e.event, e.id) for e in events]
     assert events[-1].event == "complete" and run.status == "completed"
     stored = [e.id for e in events if e.id is not None]
     assert stored == sorted(set(stored)), "an event was repeated or came out of order"
     assert [h.epoch for h in run.history] == list(range(1, EPOCHS + 1))
+    # the stream was taken up again after the restart, from the last event seen
+    first_epoch = next(e.id for e in events if e.event == "epoch_end")
+    assert resumed_after[0] == "" and len(resumed_after) >= 2
+    assert first_epoch is not None and int(resumed_after[1]) >= first_epoch
 
 
 def test_a_run_is_evaluated_exported_downloaded_verified_and_predicts(
-    stack: Stack, studio: StudioClient, followed: tuple[Run, list[StreamEvent]], tmp_path: Path
+    stack: Stack,
+    studio: StudioClient,
+    followed: tuple[Run, list[StreamEvent], list[str]],
+    tmp_path: Path,
 ):
-    run, _ = followed
+    run = followed[0]
     # when it is evaluated
     evaluation = studio.evaluations.wait(studio.evaluations.create(run.id).id, timeout=120)
     assert evaluation.status == "completed" and evaluation.metrics is not None
@@ -194,14 +200,32 @@ def test_a_run_is_evaluated_exported_downloaded_verified_and_predicts(
     assert all({p.label for p in top} == {"tl", "br"} for top in answer.predictions)
 
 
-def test_every_job_is_a_task(studio: StudioClient, followed: tuple[Run, list[StreamEvent]]):
-    run, _ = followed
+def test_every_job_is_a_task(
+    studio: StudioClient, followed: tuple[Run, list[StreamEvent], list[str]]
+):
+    run = followed[0]
     task = studio.tasks.get(run.id)
     assert task.kind == "training" and task.status == "completed"
     assert task.check_url and task.check_url.endswith(f"/tasks/{run.id}")
     assert studio.tasks.wait(run.id, timeout=5).done
     listed = studio.tasks.list(kind="training", project_id=run.project_id)
     assert [t.task_id for t in listed.items] == [run.id] and listed.total == 1
+
+
+class Watched(httpx.AsyncBaseTransport):
+    """The network as it is, noting each stream connection's ``Last-Event-ID`` ("" if none)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.resumed_after: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream"):
+            self.resumed_after.append(request.headers.get("last-event-id", ""))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class LoseFirstAnswer(httpx.AsyncBaseTransport):
