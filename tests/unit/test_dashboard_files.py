@@ -17,8 +17,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.kernel.gpu import Nvml, register_gpu_collector
 from tests.stack import SERVICES
+from tests.unit.kernel.test_gpu import H200, FakeNvml, loader
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/studio.json"
@@ -137,3 +141,27 @@ def test_every_rate_uses_grafanas_rate_interval_or_the_range() -> None:
         for target in panel.get("targets", []):
             windows = re.findall(r"\[([^\]]+)\]", target["expr"])
             assert set(windows) <= {"$__rate_interval", "$__range"}, (panel["title"], windows)
+
+
+def test_the_gpu_panels_read_what_the_gpu_collector_serves() -> None:
+    # The GPU panels are exempt from the live proof on a machine without a GPU: here they read
+    # the collector's own scrape of a (fake) H200, names and grouping labels.
+    registry = CollectorRegistry()
+    register_gpu_collector(registry, Nvml(loader(FakeNvml([H200]))))
+    served = {
+        sample.name: set(sample.labels)
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    gpu_targets = [
+        target["expr"]
+        for panel in load(DASHBOARD)["panels"]
+        for target in panel.get("targets", [])
+        if "studio_gpu_" in target["expr"]
+    ]
+    assert len(gpu_targets) >= 4
+    for expr in gpu_targets:
+        (name,) = re.findall(r"studio_gpu_\w+", expr)
+        assert name in served, expr
+        for by in re.findall(r"by \(([^)]*)\)", expr):
+            assert {label.strip() for label in by.split(",")} <= served[name], expr
