@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from studio_client import (
+    AsyncStudioClient,
     ChecksumMismatch,
     NotFound,
     StudioClient,
@@ -65,6 +66,19 @@ def test_projects_are_created_listed_archived_and_errors_are_typed(studio: Studi
     with pytest.raises(ValidationFailed) as invalid:
         studio.splits.create(project.id, "s", ratios={"train": 2.0, "val": 0.1})
     assert invalid.value.status == 422 and invalid.value.field == "ratios.train"
+
+
+async def test_the_async_client_does_the_same_without_a_thread(stack: Stack):
+    async with AsyncStudioClient(stack.base_url, token=stack.token()) as studio:
+        project = await studio.projects.create(f"aio-{uuid.uuid4().hex[:6]}")
+        root = imagesets.squares(stack.imports / uuid.uuid4().hex, 3)
+        job = await studio.imports.local(project.id, root, format="folder")
+        names = [event.event async for event in studio.imports.follow(job.id)]
+        assert names[0] == "status" and names[-1] == "complete"
+        assert (await studio.datasets.get(project.id)).images == 6
+        with pytest.raises(NotFound) as missing:
+            await studio.runs.get(uuid.uuid4().hex)
+        assert missing.value.request_id
 
 
 def test_a_create_whose_answer_was_lost_is_retried_and_makes_one_project_and_one_split(
