@@ -225,7 +225,7 @@ def workload(stack: Stack, prometheus: Prometheus, urls: dict[str, str]) -> Work
     follower = Follower(stack, run_id)
     try:
         wait(lambda: run(stack, run_id)["epochs_done"] >= 2, timeout=90)
-        pending = _until(prometheus, WHILE_TRAINING, timeout=30)
+        pending = _until(prometheus, WHILE_TRAINING, timeout=60)
         exposed = scraped_names(urls)
     finally:
         follower.close()
