@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -289,7 +290,7 @@ def test_the_documents_paths_and_todays_stand_side_by_side(stack: Stack, script)
     folder = squares(stack.imports / uuid.uuid4().hex, 2, start=5000)
     body = {"project_id": project_id, "path": str(folder)}
     assert data(api.post("/api/datasets/import/local", json=body), 202)["task_id"]
-    # the documents' field names on today's path, and today's on the documents', are refused
+    # today's field names on the documents' path are refused, naming the field
     wrong = api.post("/api/datasets/import", json=body)
     assert wrong.status_code == 422 and wrong.json()["error"]["field"] in ("path", "source_path")
     # /api/v1 keeps naming images by id only
@@ -302,3 +303,22 @@ def test_the_documents_paths_and_todays_stand_side_by_side(stack: Stack, script)
             resp = c.get(f"/api/datasets/{project_id}/{path}")
             assert resp.status_code == 404, (path, resp.text)
             assert resp.json()["error"]["message"] == f"project {project_id} does not exist"
+
+
+def test_a_raw_zip_body_on_the_documents_import_path_imports_too(script, tmp_path: Path):
+    api, project_id = script["api"], script["project_id"]
+    archive = zip_dir(squares(tmp_path / "set", 2, start=7000), tmp_path / "set.zip")
+    params = {"project_id": project_id, "format": "folder"}
+    headers = {"Content-Type": "application/zip"}
+    job = data(
+        api.post(
+            "/api/datasets/import", params=params, content=archive.read_bytes(), headers=headers
+        ),
+        202,
+    )
+    task = settled(api, job["check_url"])
+    assert task["status"] == "completed" and task["result"]["imported"] == 4, task
+    refused = api.post(
+        "/api/datasets/import", params={"format": "folder"}, content=b"PK", headers=headers
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "project_id"

@@ -69,8 +69,8 @@ _IMPORT_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {"schema": DocumentImport.model_json_schema()},
+            # A raw application/zip body is taken too (as today's upload route takes it).
             "multipart/form-data": {"schema": _UPLOAD_FORM},
-            "application/zip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
