@@ -279,6 +279,24 @@ async def test_the_hub_refuses_a_socket_without_credentials(stack: Stack):
     assert sock.close_code == 4401
 
 
+async def test_a_hub_socket_whose_session_ended_subscribes_to_nothing_more(stack: Stack, script):
+    user_id, token = user(stack, "sam")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(ws_url(stack, "sam-1"), additional_headers=headers) as sock:
+        await send(sock, "ping", {})
+        assert (await frames_until(sock, lambda f: True))[0]["type"] == "pong"
+        # when the user signs out while the socket is open
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as api:
+            assert (await api.post("/api/auth/logout")).status_code in (200, 204)
+        # then a subscription is refused with why, and the socket is closed as unauthenticated
+        await send(sock, "subscribe", {"run_id": script["run"]["id"]})
+        frame = (await frames_until(sock, lambda f: True))[0]
+        assert frame["type"] == "error" and frame["payload"]["code"] == "UNAUTHENTICATED"
+        with pytest.raises(ConnectionClosed):
+            await sock.recv()
+    assert sock.close_code == 4401 and user_id
+
+
 # --- the new paths shadow nothing, and nothing shadows them -------------------------------------
 
 

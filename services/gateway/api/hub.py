@@ -43,7 +43,7 @@ from services.gateway.envelope import ApiError
 from services.gateway.gateway import Gateway
 from services.gateway.readmodels import datasets as datasets_read
 from services.gateway.readmodels import training as training_read
-from services.gateway.stream_guard import Guard, guarded, open_guard
+from services.gateway.stream_guard import CLOSE_UNAUTHENTICATED, Guard, guarded, open_guard
 from services.gateway.training_streams import Item, ending_of, experiment_feed, run_feed
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
@@ -58,6 +58,8 @@ SUBSCRIPTIONS_MAX: Final = 64
 MESSAGE_MAX: Final = 4096
 #: Frames waiting for a slow client before feeds wait for it in turn.
 OUTBOX_MAX: Final = 1000
+#: How long a closing socket waits for its last frames to leave.
+OUTBOX_DRAIN_S: Final = 5.0
 BAD_MESSAGE: Final = common.VALIDATION_ERROR
 
 
@@ -76,13 +78,24 @@ async def hub(websocket: WebSocket, client_id: str) -> None:
     an ``error`` and a close 4401."""
     await websocket.accept()
     try:
-        await access.principal_of(websocket)  # before anything else is said
+        principal = await access.principal_of(websocket)  # before anything else is said
         if not _valid(client_id):
             raise ApiError(common.VALIDATION_ERROR, "client_id is malformed", field="client_id")
     except (ApiError, HTTPException) as exc:
         await refuse(websocket, exc)
         return
-    await Hub(websocket, websocket.app.state.gateway, client_id).serve()
+    # The socket's own credential, checked again at each subscription: one that has ended
+    # (expired, signed out, revoked) subscribes to nothing more, and the socket is closed.
+    credential = Guard(websocket, principal, _nothing)
+    await Hub(websocket, websocket.app.state.gateway, client_id, credential).serve()
+
+
+async def _nothing() -> None:
+    return None
+
+
+class CredentialEnded(Exception):
+    """The socket's credential no longer stands: an ``error`` frame, then the close."""
 
 
 @dataclass
@@ -90,6 +103,7 @@ class Hub:
     websocket: WebSocket
     gateway: Gateway
     client_id: str
+    credential: Guard
     outbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(OUTBOX_MAX))
     subscriptions: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
@@ -115,10 +129,25 @@ class Hub:
                 await self._handle(message.get("text"))
             except Refused as refused:
                 await self.send("error", refused.payload)
+            except CredentialEnded:
+                await self._close()
+                return
 
     async def _write(self) -> None:
         while True:
             await self.websocket.send_text(await self.outbox.get())
+            self.outbox.task_done()
+
+    async def _close(self) -> None:
+        """Say why the credential ended (once every frame before it is sent), then close:
+        4401 when it is no longer valid, 4000 + the status otherwise."""
+        ended = self.credential.ended
+        assert ended is not None
+        await self.send("error", {"code": ended.code, "message": ended.message})
+        with contextlib.suppress(TimeoutError):  # a client gone meanwhile takes no frames
+            await asyncio.wait_for(self.outbox.join(), OUTBOX_DRAIN_S)
+        code = CLOSE_UNAUTHENTICATED if ended.status == 401 else 4000 + ended.status
+        await self.websocket.close(code=code, reason=ended.code)
 
     async def send(self, kind: str, payload: dict[str, Any]) -> None:
         await self.outbox.put(msgspec.json.encode({"type": kind, "payload": payload}).decode())
@@ -137,6 +166,8 @@ class Hub:
             await self._subscribe(topic, an_id, _after(payload))
 
     async def _subscribe(self, topic: str, an_id: str, after: int) -> None:
+        if not await self.credential.allowed():
+            raise CredentialEnded
         key = (topic, an_id)
         if key not in self.subscriptions and len(self.subscriptions) >= SUBSCRIPTIONS_MAX:
             raise Refused("TOO_MANY_SUBSCRIPTIONS", f"at most {SUBSCRIPTIONS_MAX} at once")
