@@ -130,3 +130,19 @@ def test_the_api_alias_answers_the_same_task(stack, journey):
     run_id = journey["answers"]["training"]["id"]
     with as_user(stack, journey["token"]) as api:
         assert ok(api.get(f"/api/tasks/{run_id}")) == ok(api.get(f"{API}/tasks/{run_id}"))
+
+
+def test_a_resumed_run_answers_with_its_task_which_runs_again_to_completion(stack, journey):
+    run_id = journey["answers"]["training"]["id"]
+    with as_user(stack, journey["token"]) as api:
+        before = ok(api.get(f"{API}/tasks/{run_id}"))
+        resumed = api.post(f"{API}/training/runs/{run_id}/resume", json={"epochs": 2})
+        # then the resume's 202 names the same task, which is no longer over
+        answer = ok(resumed, 202)
+        assert task_of(answer) == run_id
+        again = ok(api.get(answer["check_url"]))
+        assert again["status"] in ("pending", "processing", "completed"), again
+        done = settled(api, run_id)
+        assert done["status"] == "completed" and done["result"]["epochs"] == 2, done
+        assert done["started_at"] == before["started_at"]  # when it first started
+        assert done["finished_at"] > before["finished_at"]
