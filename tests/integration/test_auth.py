@@ -44,6 +44,9 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # The bus's AsyncAPI document and its page: docs like /docs, served only where those are.
+    ("GET", "/asyncapi.json"),
+    ("GET", "/asyncapi"),
 }
 #: The pages that answer a stranger: the sign-in form, signing in and out, renewing a session
 #: (refused without a refresh cookie). Every other page sends a stranger to ``/login``.
