@@ -46,8 +46,8 @@ class Runs(Resource):
         }
         if experiment_id:
             body["experiment_id"] = experiment_id
-        # The gateway does not deduplicate runs by Idempotency-Key: a retry could queue twice.
-        return await self._t.call("POST", "/training/run", Run, json=body, retry=Retry.UNSAFE)
+        # A retry with the same Idempotency-Key gets the first run (the gateway keeps its 202).
+        return await self._t.call("POST", "/training/run", Run, json=body, retry=Retry.IDEMPOTENT)
 
     async def get(self, run_id: str) -> Run:
         """A run with its full metric history and its checkpoints."""
@@ -112,7 +112,7 @@ class Evaluations(Resource):
         """Evaluate a run's checkpoint on a subset of its split, in the background."""
         body = {"run_id": run_id, "checkpoint": checkpoint, "subset": subset}
         return await self._t.call(
-            "POST", "/evaluation/run", Evaluation, json=body, retry=Retry.UNSAFE
+            "POST", "/evaluation/run", Evaluation, json=body, retry=Retry.IDEMPOTENT
         )
 
     async def get(self, evaluation_id: str) -> Evaluation:
@@ -136,7 +136,7 @@ class Exports(Resource):
     ) -> Export:
         """Export a run's checkpoint; offered only once its parity check passes."""
         body = {"run_id": run_id, "format": format, "checkpoint": checkpoint}
-        return await self._t.call("POST", "/export/run", Export, json=body, retry=Retry.UNSAFE)
+        return await self._t.call("POST", "/export/run", Export, json=body, retry=Retry.IDEMPOTENT)
 
     async def get(self, export_id: str) -> Export:
         return await self._t.call("GET", f"/export/{export_id}", Export)

@@ -155,10 +155,10 @@ class Imports(Resource):
     async def local(self, project_id: str, path: str | Path, format: str = "auto") -> Import:
         """Import a folder on the server (below the operator's allowed roots)."""
         body = {"project_id": project_id, "path": str(path), "format": format}
-        # The gateway keeps no answer of a 202 under its Idempotency-Key, so a retry after
-        # the request may have reached it could start a second import.
+        # The gateway keeps a job's 202 under its Idempotency-Key and derives the import's id
+        # from it: a retry gets the first import, never a second one.
         return await self._t.call(
-            "POST", "/datasets/import/local", Import, json=body, retry=Retry.UNSAFE
+            "POST", "/datasets/import/local", Import, json=body, retry=Retry.IDEMPOTENT
         )
 
     async def upload(
@@ -177,7 +177,7 @@ class Imports(Resource):
             params={"project_id": project_id, "format": format},
             content=upload.stream,
             headers=headers,
-            retry=Retry.UNSAFE,  # the gateway does not deduplicate uploads by their key
+            retry=Retry.IDEMPOTENT,  # the gateway answers a retried upload with the first import
             timeout=None,  # a large archive takes as long as it takes
         )
         return self._t.data(response, Import)

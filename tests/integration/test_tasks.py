@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.access_helpers import as_user, finished, ok, project, split, user
-from tests.imagesets import squares
+from tests.imagesets import squares, zip_dir
 from tests.stack import Stack
 from tests.training_helpers import API, FAST, wait
 
@@ -146,3 +146,46 @@ def test_a_resumed_run_answers_with_its_task_which_runs_again_to_completion(stac
         assert done["status"] == "completed" and done["result"]["epochs"] == 2, done
         assert done["started_at"] == before["started_at"]  # when it first started
         assert done["finished_at"] > before["finished_at"]
+
+
+def test_a_job_started_twice_with_one_idempotency_key_is_one_job(stack, journey, tmp_path):
+    # given the user's project with a finished run, and a key per job a client retries with
+    project_id = journey["project_id"]
+    run = journey["answers"]["training"]
+    root = squares(stack.imports / uuid.uuid4().hex, 3)
+    posts = {
+        "import": ("datasets/import/local", {"project_id": project_id, "path": str(root)}),
+        "training": (
+            "training/run",
+            {"project_id": project_id, "split_id": run["split_id"], "hyperparameters": FAST},
+        ),
+        "evaluation": ("evaluation/run", {"run_id": run["id"]}),
+        "export": ("export/run", {"run_id": run["id"]}),
+    }
+    with as_user(stack, journey["token"]) as api:
+        before = ok(api.get(f"{API}/tasks", params={"project_id": project_id}))["total"]
+        for kind, (path, body) in posts.items():
+            key = {"Idempotency-Key": f"{kind}-{uuid.uuid4().hex}"}
+            # when the same start is sent twice under one key
+            first = api.post(f"{API}/{path}", json=body, headers=key)
+            again = api.post(f"{API}/{path}", json=body, headers=key)
+            # then the retry is told the first job, and no second one starts
+            assert first.status_code == again.status_code == 202, (kind, again.text)
+            assert again.json()["data"]["id"] == first.json()["data"]["id"], kind
+            assert again.headers.get("Idempotent-Replayed") == "true", kind
+            settled(api, first.json()["data"]["id"])
+        # and an upload retried under one key is one import
+        archive = zip_dir(squares(tmp_path / "zip", 3), tmp_path / "set.zip").read_bytes()
+        upload = {
+            "params": {"project_id": project_id},
+            "content": archive,
+            "headers": {
+                "Idempotency-Key": f"upload-{uuid.uuid4().hex}",
+                "Content-Type": "application/zip",
+            },
+        }
+        ids = [ok(api.post(f"{API}/datasets/import/upload", **upload), 202)["id"] for _ in range(2)]
+        assert ids[0] == ids[1]
+        settled(api, ids[0])
+        after = ok(api.get(f"{API}/tasks", params={"project_id": project_id}))["total"]
+    assert after == before + len(posts) + 1

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.access import require, require_of
-from services.gateway.api.idempotent import idempotent
+from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.api.imagefiles import image_row, serve_image
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, actor_of
@@ -61,7 +61,7 @@ async def import_local(body: LocalImport, request: Request, gateway: GatewayDep)
     async def run() -> Response:
         return await _start(gateway, request, body.project_id, "local", body.path, body.format)
 
-    return await idempotent(request, gateway, actor_of(request), run)
+    return await idempotent(request, gateway, actor_of(request), run, job=True)
 
 
 #: The slowest rate at which the datasets service is expected to fetch an uploaded archive from
@@ -79,6 +79,17 @@ async def import_upload(
     """Import a ZIP: multipart field ``file`` (with ``project_id``, ``format``) or a raw body."""
     if project_id:  # known before the upload: a caller who may not import sends nothing
         await require(request, project_id, "editor", field="project_id")
+
+    async def run() -> Response:
+        return await _receive_and_start(request, gateway, project_id, format)
+
+    # A retried upload with the same key gets the first import, not a second one.
+    return await idempotent(request, gateway, actor_of(request), run, job=True, streamed=True)
+
+
+async def _receive_and_start(
+    request: Request, gateway: Gateway, project_id: str | None, format: str | None
+) -> Response:
     uploads = gateway.settings.data_dir("uploads")
     if SWEEPER.due():  # what a crashed gateway left
         await asyncio.to_thread(sweep, uploads)
@@ -276,8 +287,9 @@ async def _start(
     upload_object: str | None = None,
     timeout: float | None = None,
 ) -> Response:
-    import_id = new_id()
+    import_id = keyed_id(request, "import")
     command = c.StartImport(
+        message_id=keyed_id(request, "start_import"),
         dataset_id=project_id,
         import_id=import_id,
         source_kind=kind,

@@ -1,4 +1,10 @@
-"""Runs a POST route under its ``Idempotency-Key``, if the client sent one."""
+"""Runs a POST route under its ``Idempotency-Key``, if the client sent one.
+
+A job's start (an import, a run, an evaluation, an export) answers 202 once the job exists:
+that answer is final and replayed to a retry, and the job's id derives from the key
+(``keyed_id``), so even a retry whose first answer was never stored (its gateway died) names
+the same job, and the service refuses to start it twice rather than starting a second one.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,45 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from contracts import new_id
+from services.gateway.auth.deps import actor_of
 from services.gateway.gateway import Gateway
-from services.gateway.idempotency import Claim, fingerprint
+from services.gateway.idempotency import Claim, derived_id, fingerprint
 
 #: Answers worth replaying to a retry. Others leave the key free to try again: a 503, or a
 #: 202 whose result the read model did not show in time (the retry then shows it).
 _FINAL = frozenset(range(200, 500)) - {202}
+#: A job's start: its 202 says the job exists, as final as a 201.
+_JOB_FINAL = frozenset(range(200, 500))
+
+
+def keyed_id(request: Request, purpose: str) -> str:
+    """The id of what this request creates (``purpose``: "run", "import"…): derived from its
+    ``Idempotency-Key`` when it has one, so that every retry names the same thing."""
+    key = request.headers.get("idempotency-key")
+    return derived_id(actor_of(request), key, purpose) if key else new_id()
 
 
 async def idempotent(
-    request: Request, gateway: Gateway, actor: str, run: Callable[[], Awaitable[Response]]
+    request: Request,
+    gateway: Gateway,
+    actor: str,
+    run: Callable[[], Awaitable[Response]],
+    *,
+    job: bool = False,
+    streamed: bool = False,
 ) -> Response:
+    """``run`` once per key. ``job``: the route starts a background job (its 202 is kept).
+    ``streamed``: the body is an upload read by ``run`` itself; the request is then told
+    apart by its path, query and length rather than by its bytes."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return await run()
-    body = await request.body()
+    if streamed:
+        length = request.headers.get("content-length", "")
+        body = f"{request.url.query}\n{length}".encode()
+    else:
+        body = await request.body()
     claimed = await gateway.idempotency.claim(
         actor, key, fingerprint(request.method, request.url.path, body)
     )
@@ -34,7 +64,8 @@ async def idempotent(
     except BaseException:
         await gateway.idempotency.release(claimed)
         raise
-    if response.status_code in _FINAL and isinstance(response, JSONResponse):
+    final = _JOB_FINAL if job else _FINAL
+    if response.status_code in final and isinstance(response, JSONResponse):
         keep = {k: v for k, v in response.headers.items() if k.lower() in ("location", "etag")}
         await gateway.idempotency.complete(
             claimed, response.status_code, json.loads(bytes(response.body)), keep

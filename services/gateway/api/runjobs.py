@@ -10,9 +10,11 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from contracts import Message, new_id
+from contracts import Message
 from contracts import training as t
 from services.gateway.access import require_of
+from services.gateway.api.idempotent import idempotent, keyed_id
+from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ok
 from services.gateway.gateway import Gateway
 from services.gateway.readmodels.tasks import task_link
@@ -45,10 +47,15 @@ async def start_run_job(
     job as the read model shows it once the command's events are applied, and its Location."""
     await gateway.fresh(t.STREAM, t.event_subject(run_id))
     await require_of(request, "run", run_id, "editor", field="run_id")
-    job_id = new_id()
-    accepted = await gateway.send(job.subject, command(job_id), request)
-    await gateway.caught_up(job.stream, accepted.sequence)
-    async with session(gateway.engine) as db:
-        row = await job.load(db, job_id)
-    location = str(request.url_for(job.route, **{job.id_param: job_id}))
-    return ok(row.public() | task_link(job_id), status=202, headers={"Location": location})
+    # A retry with the same Idempotency-Key names the same job: it never runs twice.
+    job_id = keyed_id(request, job.route)
+
+    async def run() -> Response:
+        accepted = await gateway.send(job.subject, command(job_id), request)
+        await gateway.caught_up(job.stream, accepted.sequence)
+        async with session(gateway.engine) as db:
+            row = await job.load(db, job_id)
+        location = str(request.url_for(job.route, **{job.id_param: job_id}))
+        return ok(row.public() | task_link(job_id), status=202, headers={"Location": location})
+
+    return await idempotent(request, gateway, actor_of(request), run, job=True)

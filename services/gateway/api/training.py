@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from contracts import common, new_id
+from contracts import common
 from contracts import training as c
 from services.gateway.access import (
     project_of,
@@ -20,6 +20,7 @@ from services.gateway.access import (
     viewable,
     visible_projects,
 )
+from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.api.training_sockets import experiment_rows, view_experiment
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
@@ -113,8 +114,10 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
     if body.experiment_id:
         await _same_project(gateway, body.experiment_id, body.project_id)
     command = c.StartRun(
-        run_id=new_id(),
-        experiment_id=body.experiment_id or new_id(),
+        # A retry with the same Idempotency-Key names the same run: it is never queued twice.
+        message_id=keyed_id(request, "start_run"),
+        run_id=keyed_id(request, "run"),
+        experiment_id=body.experiment_id or keyed_id(request, "experiment"),
         project_id=body.project_id,
         split_id=body.split_id,
         hyperparameters=c.Hyperparameters(**body.hyperparameters.model_dump()),
@@ -122,8 +125,12 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
         actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )
-    accepted = await gateway.send(c.Subjects.START_RUN, command, request)
-    return await _run_answer(gateway, request, accepted.aggregate_id, accepted.sequence, 202)
+
+    async def run() -> Response:
+        accepted = await gateway.send(c.Subjects.START_RUN, command, request)
+        return await _run_answer(gateway, request, accepted.aggregate_id, accepted.sequence, 202)
+
+    return await idempotent(request, gateway, actor_of(request), run, job=True)
 
 
 @router.get("/queue")

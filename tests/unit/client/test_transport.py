@@ -95,8 +95,10 @@ def test_a_lost_connection_is_retried_for_a_keyed_post_and_a_read():
     assert calls == ["POST", "POST", "GET", "GET"]
 
 
-def test_a_run_is_not_resubmitted_after_a_503_or_a_broken_connection():
-    # given a gateway that does not deduplicate runs: a retry could queue a second one
+def test_a_run_is_retried_after_a_503_or_a_broken_connection_under_one_key():
+    # given a gateway that keeps a job's 202 under its Idempotency-Key: a retry gets the first
+    # run, so a run may be sent again whatever happened to the first try
+    run = {"id": "r1", "project_id": "p1", "split_id": "s1", "status": "queued", "position": 1}
     for failure in ("503", "read"):
         calls: list[httpx.Request] = []
 
@@ -104,14 +106,29 @@ def test_a_run_is_not_resubmitted_after_a_503_or_a_broken_connection():
             request: httpx.Request, failure: str = failure, calls: list[httpx.Request] = calls
         ) -> httpx.Response:
             calls.append(request)
-            if failure == "read":
+            if len(calls) == 1 and failure == "read":
                 raise httpx.ReadError("reset", request=request)
-            return refusal(503, "UNAVAILABLE", "try again")
+            if len(calls) == 1:
+                return refusal(503, "UNAVAILABLE", "try again")
+            return envelope(run, 202)
 
-        with client(handler) as studio, pytest.raises(Unavailable) as raised:
-            studio.runs.create("p1", "s1", model="smallcnn")
-        assert len(calls) == 1, failure
-        assert raised.value.status in (0, 503)
+        with client(handler) as studio:
+            assert studio.runs.create("p1", "s1", model="smallcnn").id == "r1"
+        keys = {c.headers["Idempotency-Key"] for c in calls}
+        assert len(calls) == 2 and len(keys) == 1, failure
+
+
+def test_a_stop_is_not_resent_after_a_broken_connection():
+    # given a gateway that does not keep a stop's answer: a second stop could stop a resumed run
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadError("reset", request=request)
+
+    with client(handler) as studio, pytest.raises(Unavailable):
+        studio.runs.stop("r1")
+    assert len(calls) == 1
 
 
 def test_a_refused_connection_is_retried_even_for_a_run():
