@@ -16,6 +16,7 @@ from types import TracebackType
 
 import httpx
 
+from studio_client.experiments import Experiments
 from studio_client.jobs import Evaluations, Exports, Runs, Tasks
 from studio_client.resources import Auth, Datasets, Imports, Projects, Splits
 from studio_client.transport import RetryPolicy, Transport
@@ -55,6 +56,7 @@ class AsyncStudioClient:
         self.evaluations = Evaluations(self.transport)
         self.exports = Exports(self.transport)
         self.tasks = Tasks(self.transport)
+        self.experiments = Experiments(self.transport)
 
     @property
     def base_url(self) -> str:

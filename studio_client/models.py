@@ -14,6 +14,7 @@ __all__ = [
     "DatasetSummary",
     "Epoch",
     "Evaluation",
+    "Experiment",
     "Export",
     "Image",
     "ImagePage",
@@ -22,12 +23,15 @@ __all__ = [
     "Prediction",
     "Predictions",
     "Project",
+    "Promotion",
     "Run",
     "Session",
+    "SocketMessage",
     "Split",
     "StreamEvent",
     "Task",
     "TaskPage",
+    "Trial",
 ]
 
 T = TypeVar("T")
@@ -290,3 +294,82 @@ class StreamEvent(Model):
     event: str
     data: Any = None
     id: int | None = None
+
+
+class Trial(Model):
+    """One trial of a search: a run with the hyperparameters the search chose for it."""
+
+    trial: int
+    state: str = "running"  # queued | running | completed | pruned | failed | stopped
+    run_id: str | None = None
+    params: dict[str, Any] = {}
+    #: The objectives' values once it completed (metric -> value).
+    values: dict[str, float] = {}
+    #: Its run's latest metrics (val_accuracy, val_loss, latency_ms, params ...).
+    metrics: dict[str, Any] = {}
+    epoch: int | None = None
+    message: str | None = None
+
+
+class Experiment(Model):
+    """A search over models and hyperparameters; ``trials``, ``front`` (trial numbers on the
+    Pareto front, or the best one for a single objective), ``best`` (metric -> trial) and
+    ``importances`` (hyperparameter -> importance) when read one by one."""
+
+    id: str = ""
+    experiment_id: str = ""
+    project_id: str | None = None
+    split_id: str | None = None
+    name: str = ""
+    status: str = "running"  # running | stopped | completed | failed
+    architecture_type: str = "any"
+    search_config: dict[str, Any] = {}
+    max_trials: int | None = None
+    objectives: list[dict[str, Any]] = []
+    budget: dict[str, Any] = {}
+    pruning: dict[str, Any] = {}
+    seed: int | None = None
+    trials: list[Trial] = []
+    front: list[int] = []
+    best: dict[str, int] = {}
+    importances: dict[str, float] = {}
+    reason: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    task_id: str | None = None
+    check_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # The gateway names it ``id`` in some answers and ``experiment_id`` in others.
+        self.id = self.id or self.experiment_id
+        self.experiment_id = self.experiment_id or self.id
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("completed", "failed", "stopped")
+
+    def trial(self, number: int) -> Trial | None:
+        return next((t for t in self.trials if t.trial == number), None)
+
+
+class Promotion(Model):
+    """A trial being promoted: its run evaluated on the test subset and exported."""
+
+    experiment_id: str = ""
+    trial: int | None = None
+    run_id: str | None = None
+    evaluation_id: str | None = None
+    export_id: str | None = None
+    format: str = "onnx"
+    status: str | None = None
+    task_id: str | None = None
+    check_url: str | None = None
+
+
+class SocketMessage(Model):
+    """One frame of an experiment's WebSocket: ``snapshot`` first, then ``trial_started``,
+    ``epoch_end``, ``trial_pruned``, ``trial_completed``, ``front_updated``, ``complete`` ..."""
+
+    type: str
+    payload: dict[str, Any] = {}

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from studio_client.aio import AsyncStudioClient
+from studio_client.experiments import SyncExperiments
 from studio_client.files import Progress
 from studio_client.models import (
     DatasetSummary,
@@ -370,6 +371,7 @@ class StudioClient:
         self.evaluations = Evaluations(self._loop, self.aio.evaluations)
         self.exports = Exports(self._loop, self.aio.exports)
         self.tasks = Tasks(self._loop, self.aio.tasks)
+        self.experiments = SyncExperiments(self._loop, self.aio.experiments)
 
     @property
     def base_url(self) -> str:
