@@ -5,7 +5,7 @@ Schema rules (STYLE.md): explicit versioned tags, new fields go last with a defa
 change is a new ``.vN`` type. ``contracts/schemas/`` holds the committed JSON Schema snapshot.
 """
 
-from contracts import common, datasets, exports, identity, projects, training
+from contracts import common, datasets, experiments, exports, identity, projects, training
 from contracts.envelope import Message, new_id
 
 #: Every contract type, for the schema snapshot and the contract tests.
@@ -23,6 +23,7 @@ __all__ = [
     "Message",
     "common",
     "datasets",
+    "experiments",
     "exports",
     "identity",
     "new_id",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
+from contracts import experiments as x
 from contracts.common import Id, JobEvents, Keyword
 from contracts.envelope import Message
 
@@ -78,6 +79,10 @@ def event_subject(run_id: str) -> str:
 def progress_subject(run_id: str) -> str:
     """Core NATS (not stored): batch progress of a running run, a few times a second."""
     return f"live.training.{run_id}"
+
+
+#: The experiment's command subjects belong to this context (its events share the stream).
+ExperimentSubjects = x.ExperimentSubjects
 
 
 class Subjects:
@@ -238,6 +243,10 @@ class RunCompleted(Message, frozen=True, tag="training.run_completed.v1"):
     best_epoch: int
     best_val_accuracy: float
     early_stopped: bool = False
+    #: The model's parameters (sum of numel), measured at the end of the run.
+    params: int | None = None
+    #: Median forward time at batch 1 on the run's device (eval mode, after warm-up).
+    latency_ms: float | None = None
 
 
 class RunFailed(Message, frozen=True, tag="training.run_failed.v1"):
@@ -323,6 +332,7 @@ Event = (
     | EvaluationStarted
     | EvaluationCompleted
     | EvaluationFailed
+    | x.Event
 )
 
 ALL: tuple[type[Message], ...] = (
@@ -343,6 +353,7 @@ ALL: tuple[type[Message], ...] = (
     EvaluationStarted,
     EvaluationCompleted,
     EvaluationFailed,
+    *x.ALL,
 )
 
 #: The Object Store bucket of the runs' checkpoint files: the trainer writes, the exporter reads.

@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import training as c
+from contracts.experiments import EXPERIMENT_EVENTS
 from services.kernel.eventstore import StoredEvent
 from services.kernel.jobs.table import JobTable
 from services.kernel.projection import Decodes
@@ -52,7 +53,7 @@ class Runs(Decodes):
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event
-        if EVALUATION.owns(event):
+        if EVALUATION.owns(event) or isinstance(event, EXPERIMENT_EVENTS):
             return
         if isinstance(event, c.RunQueued):
             db.add(RunRow(run_id=event.run_id, status=domain.QUEUED, queued_seq=stored.sequence))

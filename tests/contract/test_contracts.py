@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import sys
 import typing
 from datetime import UTC, datetime
 from functools import reduce
@@ -138,7 +139,9 @@ def test_tags_are_unique() -> None:
 
 @pytest.mark.parametrize("cls", contracts.ALL, ids=tag_of)
 def test_tag_is_context_snake_name_and_version(cls: type[Message]) -> None:
-    context = cls.__module__.rsplit(".", 1)[-1]
+    # A module's CONTEXT names its context when it is not the module's name (experiments: training).
+    module = sys.modules[cls.__module__]
+    context = getattr(module, "CONTEXT", cls.__module__.rsplit(".", 1)[-1])
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", re.sub(r"V\d+$", "", cls.__name__)).lower()
     assert re.fullmatch(rf"{context}\.{snake}\.v\d+", tag_of(cls)), tag_of(cls)
 

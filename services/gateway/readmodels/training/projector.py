@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import training as c
+from contracts.experiments import EXPERIMENT_EVENTS
 from services.gateway.readmodels.training.tables import (
     CheckpointRow,
     EpochRow,
@@ -73,6 +74,8 @@ class TrainingProjector(Decodes):
         if isinstance(event, c.RunQueued):
             db.add(_queued(event, stored.sequence))
             return
+        if isinstance(event, EXPERIMENT_EVENTS):
+            return  # the experiment's own events: its own projector's
         row = await db.get(RunRow, event.run_id)
         if row is None:
             return
