@@ -33,6 +33,7 @@ Examples:
   studio import birds ./birds.zip
   studio split birds --ratios 0.7,0.15,0.15 --seed 0
   studio train birds --model resnet18 --epochs 10 --follow
+  studio experiments create birds --family smallcnn --max-trials 8 --follow
   studio --json runs list --project birds | jq '.[0].id'
 
 \b
@@ -84,7 +85,15 @@ def build(*extra: click.Command) -> click.Group:
 
 
 def _user_commands() -> list[click.Command]:
-    from studio_client.cli.commands import account, data, models, projects, tasks, training
+    from studio_client.cli.commands import (
+        account,
+        data,
+        experiments,
+        models,
+        projects,
+        tasks,
+        training,
+    )
 
     return [
         *account.COMMANDS,
@@ -93,6 +102,7 @@ def _user_commands() -> list[click.Command]:
         data.split,
         training.train,
         training.runs,
+        experiments.experiments,
         models.evaluate,
         models.export,
         models.predict,
