@@ -6,8 +6,14 @@ NATS and carries no id. The same feed serves SSE and WebSocket clients.
 
 A feed ends when every run it follows has reached its end (an ``Ending``): a run's end is its
 ``complete`` or ``error`` after its latest queueing, or, for a run already over when the client
-connects, its last stored event. It reads no database: a route reads what it needs in a short
-session first, so that open streams never hold a pooled connection.
+connects, its last stored event. An experiment created as a search (a ``Search``) ends instead
+at its own ``complete`` (``ExperimentCompleted``) after its latest creation or resumption; its
+feed also carries its own events (``trial_started``, ``trial_pruned``, ``trial_completed``,
+``trial_failed``, ``front_updated``, ...), each of its trials' run events names its ``trial``,
+and a trial run's own end is a ``status`` (its trial's outcome is ``trial_completed``,
+``trial_pruned`` or ``trial_failed``), so that ``complete`` means the search's end only. It
+reads no database: a route reads what it needs in a short session first, so that open streams
+never hold a pooled connection.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from contracts import experiments as e
 from contracts import training as c
 from services.gateway.readmodels.training import STATUS_OF, RunRow
 
@@ -37,12 +44,27 @@ NAMES: dict[str, str] = {
     "training.evaluation_completed.v1": "evaluation",
     "training.evaluation_failed.v1": "evaluation",
 }
+#: A search's own events (``contracts.experiments``); its end is ``complete``.
+EXPERIMENT_NAMES: dict[str, str] = {
+    "training.experiment_created.v1": "experiment_created",
+    "training.trial_started.v1": "trial_started",
+    "training.trial_pruned.v1": "trial_pruned",
+    "training.trial_completed.v1": "trial_completed",
+    "training.trial_failed.v1": "trial_failed",
+    "training.front_updated.v1": "front_updated",
+    "training.experiment_stopped.v1": "experiment_stopped",
+    "training.experiment_resumed.v1": "experiment_resumed",
+    "training.experiment_completed.v1": "complete",
+    "training.trial_promoted.v1": "trial_promoted",
+}
 STATUS_BY_TAG = {t.__struct_config__.tag: s for t, s in STATUS_OF.items()}  # type: ignore[attr-defined]
 FINAL = ("complete", "error")
 #: Statuses a run stays in unless it is resumed: its stream ends there.
 OVER = ("completed", "failed")
 QUEUED = c.RunQueued.__struct_config__.tag
 REQUEUED = (QUEUED, c.RunResumed.__struct_config__.tag)
+OPENED = (e.ExperimentCreated.__struct_config__.tag, e.ExperimentResumed.__struct_config__.tag)
+CLOSED = e.ExperimentCompleted.__struct_config__.tag
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,8 @@ def item_of(msg: Msg) -> Item:
     tag = payload.get("type", "")
     if tag in STATUS_BY_TAG:
         payload["status"] = STATUS_BY_TAG[tag]
-    return Item(NAMES.get(tag, "status"), payload, msg.metadata.sequence.stream)
+    name = NAMES.get(tag) or EXPERIMENT_NAMES.get(tag, "status")
+    return Item(name, payload, msg.metadata.sequence.stream)
 
 
 @dataclass
@@ -71,11 +94,37 @@ class Followed:
     done: bool = False
 
 
-class Ending:
-    """Decides when a feed is over: every run it follows has reached its end."""
+@dataclass
+class Search:
+    """An experiment created as a search, as the read model shows it when a client connects."""
 
-    def __init__(self, experiment_id: str | None = None) -> None:
+    #: Its ``ExperimentCreated``: its feed starts there.
+    created_seq: int
+    #: Its latest ``ExperimentCreated``/``ExperimentResumed``: a ``complete`` after it ends it.
+    opened_seq: int
+    #: Its ``ExperimentCompleted`` after ``opened_seq``, when it is over.
+    completed_seq: int | None = None
+    #: Its trials' run ids and trial numbers, known so far (the feed adds those it sees).
+    trials: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+    def see(self, item: Item) -> None:
+        tag, seq = item.payload.get("type"), item.sequence
+        if seq is None or seq <= self.opened_seq:
+            return
+        if tag in OPENED:
+            self.opened_seq, self.done = seq, False  # resumed: it searches again
+        elif tag == CLOSED:
+            self.done = True
+
+
+class Ending:
+    """Decides when a feed is over: every run it follows has reached its end, or, for a
+    search, the search has."""
+
+    def __init__(self, experiment_id: str | None = None, search: Search | None = None) -> None:
         self.experiment_id = experiment_id
+        self.search = search
         self.runs: dict[str, Followed] = {}
 
     def follow(self, row: RunRow, last_seq: int, after: int) -> None:
@@ -85,6 +134,9 @@ class Ending:
             self.runs[row.run_id] = Followed(row.queued_seq)
 
     def see(self, item: Item) -> None:
+        if self.search is not None:
+            self.search.see(item)
+            return
         run_id, seq, tag = item.payload.get("run_id"), item.sequence, item.payload.get("type")
         if seq is None or not isinstance(run_id, str):
             return  # live progress: no part of a run's stored history
@@ -102,15 +154,25 @@ class Ending:
 
     @property
     def over(self) -> bool:
+        if self.search is not None:
+            return self.search.done
         return bool(self.runs) and all(run.done for run in self.runs.values())
 
 
 async def ending_of(
-    js: JetStreamContext, rows: Sequence[RunRow], after: int, experiment_id: str | None = None
+    js: JetStreamContext,
+    rows: Sequence[RunRow],
+    after: int,
+    experiment_id: str | None = None,
+    search: Search | None = None,
 ) -> tuple[Ending, int]:
     """The ``Ending`` of a feed of ``rows`` (read from the read model just now) for a client
     that has seen ``after``, and the sequence its stored events start after: the first event
-    of its runs, so that a client new to an old experiment does not read the whole stream."""
+    of its runs (of a ``search``: its creation), so that a client new to an old experiment
+    does not read the whole stream."""
+    if search is not None:
+        search.done = search.completed_seq is not None and search.completed_seq <= after
+        return Ending(experiment_id, search), max(after, search.created_seq - 1)
     ending = Ending(experiment_id)
     lasts = await asyncio.gather(
         *(_seq(js, r.run_id, first=False) for r in rows if r.status in OVER)
@@ -138,29 +200,33 @@ async def _seq(js: JetStreamContext, run_id: str, *, first: bool) -> int:
     return int(msg.seq or 0)
 
 
+#: What a feed makes of an item: the item to send (renamed, with more said), or None to skip it.
+Shape = Callable[[Item], Item | None]
+
+
 async def feed(
     nc: NATS,
     *,
     subject: str,
     progress: str,
     after: int,
-    wanted: Callable[[dict[str, Any]], bool],
+    shape: Shape,
     ending: Ending,
 ) -> AsyncIterator[Item]:
-    """Stored events of ``subject`` after ``after``, merged with live progress, in order,
-    until ``ending`` says the client has every run's end."""
+    """Stored events of ``subject`` after ``after``, merged with live progress, in order, as
+    ``shape`` makes them, until ``ending`` says the client has every run's end."""
     if ending.over:
         return
     queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=10_000)
 
     async def on_progress(msg: Msg) -> None:
-        payload = msgspec.json.decode(msg.data)
-        if wanted(payload) and not queue.full():
-            queue.put_nowait(Item("progress", payload))
+        item = shape(Item("progress", msgspec.json.decode(msg.data)))
+        if item is not None and not queue.full():
+            queue.put_nowait(item)
 
     async def on_event(msg: Msg) -> None:
-        item = item_of(msg)
-        if wanted(item.payload):
+        item = shape(item_of(msg))
+        if item is not None:
             await queue.put(item)
 
     live = await nc.subscribe(progress, cb=on_progress)
@@ -195,7 +261,7 @@ def run_feed(nc: NATS, run_id: str, after: int, ending: Ending) -> AsyncIterator
         subject=c.event_subject(run_id),
         progress=c.progress_subject(run_id),
         after=after,
-        wanted=lambda payload: payload.get("run_id") == run_id,
+        shape=lambda item: item if item.payload.get("run_id") == run_id else None,
         ending=ending,
     )
 
@@ -203,19 +269,33 @@ def run_feed(nc: NATS, run_id: str, after: int, ending: Ending) -> AsyncIterator
 def experiment_feed(
     nc: NATS, experiment_id: str, runs: set[str], after: int, ending: Ending
 ) -> AsyncIterator[Item]:
-    """Every run of an experiment: ``runs`` (known so far) and those queued into it later."""
+    """Every run of an experiment: ``runs`` (known so far) and those queued into it later;
+    for a search (``ending.search``), its own events too, its runs' told as its trials'."""
+    search = ending.search
 
-    def wanted(payload: dict[str, Any]) -> bool:
-        if payload.get("experiment_id") == experiment_id:
-            runs.add(payload["run_id"])
-        return payload.get("run_id") in runs
+    def shape(item: Item) -> Item | None:
+        payload = item.payload
+        run_id, ours = payload.get("run_id"), payload.get("experiment_id") == experiment_id
+        if ours and run_id is None:
+            return item  # the search's own event
+        if ours and isinstance(run_id, str):
+            runs.add(run_id)
+        if run_id not in runs:
+            return None
+        if search is None or item.name in EXPERIMENT_NAMES.values():
+            if search is not None and ours and isinstance(payload.get("trial"), int):
+                search.trials[payload["run_id"]] = payload["trial"]
+            return item
+        payload["trial"] = search.trials.get(payload["run_id"])
+        # A trial's run ends as a status: ``complete`` is the search's end only.
+        return Item("status", payload, item.sequence) if item.name in FINAL else item
 
     return feed(
         nc,
         subject=c.EVENTS,
         progress=c.progress_subject("*"),
         after=after,
-        wanted=wanted,
+        shape=shape,
         ending=ending,
     )
 

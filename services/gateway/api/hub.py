@@ -38,13 +38,17 @@ from contracts import datasets as d
 from contracts import training as t
 from services.gateway import access
 from services.gateway.api.training_sockets import _refuse as refuse
-from services.gateway.api.training_sockets import experiment_rows, view_experiment
+from services.gateway.api.training_sockets import (
+    experiment_items,
+    experiment_rows,
+    view_experiment,
+)
 from services.gateway.envelope import ApiError
 from services.gateway.gateway import Gateway
 from services.gateway.readmodels import datasets as datasets_read
 from services.gateway.readmodels import training as training_read
 from services.gateway.stream_guard import CLOSE_UNAUTHENTICATED, Guard, guarded, open_guard
-from services.gateway.training_streams import Item, ending_of, experiment_feed, run_feed
+from services.gateway.training_streams import Item, ending_of, run_feed
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
@@ -208,10 +212,8 @@ class Hub:
         if topic == "experiment_id":
             rows = await experiment_rows(gateway, an_id, None)
             guard = await open_guard(ws, lambda: view_experiment(ws, an_id, rows))
-            ending, start = await ending_of(gateway.js, rows, after, an_id)
-            runs = {r.run_id for r in rows}
-            nc = gateway.broker.connection
-            return experiment_feed(nc, an_id, runs, start, ending), guard
+            _, items = await experiment_items(gateway, an_id, rows, after)
+            return items, guard
         guard = await open_guard(ws, lambda: access.require_of(ws, "import", an_id, "viewer"))
         return import_feed(gateway, an_id), guard
 

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
+from contracts.experiments import experiment_subject
 from services.gateway import access
 from services.gateway.api.params import Limit, MaybeQueryId, Offset, PathId
 from services.gateway.auth.deps import CurrentUser
@@ -28,7 +29,9 @@ from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
-KindFilter = Annotated[read.Kind | None, Query(description="import, training, evaluation, export")]
+KindFilter = Annotated[
+    read.Kind | None, Query(description="import, training, evaluation, export, experiment")
+]
 StatusFilter = Annotated[
     read.Status | None, Query(description="pending, processing, completed, failed, cancelled")
 ]
@@ -91,3 +94,5 @@ async def _fresh(gateway: Gateway, row: read.TaskRow) -> None:
             await gateway.fresh(t.STREAM, t.evaluation_subject(row.task_id))
         case "export":
             await gateway.fresh(x.STREAM, x.event_subject(row.task_id))
+        case "experiment":
+            await gateway.fresh(t.STREAM, experiment_subject(row.task_id))

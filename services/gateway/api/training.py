@@ -22,7 +22,11 @@ from services.gateway.access import (
 )
 from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
-from services.gateway.api.training_sockets import experiment_rows, view_experiment
+from services.gateway.api.training_sockets import (
+    experiment_items,
+    experiment_rows,
+    view_experiment,
+)
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
@@ -34,12 +38,7 @@ from services.gateway.stream_guard import (
     open_guard,
 )
 from services.gateway.streams import last_event_id
-from services.gateway.training_streams import (
-    ending_of,
-    experiment_feed,
-    run_feed,
-    sse,
-)
+from services.gateway.training_streams import ending_of, run_feed, sse
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
@@ -270,16 +269,16 @@ async def experiment_stream(
     project_id: str, experiment_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
     """SSE of every run of an experiment, as the original API streamed it; it ends when every
-    run has completed or failed, 204 for a client that has seen that already; ``closed`` if
-    access ends first. Takes a stream token as ``?access_token=``."""
+    run has completed or failed (a search: at its ``complete``, after ``trial_started``,
+    ``epoch_end`` with its ``trial``, ``trial_pruned``, ``trial_completed``, ``front_updated``),
+    204 for a client that has seen that already; ``closed`` if access ends first. Takes a
+    stream token as ``?access_token=``."""
     after = last_event_id(request)
     rows = await experiment_rows(gateway, experiment_id, project_id)
     guard = await open_guard(request, lambda: view_experiment(request, experiment_id, rows))
-    ending, start = await ending_of(gateway.js, rows, after, experiment_id)
+    ending, items = await experiment_items(gateway, experiment_id, rows, after)
     if ending.over:
         return Response(status_code=204)
-    runs = {r.run_id for r in rows}
-    items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
     return _sse_response(guarded_sse((sse(item) async for item in items), guard))
 
 

@@ -1,5 +1,6 @@
-"""The training WebSocket: an experiment's runs as ``{"type", "payload"}`` text frames, and what
-the experiment's SSE route shares with it (its runs, who may read them).
+"""The training WebSocket: an experiment's runs (and, for a search, its trials and front) as
+``{"type", "payload"}`` text frames, and what the experiment's SSE route and the hub share with
+it (its runs, its feed, who may read them).
 
 Every socket authenticates (a header, or a stream token as ``?access_token=``) and reads only
 experiments of projects its caller is a member of; it is closed (4401) once its credential
@@ -23,9 +24,10 @@ from contracts import training as c
 from services.gateway import access
 from services.gateway.envelope import ApiError
 from services.gateway.gateway import FRESH_WAIT_S, Gateway
+from services.gateway.readmodels import experiments as searches
 from services.gateway.readmodels import training as read
 from services.gateway.stream_guard import CLOSE_UNAUTHENTICATED, Guard, guarded, open_guard
-from services.gateway.training_streams import Item, ending_of, experiment_feed, ws
+from services.gateway.training_streams import Ending, Item, Search, ending_of, experiment_feed, ws
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
@@ -35,10 +37,11 @@ router = APIRouter(tags=["training"])
 @router.websocket("/ws/experiments/{experiment_id}")
 async def experiment_socket(websocket: WebSocket, experiment_id: str) -> None:
     """Text frames ``{"type", "payload"}``: first a ``snapshot`` (the experiment's runs, their
-    status and latest metrics), then what its SSE gives after ``?last_event_id=`` (all of it by
-    default); closed once every run is over. An unknown experiment (or one of a project one is
-    no member of) gets an ``error`` and a close 4404; without a valid credential (a header, or a
-    stream token as ``?access_token=``), or once it ends, ``error`` and a close 4401.
+    status and latest metrics; for a search, also the experiment and its trials), then what its
+    SSE gives after ``?last_event_id=`` (all of it by default); closed once every run is over,
+    or a search once it is (its ``complete``). An unknown experiment (or one of a project one
+    is no member of) gets an ``error`` and a close 4404; without a valid credential (a header,
+    or a stream token as ``?access_token=``), or once it ends, ``error`` and a close 4401.
     """
     gateway: Gateway = websocket.app.state.gateway
     await websocket.accept()
@@ -48,13 +51,11 @@ async def experiment_socket(websocket: WebSocket, experiment_id: str) -> None:
         rows = await experiment_rows(gateway, experiment_id, None)
         guard = await open_guard(websocket, lambda: view_experiment(websocket, experiment_id, rows))
         snapshot = await _snapshot(gateway, experiment_id, rows)
-        ending, start = await ending_of(gateway.js, rows, after, experiment_id)
+        _, items = await experiment_items(gateway, experiment_id, rows, after)
     except (ApiError, HTTPException) as exc:
         await _refuse(websocket, exc)
         return
     await websocket.send_text(ws(Item("snapshot", snapshot)))
-    runs = {r.run_id for r in rows}
-    items = experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
     await _pump(websocket, guarded(items, guard), guard)
 
 
@@ -65,30 +66,59 @@ async def experiment_rows(
     gateway: Gateway, experiment_id: str, project_id: str | None
 ) -> list[read.RunRow]:
     """The experiment's runs as the read model shows the stream now; an experiment is known
-    when a run carries its id (so a malformed or unused id is NOT_FOUND)."""
+    when it was created as a search (of that project, if given) or a run carries its id (so a
+    malformed or unused id is NOT_FOUND). A search's trials may not have started yet."""
     if not _valid(experiment_id) or (project_id is not None and not _valid(project_id)):
         raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
     info = await gateway.js.stream_info(c.STREAM)
     await gateway.runner.wait_for(c.STREAM, info.state.last_seq, FRESH_WAIT_S)
     async with session(gateway.engine) as db:
         rows = await read.experiment_runs(db, experiment_id=experiment_id, project_id=project_id)
-    if not rows:
+        search = await searches.get_experiment(db, experiment_id=experiment_id)
+    if search is not None and project_id not in (None, search.project_id):
+        search = None
+    if not rows and search is None:
         raise ApiError(common.NOT_FOUND, f"experiment {experiment_id} does not exist")
     return rows
+
+
+async def experiment_items(
+    gateway: Gateway, experiment_id: str, rows: list[read.RunRow], after: int
+) -> tuple[Ending, AsyncIterator[Item]]:
+    """The feed of the experiment whose runs are ``rows`` (``experiment_rows``) for a client
+    that has seen ``after``, and its ``Ending`` (over already: the client has its end)."""
+    async with session(gateway.engine) as db:
+        search = await _search(db, experiment_id)
+    ending, start = await ending_of(gateway.js, rows, after, experiment_id, search)
+    runs = {r.run_id for r in rows}
+    return ending, experiment_feed(gateway.broker.connection, experiment_id, runs, start, ending)
+
+
+async def _search(db: Any, experiment_id: str) -> Search | None:
+    row = await searches.get_experiment(db, experiment_id=experiment_id)
+    if row is None:
+        return None  # a run's own experiment: it ends with its runs
+    trials = await searches.trial_runs(db, experiment_id=experiment_id)
+    return Search(row.created_seq, row.opened_seq, row.completed_seq, trials)
 
 
 async def _snapshot(
     gateway: Gateway, experiment_id: str, rows: list[read.RunRow]
 ) -> dict[str, Any]:
-    """The experiment now: each run with its status and its latest epoch's metrics."""
+    """The experiment now: each run with its status and its latest epoch's metrics; for a
+    search, the experiment (its status, front, best trials) and its trials too."""
     position = gateway.runner.position(c.STREAM)
     async with session(gateway.engine) as db:
         latest = await read.latest_epochs(db, run_ids=[r.run_id for r in rows])
+        detail = await searches.experiment_detail(db, experiment_id=experiment_id)
     runs = [
         r.public() | {"latest": latest[r.run_id].public() if r.run_id in latest else None}
         for r in rows
     ]
-    return {"experiment_id": experiment_id, "runs": runs, "sequence": position}
+    snapshot = {"experiment_id": experiment_id, "runs": runs, "sequence": position}
+    if detail is not None:
+        snapshot |= {"trials": detail.pop("trials"), "experiment": detail}
+    return snapshot
 
 
 async def _refuse(websocket: WebSocket, exc: ApiError | HTTPException) -> None:
@@ -107,12 +137,16 @@ async def _refuse(websocket: WebSocket, exc: ApiError | HTTPException) -> None:
 async def view_experiment(
     conn: HTTPConnection, experiment_id: str, rows: list[read.RunRow]
 ) -> None:
-    """The caller may read every project the experiment's runs are in; else the experiment
-    does not exist, as for an unknown id."""
+    """The caller may read the search's project and every project the experiment's runs are
+    in; else the experiment does not exist, as for an unknown id."""
     principal = await access.principal_of(conn)
     absent = access.missing("experiment", experiment_id)
     async with session(conn.app.state.gateway.engine) as db:
-        for project_id in sorted({r.project_id for r in rows}):
+        search = await searches.get_experiment(db, experiment_id=experiment_id)
+        projects = {r.project_id for r in rows} | ({search.project_id} if search else set())
+        if not projects:
+            raise absent
+        for project_id in sorted(projects):
             await access.check(db, principal, project_id, "viewer", absent=absent)
 
 

@@ -12,9 +12,19 @@ Imports sqlmodel/sqlalchemy, ``contracts`` and the kernel's projection plumbing;
 routes, and no other service.
 """
 
-from services.gateway.readmodels import audit, datasets, exports, members, projects, training
+from services.gateway.readmodels import (
+    audit,
+    datasets,
+    experiments,
+    exports,
+    members,
+    projects,
+    training,
+)
 from services.gateway.readmodels.audit import audit_projectors
 from services.gateway.readmodels.datasets import DatasetsProjector
+from services.gateway.readmodels.experiment_tasks import ExperimentTasks
+from services.gateway.readmodels.experiments import ExperimentsProjector
 from services.gateway.readmodels.exports import ExportsProjector
 from services.gateway.readmodels.identity import IdentityProjector
 from services.gateway.readmodels.members import MembersProjector
@@ -25,6 +35,7 @@ from services.kernel.projection import Projector
 
 __all__ = [
     "DatasetsProjector",
+    "ExperimentsProjector",
     "ExportsProjector",
     "IdentityProjector",
     "MembersProjector",
@@ -32,6 +43,7 @@ __all__ = [
     "TrainingProjector",
     "audit",
     "datasets",
+    "experiments",
     "exports",
     "members",
     "projectors",
@@ -48,7 +60,9 @@ def projectors() -> list[Projector]:
         MembersProjector(),
         DatasetsProjector(),
         TrainingProjector(),
+        ExperimentsProjector(),
         ExportsProjector(),
         *audit_projectors(),
         *task_projectors(),
+        ExperimentTasks(),
     ]

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from services.gateway.readmodels.datasets.tables import ImageRow, ImportRow, SplitRow
+from services.gateway.readmodels.experiments import ExperimentRow
 from services.gateway.readmodels.exports import ExportRow
 from services.gateway.readmodels.members import member_projects
 from services.gateway.readmodels.projects import ProjectRow
@@ -48,6 +49,8 @@ async def project_of(db: AsyncSession, kind: Kind, an_id: str) -> str | None:
             export = await db.get(ExportRow, an_id)
             return await project_of(db, "run", export.run_id) if export else None
         case "experiment":
+            if (created := await db.get(ExperimentRow, an_id)) is not None:
+                return created.project_id
             first = select(RunRow.project_id).where(_is(RunRow.experiment_id, an_id))
             return (await db.exec(first.order_by(col(RunRow.queued_seq)).limit(1))).first()
         case "image":

@@ -32,6 +32,7 @@ kind                    the job's events (its own state)       task status
 ``progress`` (0 to 1) is known for imports (images added of the files found) and runs (epochs
 trained of epochs asked); an evaluation or an export has none until it completes (1). A resumed
 run is ``pending`` again, its ``finished_at`` and ``error`` cleared, its ``started_at`` kept.
+An ``experiment`` (a search; its trials are runs) is folded by ``experiment_tasks``.
 
 Each stream is folded by a projector of its own into the one shared table (rows keyed by task
 id, so a replay lands on the rows it wrote). Evaluations and exports name only their run: their
@@ -71,9 +72,9 @@ __all__ = [
     "task_projectors",
 ]
 
-Kind = Literal["import", "training", "evaluation", "export"]
+Kind = Literal["import", "training", "evaluation", "export", "experiment"]
 Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
-KINDS: Final = ("import", "training", "evaluation", "export")
+KINDS: Final = ("import", "training", "evaluation", "export", "experiment")
 STATUSES: Final = ("pending", "processing", "completed", "failed", "cancelled")
 #: Where a task is read: its ``check_url``.
 CHECK_URL: Final = "/api/v1/tasks/{task_id}"
