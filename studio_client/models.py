@@ -309,6 +309,16 @@ class Trial(Model):
     metrics: dict[str, Any] = {}
     epoch: int | None = None
     message: str | None = None
+    pruned_epoch: int | None = None
+    pruned_value: float | None = None
+    error: dict[str, Any] | None = None
+    #: The evaluation and export it was promoted to, once promoted.
+    promoted: dict[str, Any] | None = None
+    run_status: str | None = None
+    epochs_done: int = 0
+    best_val_accuracy: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 class Experiment(Model):
@@ -321,7 +331,7 @@ class Experiment(Model):
     project_id: str | None = None
     split_id: str | None = None
     name: str = ""
-    status: str = "running"  # running | stopped | completed | failed
+    status: str = "running"  # running | stopped | completed
     architecture_type: str = "any"
     search_config: dict[str, Any] = {}
     max_trials: int | None = None
@@ -333,12 +343,18 @@ class Experiment(Model):
     front: list[int] = []
     best: dict[str, int] = {}
     importances: dict[str, float] = {}
+    trials_started: int = 0
+    trials_finished: int = 0
+    #: Why it ended: max_trials, wall_time, stopped_all.
     reason: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     finished_at: str | None = None
+    created_by: str | None = None
     task_id: str | None = None
     check_url: str | None = None
+    #: True on a 202: stored, but the gateway's read model did not show it in time.
+    pending: bool = False
 
     def __post_init__(self) -> None:
         # The gateway names it ``id`` in some answers and ``experiment_id`` in others.

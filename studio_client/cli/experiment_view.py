@@ -88,7 +88,7 @@ class ExperimentView:
 
     def __rich__(self) -> Group:
         e = self.experiment
-        done = sum(t.state not in ("queued", "running") for t in e.trials)
+        done = sum(t.state in ("completed", "pruned", "failed") for t in e.trials)
         title = f"experiment {e.id} · {self.status} · {done}/{e.max_trials or '?'} trials"
         return Group(trials_table(e, title=title))
 
@@ -124,7 +124,8 @@ class ExperimentView:
         for raw in data.get("trials") or []:
             if isinstance(raw, dict) and isinstance(raw.get("trial"), int):
                 self._merge(self._row(raw["trial"]), raw)
-        self._front(data)
+        experiment = data.get("experiment")
+        self._front(experiment if isinstance(experiment, dict) else data)
 
     def _merge(self, row: Trial, data: dict[str, Any]) -> None:
         row.state = str(data.get("state") or row.state)
@@ -148,7 +149,9 @@ class ExperimentView:
         self._line(self._describe(kind, row, data))
 
     def _epoch(self, data: dict[str, Any]) -> None:
-        number = data.get("trial", self.by_run.get(str(data.get("run_id"))))
+        number = data.get("trial")
+        if not isinstance(number, int):  # a trial's run the gateway did not name the trial of
+            number = self.by_run.get(str(data.get("run_id")))
         if not isinstance(number, int):
             return
         row = self._row(number)

@@ -262,10 +262,10 @@ def list_(state: State, project: str | None, status: str | None, limit: int) -> 
         if not page.items:
             out.print("No experiments.")
             return
-        columns = ("id", "name", "status", "family", "trials", "front", "created")
+        columns = ("id", "name", "status", "family", "trials done", "front", "created")
         rows = [
             (e.id, e.name, e.status, e.architecture_type,
-             f"{len(e.trials)}/{e.max_trials or '?'}", ",".join(map(str, e.front)),
+             f"{e.trials_finished}/{e.max_trials or '?'}", ",".join(map(str, e.front)),
              when(e.created_at))
             for e in page.items
         ]  # fmt: skip

@@ -40,13 +40,15 @@ TRIALS = [
 ]  # fmt: skip
 DONE = Experiment(id="e1", project_id=BIRDS.id, name="quick", status="completed", max_trials=2,
                   objectives=OBJECTIVES, trials=TRIALS, front=[0], best={"val_accuracy": 0},
-                  importances={"learning_rate": 1.0})  # fmt: skip
+                  importances={"learning_rate": 1.0}, trials_started=2,
+                  trials_finished=2)  # fmt: skip
 FEED = [
     StreamEvent(event="snapshot", data={"trials": []}),
     StreamEvent(event="trial_started", data={"trial": 0, "run_id": "r0",
                 "params": {"model": "smallcnn", "learning_rate": 0.001}}, id=3),
     StreamEvent(event="epoch_end", data={"run_id": "r0", "epoch": 1, "val_accuracy": 0.5}, id=4),
-    StreamEvent(event="complete", data={"type": "training.run_completed.v1", "run_id": "r0"}, id=5),
+    StreamEvent(event="status", data={"type": "training.run_completed.v1", "run_id": "r0",
+                "trial": 0, "status": "completed"}, id=5),
     StreamEvent(event="trial_completed", data={"trial": 0, "values": {"val_accuracy": 0.5}}, id=6),
     StreamEvent(event="trial_pruned", data={"trial": 1, "epoch": 1, "value": 0.1}, id=7),
     StreamEvent(event="front_updated", data={"front": [0], "best": {"val_accuracy": 0}}, id=8),
@@ -222,3 +224,20 @@ def test_promote_waits_for_the_evaluation_and_the_export(fake: FakeExperiments) 
     assert ("promote", ("e1", 0, "onnx")) in fake.calls
     doc = json.loads(studio("experiments", "promote", "e1", "0", "--json").stdout)
     assert doc["export_id"] == "x1" and doc["evaluation_id"] == "v1"
+
+
+def test_the_view_takes_a_snapshots_trials_and_front_and_finds_an_epochs_trial_by_run() -> None:
+    from studio_client.cli.experiment_view import ExperimentView
+    from studio_client.cli.output import Output
+
+    view = ExperimentView(Experiment(id="e1", objectives=OBJECTIVES), Output())
+    trials = [{"trial": 0, "run_id": "r0", "state": "running", "params": {"model": "smallcnn"}}]
+    snapshot = {"trials": trials, "experiment": {"front": [0], "best": {"val_accuracy": 0}}}
+    assert not view.see(StreamEvent(event="snapshot", data=snapshot))
+    epoch = {"run_id": "r0", "trial": None, "epoch": 2, "val_accuracy": 0.8, "val_loss": 0.3}
+    assert not view.see(StreamEvent(event="epoch_end", data=epoch, id=4))
+    row = view.experiment.trial(0)
+    assert row is not None and row.epoch == 2 and row.metrics["val_accuracy"] == 0.8
+    assert view.experiment.front == [0] and view.experiment.best == {"val_accuracy": 0}
+    done = {"type": "training.experiment_completed.v1", "reason": "max_trials"}
+    assert view.see(StreamEvent(event="complete", data=done, id=9))
