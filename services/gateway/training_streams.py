@@ -282,7 +282,7 @@ def experiment_feed(
             runs.add(run_id)
         if run_id not in runs:
             return None
-        if search is None or item.name in EXPERIMENT_NAMES.values():
+        if search is None or payload.get("type") in EXPERIMENT_NAMES:
             if search is not None and ours and isinstance(payload.get("trial"), int):
                 search.trials[payload["run_id"]] = payload["trial"]
             return item
