@@ -205,6 +205,8 @@ def ended(run_id: str, outcome: engine.Outcome) -> c.Event:
         best_epoch=outcome.best_epoch,
         best_val_accuracy=outcome.best_val_accuracy,
         early_stopped=outcome.status == "early_stopped",
+        params=outcome.params,
+        latency_ms=outcome.latency_ms,
     )
 
 

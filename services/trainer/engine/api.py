@@ -6,7 +6,7 @@ standard library, so the trainer service can type against them without loading t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -69,3 +69,9 @@ class Outcome:
     epochs_done: int
     best_epoch: int
     best_val_accuracy: float
+    #: The trained model's parameters and latency at batch 1 in ms (``measure``); None for a
+    #: stopped run, which is not measured.
+    params: int | None = None
+    #: A timing, not a result: two runs that trained alike have equal outcomes whatever the
+    #: clock said.
+    latency_ms: float | None = field(default=None, compare=False)

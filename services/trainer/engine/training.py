@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -26,6 +27,7 @@ from services.trainer.engine.checkpoints import write_checkpoints
 from services.trainer.engine.devices import peak_memory, reset_peak_memory
 from services.trainer.engine.faults import fault_point
 from services.trainer.engine.loop import StopRequested, train_pass, validate_pass
+from services.trainer.engine.measure import measure
 from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
 from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
@@ -47,7 +49,7 @@ def train(
     session = open_session(h, classes, train, val, device, pretrained=pretrained)
     progress = restore(session, resume) if resume is not None else Progress()
     if progress.epoch >= h.epochs:
-        return progress.outcome(COMPLETED)
+        return _measured(session, progress.outcome(COMPLETED))
     t = session.trainee
     t.schedule = plan_schedule(t.optimizer, h, len(session.train_loader), progress.epoch)
     try:
@@ -59,10 +61,16 @@ def train(
             fault_point("after_checkpoint_write", epoch)
             callbacks.on_epoch(metrics, checkpoints)
             if progress.patience_exhausted(h.early_stopping_patience):
-                return progress.outcome(EARLY_STOPPED)
+                return _measured(session, progress.outcome(EARLY_STOPPED))
     except StopRequested:
         return progress.outcome(STOPPED)
-    return progress.outcome(COMPLETED)
+    return _measured(session, progress.outcome(COMPLETED))
+
+
+def _measured(s: Session, outcome: Outcome) -> Outcome:
+    """A finished run's outcome with what its model costs (a search's objectives)."""
+    found = measure(s.trainee.model, s.h.image_size, s.trainee.precision)
+    return replace(outcome, params=found.params, latency_ms=found.latency_ms)
 
 
 def _epoch(s: Session, epoch: int, callbacks: Callbacks) -> EpochMetrics:
