@@ -258,7 +258,7 @@ def _command(
     Idempotency-Key, so a retry names the same experiment and never starts a second search."""
     fields: dict[str, Any] = body.model_dump(exclude={"project_id", "split_id"}, exclude_none=True)
     default = [msgspec.to_builtins(o) for o in e.default_objectives()]
-    objectives = fields.get("objectives") or default
+    objectives = default if body.objectives is None else fields["objectives"]
     if body.pruning is None and len(objectives) > 1:
         fields["pruning"] = {"kind": "none"}  # Optuna cannot prune several objectives
     fields |= {
