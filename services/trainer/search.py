@@ -72,7 +72,8 @@ class Search:
             study_name=spec.experiment_id,
         )
         self._running: dict[int, Trial] = {}
-        self._reported: dict[int, set[int]] = {}
+        #: Each running trial's reported epochs → the answer its report got.
+        self._reported: dict[int, dict[int, bool]] = {}
         self._runs: dict[str, int] = {}
 
     # --- asking and telling ---------------------------------------------------------------
@@ -86,10 +87,20 @@ class Search:
     def report(self, trial: int, epoch: int, value: float) -> bool:
         """Records the pruning metric of ``trial`` at ``epoch``; True when the trial should be
         pruned. False for a trial that is not running (already told) and for a study that
-        cannot prune (several objectives, or a first objective no epoch reports)."""
-        if not self._record(trial, epoch, value):
+        cannot prune (several objectives, or a first objective no epoch reports).
+
+        Idempotent: an epoch reported again (a redelivered event, or one the rebuild already
+        replayed) gets the answer it got the first time. Asking the pruner again would not do:
+        successive halving records a trial's rung as it decides, and decides differently after.
+        """
+        running = self._running.get(trial)
+        if running is None or len(self.metrics) > 1 or self.metrics[0] not in PRUNABLE:
             return False
-        return self._running[trial].should_prune()
+        reported = self._reported[trial]
+        if epoch not in reported:
+            running.report(float(value), epoch)
+            reported[epoch] = bool(running.should_prune())  # numpy's bool from the median
+        return reported[epoch]
 
     def tell(self, trial: int, values: Mapping[str, float] | None, state: str) -> None:
         """Ends ``trial``: ``completed`` with one value per objective metric (a missing one
@@ -204,7 +215,7 @@ class Search:
             # parameters skip it, so draw it here, on the same study, for the same bookkeeping.
             _ = trial.relative_params
         self._running[trial.number] = trial
-        self._reported[trial.number] = set()
+        self._reported[trial.number] = {}
         return trial
 
     def _restart(self, event: x.TrialStarted) -> None:
@@ -217,17 +228,6 @@ class Search:
             return
         searched = {k: v for k, v in event.params.items() if k in self.distributions}
         self._ask(searched)
-
-    def _record(self, trial: int, epoch: int, value: float) -> bool:
-        """Reports ``value`` at ``epoch`` once; False when there is nothing to prune on."""
-        running = self._running.get(trial)
-        if running is None or len(self.metrics) > 1 or self.metrics[0] not in PRUNABLE:
-            return False
-        reported = self._reported[trial]
-        if epoch not in reported:
-            running.report(float(value), epoch)
-            reported.add(epoch)
-        return True
 
     def _params(self, trial: Trial) -> dict[str, Any]:
         return {k: self.fixed[k] if k in self.fixed else trial.params[k] for k in self.space}

@@ -180,6 +180,22 @@ def test_a_rebuilt_pruner_prunes_as_the_first_one_would() -> None:
     assert "pruned" in outcomes(log).values() and "pruned" in outcomes(after).values()
 
 
+@pytest.mark.parametrize("kind", ["median", "successive_halving"])
+def test_an_epoch_reported_again_gets_its_first_answer(kind: str) -> None:
+    # Given a search that pruned a trial at some epoch
+    kept = spec(pruning=x.Pruning(kind=kind, warmup_epochs=0))
+    log = drive(Search(kept), 10)
+    pruned = next(e for e in log if isinstance(e, x.TrialPruned))
+    # When a new process rebuilds it from the log up to that epoch (the driver rebuilds from
+    # what is stored, the epoch it is about to hear included), then hears that epoch
+    upto = log.index(pruned)
+    rebuilt = Search(kept)
+    rebuilt.rebuild(log[:upto])
+    # Then the trial is pruned, as it was, and asking again answers the same
+    assert rebuilt.report(pruned.trial, pruned.epoch, pruned.value) is True
+    assert rebuilt.report(pruned.trial, pruned.epoch, pruned.value) is True
+
+
 def test_a_rebuild_skips_duplicates_and_fills_gaps() -> None:
     first = Search(spec())
     log = drive(first, 3)
