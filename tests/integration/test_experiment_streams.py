@@ -17,6 +17,7 @@ from contracts import experiments as e
 from contracts import new_id
 from contracts import training as c
 from services.kernel.eventstore import EventStore
+from tests.access_helpers import as_user, ok, user
 from tests.stack import Stack
 from tests.stream_helpers import Runs, SseClient, frame, ws_url
 
@@ -224,4 +225,51 @@ async def test_a_search_before_its_first_trial_is_known_and_another_projects_is_
     )
     await other.open()
     assert other.status == 404
+    await nc.close()
+
+
+async def test_a_search_is_another_users_only_as_an_unknown_id(stack: Stack):
+    """Before any trial runs (so no run names its project yet), the search's own project
+    decides who reads it: a member reads it, a viewer may not change it, anyone else is told
+    it does not exist in an unknown id's words."""
+    nc, searches = await Searches.connect(stack.nats_url)
+    _, alice = user(stack, "alice")
+    bob_id, bob = user(stack, "bob")
+    with as_user(stack, alice) as api:
+        project = ok(api.post(f"{API}/projects", json={"name": "alice's"}), 201)["id"]
+        ok(api.post(f"{API}/projects/{project}/members", json={"user_id": bob_id}), 201)
+    experiment = await searches.create(project)
+    unknown = new_id()
+    with as_user(stack, alice) as api:
+        assert ok(api.get(f"{API}/experiments/{experiment}"))["project_id"] == project
+        listed = ok(api.get(f"{API}/experiments", params={"project_id": project}))["items"]
+        assert [item["id"] for item in listed] == [experiment]
+    _, carol = user(stack, "carol")
+    with as_user(stack, carol) as api:
+        for method, path in (
+            ("GET", "/experiments/{}"),
+            ("POST", "/experiments/{}/stop"),
+            ("POST", "/experiments/{}/resume"),
+            ("POST", "/experiments/{}/trials/0/promote"),
+            ("GET", f"/training/{project}/experiments/{{}}/stream"),
+        ):
+            theirs = api.request(method, API + path.format(experiment))
+            never = api.request(method, API + path.format(unknown))
+            assert theirs.status_code == never.status_code == 404, path
+            words = theirs.json()["error"]["message"].replace(experiment, "<id>")
+            assert words == never.json()["error"]["message"].replace(unknown, "<id>")
+        assert ok(api.get(f"{API}/experiments"))["items"] == []
+    url = ws_url(stack.base_url, f"/ws/experiments/{experiment}")
+    async with connect(url, additional_headers={"Authorization": f"Bearer {carol}"}) as sock:
+        refused = frame(await asyncio.wait_for(sock.recv(), WAIT_S))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(sock.recv(), WAIT_S)
+    assert refused["type"] == "error" and refused["payload"]["code"] == "NOT_FOUND"
+    assert sock.close_code == 4404
+    # a viewer reads it and is refused every change
+    with as_user(stack, bob) as api:
+        assert ok(api.get(f"{API}/experiments/{experiment}"))["id"] == experiment
+        for change in ("stop", "resume", "trials/0/promote"):
+            resp = api.post(f"{API}/experiments/{experiment}/{change}")
+            assert resp.status_code == 403 and resp.json()["error"]["code"] == "FORBIDDEN"
     await nc.close()
