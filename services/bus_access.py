@@ -55,6 +55,7 @@ def _service(
     *,
     reads: tuple[ModuleType, ...] = (),
     asks: tuple[ModuleType, ...] = (),
+    sends: tuple[str, ...] = (),
     emits: tuple[str, ...] = (),
     buckets: tuple[Bucket, ...] = (),
 ) -> BusUser:
@@ -67,6 +68,7 @@ def _service(
         # Its own health and rebuild too: ``studio ping`` in its container, with its credentials.
         asks=(
             *(f"qry.{c.CONTEXT}.>" for c in asks),
+            *sends,
             common.health_subject(name),
             common.rebuild_subject(name),
         ),
@@ -90,6 +92,7 @@ SERVICES: tuple[BusUser, ...] = (
         "trainer",
         t,
         asks=(d,),
+        sends=(x.Subjects.REQUEST_EXPORT,),  # a promoted trial's export
         emits=(_LIVE_TRAINING,),
         buckets=(Bucket(LEASES, "kv", write=True, create=True), _ARTIFACTS_WRITE),
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
@@ -13,8 +13,12 @@ from nats.js.object_store import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import datasets as d
+from contracts import experiments as x
 from contracts import training as c
+from contracts.common import Reply
+from contracts.envelope import Message
 from services.kernel.blobstore import BlobStore
+from services.kernel.bus import request
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
@@ -26,10 +30,13 @@ from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
 from services.trainer.checkpoints import CheckpointFiles
+from services.trainer.domain import experiment
 from services.trainer.domain.evaluation import evolve as evaluation_evolve
 from services.trainer.engine import faults
 from services.trainer.epochs import Epochs
 from services.trainer.evaluations import Evaluations
+from services.trainer.experiment_driver import Consumer, Driver
+from services.trainer.experiments import Experiments, Handler, SendCommand
 from services.trainer.handlers import Training
 from services.trainer.images import SplitImages
 from services.trainer.projection import RunQueue, Runs, trainer_jobs
@@ -65,11 +72,19 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     evaluations = Evaluations(Repository(store, evaluation_evolve, None), images=images,
                               files=files, instance=settings.instance)  # fmt: skip
     training = Training(runs.repo, images.datasets, busy(queue, slot.leases))
-    answer_commands(broker, SERVICE, commands(training, evaluations), max_workers=4)
+    experiments = Experiments(Repository(store, experiment.evolve, None),
+                              evaluate_run=evaluations.evaluate_run,
+                              send=sender(broker, settings))  # fmt: skip
+    answer_commands(broker, SERVICE, commands(training, evaluations, experiments), max_workers=4)
+    driver = Consumer(nc, search_driver(store, experiments, runs.repo, training, evaluations))
 
     async def start() -> None:
         await evaluations.reap(runner, db)
-        await worker.serve()
+        await driver.start()
+        try:
+            await worker.serve()
+        finally:  # before the connection closes under it
+            await driver.stop()
 
     return Parts(runner, start)
 
@@ -145,13 +160,50 @@ def busy(queue: RunQueue, leases: Leases) -> Callable[[], Awaitable[bool]]:
     return answer
 
 
-def commands(training: Training, evaluations: Evaluations) -> Commands:
+def commands(training: Training, evaluations: Evaluations, experiments: Experiments) -> Commands:
     return (
         (c.Subjects.START_RUN, c.StartRun, training.start_run),
         (c.Subjects.STOP_RUN, c.StopRun, training.stop_run),
         (c.Subjects.RESUME_RUN, c.ResumeRun, training.resume_run),
         (c.EvaluationSubjects.EVALUATE_RUN, c.EvaluateRun, evaluations.evaluate_run),
+        (x.ExperimentSubjects.CREATE_EXPERIMENT, x.CreateExperiment, experiments.create_experiment),
+        (x.ExperimentSubjects.STOP_EXPERIMENT, x.StopExperiment, experiments.stop_experiment),
+        (x.ExperimentSubjects.RESUME_EXPERIMENT, x.ResumeExperiment, experiments.resume_experiment),
+        (x.ExperimentSubjects.PROMOTE_TRIAL, x.PromoteTrial, experiments.promote_trial),
     )
+
+
+def search_driver(
+    store: EventStore[c.Event],
+    experiments: Experiments,
+    runs: Repository[domain.State],
+    training: Training,
+    evaluations: Evaluations,
+) -> Driver:
+    """The searches' driver: this service's own commands, called in-process."""
+    handlers: dict[type, Handler] = {
+        c.StartRun: training.start_run,
+        c.StopRun: training.stop_run,
+        c.ResumeRun: training.resume_run,
+        c.EvaluateRun: evaluations.evaluate_run,
+    }
+    return Driver(store, experiments.repo, runs, handlers)
+
+
+def sender(broker: NatsBroker, settings: Settings) -> SendCommand:
+    """Another service's command (the exporter's, for a promoted trial), over NATS."""
+
+    async def send(subject: str, command: Message, headers: Mapping[str, str]) -> Reply:
+        return await request(
+            broker,
+            subject,
+            command,
+            timeout=settings.request_timeout,
+            headers=headers,
+            responder_wait=settings.responder_wait,
+        )
+
+    return send
 
 
 def main() -> None:
