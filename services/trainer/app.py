@@ -35,7 +35,8 @@ from services.trainer.domain.evaluation import evolve as evaluation_evolve
 from services.trainer.engine import faults
 from services.trainer.epochs import Epochs
 from services.trainer.evaluations import Evaluations
-from services.trainer.experiment_driver import Consumer, Driver
+from services.trainer.experiment_consumer import Consumer
+from services.trainer.experiment_driver import Driver
 from services.trainer.experiments import Experiments, Handler, SendCommand
 from services.trainer.handlers import Training
 from services.trainer.images import SplitImages

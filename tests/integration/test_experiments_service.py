@@ -212,3 +212,39 @@ async def test_a_search_goes_on_after_its_trainer_is_killed_and_runs_no_trial_tw
     epochs = Counter((e.run_id, e.epoch) for e in of(c.EpochCompleted, runs))
     assert set(epochs.values()) == {1}  # every epoch of every trial stored once
     assert len(of(c.RunCompleted, runs)) == TRIALS
+
+
+async def test_a_stopped_search_pauses_its_trial_and_resumes_it_measuring_macro_f1(
+    stack: Stack, split: tuple[str, str]
+) -> None:
+    experiment_id = create(
+        stack,
+        split,
+        search_config=FIXED | {"learning_rate": {"type": "float", "low": 1e-3, "high": 2e-2}},
+        objectives=[{"metric": "macro_f1", "direction": "maximize"}],
+        pruning={"kind": "none"},
+        max_trials=2,
+        # Long enough that the stop comes while the first trial's run is queued or training.
+        budget={"epochs_per_trial": 6, "max_concurrent_trials": 1},
+        seed=3,
+    )
+    events = await until(stack, experiment_id, lambda es: of(x.TrialStarted, es))
+    first = of(x.TrialStarted, events)[0]
+    with client(stack) as api:
+        stopped = api.post(f"{API}/experiments/{experiment_id}/stop")
+    assert stopped.status_code == 202, stopped.text
+    await until(stack, first.run_id, lambda es: of(c.RunStopped, es), timeout=120)
+    events = await events_of(stack, experiment_id)
+    assert len(of(x.TrialStarted, events)) == 1 and not completed(events)  # paused, not ended
+    assert not of(x.TrialFailed, events)
+
+    with client(stack) as api:
+        resumed = api.post(f"{API}/experiments/{experiment_id}/resume")
+    assert resumed.status_code == 202, resumed.text
+    events = await until(stack, experiment_id, completed)
+
+    assert [t.trial for t in of(x.TrialCompleted, events)] == [0, 1]
+    assert all(0 <= t.values["macro_f1"] <= 1 for t in of(x.TrialCompleted, events))
+    run = await events_of(stack, first.run_id)
+    assert len(of(c.RunResumed, run)) == 1  # the same run went on from its checkpoint
+    assert [e.epoch for e in of(c.EpochCompleted, run)] == [1, 2, 3, 4, 5, 6]
