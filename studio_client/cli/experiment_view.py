@@ -10,6 +10,7 @@ output helpers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from rich.console import Group
@@ -18,7 +19,7 @@ from rich.table import Table
 from studio_client.cli.output import Output, table
 from studio_client.models import Experiment, StreamEvent, Trial
 
-__all__ = ["ExperimentView", "metric", "params_text", "trials_table"]
+__all__ = ["ExperimentView", "fixed_keys", "metric", "params_text", "trials_table"]
 
 COMPLETED = "training.experiment_completed.v1"
 STOPPED = "training.experiment_stopped.v1"
@@ -38,15 +39,21 @@ def metric(name: str, value: Any) -> str:
     return f"{value:.4f}"
 
 
-def params_text(params: dict[str, Any]) -> str:
-    """Hyperparameters but the model, short: ``learning_rate=0.00123 batch_size=32``."""
+def params_text(params: dict[str, Any], hide: Collection[str] = ()) -> str:
+    """Hyperparameters but the model (and ``hide``), short: ``learning_rate=0.00123``."""
     shown = []
     for key, value in sorted(params.items()):
-        if key == "model":
+        if key == "model" or key in hide:
             continue
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         shown.append(f"{key}={text}")
     return " ".join(shown)
+
+
+def fixed_keys(experiment: Experiment) -> set[str]:
+    """The parameters every trial takes alike: not worth a column's width."""
+    space = experiment.search_config
+    return {k for k, v in space.items() if isinstance(v, dict) and v.get("type") == "fixed"}
 
 
 def _metrics_of(experiment: Experiment) -> list[str]:
@@ -59,6 +66,7 @@ def trials_table(experiment: Experiment, *, title: str | None = None) -> Table:
     objective is followed by ``<``."""
     names = _metrics_of(experiment)
     best = {name: experiment.best.get(name) for name in names}
+    hide = fixed_keys(experiment)
     rows = []
     for t in sorted(experiment.trials, key=lambda t: t.trial):
         values = {**t.metrics, **t.values}
@@ -68,7 +76,7 @@ def trials_table(experiment: Experiment, *, title: str | None = None) -> Table:
                 f"{t.trial}{' *' if t.trial in experiment.front else ''}",
                 t.state,
                 t.params.get("model"),
-                params_text(t.params),
+                params_text(t.params, hide),
                 t.epoch,
                 *cells,
                 t.run_id,
@@ -167,7 +175,8 @@ class ExperimentView:
     def _describe(self, kind: str, row: Trial, data: dict[str, Any]) -> str:
         head = f"trial {row.trial} {row.state}"
         if kind == "trial_started":
-            return f"{head}: {row.params.get('model', '')} {params_text(row.params)}".rstrip()
+            shown = params_text(row.params, fixed_keys(self.experiment))
+            return f"{head}: {row.params.get('model', '')} {shown}".rstrip()
         if kind == "trial_pruned":
             return f"{head} after epoch {data.get('epoch')} ({metric('', data.get('value'))})"
         if kind == "trial_failed":

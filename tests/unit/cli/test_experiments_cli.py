@@ -241,3 +241,17 @@ def test_the_view_takes_a_snapshots_trials_and_front_and_finds_an_epochs_trial_b
     assert view.experiment.front == [0] and view.experiment.best == {"val_accuracy": 0}
     done = {"type": "training.experiment_completed.v1", "reason": "max_trials"}
     assert view.see(StreamEvent(event="complete", data=done, id=9))
+
+
+def test_the_table_leaves_out_what_every_trial_takes_alike() -> None:
+    from rich.console import Console
+
+    from studio_client.cli.experiment_view import trials_table
+
+    params = {"model": "smallcnn", "learning_rate": 0.002, "image_size": 32}
+    space = {"image_size": {"type": "fixed", "value": 32}, "learning_rate": {"type": "float"}}
+    shown = Experiment(id="e1", search_config=space, trials=[Trial(trial=0, params=params)])
+    console = Console(width=200, record=True)
+    console.print(trials_table(shown))
+    text = console.export_text()
+    assert "learning_rate=0.002" in text and "image_size" not in text
