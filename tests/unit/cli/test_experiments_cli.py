@@ -64,6 +64,7 @@ class FakeExperiments:
         self.feed = FEED
         self.interrupt = False
         self.followed = False
+        self.export_status = "completed"
         self.before = Experiment(id="e1", status="running", max_trials=2, objectives=OBJECTIVES)
 
     def create(self, project_id: str, split_id: str, name: str, **options: Any) -> Experiment:
@@ -105,7 +106,10 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeExperiments:
         projects=SimpleNamespace(get=lambda pid: BIRDS, list=lambda **_: Page(items=[BIRDS])),
         splits=SimpleNamespace(list=lambda pid: [Split(id="s1", project_id=pid, name="s")]),
         evaluations=SimpleNamespace(wait=lambda i, timeout: evaluation),
-        exports=SimpleNamespace(wait=lambda i, timeout: Export(id=i, run_id="r0", status="done")),
+        exports=SimpleNamespace(
+            wait=lambda i, timeout: Export(id=i, run_id="r0", status=experiments.export_status),
+            download=lambda i, path: Path(path) / "model.onnx",
+        ),
     )  # fmt: skip
     monkeypatch.setattr(State, "client", lambda self: client)
     return experiments
@@ -220,7 +224,7 @@ def test_list_and_show_draw_tables_and_documents(fake: FakeExperiments) -> None:
 def test_promote_waits_for_the_evaluation_and_the_export(fake: FakeExperiments) -> None:
     done = studio("experiments", "promote", "e1", "0", "--wait")
     assert done.exit_code == 0, done.output
-    assert "test accuracy 75.0%; export done" in done.stdout
+    assert "test accuracy 75.0%; export completed" in done.stdout
     assert ("promote", ("e1", 0, "onnx")) in fake.calls
     doc = json.loads(studio("experiments", "promote", "e1", "0", "--json").stdout)
     assert doc["export_id"] == "x1" and doc["evaluation_id"] == "v1"
@@ -255,3 +259,14 @@ def test_the_table_leaves_out_what_every_trial_takes_alike() -> None:
     console.print(trials_table(shown))
     text = console.export_text()
     assert "learning_rate=0.002" in text and "image_size" not in text
+
+
+def test_promote_downloads_the_export_and_fails_when_the_export_did(
+    fake: FakeExperiments, tmp_path: Path
+) -> None:
+    done = studio("experiments", "promote", "e1", "0", "--download", str(tmp_path), "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["saved"] == str(tmp_path / "model.onnx")
+    fake.export_status = "failed"
+    failed = studio("experiments", "promote", "e1", "0", "--download", str(tmp_path))
+    assert failed.exit_code == exits.FAILED and "export failed" in failed.stderr

@@ -5,6 +5,7 @@ blocking client's parity, and ``websockets`` imported only when a socket is open
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -323,3 +324,15 @@ async def test_a_refused_socket_raises_the_typed_error_of_its_error_frame(
         with pytest.raises(kind) as refused:
             await client.experiments.connect_websocket("e1", lambda m: None)
     assert getattr(refused.value, "code", None) == error
+
+
+async def test_the_blocking_client_listens_too_its_callback_on_the_clients_thread():
+    frames = [{"type": "snapshot", "payload": {}}, {"type": "complete", "payload": {}}]
+    got: list[str] = []
+    async with socket_server(frames) as (client, _):
+        port = client.base_url.split(":")[2].split("/")[0]
+        with StudioClient(f"http://127.0.0.1:{port}", api_key="sk_x") as blocking:
+            count = await asyncio.to_thread(
+                blocking.experiments.connect_websocket, "e1", lambda m: got.append(m.type)
+            )
+    assert count == 2 and got == ["snapshot", "complete"]
