@@ -38,7 +38,8 @@
     window.Chart.defaults.color = INK;
     window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     charts.trials = scatter(document.getElementById("chart-trials"), "trial", "");
-    charts.trials.options.scales.x.ticks = { precision: 0, stepSize: 1 };
+    // Trials are whole numbers: the half-trial margins carry no tick label.
+    charts.trials.options.scales.x.ticks = { stepSize: 1, callback: function (v) { return Number.isInteger(v) ? v : ""; } };
     charts.front = scatter(document.getElementById("chart-front"), "", "");
   }
 
