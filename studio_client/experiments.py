@@ -13,23 +13,20 @@ hyperparameter names to ``choice``/``int_range``/``float_range``/``fixed``:
 
 ``SyncExperiments`` is the blocking counterpart that ``StudioClient`` serves. Imports msgspec,
 httpx (through the transport) and the package's own modules; the ``websockets`` package is
-imported by ``connect_websocket`` only, when it is called.
+imported by ``connect_websocket`` only (``studio_client.sockets``), when it is called.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
-import msgspec
-
-from studio_client.errors import StudioError, Unauthorized, Unavailable, error_from
 from studio_client.models import Experiment, Page, Promotion, SocketMessage, StreamEvent
 from studio_client.resources import Resource, poll, query_params
+from studio_client.sockets import listen
 from studio_client.streams import follow
-from studio_client.transport import API_PREFIX, USER_AGENT, Retry
+from studio_client.transport import Retry
 
 __all__ = [
     "Experiments",
@@ -52,9 +49,6 @@ DIRECTIONS = {
 }
 COMPLETED = "training.experiment_completed.v1"
 STOPPED = "training.experiment_stopped.v1"
-#: The largest WebSocket frame taken (an experiment's snapshot with many trials).
-MAX_FRAME = 16 * 1024 * 1024
-Callback = Callable[[SocketMessage], Any]
 
 
 # --- the search space and objectives ------------------------------------------------------------
@@ -218,84 +212,14 @@ class Experiments(Resource):
     ) -> int:
         """Listen on ``/ws/experiments/{id}``: ``callback`` gets each message (a
         ``SocketMessage``: ``snapshot`` first, then what the SSE feed gives) until the studio
-        closes the socket at the experiment's end, or the callback returns True. Returns how
-        many messages it got. A refusal (unknown experiment, no access, credential ended)
-        raises the typed error. The callback may be a coroutine function. Not resumed after
-        a broken connection (``follow`` is). Needs the ``websockets`` package, for this call
-        only (``pip install websockets``): it is imported here, not with the client."""
-        try:
-            from websockets.asyncio.client import connect
-            from websockets.exceptions import ConnectionClosed, InvalidStatus
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("connect_websocket needs `pip install websockets`") from exc
-        url = self._socket_url(experiment_id, last_event_id)
-        got, refreshed = 0, False
-        while True:
-            try:
-                return await _listen(connect, url, self._t.credentials(), callback)
-            except InvalidStatus as exc:
-                raise _handshake_error(exc) from None
-            except ConnectionClosed as exc:  # the socket broke: not an answer of the studio
-                raise Unavailable("CONNECTION_LOST", f"the socket {url} broke: {exc}") from exc
-            except _Refused as refused:
-                got += refused.got
-                # An access token that expired: a signed-in session refreshes it, once.
-                if refreshed or got or not isinstance(refused.error, Unauthorized):
-                    raise refused.error from None
-                if not await self._t.refresh():
-                    raise refused.error from None
-                refreshed = True
-
-    def _socket_url(self, experiment_id: str, last_event_id: int | None) -> str:
-        base = self._t.root.removesuffix(API_PREFIX)
-        scheme, _, rest = base.partition("://")
-        url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/experiments/{experiment_id}"
-        return url if last_event_id is None else f"{url}?last_event_id={last_event_id}"
-
-
-class _Refused(Exception):
-    def __init__(self, error: StudioError, got: int) -> None:
-        self.error, self.got = error, got
-
-
-async def _listen(connect: Any, url: str, headers: dict[str, str], callback: Callback) -> int:
-    """One connection: each message to ``callback``; the count at a normal close; ``_Refused``
-    after an ``error`` frame (or a close code of the studio's own, 4000 + the HTTP status)."""
-    from websockets.exceptions import ConnectionClosedError
-
-    got, refusal = 0, None
-    async with connect(
-        url, additional_headers=headers, user_agent_header=USER_AGENT, max_size=MAX_FRAME
-    ) as socket:
-        try:
-            async for raw in socket:
-                message = msgspec.json.decode(raw, type=SocketMessage)
-                if message.type == "error":
-                    refusal = message.payload
-                    continue
-                got += 1
-                answer = callback(message)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is True:
-                    return got
-        except ConnectionClosedError as exc:
-            if exc.rcvd is None:  # no close frame: the connection broke
-                raise
-        code = socket.close_code or 1006
-    if code in (1000, 1001) and refusal is None:
-        return got
-    status = code - 4000 if 4000 <= code < 5000 else 503
-    raise _Refused(error_from(status, {"error": refusal or {"code": f"CLOSED_{code}"}}), got)
-
-
-def _handshake_error(exc: Any) -> StudioError:
-    response = exc.response
-    try:
-        body = msgspec.json.decode(response.body) if response.body else None
-    except msgspec.DecodeError:
-        body = None
-    return error_from(response.status_code, body, request_id=response.headers.get("x-request-id"))
+        closes the socket at the experiment's end, or the callback returns True; it may be a
+        coroutine function. Returns how many messages it got. A broken connection is opened
+        again after the last stored event delivered (a fresh ``snapshot`` comes first, no
+        stored event twice); a refusal (unknown experiment, no access) raises the typed
+        error. Needs the ``websockets`` package, for this call only (``pip install
+        websockets``): it is imported when called, not with the client."""
+        path = f"/ws/experiments/{experiment_id}"
+        return await listen(self._t, path, callback, last_event_id=last_event_id)
 
 
 def _tagged(event: StreamEvent, tag: str) -> bool:

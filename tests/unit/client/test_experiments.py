@@ -264,18 +264,30 @@ def test_the_client_imports_websockets_only_when_a_socket_is_opened():
 # --- the WebSocket, against a real local server ---------------------------------------------
 
 
+Script = tuple[list[dict[str, Any]], int | None]
+
+
 @asynccontextmanager
-async def socket_server(frames: list[dict[str, Any]], close: int = 1000) -> AsyncIterator[Any]:
-    """A server that records each handshake's path and headers, sends ``frames``, closes."""
+async def socket_server(
+    frames: list[dict[str, Any]], close: int | None = 1000, then: tuple[Script, ...] = ()
+) -> AsyncIterator[Any]:
+    """A server that records each handshake's path and headers, sends ``frames`` and closes
+    with ``close`` (``None``: the connection breaks, no close frame); later connections play
+    the scripts of ``then``."""
     handshakes: list[tuple[str, dict[str, str]]] = []
+    scripts = [(frames, close), *then]
 
     async def handler(connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
         handshakes.append((request.path, dict(request.headers.raw_items())))
-        for frame in frames:
+        sent, code = scripts[min(len(handshakes), len(scripts)) - 1]
+        for frame in sent:
             await connection.send(json.dumps(frame))
-        await connection.close(code=close, reason="done")
+        if code is None:
+            connection.transport.abort()
+        else:
+            await connection.close(code=code, reason="done")
 
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
@@ -336,3 +348,65 @@ async def test_the_blocking_client_listens_too_its_callback_on_the_clients_threa
                 blocking.experiments.connect_websocket, "e1", lambda m: got.append(m.type)
             )
     assert count == 2 and got == ["snapshot", "complete"]
+
+
+async def test_a_broken_socket_is_opened_again_after_the_last_stored_event_none_twice():
+    # given a socket that breaks after event 3, then one closed by a restarting gateway
+    snapshot = {"type": "snapshot", "payload": {"sequence": 99}}
+
+    def event(kind: str, seq: int) -> dict[str, Any]:
+        return {"type": kind, "payload": {"sequence": seq}}
+
+    first = [snapshot, event("trial_started", 3)]
+    restarting: Script = ([snapshot, event("trial_started", 3)], 1012)
+    last: Script = ([snapshot, event("epoch_end", 4), event("complete", 5)], 1000)
+    got: list[tuple[str, Any]] = []
+
+    # when it is listened to
+    async with socket_server(first, None, (restarting, last)) as (client, handshakes):
+        count = await client.experiments.connect_websocket(
+            "e1", lambda m: got.append((m.type, m.payload["sequence"]))
+        )
+
+    # then each connection asked after the last stored event, and none came twice
+    assert [path for path, _ in handshakes] == [
+        "/ws/experiments/e1",
+        "/ws/experiments/e1?last_event_id=3",
+        "/ws/experiments/e1?last_event_id=3",
+    ]
+    assert got == [
+        ("snapshot", 99),
+        ("trial_started", 3),
+        ("snapshot", 99),
+        ("snapshot", 99),
+        ("epoch_end", 4),
+        ("complete", 5),
+    ]
+    assert count == len(got)
+
+
+async def test_a_socket_closed_as_its_token_expired_goes_on_after_a_refresh_once_in_a_row():
+    expired = {"type": "error", "payload": {"code": "UNAUTHENTICATED", "message": "expired"}}
+    snapshot = {"type": "snapshot", "payload": {}}
+    done = {"type": "complete", "payload": {"sequence": 7}}
+    refreshes: list[int] = []
+
+    async def refresh() -> bool:
+        refreshes.append(1)
+        client.transport.token = f"new{len(refreshes)}"
+        return True
+
+    # given a session's socket closed 4401, then (refreshed) one that ends normally
+    then: tuple[Script, ...] = (([done], 1000),)
+    async with socket_server([snapshot, expired], 4401, then) as (client, handshakes):
+        client.transport.refresh = refresh
+        assert await client.experiments.connect_websocket("e1", lambda m: None) == 2
+    assert [h["Authorization"] for _, h in handshakes] == ["Bearer tok", "Bearer new1"]
+
+    # and a socket refused again at once after a refresh is refused for good
+    again: tuple[Script, ...] = (([expired], 4401),)
+    async with socket_server([expired], 4401, again) as (client, handshakes):
+        client.transport.refresh = refresh
+        with pytest.raises(Unauthorized):
+            await client.experiments.connect_websocket("e1", lambda m: None)
+    assert len(handshakes) == 2
