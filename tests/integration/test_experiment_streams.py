@@ -7,6 +7,7 @@ trials."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -272,4 +273,26 @@ async def test_a_search_is_another_users_only_as_an_unknown_id(stack: Stack):
         for change in ("stop", "resume", "trials/0/promote"):
             resp = api.post(f"{API}/experiments/{experiment}/{change}")
             assert resp.status_code == 403 and resp.json()["error"]["code"] == "FORBIDDEN"
+    await nc.close()
+
+
+async def test_the_hub_follows_a_search_to_its_complete(stack: Stack):
+    nc, searches = await Searches.connect(stack.nats_url)
+    project = new_id()
+    experiment = await searches.create(project)
+    await searches.trial(experiment, project, 0)
+    await searches.trained(experiment, 0, 0.6)
+    await searches.say(experiment, e.ExperimentCompleted(experiment, 1, "max_trials"))
+    url = ws_url(stack.base_url, "/ws/notebook-search")
+    async with connect(url, additional_headers=stack.headers()) as sock:
+        subscribe = {"type": "subscribe", "payload": {"experiment_id": experiment}}
+        await sock.send(json.dumps(subscribe))
+        frames = [frame(await asyncio.wait_for(sock.recv(), WAIT_S))]
+        while frames[-1]["type"] != "complete":
+            frames.append(frame(await asyncio.wait_for(sock.recv(), WAIT_S)))
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "subscribed" and kinds.count("complete") == 1
+    assert {"trial_started", "epoch_end", "trial_completed", "front_updated"} <= set(kinds)
+    assert {f["payload"]["experiment_id"] for f in frames} == {experiment}
+    assert [f["payload"]["trial"] for f in frames if f["type"] == "epoch_end"] == [0]
     await nc.close()

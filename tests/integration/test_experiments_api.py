@@ -300,10 +300,17 @@ def test_stop_and_resume_a_search(stack: Stack, split):
         "budget": {"epochs_per_trial": 200},
         "objectives": TWO,  # two objectives: pruning defaults to none
     }
+    key = {"Idempotency-Key": uuid.uuid4().hex}
     with client(stack) as api:
-        created = ok(api.post(f"{API}/experiments", json=body), 202)
+        created = ok(api.post(f"{API}/experiments", json=body, headers=key), 202)
         experiment_id = created["id"]
         assert created["pruning"]["kind"] == "none"
+        # a retry of the same request (its answer lost) names the same search, started once
+        again = api.post(f"{API}/experiments", json=body, headers=key)
+        assert ok(again, 202)["id"] == experiment_id
+        assert again.headers["Idempotent-Replayed"] == "true"
+        listed = ok(api.get(f"{API}/experiments", params={"project_id": project_id}))
+        assert [e["id"] for e in listed["items"]].count(experiment_id) == 1
         wait(lambda: ok(api.get(f"{API}/experiments/{experiment_id}"))["trials"])
         stopped = ok(api.post(f"{API}/experiments/{experiment_id}/stop"), 202)
         assert stopped["status"] == "stopped" and stopped["task_id"] == experiment_id
