@@ -2,7 +2,8 @@
 objectives, a model family, a learning-rate range), its trials arriving live one by one, the
 objective over the trials and the trade-off with its Pareto front drawn, a trial promoted to an
 export; a bad range told by its field; a page opened after the end drawn from the stream's
-replay, accessible, without controls for a viewer; and the list's fragment."""
+replay, accessible, without controls for a viewer; a search stopped and resumed from the page;
+and the list's fragment."""
 
 from __future__ import annotations
 
@@ -70,9 +71,12 @@ def finished_search(studio: Stack, split: tuple[str, str]) -> str:
     return STARTED["id"]
 
 
-def page_of(studio: Stack, open_page: Any, project_id: str, **options: Any) -> tuple[Any, Any]:
+def page_of(
+    studio: Stack, open_page: Any, project_id: str, query: str = "", **options: Any
+) -> tuple[Any, Any]:
+    """The project's experiments tab (``query`` added), signed in as the first admin."""
     page, watch = open_page(**options)
-    path = f"/projects/{project_id}/training/experiments"
+    path = f"/projects/{project_id}/training/experiments{query}"
     sign_in(page, studio.base_url, ADMIN, ADMIN_PASSWORD, path)
     return page, watch
 
@@ -229,3 +233,37 @@ def test_the_list_answers_htmx_with_html_and_scripts_with_json(studio, split, fi
         body = {"project_id": project_id, "split_id": split_id, "name": "x", "max_trials": 0}
         bad = api.post(f"{API}/experiments", json=body, headers=HX)
         assert bad.status_code == 422 and 'id="error-max_trials"' in bad.text, bad.text
+
+
+def test_a_search_is_stopped_and_resumed_from_the_page(studio, split, open_page):
+    project_id, split_id = split
+    # a search long enough that it is still running when the page stops it
+    body = {
+        "project_id": project_id,
+        "split_id": split_id,
+        "name": "long search",
+        "architecture_type": "smallcnn",
+        "max_trials": 2,
+        "budget": {"epochs_per_trial": 50},
+    }
+    with client(studio) as api:
+        answer = api.post(f"{API}/experiments", json=body)
+    assert answer.status_code == 202, answer.text
+    experiment_id = answer.json()["data"]["id"]
+    page, _ = page_of(studio, open_page, project_id, f"?experiment={experiment_id}")
+    assert wait_search(page, "running") == "running"
+    expect(page.locator("#experiment-stream")).to_have_text("Live")
+    resume = page.get_by_role("button", name="Resume the search")
+    expect(resume).to_be_disabled()
+    page.get_by_role("button", name="Stop the search").click()
+    # the stream tells the page the search stopped; only Resume is offered then
+    assert wait_search(page, "stopped") == "stopped"
+    expect(page.locator("#flash")).to_contain_text("Stopping the search")
+    expect(page.get_by_role("button", name="Stop the search")).to_be_disabled()
+    assert detail(studio, experiment_id)["status"] == "stopped"
+    resume.click()
+    assert wait_search(page, "running") == "running"
+    expect(page.locator("#flash")).to_contain_text("goes on where it stopped")
+    assert detail(studio, experiment_id)["status"] == "running"
+    with client(studio) as api:  # no need to train on while the studio is torn down
+        assert api.post(f"{API}/experiments/{experiment_id}/stop").status_code == 202
