@@ -1,8 +1,9 @@
 """Experiments through the Python client and the ``studio`` command, against a real studio:
 a 2-trial, 1-epoch small-CNN search created with the client, followed over SSE to the
 experiment's own end while a WebSocket listens (a ``snapshot``, then ``{type, payload}``
-messages), read back with its trials, front and runs, its best trial promoted to an export;
-and ``studio experiments create
+messages), read back with its trials, front and runs, its best trial promoted to an export; a
+followed search's feed ending at its stop, and going on to its end once resumed; and ``studio
+experiments create
 --follow --json`` run as a user would, its one JSON document parsed."""
 
 from __future__ import annotations
@@ -173,3 +174,35 @@ def test_the_command_line_creates_and_follows_a_search_as_one_json_document(
     assert experiment["status"] == "completed" and experiment["name"] == "cli-search"
     assert len(experiment["trials"]) == 2 and experiment["front"]
     assert {t["params"]["model"] for t in experiment["trials"]} == {"smallcnn"}
+
+
+async def test_a_followed_search_ends_its_feed_when_stopped_and_resumes_to_its_end(
+    stack: Stack, split: tuple[str, str]
+) -> None:
+    async with (
+        AsyncStudioClient(stack.base_url, token=stack.token()) as studio,
+        asyncio.timeout(SEARCH_S),
+    ):
+        # given a search of 3 trials of 2 epochs, followed from its start
+        experiment = await studio.experiments.create(
+            *split, "stop-resume", architecture_type="smallcnn", search_config=SPACE,
+            max_trials=3, epochs_per_trial=2, pruning="none", seed=11,
+        )  # fmt: skip
+        names: list[str] = []
+        async for event in studio.experiments.follow(experiment.id):
+            names.append(event.event)
+            # when it is stopped as its first trial starts
+            if event.event == "trial_started" and names.count("trial_started") == 1:
+                assert (await studio.experiments.stop(experiment.id)).id == experiment.id
+
+        # then the feed ended at the stop, and the search is stopped
+        assert names[-1] == "experiment_stopped" and "complete" not in names, names
+        assert (await studio.experiments.get(experiment.id)).status == "stopped"
+
+        # when it is resumed and followed again, then it searches on to its end
+        assert (await studio.experiments.resume(experiment.id)).id == experiment.id
+        after = [e.event async for e in studio.experiments.follow(experiment.id)]
+        assert after[-1] == "complete", after
+        done = await studio.experiments.get(experiment.id)
+    assert done.status == "completed" and 1 <= len(done.trials) <= 3, done
+    assert len({t.run_id for t in done.trials}) == len(done.trials)
