@@ -2,9 +2,9 @@
 a 2-trial, 1-epoch small-CNN search created with the client, followed over SSE to the
 experiment's own end while a WebSocket listens (a ``snapshot``, then ``{type, payload}``
 messages), read back with its trials, front and runs, its best trial promoted to an export; a
-followed search's feed ending at its stop, and going on to its end once resumed; and ``studio
-experiments create
---follow --json`` run as a user would, its one JSON document parsed."""
+followed search's feed ending at its stop, and going on to its end once resumed; and
+``studio experiments create --follow --json`` run as a user would, its one JSON document
+parsed."""
 
 from __future__ import annotations
 
