@@ -211,6 +211,7 @@
     var td = make("td", "num");
     var v = t.values ? t.values[o.metric] : undefined;
     if (typeof v === "number") { td.textContent = fmt(o.metric, v); }
+    else if (first && t.state === "failed" && t.error) { td.textContent = t.error.message || t.error.code; td.className = "error small"; }
     else if (first && t.state === "pruned") { td.textContent = fmt(o.metric, t.pruned_value) + " (epoch " + t.pruned_epoch + ")"; td.classList.add("muted"); }
     else if (t.latest && typeof t.latest[o.metric] === "number" && OVER.indexOf(t.state) < 0) {
       td.textContent = fmt(o.metric, t.latest[o.metric]) + " so far";
