@@ -116,8 +116,7 @@ def test_a_search_is_created_followed_to_its_end_and_read_back(
     assert all(0.0 <= t.values["val_accuracy"] <= 1.0 for t in done.trials)
     assert all(1e-3 <= t.params["learning_rate"] <= 1e-2 for t in done.trials)
     assert done.front and set(done.front) <= {0, 1} and done.best["val_accuracy"] in (0, 1)
-    listed = studio.experiments.list(project_id=split[0])
-    assert experiment_id in {e.id for e in listed.items}
+    assert experiment_id in {e.id for e in studio.experiments.list(project_id=split[0]).items}
 
     # and each trial is an ordinary run of the experiment, trained once
     runs = studio.runs.list(experiment_id=experiment_id)

@@ -48,6 +48,33 @@ EXPERIMENT = {
     "importances": {"model": 1.0},
 }
 Handler = Callable[[httpx.Request], httpx.Response]
+#: The body ``create`` sends for the search of the first test below.
+SENT = {
+    "project_id": "p1",
+    "split_id": "s1",
+    "name": "search",
+    "architecture_type": "smallcnn",
+    "search_config": {
+        "model": {"type": "categorical", "choices": ["smallcnn"]},
+        "learning_rate": {
+            "type": "float",
+            "low": 1e-4,
+            "high": 1e-1,
+            "step": None,
+            "log": True,
+        },
+        "batch_size": {"type": "int", "low": 8, "high": 32, "step": 8, "log": False},
+    },
+    "max_trials": 4,
+    "objectives": [
+        {"metric": "val_accuracy", "direction": "maximize"},
+        {"metric": "latency_ms", "direction": "minimize"},
+        {"metric": "params", "direction": "minimize"},
+    ],
+    "budget": {"epochs_per_trial": 2},
+    "pruning": {"kind": "none"},
+    "seed": 7,
+}
 
 
 def ok(data: object, status: int = 200) -> httpx.Response:
@@ -99,32 +126,7 @@ def test_a_search_is_created_with_its_space_objectives_budget_and_one_key_across
     assert [r.url.path for r in seen] == ["/api/v1/experiments"] * 2
     assert seen[0].headers["Idempotency-Key"] == seen[1].headers["Idempotency-Key"]
     body = json.loads(seen[1].content)
-    assert body == {
-        "project_id": "p1",
-        "split_id": "s1",
-        "name": "search",
-        "architecture_type": "smallcnn",
-        "search_config": {
-            "model": {"type": "categorical", "choices": ["smallcnn"]},
-            "learning_rate": {
-                "type": "float",
-                "low": 1e-4,
-                "high": 1e-1,
-                "step": None,
-                "log": True,
-            },
-            "batch_size": {"type": "int", "low": 8, "high": 32, "step": 8, "log": False},
-        },
-        "max_trials": 4,
-        "objectives": [
-            {"metric": "val_accuracy", "direction": "maximize"},
-            {"metric": "latency_ms", "direction": "minimize"},
-            {"metric": "params", "direction": "minimize"},
-        ],
-        "budget": {"epochs_per_trial": 2},
-        "pruning": {"kind": "none"},
-        "seed": 7,
-    }
+    assert body == SENT
 
 
 def test_the_studios_defaults_are_left_to_it_and_a_refusal_names_its_field():
