@@ -36,11 +36,10 @@ from contracts import experiments as x
 from contracts import training as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from contracts.envelope import Message
-from services.kernel.eventstore import EventStore
 from services.kernel.repository import Repository
 from services.trainer import domain as runs
 from services.trainer.domain import experiment as domain
-from services.trainer.experiment_log import ExperimentLog
+from services.trainer.experiment_log import ExperimentLog, LogStore
 from services.trainer.experiments import Handler
 from services.trainer.search import Search
 
@@ -50,7 +49,7 @@ log = logging.getLogger(__name__)
 class Driver:
     def __init__(
         self,
-        store: EventStore[Any],
+        store: LogStore,
         experiments: Repository[domain.State],
         runs_repo: Repository[runs.State],
         commands: Mapping[type, Handler],
@@ -207,13 +206,23 @@ class Driver:
             case c.RunFailed():
                 await self._fail(experiment.experiment_id, trial.number, event.code, event.message)
             case c.RunStopped() if experiment.status == domain.RUNNING:
-                message = "its run was stopped"
-                await self._fail(experiment.experiment_id, trial.number, "STOPPED", message)
+                await self._stopped(experiment, trial, headers)
             case c.RunInterrupted():
                 run, _ = await self.log.runs.get(event.run_id)
                 if run is not None and run.status == runs.INTERRUPTED:  # not back in the queue
                     code = "INTERRUPTED"
                     await self._fail(experiment.experiment_id, trial.number, code, event.reason)
+
+    async def _stopped(
+        self, experiment: domain.Experiment, trial: domain.Trial, headers: Mapping[str, str]
+    ) -> None:
+        """Its run stopped while the search runs: the search's stop, ending after a quick
+        resume, continues it; someone's stop of the run itself fails the trial."""
+        if trial.paused:
+            await self._resume_run(experiment, trial, headers)
+            return
+        message = "its run was stopped"
+        await self._fail(experiment.experiment_id, trial.number, "STOPPED", message)
 
     async def _completed(
         self, experiment: domain.Experiment, trial: domain.Trial, headers: Mapping[str, str]
@@ -325,16 +334,23 @@ class Driver:
         if experiment is None or experiment.status != domain.RUNNING:
             return
         for trial in experiment.running:
-            run, _ = await self.log.runs.get(trial.run_id)
-            if run is None or run.status not in (runs.STOPPED, runs.INTERRUPTED):
-                continue
-            if run.epochs_done >= run.epochs:  # stopped after its last epoch: nothing to train
-                message = "its run was stopped after its last epoch"
-                await self._fail(experiment.experiment_id, trial.number, "STOPPED", message)
-                continue
-            reply = await self._call(c.ResumeRun(run_id=trial.run_id), headers)
-            if isinstance(reply, CommandRejected):
-                await self._fail(experiment.experiment_id, trial.number, reply.code, reply.message)
+            await self._resume_run(experiment, trial, headers)
+
+    async def _resume_run(
+        self, experiment: domain.Experiment, trial: domain.Trial, headers: Mapping[str, str]
+    ) -> None:
+        """The trial's run, stopped (or interrupted), back in the queue after its checkpoint;
+        a run still stopping is resumed when its ``RunStopped`` comes (``_stopped``)."""
+        run, _ = await self.log.runs.get(trial.run_id)
+        if run is None or run.status not in (runs.STOPPED, runs.INTERRUPTED):
+            return
+        if run.epochs_done >= run.epochs:  # stopped after its last epoch: nothing to train
+            message = "its run was stopped after its last epoch"
+            await self._fail(experiment.experiment_id, trial.number, "STOPPED", message)
+            return
+        reply = await self._call(c.ResumeRun(run_id=trial.run_id), headers)
+        if isinstance(reply, CommandRejected):
+            await self._fail(experiment.experiment_id, trial.number, reply.code, reply.message)
 
     async def _call(self, command: Message, headers: Mapping[str, str] | None = None) -> Reply:
         reply = await self.commands[type(command)](command, headers or {})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,8 +23,7 @@ from contracts.common import CommandRejected, Reply
 from contracts.envelope import Message
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
-from services.kernel.eventstore import EventStore
-from services.kernel.repository import Repository
+from services.kernel.repository import EventStorePort, Repository
 from services.trainer import domain as runs
 from services.trainer.domain import experiment as domain
 from services.trainer.search import Search
@@ -34,10 +33,16 @@ log = logging.getLogger(__name__)
 HISTORY = (x.TrialStarted, x.TrialPruned, x.TrialCompleted, x.TrialFailed, c.EpochCompleted)
 
 
+class LogStore(EventStorePort, Protocol):
+    """The TRAINING stream's store (JetStream's, or the in-memory one in unit tests)."""
+
+    def decode(self, data: bytes) -> Any: ...
+
+
 class ExperimentLog:
     def __init__(
         self,
-        store: EventStore[Any],
+        store: LogStore,
         experiments: Repository[domain.State],
         runs_repo: Repository[runs.State],
     ) -> None:

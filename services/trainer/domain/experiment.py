@@ -32,6 +32,8 @@ class Trial:
     state: str = STARTED
     values: Mapping[str, float] = field(default_factory=dict)
     promoted: bool = False
+    #: It was running when the experiment stopped: a stop of its run is the experiment's.
+    paused: bool = False
 
     @property
     def running(self) -> bool:
@@ -235,7 +237,9 @@ def evolve(state: State, event: x.Event) -> State:
         case x.FrontUpdated():
             return replace(experiment, front=event)
         case x.ExperimentStopped():
-            return replace(experiment, status=STOPPED)
+            paused = {n: replace(t, paused=True) for n, t in experiment.trials.items() if t.running}
+            trials = MappingProxyType({**experiment.trials, **paused})
+            return replace(experiment, status=STOPPED, trials=trials)
         case x.ExperimentResumed():
             return replace(experiment, status=RUNNING)
         case x.ExperimentCompleted():

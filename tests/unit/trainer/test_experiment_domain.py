@@ -17,6 +17,7 @@ from services.trainer.domain.experiment import (
     COMPLETED,
     PRUNED,
     RUNNING,
+    STOPPED,
     ExperimentConflict,
     ExperimentNotFound,
     InvalidExperiment,
@@ -158,6 +159,13 @@ def test_stop_then_resume() -> None:
         .after()
     )
     assert after is not None and after.status == RUNNING
+
+
+def test_a_stop_pauses_the_running_trials_only() -> None:
+    history = (CREATED, started(0), completed(0, 0.5), started(1))
+    after = given(*history).when(lambda s: stop(s, x.StopExperiment(experiment_id=E))).after()
+    assert after is not None and after.status == STOPPED
+    assert [t.paused for t in after.trials.values()] == [False, True]
 
 
 def test_a_running_experiment_does_not_resume() -> None:

@@ -24,6 +24,7 @@ from services.kernel.repository import Repository
 from services.trainer import domain as runs
 from services.trainer.domain import experiment
 from services.trainer.experiment_driver import Driver
+from services.trainer.experiments import Handler
 
 E = "e" * 32
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,6 +37,7 @@ def created(**changes: Any) -> x.ExperimentCreated:
         search_config={"learning_rate": x.FloatRange(low=1e-3, high=1e-1, log=True)},
     )  # fmt: skip
     event = experiment.create(None, msgspec.structs.replace(command, **changes))[0]
+    assert isinstance(event, x.ExperimentCreated)
     return msgspec.structs.replace(event, occurred_at=T0, message_id="create")
 
 
@@ -54,7 +56,11 @@ class World:
 
     def new_driver(self) -> Driver:
         """A driver as a restarted trainer has it: nothing in memory, the same log."""
-        commands = {c.StartRun: self.start_run, c.StopRun: self.stop_run}
+        commands: dict[type, Handler] = {
+            c.StartRun: self.start_run,
+            c.StopRun: self.stop_run,
+            c.ResumeRun: self.resume_run,
+        }
         experiments = Repository(self.store, experiment.evolve, None)
         return Driver(self.store, experiments, self.runs, commands, clock=lambda: self.now)
 
@@ -74,6 +80,12 @@ class World:
 
     async def stop_run(self, command: c.StopRun, headers: Any) -> Reply:
         decide = partial(runs.stop, command=command)
+        return await execute(
+            self.runs, command.run_id, command, decide, headers={}, refusals=(DomainError,)
+        )
+
+    async def resume_run(self, command: c.ResumeRun, headers: Any) -> Reply:
+        decide = partial(runs.resume, command=command)
         return await execute(
             self.runs, command.run_id, command, decide, headers={}, refusals=(DomainError,)
         )
@@ -203,3 +215,31 @@ async def test_stop_stops_the_trials_run_and_starts_nothing_until_resumed() -> N
     run_id = x.trial_run_id(E, 0)
     assert [s.run_id for s in world.of(c.RunStopped)] == [run_id]  # it was queued: dropped
     assert not world.of(x.TrialFailed) and len(world.of(x.TrialStarted)) == 1
+
+
+async def test_a_quick_resume_continues_the_run_the_stop_was_still_stopping() -> None:
+    world = await search(created())
+    run_id = x.trial_run_id(E, 0)
+    started = c.RunStarted(
+        run_id=run_id, instance="t", device="cpu", lease="l", attempt=1, start_epoch=1
+    )
+    await world.append(run_id, started)
+    await world.append(E, x.ExperimentStopped(experiment_id=E))
+    await world.pump()
+    assert len(world.of(c.RunStopRequested)) == 1
+    await world.append(E, x.ExperimentResumed(experiment_id=E))  # before the run has stopped
+    await world.pump()
+    assert not world.of(c.RunResumed)
+    await world.append(run_id, c.RunStopped(run_id=run_id, epoch=0))
+    await world.pump()
+    assert [r.run_id for r in world.of(c.RunResumed)] == [run_id]  # the search's stop: it goes on
+    assert not world.of(x.TrialFailed) and len(world.of(x.TrialStarted)) == 1
+
+
+async def test_a_stop_of_the_trials_run_itself_fails_the_trial() -> None:
+    world = await search(created())
+    run_id = x.trial_run_id(E, 0)
+    await world.append(run_id, c.RunStopped(run_id=run_id, epoch=0))
+    await world.pump()
+    assert [(f.trial, f.code) for f in world.of(x.TrialFailed)] == [(0, "STOPPED")]
+    assert not world.of(c.RunResumed)
