@@ -86,8 +86,9 @@ async def events_of(stack: Stack, *aggregate_ids: str) -> list[Any]:
         await nc.close()
 
 
-async def until(stack: Stack, experiment_id: str, done: Any, timeout: float = 240.0) -> list[Any]:
-    """The experiment's events once ``done(events)`` holds (polled, with a deadline)."""
+async def until(stack: Stack, experiment_id: str, done: Any, timeout: float = 480.0) -> list[Any]:
+    """The experiment's events once ``done(events)`` holds (polled, with a deadline: a
+    generous one, as a search of a few trials is slow on a machine busy with other stacks)."""
     deadline = time.monotonic() + timeout
     while True:
         events = await events_of(stack, experiment_id)
