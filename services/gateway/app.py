@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,7 @@ from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.kernel.tracing import setup_tracing
 
+log = logging.getLogger(__name__)
 SERVICE = "gateway"
 STREAMS = (
     StreamSpec(i.STREAM, (i.EVENTS,)),
@@ -63,6 +65,8 @@ STREAMS = (
     StreamSpec(x.STREAM, (x.EVENTS,)),
 )
 READ_MODEL = "readmodel.db"
+#: How long a starting gateway waits for its read model to apply what is stored.
+STARTUP_CATCH_UP_S = 60.0
 
 HTTP_REQUESTS = Counter(
     "studio_http_requests_total", "HTTP requests.", ["method", "route", "status"]
@@ -135,6 +139,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     answer_health(broker, SERVICE, settings, metrics_url=None)
     answer_rebuild(broker, SERVICE, runner)
     await broker.start()
+    # A gateway whose read model is rebuilding (deleted, or new) does not answer before it shows
+    # what is stored: a list answered empty in the meantime would be a lie (bounded wait).
+    if not await gateway.current(STARTUP_CATCH_UP_S):
+        log.warning("the read model is still catching up; answering as it is")
     try:
         yield
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -110,14 +111,17 @@ class Gateway:
             return
         await self.runner.wait_for(stream, int(last.seq or 0), FRESH_WAIT_S)
 
-    async def current(self) -> None:
+    async def current(self, timeout: float = FRESH_WAIT_S) -> bool:
         """Let the read model apply everything stored now (bounded wait): a page opened right
         after its reader saw an event on a live stream (a run completed) must show it. A NATS
-        outage only costs freshness, as for ``fresh``."""
+        outage only costs freshness, as for ``fresh``. Whether it caught up in time."""
         try:
-            await self.runner.caught_up(FRESH_WAIT_S)
+            return await asyncio.wait_for(self.runner.caught_up(timeout), timeout)
+        except TimeoutError:
+            return False
         except TRANSIENT as exc:
             log.warning("streams' positions unread (%r); answering as it is", exc)
+            return False
 
     async def caught_up(self, stream: str, sequence: int) -> bool:
         """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""

@@ -22,14 +22,17 @@ UNKNOWN = "0123456789abcdef0123456789abcdef"
 
 
 def page_routes() -> list[str]:
-    """Every GET page path (not the API, probes or static files) the gateway serves."""
+    """Every GET page path (not the API, probes, the docs or static files) the gateway serves;
+    the AsyncAPI page is a document beside /docs, public where the docs are."""
     app = create_app(Settings(jwt_secret="only-to-list-the-routes-" + "x" * 32))
     found = []
     for context in iter_route_contexts(app.routes):
         path = str(context.path)
         if not isinstance(context.original_route, APIRoute) or "GET" not in (context.methods or ()):
             continue
-        if path.startswith(("/api", "/health", "/metrics", "/ws", "/docs", "/redoc", "/openapi")):
+        if path.startswith(
+            ("/api", "/health", "/metrics", "/ws", "/docs", "/redoc", "/openapi", "/asyncapi")
+        ):
             continue
         found.append(path)
     return sorted(set(found))
