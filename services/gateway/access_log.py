@@ -1,4 +1,5 @@
-"""The access log: one line per HTTP request, at INFO on the ``studio.access`` logger.
+"""The access log and the HTTP metrics: one line per HTTP request, at INFO on the
+``studio.access`` logger, and ``studio_http_requests_total``/``studio_http_request_seconds``.
 
 Each line says ``GET /api/v1/projects/p1 200 3.1 ms`` and carries, as fields of its JSON line,
 ``method``, ``route`` (the route template: ``/api/v1/projects/{project_id}``), ``path`` (without its
@@ -7,7 +8,7 @@ id comes with every line of the request (``services.kernel.logs``). It sits insi
 layer so that the id is known, and logs a request that failed with an exception as the 500 that
 layer answers (the traceback is that layer's to log, once). uvicorn's own access log stays off.
 
-Imports starlette and the gateway's route naming only.
+Imports starlette, prometheus-client and the gateway's route naming only.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ from __future__ import annotations
 import logging
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.pages.fragments import route_path
 
 log = logging.getLogger("studio.access")
 
+HTTP_REQUESTS = Counter(
+    "studio_http_requests_total", "HTTP requests.", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram("studio_http_request_seconds", "HTTP request time.", ["method", "route"])
+
 
 class AccessLog:
+    """Each HTTP request, once it is answered: its access line and its metrics (by the whole
+    route template, ``/api/v1/projects/{project_id}``: low cardinality, unambiguous between
+    routers)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -41,16 +52,20 @@ class AccessLog:
         try:
             await self.app(scope, receive, record)
         finally:
-            _line(scope, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            route = route_path(scope) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], route).observe(seconds)
+            _line(scope, route, status, seconds)
 
 
-def _line(scope: Scope, status: int, seconds: float) -> None:
+def _line(scope: Scope, route: str, status: int, seconds: float) -> None:
     method, path = scope["method"], scope["path"]
     client = scope.get("client")
     ms = round(seconds * 1000, 1)
     fields = {
         "method": method,
-        "route": route_path(scope) or "unmatched",
+        "route": route,
         "path": path,
         "status": status,
         "duration_ms": ms,

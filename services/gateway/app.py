@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from nats.aio.msg import Msg
-from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import datasets as d
 from contracts import exports as x
@@ -43,7 +40,7 @@ from services.gateway.auth.deps import current_principal
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Idempotency, open_store
 from services.gateway.live_clients import LiveClients
-from services.gateway.pages.fragments import FragmentMiddleware, route_path
+from services.gateway.pages.fragments import FragmentMiddleware
 from services.gateway.readmodels import projectors
 from services.gateway.uploads import sweep
 from services.kernel.bus import connect, service_broker, stop_broker
@@ -67,37 +64,6 @@ STREAMS = (
 READ_MODEL = "readmodel.db"
 #: How long a starting gateway waits for its read model to apply what is stored.
 STARTUP_CATCH_UP_S = 60.0
-
-HTTP_REQUESTS = Counter(
-    "studio_http_requests_total", "HTTP requests.", ["method", "route", "status"]
-)
-HTTP_SECONDS = Histogram("studio_http_request_seconds", "HTTP request time.", ["method", "route"])
-
-
-class HttpMetrics:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            # The whole route template (``/api/v1/projects/{project_id}``): low cardinality,
-            # and unambiguous between routers.
-            route = route_path(scope) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
 @asynccontextmanager
@@ -180,8 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     limits.install(app, settings)
     headers.install(app, settings)  # body cap, CORS
-    app.add_middleware(HttpMetrics)
-    app.add_middleware(AccessLog)  # inside the request-id layer: its lines carry the id
+    # Inside the request-id layer: its lines carry the id. Metrics by route template too.
+    app.add_middleware(AccessLog)
     app.add_middleware(LiveClients)  # open SSE streams and WebSockets, by kind
     # htmx asking an API route gets the same answer drawn as an HTML fragment.
     app.add_middleware(FragmentMiddleware, templates=pages.fragment_templates())
