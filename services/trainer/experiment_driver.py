@@ -39,7 +39,7 @@ from contracts.envelope import Message
 from services.kernel.repository import Repository
 from services.trainer import domain as runs
 from services.trainer.domain import experiment as domain
-from services.trainer.experiment_log import ExperimentLog, LogStore
+from services.trainer.experiment_log import CAUSE_HEADERS, ExperimentLog, LogStore
 from services.trainer.experiments import Handler
 from services.trainer.search import Search
 
@@ -62,6 +62,13 @@ class Driver:
     # --- what each event does ----------------------------------------------------------------
 
     async def handle(self, event: Any, headers: Mapping[str, str]) -> None:
+        token = CAUSE_HEADERS.set(headers)
+        try:
+            await self._handle(event, headers)
+        finally:
+            CAUSE_HEADERS.reset(token)
+
+    async def _handle(self, event: Any, headers: Mapping[str, str]) -> None:
         match event:
             case x.ExperimentCreated() | x.TrialCompleted() | x.TrialFailed():
                 await self.advance(event.experiment_id, event)

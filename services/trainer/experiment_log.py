@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import msgspec
@@ -27,6 +28,10 @@ from services.kernel.repository import EventStorePort, Repository
 from services.trainer import domain as runs
 from services.trainer.domain import experiment as domain
 from services.trainer.search import Search
+
+#: The headers of the event the driver is handling: what it stores in answer belongs to that
+#: event's trace and request (set by the driver around each event).
+CAUSE_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("cause_headers", default=None)
 
 log = logging.getLogger(__name__)
 #: What rebuilds a search: the trials' events and their runs' epochs.
@@ -110,7 +115,7 @@ class ExperimentLog:
             experiment_id,
             command,
             decide,
-            headers={},
+            headers=CAUSE_HEADERS.get() or {},
             refusals=(DomainError,),
             noun="experiment",
         )

@@ -243,3 +243,17 @@ async def test_a_stop_of_the_trials_run_itself_fails_the_trial() -> None:
     await world.pump()
     assert [(f.trial, f.code) for f in world.of(x.TrialFailed)] == [(0, "STOPPED")]
     assert not world.of(c.RunResumed)
+
+
+async def test_what_the_driver_stores_follows_the_trace_of_the_event_it_answers() -> None:
+    # given a search created in a request's trace
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    world = World()
+    await world.append(E, created())
+    # when the driver handles its creation with the headers it was stored with
+    await world.driver.handle(
+        world.store.events()[0].event, {"traceparent": f"00-{trace}-b7ad6b7169203331-01"}
+    )
+    # then the trial it starts is stored in that trace, not in a trace of its own
+    started = [s for s in world.store.events() if isinstance(s.event, x.TrialStarted)]
+    assert started and trace in started[0].headers.get("traceparent", "")
