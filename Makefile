@@ -17,7 +17,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 ARGS ?=
 
-.PHONY: up test lint fmt snapshots lock clean browser prometheus
+.PHONY: up test soak bench lint fmt snapshots lock clean browser prometheus
 
 $(STAMP): pyproject.toml $(LOCK) $(DEVLOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AI Studio needs Python 3.11 or newer; found " + sys.version.split()[0])'
@@ -31,6 +31,16 @@ up: $(STAMP)
 
 test: $(STAMP) lint browser prometheus
 	$(BIN)/python -m pytest $(ARGS)
+
+# The longer fault scenarios (tests marked `soak`, bigger sizes through STUDIO_SOAK=1): never
+# part of `make test`, which runs every scenario at a bounded size.
+soak: $(STAMP)
+	STUDIO_SOAK=1 $(BIN)/python -m pytest -m soak tests/reliability $(ARGS)
+
+# Every performance figure as one table, each a ratio against a baseline measured side by side
+# in the same run (bench/README.md); also written to the git-ignored bench/results.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 # The pages' browser tests drive the system's Chromium through Playwright (never a downloaded
 # browser): installed from Debian's packages when missing on a Debian machine run as root;
