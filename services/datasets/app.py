@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 import msgspec
@@ -20,10 +21,11 @@ from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
 from services.datasets.uploads import Uploads
-from services.kernel import bus
+from services.kernel import bus, tracing
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import EventStore
 from services.kernel.jobs.table import running_elsewhere
+from services.kernel.logs import request_scope
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import query_endpoint
 from services.kernel.repository import Repository
@@ -35,6 +37,8 @@ from services.kernel.streams import StreamSpec, ensure_stream
 SERVICE = "datasets"
 STREAM = StreamSpec(c.STREAM, (c.EVENTS,))
 log = logging.getLogger(__name__)
+#: How long a cancel heard by an instance not running the import waits for its read model.
+CANCEL_WAIT_S = 5.0
 
 
 def project_finder(nc: NATS) -> EventStore[p.Event]:
@@ -80,13 +84,17 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     handlers.importer = importer(nc, datasets, settings)
     endpoints = (
         (c.Subjects.START_IMPORT, c.StartImport, handlers.start_import),
-        (c.Subjects.CANCEL_IMPORT, c.CancelImport, handlers.cancel_import),
         (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.edit),
         (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.edit),
         (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
         (c.Subjects.DELETE_SPLIT, c.DeleteSplit, handlers.edit),
     )
     answer_commands(broker, SERVICE, endpoints)
+    handlers.runs_elsewhere = partial(runs_elsewhere, runner, engine, settings.instance)
+    # No queue group: a cancel must reach the instance running the import, whichever it is.
+    broker.subscriber(c.Subjects.CANCEL_IMPORT, no_reply=True, max_workers=4)(
+        cancel_endpoint(nc, handlers)
+    )
     broker.subscriber(c.Subjects.HEALTH, queue=SERVICE, max_workers=2)(health_endpoint(handlers))
     queries = Queries(store, BlobStore(settings.data_dir("blobs")))
     for subject, query_type, answer in (
@@ -111,6 +119,41 @@ def importer(nc: NATS, datasets: Repository[domain.Dataset], settings: Settings)
         instance=settings.instance,
         zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
     )
+
+
+async def runs_elsewhere(
+    runner: ProjectionRunner, engine: AsyncEngine, instance: str, import_id: str, position: int
+) -> bool:
+    """Whether another instance runs ``import_id``, as the read model says once it shows the
+    dataset up to ``position`` (bounded wait: a model that lags says what it knows)."""
+    await runner.wait_for(c.STREAM, position, CANCEL_WAIT_S)
+    return import_id in await running_elsewhere(engine, domain.IMPORT.noun, instance)
+
+
+def cancel_endpoint(nc: NATS, handlers: Datasets):
+    """``cancel_import`` as every instance hears it: it answers only when ``cancel_import``
+    has an answer, so the asker gets the reply of the instance that runs the import."""
+    decoder = msgspec.json.Decoder(c.CancelImport)
+
+    async def cancel(msg: NatsMessage) -> None:
+        with request_scope(msg.headers), bus.serving("handle", "CancelImport", msg.headers):
+            started = time.perf_counter()
+            reply: common.Reply | None
+            try:
+                reply = await handlers.cancel_import(decoder.decode(msg.body), msg.headers or {})
+            except msgspec.ValidationError as exc:
+                reply = common.CommandRejected(code=common.VALIDATION_ERROR, message=str(exc))
+            except Exception:
+                log.exception("CancelImport failed")
+                reply = common.CommandRejected(code=common.INTERNAL, message="cancel failed")
+            if reply is None or not msg.reply_to:
+                return
+            body = bus.counted_reply(SERVICE, "CancelImport", started, reply, "accepted")
+            trace: dict[str, str] = {}
+            tracing.inject(trace)  # the asker's trace goes on in the reply, as for any command
+            await nc.publish(msg.reply_to, body, headers=trace or None)
+
+    return cancel
 
 
 def health_endpoint(handlers: Datasets):

@@ -67,6 +67,9 @@ class Datasets:
         #: Imports this process is handling, from the command's arrival to the job's end: their
         #: staging folders are live and no restart reaper may touch them.
         self.active: set[str] = set()
+        #: Whether the read model, once it shows ``position``, has another instance running an
+        #: import: that instance answers a cancel of it (``cancel_import``).
+        self.runs_elsewhere: Callable[[str, int], Awaitable[bool]] | None = None
 
     async def _run(
         self,
@@ -135,21 +138,35 @@ class Datasets:
         task = self.importer.start(job)
         task.add_done_callback(lambda _: self.active.discard(job.import_id))
 
-    async def cancel_import(self, command: c.CancelImport, headers: Mapping[str, str]) -> Reply:
+    async def cancel_import(
+        self, command: c.CancelImport, headers: Mapping[str, str]
+    ) -> Reply | None:
+        """Cancel an import on the instance that runs it. Every instance hears a cancel (see
+        ``app.cancel_endpoint``): the one running the job cancels it; another keeps quiet (None)
+        while the read model says that an instance other than itself runs the import, and
+        otherwise answers the refusal every instance agrees on."""
         assert self.importer is not None
         job = self.importer.jobs.get(command.import_id)
-        if job is None or job.command.dataset_id != command.dataset_id:
-            state, version = await self.repo.get(command.dataset_id)
-            try:
-                domain.running(state, command.import_id)
-            except DomainError as err:
-                return rejected(err)
-            return CommandRejected(
-                code=common.CONFLICT, message="that import runs on another datasets instance"
+        if job is not None and job.command.dataset_id == command.dataset_id:
+            job.cancel.set()
+            _, position, version = await self.repo.load(command.dataset_id)
+            return CommandAccepted(
+                aggregate_id=command.dataset_id, version=version, sequence=position
             )
-        job.cancel.set()
-        _, position, version = await self.repo.load(command.dataset_id)
-        return CommandAccepted(aggregate_id=command.dataset_id, version=version, sequence=position)
+        state, position = await self.repo.get(command.dataset_id)
+        try:
+            domain.running(state, command.import_id)
+        except DomainError as err:
+            return rejected(err)
+        if self.runs_elsewhere is not None and await self.runs_elsewhere(
+            command.import_id, position
+        ):
+            return None  # the instance running it answers
+        return CommandRejected(
+            code=common.CONFLICT,
+            message="no live datasets instance runs that import; it ends as interrupted once "
+            "the instance that ran it starts again",
+        )
 
     async def edit(self, command: domain.Edit, headers: Mapping[str, str]) -> Reply:
         """Every command the dataset alone decides (``domain.Edit``)."""
