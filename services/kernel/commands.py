@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import msgspec
 
@@ -27,20 +27,45 @@ E = TypeVar("E", bound=Message)
 ATTEMPTS = 3
 
 
-def stamp(events: Sequence[E], command: Message) -> list[E]:
-    """Give each event its envelope; ids derive from the command's, so a retry is recognised."""
+def stamp(events: Sequence[E], command: Message) -> Sequence[E]:
+    """Give each event its envelope; ids derive from the command's, so a retry is recognised.
+    A decision that is not a list or tuple (a lazy one, too large to hold: an import's
+    commit) is stamped lazily, each event when it is read."""
     now = datetime.now(UTC)
-    return [
-        msgspec.structs.replace(
-            event,
-            message_id=f"{command.message_id}-{i}",
-            correlation_id=command.correlation_id,
-            causation_id=command.message_id,
-            actor=command.actor,
-            occurred_at=now,
-        )
-        for i, event in enumerate(events)
-    ]
+    if not isinstance(events, list | tuple):
+        return Stamped(events, command, now)
+    return [_stamped(event, i, command, now) for i, event in enumerate(events)]
+
+
+def _stamped(event: E, i: int, command: Message, now: datetime) -> E:
+    return msgspec.structs.replace(
+        event,
+        message_id=f"{command.message_id}-{i}",
+        correlation_id=command.correlation_id,
+        causation_id=command.message_id,
+        actor=command.actor,
+        occurred_at=now,
+    )
+
+
+class Stamped(Sequence[E]):
+    """``events`` stamped as they are read (by index, so the same ids every time)."""
+
+    def __init__(self, events: Sequence[E], command: Message, now: datetime) -> None:
+        self.events, self.command, self.now = events, command, now
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @overload
+    def __getitem__(self, i: int) -> E: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[E]: ...
+    def __getitem__(self, i: int | slice) -> E | list[E]:
+        if isinstance(i, slice):
+            return [self[n] for n in range(*i.indices(len(self)))]
+        n = i + len(self) if i < 0 else i
+        return _stamped(self.events[n], n, self.command, self.now)
 
 
 def rejected(err: DomainError) -> CommandRejected:
