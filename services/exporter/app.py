@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from faststream.nats import NatsBroker
+from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
@@ -20,7 +21,7 @@ from services.exporter import domain, engine, handlers
 from services.exporter.files import keep_earlier
 from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
-from services.kernel.blobstore import BlobStore
+from services.kernel.blobcache import BlobCache, query_pieces
 from services.kernel.eventstore import EventStore
 from services.kernel.projection import ProjectionRunner
 from services.kernel.queries import PagedQuery
@@ -62,7 +63,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     sources = handlers.Sources(
         runs=EventStore(nc, stream=t.STREAM, subject=t.event_subject, event_type=t.Event),
         datasets=PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage),
-        blobs=BlobStore(settings.data_dir("blobs")),
+        images=image_cache(nc, settings.data_dir(SERVICE) / "images"),
     )
     table = handlers.table(
         exports=exports, sources=sources, jobs=jobs, files=workdir, engine=engine
@@ -77,6 +78,14 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         nc, db, [export_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
     return Parts(runner, partial(recover, partial(jobs.reap, runner, db), files, workdir))
+
+
+def image_cache(nc: NATS, root: Path) -> BlobCache[tuple[str, str]]:
+    """The parity images, fetched from the datasets service into this exporter's own folder
+    (it opens none of the datasets service's); what a crash left half-fetched is swept."""
+    cache = BlobCache(root, query_pieces(nc, d.Subjects.BLOB, handlers.blob_query, d.BlobChunk))
+    cache.sweep()
+    return cache
 
 
 async def recover(reap: Callable[[], Awaitable[None]], files: ObjectStore, workdir: Path) -> None:

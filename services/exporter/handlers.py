@@ -24,9 +24,9 @@ from contracts import exports as x
 from contracts import training as t
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.exporter import domain
-from services.exporter.jobs import Job, Samples
+from services.exporter.jobs import Fetch, Job, Samples
 from services.kernel import bus
-from services.kernel.blobstore import BlobStore
+from services.kernel.blobcache import BlobCache
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
 from services.kernel.eventstore import EventStore, check_id
@@ -49,24 +49,32 @@ class Jobs(Protocol):
 
 
 class Sources:
-    """Where a request's facts come from: the run's records and its dataset's images."""
+    """Where a request's facts come from: the run's records and its dataset's images, which
+    ``images`` (this exporter's cache) fetches from the datasets service by content hash."""
 
     def __init__(
-        self, runs: EventStore[t.Event], datasets: PagedQuery[d.SubsetItem], blobs: BlobStore
+        self,
+        runs: EventStore[t.Event],
+        datasets: PagedQuery[d.SubsetItem],
+        images: BlobCache[tuple[str, str]],
     ) -> None:
-        self.runs, self.datasets, self.blobs = runs, datasets, blobs
+        self.runs, self.datasets, self.images = runs, datasets, images
 
-    async def gather(self, run_id: str) -> tuple[domain.RunFacts, Samples]:
+    async def gather(self, run_id: str) -> tuple[domain.RunFacts, Samples, Fetch]:
+        """The run's facts, its parity images (their paths in the cache) and what fetches their
+        files (the export's job calls it: the request is answered without waiting for them)."""
         events = [s.event for s in await self.runs.load(run_id)]
         queued = next((e for e in events if isinstance(e, t.RunQueued)), None)
         if queued is None:
-            return domain.RunFacts(exists=False), []
+            return domain.RunFacts(exists=False), [], _nothing
         # the latest record of each kind wins: it names the file that kind means now
         saved = {e.kind: e for e in events if isinstance(e, t.CheckpointSaved)}
-        samples = await self._samples(queued)
-        return domain.RunFacts(True, saved, len(samples)), samples
+        items = await self._samples(queued)
+        samples = [(self.images.path(item.blob), label) for item, label in items]
+        wanted = [(item.blob, (queued.project_id, item.image_id)) for item, _ in items]
+        return domain.RunFacts(True, saved, len(samples)), samples, partial(self._fetch, wanted)
 
-    async def _samples(self, queued: t.RunQueued) -> Samples:
+    async def _samples(self, queued: t.RunQueued) -> list[tuple[d.SubsetItem, int]]:
         """Test images for parity (validation images when the split has no test subset), as
         the datasets service has them now."""
         index = {label: i for i, label in enumerate(queued.classes)}
@@ -75,13 +83,26 @@ class Sources:
                 dataset_id=queued.project_id, split_id=queued.split_id, subset=subset
             )
             chosen = [
-                (self.blobs.blob_path(item.blob), index[item.label])
+                (item, index[item.label])
                 for item in await self.datasets(query)
                 if item.label in index
             ]
             if chosen:
                 return chosen[: max(PARITY_IMAGES, 256)]
         return []
+
+    async def _fetch(self, wanted: list[tuple[str, tuple[str, str]]]) -> None:
+        await self.images.prefetch(wanted)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def blob_query(where: tuple[str, str], offset: int) -> d.GetBlob:
+    """The query of a piece of an image's original file (``where``: dataset, image)."""
+    dataset_id, image_id = where
+    return d.GetBlob(dataset_id=dataset_id, image_id=image_id, kind="image", offset=offset)
 
 
 async def request_export(
@@ -95,7 +116,7 @@ async def request_export(
     try:
         check_id(command.export_id)
         domain.validate(command)  # before any look-up, as its answer does not depend on one
-        run, samples = await sources.gather(command.run_id)
+        run, samples, fetch = await sources.gather(command.run_id)
     except DomainError as err:
         return rejected(err)
     except ValueError:  # an id no stream can hold
@@ -112,7 +133,8 @@ async def request_export(
     )
     if isinstance(reply, CommandAccepted) and reply.events:
         record = run.checkpoints[command.checkpoint]
-        jobs.start(Job(command.export_id, command.run_id, command.format, record, samples), headers)
+        job = Job(command.export_id, command.run_id, command.format, record, samples, fetch)
+        jobs.start(job, headers)
     return reply
 
 

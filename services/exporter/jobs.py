@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +35,8 @@ from services.kernel.repository import Repository
 
 #: Labelled images, as the engine reads them for parity.
 Samples = list[tuple[Path, int]]
+#: Brings the samples' files to this machine (they are fetched by content hash, not shared).
+Fetch = Callable[[], Awaitable[None]]
 Outcome = x.ExportCompleted | x.ExportFailed
 
 
@@ -47,6 +49,7 @@ class Job:
     format: str
     record: t.CheckpointSaved
     samples: Samples
+    fetch: Fetch | None = None
 
 
 #: How an export ends: its outcome decided by the Export decider, its failures as ``ExportFailed``.
@@ -117,6 +120,8 @@ class ExportRunner:
 
     async def _export(self, job: Job) -> Outcome:
         checkpoint = await self._checkpoint(job)
+        if job.fetch is not None:
+            await job.fetch()
         out = self.workdir / job.export_id
         out.mkdir(parents=True, exist_ok=True)
         exported = await asyncio.to_thread(self._write, job, checkpoint, out)

@@ -17,7 +17,6 @@ from contracts import experiments as x
 from contracts import training as c
 from contracts.common import Reply
 from contracts.envelope import Message
-from services.kernel.blobstore import BlobStore
 from services.kernel.bus import request
 from services.kernel.eventstore import EventStore
 from services.kernel.lease import Leases
@@ -39,7 +38,7 @@ from services.trainer.experiment_consumer import Consumer
 from services.trainer.experiment_driver import Driver
 from services.trainer.experiments import Experiments, Handler, SendCommand
 from services.trainer.handlers import Training
-from services.trainer.images import SplitImages
+from services.trainer.images import SplitImages, image_cache
 from services.trainer.projection import RunQueue, Runs, trainer_jobs
 from services.trainer.runstore import RunStore
 from services.trainer.worker import DeviceSlot, Publish, Worker
@@ -110,10 +109,10 @@ def read_model(
 
 
 def split_images(broker: NatsBroker, settings: Settings) -> SplitImages:
-    """A split's subsets, asked of the datasets service; their files in the blob store."""
-    return SplitImages(
-        PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage), BlobStore(settings.data_dir("blobs"))
-    )
+    """A split's subsets, asked of the datasets service; their files fetched from it into this
+    trainer's own cache (it opens no folder of the datasets service)."""
+    cache = image_cache(broker.connection, settings.data_dir(SERVICE) / "images")
+    return SplitImages(PagedQuery(broker, d.Subjects.SUBSET, d.SubsetPage), cache)
 
 
 async def artifacts_bucket(nc: NATS) -> ObjectStore:

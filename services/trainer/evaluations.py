@@ -31,7 +31,7 @@ from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain import evaluation
 from services.trainer.domain import run as runs
 from services.trainer.engine.evaluate import evaluate
-from services.trainer.images import Image, SplitImages
+from services.trainer.images import Listing, SplitImages
 from services.trainer.metrics import evaluation_ended
 
 #: Evaluations that may run at once on this trainer (each holds a model and a batch).
@@ -71,7 +71,8 @@ class Evaluations:
             record = evaluation.checkpoint(run, command)
             assert run is not None  # checkpoint() refuses a run that does not exist
             # the subset (checked by evaluation.check) as it is now; NOT_FOUND without the split
-            samples = await self.images.of(run.queued, command.subset)  # type: ignore[arg-type]
+            # (listed only: the job fetches the files this trainer does not have yet)
+            listing = await self.images.listed(run.queued, command.subset)  # type: ignore[arg-type]
         except DomainError as err:
             return rejected(err)
         except ValueError:
@@ -80,7 +81,7 @@ class Evaluations:
             evaluation.start,
             command=command,
             run=run,
-            images=len(samples),
+            images=len(listing.images),
             instance=self.instance,
         )
         reply = await execute(
@@ -93,7 +94,7 @@ class Evaluations:
             noun=evaluation.EVALUATION.noun,
         )
         if isinstance(reply, CommandAccepted) and reply.events:
-            work = partial(self._measured, command.evaluation_id, command.run_id, record, samples)
+            work = partial(self._measured, command.evaluation_id, command.run_id, record, listing)
             self.jobs.start(runner.Job(command.evaluation_id, command.run_id, work, headers))
         return reply
 
@@ -102,7 +103,7 @@ class Evaluations:
         return reduce(runs.evolve, [s.event for s in stored], None)
 
     async def _measured(
-        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: list[Image]
+        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: Listing
     ) -> c.Event:
         """The job's work, timed and counted by how it ended (``studio_evaluation*``)."""
         started, outcome = time.monotonic(), "failed"
@@ -114,13 +115,14 @@ class Evaluations:
             evaluation_ended(outcome, time.monotonic() - started)
 
     async def _evaluate(
-        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, samples: list[Image]
+        self, evaluation_id: str, run_id: str, record: c.CheckpointSaved, listing: Listing
     ) -> c.Event:
         """The job's work: a private copy of the recorded checkpoint, measured in a thread.
         A checkpoint gone or not the recorded file is refused with its code by ``fetch``."""
         copy = self.files.workdir(run_id) / f"eval-{evaluation_id}.pt"
         try:
             path = await self.files.fetch(record, copy)
+            samples = await self.images.fetched(listing)
             result = await asyncio.to_thread(evaluate, path, samples)
         finally:
             copy.unlink(missing_ok=True)
