@@ -2,13 +2,14 @@
 
 Keys live in a JetStream KV bucket shared by every gateway instance, for a day. A key is
 claimed atomically (KV ``create``) before the request runs, so two racing retries never both
-run; the loser answers 409 until the first finishes. A key reused for a different request
-answers 422. Creates additionally derive their ids from the key (see ``derived_id``), so even a
+run; the loser waits for the first's answer (bounded, then 409), so both get the same answer.
+A key reused for a different request answers 422. Creates additionally derive their ids from the key (see ``derived_id``), so even a
 lost KV entry cannot make a second project.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -31,6 +32,9 @@ TTL_S = 24 * 3600.0
 STALE_CLAIM_S = 60.0
 #: How long opening the bucket at start waits for NATS, as a first connect does.
 OPEN_RETRY_S = 10.0
+#: How long a request waits for the answer of its key's first request, still running.
+IN_FLIGHT_WAIT_S = 20.0
+IN_FLIGHT_POLL_S = 0.05
 _NAMESPACE = uuid.UUID("6f1d8a52-3f2e-4a8e-9a7c-2d1b5e0c9f10")
 
 
@@ -40,6 +44,10 @@ class Record(msgspec.Struct, frozen=True):
     status: int = 0  # 0 while the first request is still running
     body: Any = None
     headers: dict[str, str] = {}
+
+
+class InFlight(Exception):
+    """The key's first request is still running: look again."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +99,34 @@ class Idempotency:
     async def claim(
         self, actor: str, key: str, request_fingerprint: str
     ) -> Claim | tuple[int, Any, dict[str, str]]:
-        """Claim ``key``, or return the stored (status, body, headers) of its first request."""
+        """Claim ``key``, or return the stored (status, body, headers) of its first request.
+        While that request is still running (on this gateway or another), wait for its answer
+        (up to ``IN_FLIGHT_WAIT_S``, then 409), so that both callers get the same answer."""
         kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+        while True:
+            try:
+                return await self._claim_once(kv_key, request_fingerprint)
+            except InFlight:
+                if time.monotonic() >= deadline:
+                    raise ApiError(
+                        common.CONFLICT,
+                        "a request with this Idempotency-Key is still being processed",
+                    ) from None
+            await asyncio.sleep(IN_FLIGHT_POLL_S)
+
+    async def _claim_once(
+        self, kv_key: str, request_fingerprint: str
+    ) -> Claim | tuple[int, Any, dict[str, str]]:
         fresh = msgspec.json.encode(Record(request_fingerprint, time.time()))
         try:
             return Claim(kv_key, request_fingerprint, await self._kv.create(kv_key, fresh))
         except KeyWrongLastSequenceError:
             pass
-        entry = await self._kv.get(kv_key)
+        try:
+            entry = await self._kv.get(kv_key)
+        except KeyNotFoundError:  # released (its request failed for a passing reason) meanwhile
+            raise InFlight from None
         record = msgspec.json.decode(entry.value or b"", type=Record)
         if record.fingerprint != request_fingerprint:
             raise ApiError(
@@ -109,9 +137,7 @@ class Idempotency:
         if record.status:
             return record.status, record.body, record.headers
         if time.time() - record.claimed_at < STALE_CLAIM_S:
-            raise ApiError(
-                common.CONFLICT, "a request with this Idempotency-Key is still being processed"
-            )
+            raise InFlight
         revision = await self._kv.update(kv_key, fresh, last=entry.revision)
         return Claim(kv_key, request_fingerprint, revision)
 
