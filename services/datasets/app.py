@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from functools import partial
@@ -16,10 +17,12 @@ from contracts import common
 from contracts import datasets as c
 from contracts import projects as p
 from services.datasets import domain, sources
+from services.datasets.folding import FoldingRepository
 from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
+from services.datasets.spill import IndexFile
 from services.datasets.uploads import Uploads
 from services.kernel import bus, tracing
 from services.kernel.blobstore import BlobStore
@@ -71,7 +74,8 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         nc, engine, [import_jobs()], consumer_prefix=f"{SERVICE}-{settings.instance}"
     )
     projects = project_finder(nc)
-    datasets = Repository(store, domain.evolve, domain.Dataset())
+    # A dataset's images live in SQLite beside the read model, folded one event at a time.
+    datasets = FoldingRepository(store, IndexFile(data / "index.db"), js)
     handlers = Datasets(
         datasets,
         lambda pid: find_project(projects, pid),
@@ -118,6 +122,7 @@ def importer(nc: NATS, datasets: Repository[domain.Dataset], settings: Settings)
         publish,
         instance=settings.instance,
         zip_limits=sources.ZipLimits(max_archive_bytes=settings.upload_max_bytes),
+        spill=settings.data_dir(SERVICE) / "spill",
     )
 
 
@@ -185,6 +190,7 @@ async def recover(
     for import_id in await jobs.reap(runner, engine, INTERRUPTED, keep=handlers.active):
         await handlers.clear_staging(import_id)
     elsewhere = await running_elsewhere(engine, jobs.noun, instance)
+    await asyncio.to_thread(handlers.importer.sweep_spill)
     for import_id in await handlers.reap_staging(keep=elsewhere):
         log.warning("removed the staging folder of import %s, which no longer runs", import_id)
     if handlers.handed is not None:  # uploads a crashed gateway put but never named

@@ -2,43 +2,47 @@
 
 An import is decided twice: ``start`` records that it runs; ``commit`` turns the files it read
 into events, folding byte-identical files into one image and reporting them, and is stored as
-one atomic batch, so an import is kept whole or not at all. Imports ``contracts``, the pure
-``splits`` module and the kernel's ``DomainError`` only.
+one atomic batch, so an import is kept whole or not at all.
+
+Neither what an import read nor the dataset's image index need be in memory: the decider reads
+them through two ports, ``ImageIndex`` (a mapping the dataset's events keep; ``MemoryIndex``
+here, SQLite in ``spill``) and ``Staged`` (an import's records in file order), and ``commit``
+answers a lazy sequence of events that reads its records batch by batch as they are stored.
+Imports ``contracts``, the pure ``splits`` and ``imageindex`` modules and the kernel's
+``DomainError`` only.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import msgspec
 
 from contracts import datasets as c
 from services.datasets import splits as splitting
+from services.datasets.imageindex import (
+    IMAGES_PER_EVENT,
+    Image,
+    ImageIndex,
+    ImportEvents,
+    MemoryIndex,
+    MemoryStaged,
+    Staged,
+)
 from services.kernel.domain import Conflict, InvalidInput, NotFound
 from services.kernel.jobs import Lifecycle
 
-#: Images per ``ImagesAdded`` event: keeps each stored message well under NATS's payload limit.
-IMAGES_PER_EVENT = 1000
 #: Assignments per ``SplitAssigned`` event.
 ASSIGNMENTS_PER_EVENT = 20_000
+__all__ = ["IMAGES_PER_EVENT", "Image", "ImageIndex", "MemoryIndex", "Staged"]
 TERMINAL = ("completed", "failed")
-
-
-@dataclass(frozen=True, slots=True)
-class Image:
-    filename: str
-    label: str
-    phash: str
-    width: int
-    height: int
-    near_hash: str = ""  # "" for images imported before near hashes existed
 
 
 @dataclass(frozen=True)
 class Dataset:
-    images: dict[str, Image] = field(default_factory=dict)
+    images: ImageIndex = field(default_factory=MemoryIndex)
     imports: dict[str, str] = field(default_factory=dict)  # import id → running|completed|failed
     splits: dict[str, str] = field(default_factory=dict)  # split name → split id
     #: What imports found and did not keep, for the health report.
@@ -119,37 +123,16 @@ def commit(
     state: Dataset,
     dataset_id: str,
     import_id: str,
-    records: Sequence[c.ImageRecord],
+    records: Sequence[c.ImageRecord] | Staged,
     report: c.ImportReport,
-) -> list[c.Event]:
-    """The import's images, less byte-identical copies (reported), then its completion."""
+) -> Sequence[c.Event]:
+    """The import's images, less byte-identical copies (reported), then its completion: a
+    lazy sequence, each batch read from ``records`` when it is stored."""
     running(state, import_id)
-    kept: dict[str, c.ImageRecord] = {}
-    duplicates = list(report.duplicates)
-    for record in records:
-        first = kept.get(record.image_id)
-        known = state.images.get(record.image_id)
-        if first is None and known is None:
-            kept[record.image_id] = record
-            continue
-        kept_label = first.label if first is not None else known.label  # type: ignore[union-attr]
-        duplicates.append(
-            c.DuplicateRecord(
-                file=record.filename,
-                label=record.label,
-                image_id=record.image_id,
-                kept_label=kept_label,
-            )
-        )
-    images = list(kept.values())
-    batches: list[c.Event] = [
-        c.ImagesAdded(
-            dataset_id=dataset_id, import_id=import_id, images=images[i : i + IMAGES_PER_EVENT]
-        )
-        for i in range(0, len(images), IMAGES_PER_EVENT)
-    ]
-    final = replace_report(report, imported=len(images), duplicates=duplicates)
-    return [*batches, c.ImportCompleted(dataset_id=dataset_id, import_id=import_id, report=final)]
+    staged = records if isinstance(records, Staged) else MemoryStaged(records)
+    kept, duplicates = staged.plan(state.images)
+    final = replace_report(report, imported=kept, duplicates=[*report.duplicates, *duplicates])
+    return ImportEvents(staged, dataset_id, import_id, kept, final)
 
 
 def replace_report(report: c.ImportReport, **changes: object) -> c.ImportReport:
@@ -199,6 +182,7 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
     name = _split_name(state, command.name)
     ratios = (command.train, command.val, command.test)
     items, made = _assign(state, ratios, command.strategy, command.seed)
+    labels = {item.image_id: item.label for item in items}
     created = c.SplitCreated(
         dataset_id=command.dataset_id,
         split_id=command.split_id,
@@ -208,7 +192,7 @@ def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
         seed=command.seed,
         images=len(made.assignment),
         groups=len({item.group for item in items}),
-        counts=_counts(state, made.assignment),
+        counts=_counts(labels, made.assignment),
         recipe_hash=splitting.recipe_hash(made.assignment),
         deviations=[
             c.SplitDeviation(d.label, d.subset, d.expected, d.actual, d.reason)
@@ -234,10 +218,7 @@ def _assign(
     try:
         splitting.validate_ratios(ratios)
         items = splitting.group_duplicates(
-            [
-                splitting.SplitItem(i, img.label, img.near_hash)
-                for i, img in sorted(state.images.items())
-            ]
+            [splitting.SplitItem(i, img.label, img.near_hash) for i, img in state.images.items()]
         )
         if not items:
             raise InvalidSplit("the dataset has no images to split", field="dataset")
@@ -246,11 +227,11 @@ def _assign(
         raise InvalidSplit(err.message, field=err.field) from None
 
 
-def _counts(state: Dataset, assignment: dict[str, str]) -> dict[str, dict[str, int]]:
+def _counts(labels: Mapping[str, str], assignment: dict[str, str]) -> dict[str, dict[str, int]]:
     """Images per label in each subset, labels sorted."""
     counts: dict[str, dict[str, int]] = {s: {} for s in c.SUBSETS}
     for image_id, subset in assignment.items():
-        label = state.images[image_id].label
+        label = labels[image_id]
         counts[subset][label] = counts[subset].get(label, 0) + 1
     return {s: dict(sorted(n.items())) for s, n in counts.items()}
 
@@ -281,11 +262,7 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
         case c.ImportStarted():
             return _import(state, event)
         case c.ImagesAdded():
-            added = {
-                r.image_id: Image(r.filename, r.label, r.phash, r.width, r.height, r.near_hash)
-                for r in event.images
-            }
-            return replace(state, images={**state.images, **added})
+            return replace(state, images=state.images.with_added(event.images))
         case c.ImportCompleted():
             return replace(
                 _import(state, event),
@@ -295,12 +272,9 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
         case c.ImportFailed():
             return _import(state, event)
         case c.ImageRelabeled():
-            image = replace(state.images[event.image_id], label=event.label)
-            return replace(state, images={**state.images, event.image_id: image})
+            return replace(state, images=state.images.with_label(event.image_id, event.label))
         case c.ImageDeleted():
-            images = dict(state.images)
-            images.pop(event.image_id, None)
-            return replace(state, images=images)
+            return replace(state, images=state.images.without(event.image_id))
         case c.SplitCreated():
             return replace(state, splits={**state.splits, event.name: event.split_id})
         case c.SplitDeleted():  # its name is free again

@@ -5,7 +5,10 @@ Runs on the kernel's job runner, in the datasets service's event loop, with the 
 (``commit`` its images, or ``fail`` with why) that the runner stores in the dataset, in the
 trace of the command that started it, with ids derived from that command's; its manifest read,
 the job stores ``ImportValidated`` on the way; its progress goes to a live publisher as the
-runner's heartbeat. Imports the dataset's domain and pure libraries, and the kernel.
+runner's heartbeat. What it read waits in a SQLite file of its own (``spill.StagedFile``,
+under ``spill``), not in memory, until it commits; its commit reads it back batch by batch
+while the events are stored, so an import's memory does not grow with its size. Imports the
+dataset's domain, pure libraries and ``spill``, and the kernel.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +29,7 @@ from contracts import common
 from contracts import datasets as c
 from services.datasets import domain, formats, metrics, sources
 from services.datasets.imaging import CorruptImage, ImageInfo, inspect
+from services.datasets.spill import StagedFile
 from services.kernel.blobstore import BlobStore
 from services.kernel.jobs import runner
 from services.kernel.jobs.runner import Failure, JobRunner, Outcomes
@@ -34,7 +38,7 @@ from services.kernel.repository import Repository
 #: Files handed to the decoding threads at a time.
 WINDOW = 256
 #: An import's outcome: a decision of the Dataset decider.
-Decision = Callable[[domain.Dataset], list[c.Event]]
+Decision = Callable[[domain.Dataset], Sequence[c.Event]]
 #: The HTTP status each failure of an import deserves (``ImportFailed.status``), by its code;
 #: a source's own errors carry theirs.
 STATUS = {common.INTERNAL: 500, common.UNAVAILABLE: 503, "INTERRUPTED": 409, "CANCELLED": 409}
@@ -66,6 +70,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     #: How it ended, for the metrics (``metrics.IMPORT_OUTCOMES``): failed unless it says else.
     outcome: str = "failed"
+    #: What it has read so far, on disk (``Importer.spill``), until it ends.
+    staged: StagedFile | None = None
 
     @property
     def import_id(self) -> str:
@@ -121,8 +127,11 @@ class Importer:
         instance: str,
         zip_limits: sources.ZipLimits,
         workers: int = 0,
+        spill: Path | None = None,
     ) -> None:
         self._store = store
+        #: The folder of the running imports' staging files (``<import id>.db``).
+        self.spill = spill or store.root / "spill"
         self._publish = publish
         self._zip_limits = zip_limits
         self._workers = workers or min(8, (os.cpu_count() or 2) + 1)
@@ -135,6 +144,12 @@ class Importer:
         metrics.import_started()
         work = self._job(job, heartbeat=partial(self._publish, job), tidy=partial(self._tidy, job))
         return self.runner.start(work)
+
+    def sweep_spill(self) -> None:
+        """Deletes the staging files no running import owns (what a crash left)."""
+        for path in self.spill.glob("*.db"):
+            if path.stem not in self.jobs:
+                path.unlink(missing_ok=True)
 
     def _job(self, job: Job, **hooks: Any) -> runner.Job[Decision]:
         """The import as the runner runs it: in its dataset, in its command's trace and ids."""
@@ -159,6 +174,8 @@ class Importer:
 
     async def _tidy(self, job: Job) -> None:
         self.jobs.pop(job.import_id, None)
+        if job.staged is not None:
+            await asyncio.to_thread(job.staged.close)
         metrics.import_ended(job.outcome, time.monotonic() - job.started)
         if job.staging is not None:
             await asyncio.to_thread(shutil.rmtree, job.staging, True)
@@ -180,7 +197,8 @@ class Importer:
         metrics.files("skipped", len(manifest.skipped) + len(manifest.label_problems))
         await self._validated(job, manifest)
         job.phase = "decoding"
-        records, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
+        job.staged = await asyncio.to_thread(StagedFile, self.spill / f"{job.import_id}.db")
+        imported, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
         self._check(job)
         job.phase = "committing"
         # The images must be on disk before the events that refer to them are stored.
@@ -188,7 +206,7 @@ class Importer:
         report = c.ImportReport(
             format=manifest.format,
             files=len(manifest.entries) + len(manifest.skipped) + len(manifest.label_problems),
-            imported=len(records),
+            imported=imported,
             corrupt=corrupt,
             skipped=[c.FileProblem(p.file, p.reason) for p in manifest.skipped],
             label_problems=[c.FileProblem(p.file, p.reason) for p in manifest.label_problems],
@@ -198,7 +216,7 @@ class Importer:
             domain.commit,
             dataset_id=command.dataset_id,
             import_id=job.import_id,
-            records=records,
+            records=job.staged,
             report=report,
         )
 
@@ -220,7 +238,10 @@ class Importer:
 
     def _decode_all(
         self, job: Job, entries: list[formats.Entry]
-    ) -> tuple[list[c.ImageRecord], list[c.FileProblem]]:
+    ) -> tuple[int, list[c.FileProblem]]:
+        """Reads every file, its record staged on disk a window at a time; answers how many
+        were read and the files that were not images."""
+        assert job.staged is not None
         records: list[c.ImageRecord] = []
         corrupt: list[c.FileProblem] = []
         with ThreadPoolExecutor(self._workers, thread_name_prefix="decode") as pool:
@@ -238,7 +259,9 @@ class Importer:
                     elif result is not None:
                         records.append(_record(entry, result))
                         metrics.files("imported", size=result.size)
-        return records, corrupt
+                job.staged.add(records)
+                records.clear()
+        return job.staged.count, corrupt
 
     def _decode_one(self, job: Job) -> Callable[[formats.Entry], ImageInfo | CorruptImage | None]:
         return lambda entry: self._decode(job, entry)
