@@ -19,7 +19,7 @@ import httpx
 
 from services.bus_access import access, provision_now
 from services.kernel import nats_server
-from services.kernel.nats_server import EmbeddedNats, free_port
+from services.kernel.nats_server import EmbeddedCluster, EmbeddedNats, free_port
 from services.kernel.process import stop_gently
 
 #: Every service; a test that needs fewer starts fewer (the gateway reports on those only).
@@ -46,7 +46,11 @@ TEST_LIMITS = {
 
 
 class Stack:
-    def __init__(self, root: Path, services: tuple[str, ...] = SERVICES, **env: str) -> None:
+    def __init__(
+        self, root: Path, services: tuple[str, ...] = SERVICES, nats_nodes: int = 1, **env: str
+    ) -> None:
+        """``nats_nodes`` > 1: the studio runs on a JetStream cluster of that many nodes
+        (``self.cluster``), every stream replicated on each."""
         # Nothing answers without a signed-in caller: every stack can sign in.
         self.services = services if "identity" in services else ("identity", *services)
         self.root = root
@@ -54,6 +58,10 @@ class Stack:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.nats: EmbeddedNats | None = None
+        self.nats_nodes = nats_nodes
+        self.cluster: EmbeddedCluster | None = None
+        if nats_nodes > 1:
+            env = {"STUDIO_STREAM_REPLICAS": str(nats_nodes)} | env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.imports = root / "imports"
         self.imports.mkdir(parents=True, exist_ok=True)
@@ -66,12 +74,14 @@ class Stack:
     def nats_url(self) -> str:
         """The operator's URL (every permission), for tests' own NATS clients; the services
         connect with their own credentials."""
+        if self.cluster is not None:
+            return self.cluster.operator_url
         assert self.nats is not None
         return self.nats.operator_url
 
     def env(self) -> dict[str, str]:
         return os.environ | {
-            "STUDIO_NATS_URL": self.nats.url if self.nats else self.nats_url,  # asserts
+            "STUDIO_NATS_URL": self._services_nats_url(),
             "STUDIO_WORKSPACE": str(self.workspace),
             "STUDIO_INSTANCE": "test",
             "STUDIO_HOST": "127.0.0.1",
@@ -85,7 +95,18 @@ class Stack:
             **self.extra_env,
         }
 
+    def _services_nats_url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.url
+        return self.nats.url if self.nats else self.nats_url  # asserts
+
     def start_nats(self, port: int = 0) -> None:
+        if self.nats_nodes > 1:
+            self.cluster = nats_server.start_cluster(
+                self.root / "nats", self.nats_nodes, access(self.workspace)
+            )
+            provision_now(self.cluster.operator_url, self.nats_nodes)
+            return
         self.nats = nats_server.start(self.root / "nats", port, access=access(self.workspace))
         provision_now(self.nats.operator_url)
 
@@ -114,7 +135,7 @@ class Stack:
         self.procs[name].send_signal(signal.SIGCONT)
 
     def up(self, timeout: float = 30.0) -> Stack:
-        if self.nats is None:
+        if self.nats is None and self.cluster is None:
             self.start_nats()
         for name in (*self.services, "gateway"):
             if name not in self.procs:
@@ -128,6 +149,8 @@ class Stack:
             self.stop(name)
         if self.nats is not None:
             self.nats.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")

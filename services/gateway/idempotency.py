@@ -3,14 +3,19 @@
 Keys live in a JetStream KV bucket shared by every gateway instance, for a day. A key is
 claimed atomically (KV ``create``) before the request runs, so two racing retries never both
 run; the loser waits for the first's answer (bounded, then 409), so both get the same answer.
-A key reused for a different request answers 422. Creates additionally derive their ids from the key (see ``derived_id``), so even a
-lost KV entry cannot make a second project.
+A key reused for a different request answers 422. Creates additionally derive their ids from
+the key (see ``derived_id``), so even a lost KV entry cannot make a second project.
+
+Every KV call rides out a leader election or a node restart for ``CALL_RETRY_S`` (then the
+outage is raised, which the API answers 503 UNAVAILABLE). A retried write whose first try was
+stored unseen is recognised by its value: a claim finds its own record, not another's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 import uuid
@@ -35,6 +40,8 @@ OPEN_RETRY_S = 10.0
 #: How long a request waits for the answer of its key's first request, still running.
 IN_FLIGHT_WAIT_S = 20.0
 IN_FLIGHT_POLL_S = 0.05
+#: How long a claim, a stored answer or a release waits for NATS (an election, a node restart).
+CALL_RETRY_S = 10.0
 _NAMESPACE = uuid.UUID("6f1d8a52-3f2e-4a8e-9a7c-2d1b5e0c9f10")
 
 
@@ -105,8 +112,14 @@ class Idempotency:
         kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
         deadline = time.monotonic() + IN_FLIGHT_WAIT_S
         while True:
+            # One record for every try of this claim: a try stored unseen is known as ours.
+            fresh = msgspec.json.encode(Record(request_fingerprint, time.time()))
             try:
-                return await self._claim_once(kv_key, request_fingerprint)
+                return await retry_transient(
+                    functools.partial(self._claim_once, kv_key, request_fingerprint, fresh),
+                    what="claiming an idempotency key",
+                    retry_for=CALL_RETRY_S,
+                )
             except InFlight:
                 if time.monotonic() >= deadline:
                     raise ApiError(
@@ -116,9 +129,8 @@ class Idempotency:
             await asyncio.sleep(IN_FLIGHT_POLL_S)
 
     async def _claim_once(
-        self, kv_key: str, request_fingerprint: str
+        self, kv_key: str, request_fingerprint: str, fresh: bytes
     ) -> Claim | tuple[int, Any, dict[str, str]]:
-        fresh = msgspec.json.encode(Record(request_fingerprint, time.time()))
         try:
             return Claim(kv_key, request_fingerprint, await self._kv.create(kv_key, fresh))
         except KeyWrongLastSequenceError:
@@ -127,6 +139,8 @@ class Idempotency:
             entry = await self._kv.get(kv_key)
         except KeyNotFoundError:  # released (its request failed for a passing reason) meanwhile
             raise InFlight from None
+        if entry.value == fresh and entry.revision:  # this very claim, its reply lost
+            return Claim(kv_key, request_fingerprint, entry.revision)
         record = msgspec.json.decode(entry.value or b"", type=Record)
         if record.fingerprint != request_fingerprint:
             raise ApiError(
@@ -143,12 +157,29 @@ class Idempotency:
 
     async def complete(self, claim: Claim, status: int, body: Any, headers: dict[str, str]) -> None:
         record = Record(claim.fingerprint, time.time(), status, body, headers)
-        await self._kv.update(claim.key, msgspec.json.encode(record), last=claim.revision)
+        value = msgspec.json.encode(record)
+        await retry_transient(
+            lambda: self._complete_once(claim, value),
+            what="storing an idempotent answer",
+            retry_for=CALL_RETRY_S,
+        )
+
+    async def _complete_once(self, claim: Claim, value: bytes) -> None:
+        try:
+            await self._kv.update(claim.key, value, last=claim.revision)
+        except KeyWrongLastSequenceError:
+            entry = await self._kv.get(claim.key)
+            if entry.value != value:  # not a try of ours that was stored unseen
+                raise
 
     async def release(self, claim: Claim) -> None:
         """Forget a claim whose request failed for a passing reason, so a retry may run."""
-        with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
-            await self._kv.delete(claim.key, last=claim.revision)
+
+        async def delete() -> None:
+            with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
+                await self._kv.delete(claim.key, last=claim.revision)
+
+        await retry_transient(delete, what="releasing an idempotency key", retry_for=CALL_RETRY_S)
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:

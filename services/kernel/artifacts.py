@@ -9,7 +9,8 @@ file, so no half-written file is ever in place). A file that cannot be had as re
 
 ``upload`` puts a file (files before facts: before the record that names it is stored);
 ``read`` hands an object's bytes out piece by piece, each chunk fetched when the previous one was
-consumed, so a file of any size is served without ever being whole in memory.
+consumed, so a file of any size is served without ever being whole in memory; each request of
+it rides out an election as the get does.
 
 Knows no context: no contract, no bucket or object-name rule. Imports nats-py and
 ``services.kernel`` only.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import os
 import shutil
@@ -149,8 +151,12 @@ async def read(js: JetStreamContext, bucket: str, object_name: str, start: int =
     the object is not there. The chunks are checked against the object's digest as they come:
     the last one raises ``ArtifactCorrupt`` instead when they do not match (a reader that has
     sent the rest on can only break off, and should)."""
+
+    async def look() -> ObjectInfo:
+        return await (await js.object_store(bucket)).get_info(object_name)
+
     try:
-        info = await (await js.object_store(bucket)).get_info(object_name)
+        info = await retry_transient(look, what=f"reading {object_name}", retry_for=OBJECT_RETRY_S)
     except NotFoundError:  # the bucket, or the object
         raise ArtifactMissing(object_name) from None
     if not info.nuid or info.is_link():
@@ -167,7 +173,13 @@ async def _chunks(
     subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
     seen, sequence, sha = 0, 0, hashlib.sha256()
     while seen < size:
-        msg = await js.get_msg(f"OBJ_{bucket}", seq=sequence + 1, subject=subject, next=True)
+        msg = await retry_transient(  # one chunk, asked again after an election
+            functools.partial(
+                js.get_msg, f"OBJ_{bucket}", seq=sequence + 1, subject=subject, next=True
+            ),
+            what=f"reading {info.name}",
+            retry_for=OBJECT_RETRY_S,
+        )
         data, sequence = msg.data or b"", msg.seq or sequence + 1
         if not data:
             raise ArtifactCorrupt(info.name)

@@ -31,6 +31,7 @@ from services.kernel import natsauth, tracing
 from services.kernel.logs import request_scope
 from services.kernel.settings import Settings
 from services.kernel.telemetry import COMMAND_SECONDS, COMMANDS
+from services.kernel.transient import is_transient
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Message)
@@ -322,13 +323,23 @@ def command_endpoint(
         else:
             try:
                 reply = await handle(command, msg.headers or {})
-            except Exception:
-                log.exception("%s failed", name)
-                reply = CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
+            except Exception as exc:
+                reply = _failure(name, exc)
         return counted_reply(service, name, started, reply, "accepted")
 
     endpoint.__name__ = f"handle_{name}"
     return endpoint
+
+
+def _failure(name: str, exc: Exception) -> CommandRejected:
+    """A handler that raised: NATS or JetStream out of reach past the calls' own retries (an
+    election that outlasted them) is UNAVAILABLE, which the caller may retry; anything else
+    is a bug, INTERNAL."""
+    if is_transient(exc):
+        log.warning("%s waits for NATS (%r)", name, exc)
+        return CommandRejected(code=UNAVAILABLE, message=f"NATS is unreachable now: {exc!r}")
+    log.exception("%s failed", name, exc_info=exc)
+    return CommandRejected(code=INTERNAL, message=f"{name} failed unexpectedly")
 
 
 async def check_nats(url: str, timeout: float, **options: Any) -> None:

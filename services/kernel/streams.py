@@ -1,4 +1,9 @@
-"""Event stream definitions and their idempotent creation on JetStream."""
+"""Event stream definitions and their idempotent creation on JetStream.
+
+Creating a stream rides out a leader election or a node restart (``services.kernel.transient``):
+a service starting while one node of a cluster is down waits for it, then exits if it never
+comes, rather than crashing at its first call.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from services.kernel.transient import retry_transient
+
 #: A retried append within this window is recognised by its Nats-Msg-Id alone.
 DUPLICATE_WINDOW_S = 120.0
+#: How long creating a stream waits for NATS (an election, a node restarting).
+ENSURE_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,18 @@ def stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+async def ensure_stream(
+    js: JetStreamContext, spec: StreamSpec, replicas: int = 1, retry_for: float = ENSURE_RETRY_S
+) -> None:
     """Create the stream, or widen its subjects; an existing stream's data is never touched."""
+    await retry_transient(
+        lambda: _ensure_once(js, spec, replicas),
+        what=f"creating stream {spec.name}",
+        retry_for=retry_for,
+    )
+
+
+async def _ensure_once(js: JetStreamContext, spec: StreamSpec, replicas: int) -> None:
     config = stream_config(spec, replicas)
     try:
         info = await js.stream_info(spec.name)

@@ -2,8 +2,11 @@
 
 A NATS server restarting (or a JetStream leader election) makes calls time out, find no
 responder, or meet a connection that is reconnecting; the client reconnects by itself, so such a
-call is worth trying again for a while. Anything else (a refusal, a bad request, a bug) is raised
-at once. Imports nats-py only.
+call is worth trying again for a while. In a cluster, while a stream has no leader or a node is
+down, JetStream also answers "no response from stream" (a publish nobody stored), a 500 (stream
+or consumer offline, not the leader) or "no suitable peers" (a replicated asset created while a
+node is down): all pass once the election ends or the node is back. Anything else (a refusal, a
+bad request, a bug) is raised at once. Imports nats-py only.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import (
+    BadRequestError,
+    NoStreamResponseError,
+    ServerError,
+    ServiceUnavailableError,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -35,7 +43,12 @@ TRANSIENT: tuple[type[Exception], ...] = (
     ConnectionReconnectingError,
     OutboundBufferLimitError,
     TimeoutError,
+    NoStreamResponseError,
+    ServerError,
 )
+#: JetStream's "no suitable peers for placement" (a replicated stream, consumer or bucket made
+#: while too few nodes are up): a 400 that passes once the node is back.
+NO_PEERS = 10005
 
 FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 2.0
@@ -50,12 +63,19 @@ async def retry_transient(call: Callable[[], Awaitable[T]], *, what: str, retry_
     while True:
         try:
             return await call()
-        except TRANSIENT as exc:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
                 raise
             log.warning("%s waits for NATS (%s); retrying in %.1fs", what, _name(exc), delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_DELAY_S)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is NATS or JetStream being out of reach for now (see the module)."""
+    if isinstance(exc, BadRequestError):
+        return exc.err_code == NO_PEERS
+    return isinstance(exc, TRANSIENT)
 
 
 def _name(exc: BaseException) -> str:
