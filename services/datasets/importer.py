@@ -14,28 +14,29 @@ dataset's domain, pure libraries and ``spill``, and the kernel.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from contracts import common
 from contracts import datasets as c
 from services.datasets import domain, formats, metrics, sources
-from services.datasets.imaging import CorruptImage, ImageInfo, inspect
+from services.datasets.decoding import Decoder
+from services.datasets.imaging import CorruptImage, ImageInfo
 from services.datasets.spill import StagedFile
 from services.kernel.blobstore import BlobStore
 from services.kernel.jobs import runner
 from services.kernel.jobs.runner import Failure, JobRunner, Outcomes
 from services.kernel.repository import Repository
 
-#: Files handed to the decoding threads at a time.
+#: Files taken from the decoding processes (``decoding.Decoder``) at a time.
 WINDOW = 256
 #: An import's outcome: a decision of the Dataset decider.
 Decision = Callable[[domain.Dataset], Sequence[c.Event]]
@@ -134,7 +135,8 @@ class Importer:
         self.spill = spill or store.root / "spill"
         self._publish = publish
         self._zip_limits = zip_limits
-        self._workers = workers or min(8, (os.cpu_count() or 2) + 1)
+        #: Decodes in ``workers`` processes (default: one per core).
+        self.decoder = Decoder(store, workers)
         self.runner = JobRunner(datasets, OUTCOMES, instance=instance)
         self.jobs: dict[str, Job] = {}
 
@@ -244,13 +246,12 @@ class Importer:
         assert job.staged is not None
         records: list[c.ImageRecord] = []
         corrupt: list[c.FileProblem] = []
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="decode") as pool:
+        files = (entry.path for entry in entries)
+        with closing(self.decoder.decode(files, job.cancel.is_set)) as results:
             # A bounded window of files in flight keeps memory flat however large the import.
             for start in range(0, len(entries), WINDOW):
                 chunk = entries[start : start + WINDOW]
-                for entry, result in zip(
-                    chunk, pool.map(self._decode_one(job), chunk), strict=True
-                ):
+                for entry, result in zip(chunk, islice(results, len(chunk)), strict=True):
                     job.done += 1
                     if isinstance(result, CorruptImage):
                         reason = str(result) or "not a readable image"
@@ -262,19 +263,6 @@ class Importer:
                 job.staged.add(records)
                 records.clear()
         return job.staged.count, corrupt
-
-    def _decode_one(self, job: Job) -> Callable[[formats.Entry], ImageInfo | CorruptImage | None]:
-        return lambda entry: self._decode(job, entry)
-
-    def _decode(self, job: Job, entry: formats.Entry) -> ImageInfo | CorruptImage | None:
-        if job.cancel.is_set():
-            return None
-        try:
-            return inspect(entry.path, self._store)
-        except CorruptImage as exc:
-            return exc
-        except OSError as exc:
-            return CorruptImage(f"cannot read the file: {exc.strerror or exc}")
 
     def _check(self, job: Job) -> None:
         if job.cancel.is_set():

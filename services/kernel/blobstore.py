@@ -3,22 +3,30 @@
 Layout under ``root``: ``blobs/<aa>/<bb>/<sha256>`` for originals and
 ``thumbs/<aa>/<bb>/<sha256>.jpg`` for thumbnails. Every write lands in a temp file in the target
 folder, is fsynced and then renamed over the final name, so readers never see a partial file and
-two processes storing the same blob at once both succeed. Pure filesystem: imports nothing from
-``services``.
+two processes storing the same blob at once both succeed. The temp file is created world-readable
+under a name unique to this process (no ``mkstemp`` + ``chmod``: two system calls per file that an
+import of 10,000 images paid 20,000 times), and folders are only made when a write finds them
+missing. Pure filesystem: imports nothing from ``services``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Temp names unique to this process (its pid can be reused by a process on another machine
+#: sharing the folder; the token cannot), numbered by a counter safe across its threads.
+_TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}"
+_SERIAL = itertools.count()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class BlobStore:
@@ -60,6 +68,14 @@ class BlobStore:
             _write_atomic(dest, lambda out: shutil.copyfileobj(source, out, 1 << 20), self.durable)
         return True
 
+    def put_bytes(self, data: bytes, sha256: str) -> bool:
+        """Store ``data`` unless already stored; True if this call stored it (as :meth:`put`)."""
+        dest = self.blob_path(sha256)
+        if dest.is_file():
+            return False
+        _write_atomic(dest, lambda out: out.write(data), self.durable)
+        return True
+
     def put_thumb(self, sha256: str, data: bytes) -> None:
         _write_atomic(self.thumb_path(sha256), lambda out: out.write(data), self.durable)
 
@@ -71,22 +87,31 @@ class BlobStore:
 
 
 def _write_atomic(dest: Path, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    tmp, fd = _create_temp(dest)
     try:
         with os.fdopen(fd, "wb") as out:
-            # mkstemp makes owner-only files; blobs are served by other processes too.
-            os.fchmod(out.fileno(), 0o644)
             fill(out)
             out.flush()
             if durable:
                 os.fsync(out.fileno())
         os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     if durable:
         _fsync_dir(dest.parent)
+
+
+def _create_temp(dest: Path) -> tuple[Path, int]:
+    """A new temp file beside ``dest``, readable by all (blobs are served by other processes)."""
+    while True:
+        tmp = dest.parent / f".{dest.name}.{_TOKEN}-{next(_SERIAL)}.tmp"
+        try:
+            return tmp, os.open(tmp, _CREATE, 0o644)
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            continue  # left by a process that crashed with our pid and token: next number
 
 
 def _fsync_dir(folder: Path) -> None:
