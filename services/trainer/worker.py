@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
 #: After the worker's loop failed, how long it waits before looking for a run again.
 RETRY_S = 2.0
+#: How soon a trainer with nothing to train looks again (sooner when the queue changes): a
+#: device freed by a dead holder's lease TTL is taken within this of the key expiring.
+IDLE_LOOK_S = 0.25
 
 Publish = Callable[[str, bytes], Coroutine[Any, Any, None]]
 
@@ -100,7 +103,7 @@ class Worker:
                     await asyncio.sleep(RETRY_S)
                     continue
                 if not took:
-                    await self.queue.wait(1.0)
+                    await self.queue.wait(IDLE_LOOK_S)
         finally:
             reaper.cancel()
             watcher.cancel()
