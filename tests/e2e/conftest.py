@@ -7,25 +7,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import services_of
 from tests.e2e.browser import ARGS, CHROMIUM, WIDE, Watch, unavailable
 from tests.stack import Stack
 
-#: The trainer imports torch before it answers: on a loaded two-core machine that alone can
-#: take half a minute, so a studio with it waits longer to be healthy.
-PATIENT_S = 150.0
-
 
 @pytest.fixture(scope="module")
-def studio(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """The module's studio (its ``STACK_SERVICES``, else all), patient with a slow start."""
-    s = Stack(tmp_path_factory.mktemp("studio"), services_of(request))
-    try:
-        yield s.up(PATIENT_S)
-    finally:
-        s.down()
+def studio(stack: Stack) -> Stack:
+    """The module's studio (its ``STACK_SERVICES``, else all): the shared one of those services
+    (``tests/conftest.py``), patient with a slow start."""
+    return stack
 
 
 @pytest.fixture(scope="module")

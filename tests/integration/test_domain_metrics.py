@@ -19,6 +19,8 @@ from tests.training_helpers import API, client, learnable_split, submit, wait, w
 
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets", "trainer", "exporter")
+#: Counts metrics of the services' processes from zero: a studio of its own, not the shared one.
+STACK_SHARED = False
 PER_CLASS = 16
 ENDS = ("completed", "failed")
 

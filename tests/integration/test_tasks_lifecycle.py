@@ -228,7 +228,7 @@ async def test_a_rebuilt_read_model_shows_every_task_as_before(api, stores):
     run_id = await stores.runs.queue(new_id())
     await shows(api, run_id, status("pending"))
     before = (await api.get(f"{API}/tasks", params={"limit": 500})).json()["data"]
-    assert {task["kind"] for task in before["items"]} == {
+    assert {task["kind"] for task in before["items"]} >= {  # the shared studio may hold more
         "import",
         "training",
         "evaluation",
