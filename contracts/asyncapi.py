@@ -74,6 +74,7 @@ COMMAND_REPLIES: Final[dict[type[contracts.Message], type[contracts.Message]]] =
     identity.Login: identity.SessionIssued,
     identity.RefreshSession: identity.SessionIssued,
     identity.IssueApiKey: identity.ApiKeyCreated,
+    datasets.CollectGarbage: datasets.GarbageReport,
 }
 
 #: The NATS headers each kind of message carries (names as the kernel writes them).

@@ -54,6 +54,8 @@ class Subjects:
     SUBSET: Final = "qry.datasets.subset"
     #: A piece of an image's or a thumbnail's bytes (``GetBlob``).
     BLOB: Final = "qry.datasets.blob"
+    #: Lists or deletes the stored files no event names (``CollectGarbage``; ``studio gc``).
+    COLLECT_GARBAGE: Final = "cmd.datasets.collect_garbage"
 
 
 #: Items in one ``SubsetPage``: an item is at most ~1 KB of JSON (a 64-char id twice and a
@@ -250,6 +252,31 @@ class BlobChunk(Message, frozen=True, tag="datasets.blob_chunk.v1"):
     data: bytes
 
 
+class CollectGarbage(Message, frozen=True, tag="datasets.collect_garbage.v1"):
+    """The stored images and thumbnails that no event names (what failed, cancelled or
+    interrupted imports left), listed, or deleted with ``delete``. Files younger than
+    ``grace_s`` seconds are kept (``None``: the service's ``STUDIO_GC_GRACE_S``)."""
+
+    delete: bool = False
+    grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class GarbageReport(Message, frozen=True, tag="datasets.garbage_report.v1"):
+    """What a collection found: ``files`` originals and ``thumbnails`` no event names, of
+    ``bytes`` in all (``sample``: some of their ids); ``deleted``: whether they are gone.
+    ``recent``: such files kept because they are younger than the grace period; ``deferred``:
+    why nothing (more) was deleted, e.g. imports running; ``named``: images events name."""
+
+    files: int
+    thumbnails: int
+    bytes: int
+    deleted: bool
+    sample: list[str] = []
+    recent: int = 0
+    deferred: str = ""
+    named: int = 0
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -373,6 +400,8 @@ ALL: tuple[type[Message], ...] = (
     SubsetPage,
     GetBlob,
     BlobChunk,
+    CollectGarbage,
+    GarbageReport,
     ImportStarted,
     ImportValidated,
     ImagesAdded,

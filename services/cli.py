@@ -1,8 +1,8 @@
 """The ``studio`` command: the users' commands of ``studio_client.cli`` (login, projects,
 import, split, train, runs, eval, export, predict, tasks) and the operator's beside them:
 ``up`` runs the studio, ``rebuild`` replays a read model, ``ping`` asks a service whether it is
-alive. The operator's commands import the services only when run, so that a user's command
-starts fast."""
+alive, ``gc`` collects stored images no event names (``cli_gc``). The operator's commands
+import the services only when run, so that a user's command starts fast."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from services.cli_gc import gc
 from studio_client.cli import build
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def rebuild(service: str, workspace: str | None) -> None:
     sys.exit(0)
 
 
-cli = build(up, ping, rebuild)
+cli = build(up, ping, rebuild, gc)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from functools import partial
 
 import msgspec
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import common
@@ -18,6 +20,7 @@ from contracts import datasets as c
 from contracts import projects as p
 from services.datasets import domain, sources
 from services.datasets.folding import FoldingRepository
+from services.datasets.gc import Collector
 from services.datasets.handlers import Datasets, KnownProject
 from services.datasets.importer import INTERRUPTED, Importer, Job
 from services.datasets.projection import import_jobs
@@ -92,6 +95,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         (c.Subjects.DELETE_IMAGE, c.DeleteImage, handlers.edit),
         (c.Subjects.CREATE_SPLIT, c.CreateSplit, handlers.create_split),
         (c.Subjects.DELETE_SPLIT, c.DeleteSplit, handlers.edit),
+        (c.Subjects.COLLECT_GARBAGE, c.CollectGarbage, collect_garbage(js, settings)),
     )
     answer_commands(broker, SERVICE, endpoints)
     handlers.runs_elsewhere = partial(runs_elsewhere, runner, engine, settings.instance)
@@ -108,6 +112,19 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         endpoint = query_endpoint(SERVICE, query_type, answer)  # type: ignore[arg-type]
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
     return Parts(runner, partial(recover, runner, engine, handlers, settings.instance))
+
+
+def collect_garbage(js: JetStreamContext, settings: Settings):
+    """``CollectGarbage`` answered, and the periodic pass started (``gc``)."""
+    collector = Collector(
+        js, BlobStore(settings.data_dir("blobs")), settings.data_dir(SERVICE) / "gc.db"
+    )
+    collector.start()
+
+    async def collect(command: c.CollectGarbage, headers: Mapping[str, str]) -> c.GarbageReport:
+        return await collector.collect(command)
+
+    return collect
 
 
 def importer(nc: NATS, datasets: Repository[domain.Dataset], settings: Settings) -> Importer:
