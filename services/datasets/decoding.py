@@ -84,6 +84,8 @@ class Decoder:
         self._batch = batch
         self._work = work or decode_batch
         self._pool: ProcessPoolExecutor | None = None
+        # Imports running at once share the pool: one of them starts it, or starts it again.
+        self._lock = threading.Lock()
 
     def decode(
         self, paths: Iterable[Path], cancelled: Callable[[], bool]
@@ -99,9 +101,10 @@ class Decoder:
 
     def close(self) -> None:
         """Stops the processes (they start again on the next import that needs them)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _here(self, paths: list[Path], cancelled: Callable[[], bool]) -> Iterator[Result]:
         for path in paths:
@@ -148,18 +151,29 @@ class Decoder:
             return CorruptImage(CRASHED)
 
     def _submit(self, batch: list[str]) -> _Sent:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, multiprocessing.get_context("spawn"), initializer=_in_pool
-            )
-        store = self.store
-        future = self._pool.submit(self._work, str(store.root), store.durable, batch)
-        return _Sent(batch, future, self._pool)
+        root, durable = str(self.store.root), self.store.durable
+        pool = self._current()
+        try:
+            return _Sent(batch, pool.submit(self._work, root, durable, batch), pool)
+        except (BrokenProcessPool, RuntimeError):  # broke (or was shut down) since: a new one
+            self._discard(pool)
+        pool = self._current()
+        return _Sent(batch, pool.submit(self._work, root, durable, batch), pool)
+
+    def _current(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.workers, multiprocessing.get_context("spawn"), initializer=_in_pool
+                )
+            return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
-        if self._pool is pool:  # not one started since
+        with self._lock:
+            if self._pool is not pool:  # another import has started a new one already
+                return
             self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ from PIL import Image
 
 from contracts import datasets as c
 from services.datasets import domain, imaging, sources
-from services.datasets.decoding import CRASHED, Decoder, decode_batch, decode_file
+from services.datasets.decoding import CRASHED, Decoder, decode_file
 from services.datasets.imaging import CorruptImage, ImageInfo, inspect
 from services.datasets.importer import Importer, Job
 from services.kernel.blobstore import BlobStore
 from services.kernel.memstore import InMemoryEventStore
 from services.kernel.repository import Repository
 from tests import imagesets
+from tests.unit.datasets.crashing import crash_on_bomb
 
 BATCH = 4
 
@@ -123,17 +124,10 @@ def test_a_small_import_starts_no_process(tmp_path: Path) -> None:
     assert here._pool is None
 
 
-def crash_on_bomb(root: str, durable: bool, paths: list[str]) -> list[ImageInfo | CorruptImage]:
-    """A decoder that dies on any file named like a bomb, as a crashing codec would."""
-    if any("bomb" in path for path in paths):
-        os._exit(3)
-    return decode_batch(root, durable, paths)
-
-
 def test_a_file_that_kills_its_process_is_refused_alone(tmp_path: Path) -> None:
     # given images and, among them, a file the decoder dies on
-    paths = [imagesets.write(tmp_path / f"{i}.png", 2000 + i) for i in range(20)]
-    paths.insert(9, imagesets.write(tmp_path / "bomb.png", 7))
+    paths = [imagesets.write(tmp_path / f"{i}.png", 2000 + i) for i in range(2 * BATCH - 1)]
+    paths.insert(BATCH + 1, imagesets.write(tmp_path / "bomb.png", 7))
     pooled = Decoder(BlobStore(tmp_path / "store"), 1, batch=BATCH, work=crash_on_bomb)
     try:
         # when they are decoded
@@ -142,8 +136,22 @@ def test_a_file_that_kills_its_process_is_refused_alone(tmp_path: Path) -> None:
         pooled.close()
     # then that file is refused as the crash, and every other file is decoded
     assert [str(r) for r in results if isinstance(r, CorruptImage)] == [CRASHED]
-    assert isinstance(results[9], CorruptImage)
-    assert sum(isinstance(r, ImageInfo) for r in results) == 20
+    assert isinstance(results[BATCH + 1], CorruptImage)
+    assert sum(isinstance(r, ImageInfo) for r in results) == 2 * BATCH - 1
+
+
+def test_a_pool_shut_down_under_a_decode_is_started_again(tmp_path: Path) -> None:
+    # given a decoder whose processes were stopped behind its back (as a broken pool refuses)
+    paths = [imagesets.write(tmp_path / f"{i}.png", 3000 + i) for i in range(2 * BATCH)]
+    pooled = Decoder(BlobStore(tmp_path / "store"), 1, batch=BATCH)
+    try:
+        assert all(isinstance(r, ImageInfo) for r in pooled.decode(paths, lambda: False))
+        assert pooled._pool is not None
+        pooled._pool.shutdown()
+        # when it decodes again then a new pool does the work
+        assert all(isinstance(r, ImageInfo) for r in pooled.decode(paths, lambda: False))
+    finally:
+        pooled.close()
 
 
 SERVICE = """
