@@ -1,9 +1,19 @@
-"""SQLite read-model plumbing: one async engine per file, WAL, short sessions."""
+"""SQLite read-model plumbing: one async engine per file, WAL, short sessions.
+
+A read model is a cache of the event streams, so a damaged file (garbage bytes, a truncated
+copy, a disk that lost pages) is never served and never fatal: ``create_engine`` checks the file
+before opening it and, when SQLite cannot read it whole, moves it (and its WAL) aside under a
+``.corrupt-<time>`` name and logs so; the projection runner then finds no stored position and
+rebuilds the model by replay. Imports SQLAlchemy, sqlmodel and the standard library only.
+"""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +21,16 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+log = logging.getLogger(__name__)
+
+#: The files SQLite keeps beside a database in WAL mode: they go aside with it.
+_SIDE_FILES = ("-wal", "-shm")
+
 
 def create_engine(path: Path) -> AsyncEngine:
-    """An engine on ``path`` with WAL, so readers never wait for the projection's writer."""
+    """An engine on ``path`` with WAL, so readers never wait for the projection's writer; a
+    damaged file at ``path`` is moved aside first (see the module's docstring)."""
+    set_aside_if_corrupt(path)
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -27,6 +44,45 @@ def create_engine(path: Path) -> AsyncEngine:
         cur.close()
 
     return engine
+
+
+def damage(path: Path) -> str | None:
+    """Why SQLite cannot read the database at ``path`` whole; None when it can (or it is absent).
+
+    ``PRAGMA quick_check`` reads every page of every table and index (without comparing
+    indexes to their tables, which ``integrity_check`` does at several times the cost)."""
+    if not path.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)) as db:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # another process writes it: it is readable
+            return None
+        return str(exc)
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+        return str(exc)
+    problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
+    return "; ".join(problems[:3]) or None
+
+
+def set_aside_if_corrupt(path: Path) -> Path | None:
+    """Moves a damaged database at ``path`` (and its WAL) aside; returns where it went."""
+    reason = damage(path)
+    if reason is None:
+        return None
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", *_SIDE_FILES):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(aside.with_name(aside.name + suffix))
+    log.warning(
+        "read model %s is corrupt (%s): moved aside to %s; rebuilding it by replay",
+        path,
+        reason,
+        aside,
+    )
+    return aside
 
 
 @asynccontextmanager
