@@ -160,6 +160,10 @@ else:
 # --- commands -------------------------------------------------------------------------------
 
 
+#: The most devices one run may ask for (a trainer has at most this many as well).
+MAX_DEVICES: Final = 64
+
+
 class StartRun(Message, frozen=True, tag="training.start_run.v1"):
     run_id: Id
     experiment_id: Id
@@ -170,6 +174,9 @@ class StartRun(Message, frozen=True, tag="training.start_run.v1"):
     hyperparameters: HyperparametersIn
     #: "queue" waits for a free device; "reject" refuses when every device is busy.
     if_busy: Keyword = "queue"
+    #: Devices the run trains on at once (DistributedDataParallel, one process each), all of
+    #: one trainer; ``hyperparameters.batch_size`` is the global batch, split between them.
+    devices: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEVICES)] = 1
 
 
 class StopRun(Message, frozen=True, tag="training.stop_run.v1"):
@@ -194,6 +201,8 @@ class RunQueued(Message, frozen=True, tag="training.run_queued.v1"):
     classes: list[str]
     train_images: int
     val_images: int
+    #: Devices the run trains on at once; old events (before several devices) mean one.
+    devices: int = 1
 
 
 class RunStarted(Message, frozen=True, tag="training.run_started.v1"):

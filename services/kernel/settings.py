@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     #: Names this machine's device lease explicitly (``STUDIO_TRAINER_SLOT``); else host-device.
     slot: str | None = Field(None, validation_alias=ALIASES["slot"])
+    #: Devices a trainer lends to runs (``STUDIO_TRAINER_DEVICES``): every GPU by default, else
+    #: one; on a CPU, how many CPU "devices" (processes) one run may train on at once.
+    trainer_devices: int | None = Field(None, ge=1, le=64)
     #: Test-only fault injection, ``POINT:EPOCH`` (comma-separated): see the trainer's faults.
     fault_point: str = ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +29,7 @@ from services.kernel.settings import Settings
 from services.kernel.sqlite import create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.trainer import domain, engine
+from services.trainer.capacity import Capacity
 from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain import experiment
 from services.trainer.domain.evaluation import evolve as evaluation_evolve
@@ -71,7 +73,11 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     workers.append(worker)
     evaluations = Evaluations(Repository(store, evaluation_evolve, None), images=images,
                               files=files, instance=settings.instance)  # fmt: skip
-    training = Training(runs.repo, images.datasets, busy(queue, slot.leases))
+    capacity = Capacity(nc.jetstream(), slot.lease_key, len(slot.slots),
+                        ttl=settings.lease_ttl, replicas=settings.stream_replicas)  # fmt: skip
+    await capacity.open()
+    training = Training(runs.repo, images.datasets, busy(queue, slot.leases),
+                        largest=capacity.largest)  # fmt: skip
     experiments = Experiments(Repository(store, experiment.evolve, None),
                               evaluate_run=evaluations.evaluate_run,
                               send=sender(broker, settings))  # fmt: skip
@@ -81,9 +87,12 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     async def start() -> None:
         await evaluations.reap(runner, db)
         await driver.start()
+        announcing = asyncio.create_task(capacity.forever())
         try:
             await worker.serve()
         finally:  # before the connection closes under it
+            announcing.cancel()
+            await capacity.withdraw()
             await driver.stop()
 
     return Parts(runner, start)
@@ -125,12 +134,23 @@ async def artifacts_bucket(nc: NATS) -> ObjectStore:
 
 
 async def device_slot(nc: NATS, settings: Settings) -> DeviceSlot:
-    """The device the settings pick, and its lease (faults armed, for the fault tests)."""
+    """The devices the settings pick, each with its lease (faults armed, for the fault tests)."""
     leases = Leases(nc.jetstream(), ttl=settings.lease_ttl, replicas=settings.stream_replicas)
     await leases.open()
-    device = engine.pick_device(settings.device)
+    devices = engine.pick_devices(settings.device, settings.trainer_devices)
     faults.arm(settings.fault_point)
-    return DeviceSlot(device, lease_key(device, settings.slot), leases)
+    (first, key), *others = zip(devices, lease_keys(devices, settings.slot), strict=True)
+    return DeviceSlot(first, key, leases, tuple(others))
+
+
+def lease_keys(devices: list[str], slot: str | None) -> list[str]:
+    """One lease per device: ``lease_key`` of each, told apart by ``.dN`` where devices share a
+    name (the CPU "devices" of one machine, or one slot for several GPUs)."""
+    keys: list[str] = []
+    for index, device in enumerate(devices):
+        key = lease_key(device, slot)
+        keys.append(f"{key}.d{index}" if key in keys else key)
+    return keys
 
 
 def changed(runner: ProjectionRunner) -> Callable[[float], Awaitable[None]]:

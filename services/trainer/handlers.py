@@ -24,6 +24,10 @@ from services.trainer.engine import validate
 _REFUSALS = (DomainError,)
 
 
+async def _one_device() -> int:
+    return 1
+
+
 def invalid(message: str, field: str) -> CommandRejected:
     return CommandRejected(code=common.VALIDATION_ERROR, message=message, field=field)
 
@@ -34,10 +38,14 @@ class Training:
         runs: Repository[domain.State],
         datasets: PagedQuery[d.SubsetItem],
         busy: Callable[[], Awaitable[bool]],
+        *,
+        largest: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.runs = runs
         self.datasets = datasets
         self.busy = busy
+        #: The most devices any live trainer has (``capacity``): the most one run may ask for.
+        self.largest = largest or _one_device
 
     async def start_run(self, command: c.StartRun, headers: Mapping[str, str]) -> Reply:
         queued = await self._checked(command, headers)
@@ -82,6 +90,9 @@ class Training:
         if problems:
             field, message = problems[0]
             return invalid(message, f"hyperparameters.{field}")
+        refused = await self._devices_refused(command)
+        if refused is not None:
+            return refused
         try:
             train = await self._subset(command, "train", headers)
             val = await self._subset(command, "val", headers)
@@ -111,4 +122,21 @@ class Training:
             classes=classes,
             train_images=len(train),
             val_images=len(val),
+            devices=command.devices,
         )
+
+    async def _devices_refused(self, command: c.StartRun) -> CommandRejected | None:
+        """Why the run cannot train on the devices it asks, or None. A run asking more than any
+        trainer has would wait for ever: it is refused at once, saying how many there are."""
+        devices, batch = command.devices, command.hyperparameters.batch_size
+        largest = await self.largest() if devices > 1 else 1
+        if not 1 <= devices <= largest:
+            return invalid(
+                f"devices must be between 1 and {largest} (the most devices of one trainer "
+                f"here), not {devices}",
+                "devices",
+            )
+        if batch % devices:
+            message = f"batch_size {batch} must be a multiple of devices ({devices}): each "
+            return invalid(message + "device trains an equal share", "hyperparameters.batch_size")
+        return None

@@ -1,11 +1,14 @@
-"""The trainer's worker: holds its device's lease, claims the oldest queued run, trains it in a
-thread, and stores what the engine reports — epochs with their checkpoints (``epochs``), then
-the outcome (``runstore``).
+"""The trainer's worker: holds its devices' leases, claims the oldest queued run it can train,
+trains it in a thread, and stores what the engine reports — epochs with their checkpoints
+(``epochs``), then the outcome (``runstore``).
 
 Claiming is an append with the run's expected version, so two trainers racing for one run
-cannot both start it; the lease makes sure two runs never share a device. An epoch the store
-refuses fails the run; a crash interrupts it, and (``STUDIO_AUTO_RESUME``, on by default) puts
-it back in the queue (``reaper``).
+cannot both start it; the leases make sure two runs never share a device. A run that asks for
+N devices (``devices``) starts only once N leases of this one trainer are taken, holds them all
+while it trains (``engine.train_on``: a process per device) and releases them all however it
+ends; a trainer with several devices trains several runs at once, each on its own. An epoch
+the store refuses fails the run; a crash interrupts it, and (``STUDIO_AUTO_RESUME``, on by
+default) puts it back in the queue (``reaper``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,27 +48,44 @@ Publish = Callable[[str, bytes], Coroutine[Any, Any, None]]
 
 @dataclass(frozen=True)
 class DeviceSlot:
-    """The device this trainer trains on, and the lease (``lease_key``) that makes it its own."""
+    """The devices this trainer trains on, each with the lease (``lease_key``) that makes it its
+    own: ``device`` first, then ``others`` (``STUDIO_TRAINER_DEVICES`` above one)."""
 
     device: str
     lease_key: str
     leases: Leases
+    #: (device, lease key) of every device after the first.
+    others: tuple[tuple[str, str], ...] = ()
 
-    async def take(self, instance: str) -> Lease | None:
-        """The device's lease for ``instance``; None while another holds it."""
-        return await self.leases.acquire(self.lease_key, instance)
+    @property
+    def slots(self) -> list[tuple[str, str]]:
+        """(device, lease key) of every device of this trainer, in order."""
+        return [(self.device, self.lease_key), *self.others]
 
-    async def claim(self, runs: RunStore, run_id: str, lease: Lease) -> bool:
-        """Starts the run on this device; False when another trainer claimed it first."""
-        if not await runs.claim(run_id, device=self.device, lease=self.lease_key):
-            return False
-        await lease.renew(run_id=run_id)
-        return True
+    async def take(self, keys: Sequence[str], wanted: int, instance: str) -> list[Lease] | None:
+        """``wanted`` leases of ``keys`` (free as far as this trainer knows) for ``instance``;
+        None, holding none, when fewer than that could be taken (another holds some)."""
+        taken: list[Lease] = []
+        for key in keys:
+            lease = await self.leases.acquire(key, instance)
+            if lease is not None:
+                taken.append(lease)
+                if len(taken) == wanted:
+                    return taken
+        await release(taken)
+        return None
+
+
+async def release(leases: Sequence[Lease]) -> None:
+    for lease in leases:
+        await lease.release()
 
 
 class Worker:
-    """Trains the queued runs one at a time on its device slot: claims, trains in a thread,
-    stores the outcome; its reaper ends the runs a gone trainer left active."""
+    """Trains the queued runs on its device slots, each run on as many devices as it asks, all
+    of this trainer: claims, trains in a thread, stores the outcome; its reaper ends the runs a
+    gone trainer left active. The queue is served in order: the oldest run this trainer could
+    train waits for its devices, and no later run takes them meanwhile."""
 
     def __init__(
         self,
@@ -80,6 +101,11 @@ class Worker:
         self.images, self.epochs, self.publish = images, epochs, publish
         self.stops: dict[str, threading.Event] = {}
         self.reaper = Reaper(queue, slot.leases, runs, training=self.stops)
+        #: Lease keys of the devices a run of this trainer trains on now.
+        self.busy: set[str] = set()
+        #: How many devices each run asks (fixed when it is queued), as looked up.
+        self.wanted: dict[str, int] = {}
+        self.training: set[asyncio.Task[None]] = set()
 
     def request_stop(self, run_id: str) -> None:
         """Called by the projection when a stop is stored: the engine stops at its next batch."""
@@ -107,6 +133,8 @@ class Worker:
         finally:
             reaper.cancel()
             watcher.cancel()
+            for task in list(self.__dict__.get("training", ())):
+                task.cancel()
 
     async def _watch_queue(self) -> None:
         """Keeps ``studio_queue_depth`` to the queue as this trainer's read model has it, also
@@ -119,71 +147,124 @@ class Worker:
             await self.queue.wait(1.0)
 
     async def _next(self) -> bool:
-        """Take one queued run and train it; False when there was nothing to take."""
+        """Start the oldest queued run that this trainer can train, on as many devices as it
+        asks; False when none could start now."""
         waiting = await self.queue.waiting()
         metrics.queue_depth(len(waiting))
-        if not waiting:
+        for run_id in waiting:
+            if run_id in self.stops:  # started here; the read model has not seen it yet
+                continue
+            wanted = await self._wanted(run_id)
+            if wanted > len(self.slot.slots):
+                continue  # more devices than this trainer has: never refuse a later run for it
+            free = [key for _, key in self.slot.slots if key not in self.busy]
+            if len(free) < wanted:
+                return False  # it waits for this trainer's devices to come free, first in line
+            leases = await self.slot.take(free, wanted, self.runs.instance)
+            if leases is None:
+                return False
+            if await self._claim(run_id, leases):
+                self._start(run_id, leases)
+                return True
+            await release(leases)  # another trainer started it first
+        return False
+
+    async def _wanted(self, run_id: str) -> int:
+        if run_id not in self.wanted:
+            run = await self.runs.get(run_id)
+            self.wanted[run_id] = run.queued.devices if run is not None else 1
+        return self.wanted[run_id]
+
+    async def _claim(self, run_id: str, leases: list[Lease]) -> bool:
+        """Starts the run on the leases' devices; False when another trainer claimed it first."""
+        devices = ",".join(self._devices(leases))
+        if not await self.runs.claim(run_id, device=devices, lease=leases[0].key):
             return False
-        lease = await self.slot.take(self.runs.instance)
-        if lease is None:
-            return False
-        metrics.lease_held(self.slot.lease_key, self.runs.instance)
-        try:
-            async with lease.keep_alive():
-                for run_id in waiting:
-                    if await self.slot.claim(self.runs, run_id, lease):
-                        await self._traced(run_id, lease)
-                        return True
-        finally:
-            metrics.lease_released(self.slot.lease_key, self.runs.instance)
+        for lease in leases:
+            await lease.renew(run_id=run_id)
         return True
 
-    async def _traced(self, run_id: str, lease: Lease) -> None:
+    def _devices(self, leases: Sequence[Lease]) -> list[str]:
+        device_of = {key: device for device, key in self.slot.slots}
+        return [device_of[lease.key] for lease in leases]
+
+    def _start(self, run_id: str, leases: list[Lease]) -> None:
+        """Trains the claimed run in a task of its own; its devices are busy until it ends."""
+        self.stops[run_id] = threading.Event()
+        self.busy.update(lease.key for lease in leases)
+        task = asyncio.create_task(self._hold(run_id, leases))
+        self.training.add(task)
+        task.add_done_callback(self.training.discard)
+
+    async def _hold(self, run_id: str, leases: list[Lease]) -> None:
+        """Keeps every lease of the run alive while it trains; releases them all however it
+        ends (a crash of the trainer leaves them to their TTL)."""
+        try:
+            async with AsyncExitStack() as held:
+                for lease in leases:
+                    await held.enter_async_context(lease.keep_alive())
+                    metrics.lease_held(lease.key, self.runs.instance)
+                await self._traced(run_id, leases)
+        except Exception:  # the run's own failures are stored by _train: this is the trainer's
+            log.exception("training run %s ended with an error", run_id)
+        finally:
+            self.stops.pop(run_id, None)
+            for lease in leases:
+                self.busy.discard(lease.key)
+                metrics.lease_released(lease.key, self.runs.instance)
+
+    async def _traced(self, run_id: str, leases: list[Lease]) -> None:
         """Trains the claimed run inside its span (``RunStore.traced``)."""
         async with self.runs.traced(run_id):
-            await self._train(run_id, lease)
+            await self._train(run_id, leases)
 
-    async def _train(self, run_id: str, lease: Lease) -> None:
+    async def _train(self, run_id: str, leases: list[Lease]) -> None:
         metrics.run_started(run_id, await self.runs.waited(run_id))
         try:
-            await self._train_started(run_id, lease)
+            await self._train_started(run_id, leases, self._devices(leases))
         finally:  # however it ended (a lease lost included), its series go
             metrics.run_ended(run_id)
 
-    async def _train_started(self, run_id: str, lease: Lease) -> None:
+    async def _train_started(
+        self, run_id: str, leases: Sequence[Lease], devices: Sequence[str] | None = None
+    ) -> None:
         run = await self.runs.get(run_id)
         assert run is not None
-        stop = self.stops[run_id] = threading.Event()
-        bridge = Bridge(self.publish, self.epochs, run, asyncio.get_running_loop(), stop, lease)
+        stop = self.stops.setdefault(run_id, threading.Event())
+        loop = asyncio.get_running_loop()
+        bridge = Bridge(self.publish, self.epochs, run, loop, stop, leases)
         try:
-            outcome = await self._attempt(run, bridge)
+            outcome = await self._attempt(run, bridge, devices or [self.slot.device])
         except Exception as exc:  # the engine (torch) fails in many ways; fail() sorts them
             self.stops.pop(run_id, None)
-            if lease.lost.is_set():
+            if bridge.lost():
                 return  # another trainer will see the lease gone and mark the run interrupted
             await self.runs.fail(run_id, exc)
             await self.epochs.tidy(run_id)
             return
         self.stops.pop(run_id, None)
-        if lease.lost.is_set():
+        if bridge.lost():
             return
         await self.runs.finish(run_id, ended(run_id, outcome))
         await self.epochs.tidy(run_id)
 
-    async def _attempt(self, run: domain.Run, bridge: Bridge) -> engine.Outcome:
-        """Trains the run in a thread, from its last stored epoch when it has one."""
+    async def _attempt(
+        self, run: domain.Run, bridge: Bridge, devices: Sequence[str]
+    ) -> engine.Outcome:
+        """Trains the run in a thread (on several devices, in a process per device), from its
+        last stored epoch when it has one."""
         train, val = await self._samples(run)
         workdir = self.epochs.files.workdir(run.run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         resume = await self.epochs.resume_from(run) if run.epochs_done > 0 else None
         return await asyncio.to_thread(
-            engine.train,
+            engine.train_on,
             domain.hyperparameters(run),
             run.queued.classes,
             train,
             val,
             workdir,
-            self.slot.device,
+            devices,
             bridge,
             resume=resume,
         )
@@ -223,10 +304,10 @@ class Bridge:
         run: domain.Run,
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
-        lease: Lease,
+        leases: Sequence[Lease],
     ) -> None:
         self.publish, self.epochs = publish, epochs
-        self.run, self.loop, self.stop, self.lease = run, loop, stop, lease
+        self.run, self.loop, self.stop, self.leases = run, loop, stop, list(leases)
         #: The stored records the run still needs, by kind: its last and its best checkpoint.
         self.kept = {r.kind: r for r in (run.last_checkpoint, run.best_checkpoint) if r is not None}
         self._last = 0.0
@@ -264,5 +345,9 @@ class Bridge:
         )
         future.result()
 
+    def lost(self) -> bool:
+        """Whether any of the run's device leases is lost: the run is no longer this trainer's."""
+        return any(lease.lost.is_set() for lease in self.leases)
+
     def should_stop(self) -> bool:
-        return self.stop.is_set() or self.lease.lost.is_set()
+        return self.stop.is_set() or self.lost()

@@ -99,6 +99,8 @@ class RunSubmit(BaseModel):
     experiment_id: BodyId | None = None
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
     if_busy: Literal["queue", "reject"] = "queue"
+    #: Devices of one trainer the run trains on at once; batch_size is split between them.
+    devices: int = Field(1, ge=1, le=c.MAX_DEVICES)
 
 
 class ResumeIn(BaseModel):
@@ -121,6 +123,7 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
         split_id=body.split_id,
         hyperparameters=c.Hyperparameters(**body.hyperparameters.model_dump()),
         if_busy=body.if_busy,
+        devices=body.devices,
         actor=actor_of(request),
         correlation_id=REQUEST_ID.get(),
     )

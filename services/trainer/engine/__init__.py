@@ -14,7 +14,8 @@ from services.trainer.engine.api import (
     Sample,
 )
 from services.trainer.engine.checkpoints import prune, read_checkpoint
-from services.trainer.engine.devices import pick_device
+from services.trainer.engine.ddp import train_on
+from services.trainer.engine.devices import pick_device, pick_devices
 from services.trainer.engine.faults import fault_point
 from services.trainer.engine.training import train
 from services.trainer.engine.validation import validate
@@ -30,8 +31,10 @@ __all__ = [
     "build_model",
     "fault_point",
     "pick_device",
+    "pick_devices",
     "prune",
     "read_checkpoint",
     "train",
+    "train_on",
     "validate",
 ]

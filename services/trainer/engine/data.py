@@ -89,24 +89,26 @@ def make_loader(
     samples: Sequence[Sample],
     transform: Transform,
     h: Hyperparameters,
-    sampler: EpochSampler,
+    sampler: Sampler[tuple[int, int]],
     device: str,
     *,
     drop_last: bool = False,
+    batch_size: int | None = None,
 ) -> DataLoader[tuple[Tensor, int]]:
-    """Batches of ``h.batch_size`` from ``h.workers`` persistent processes (or in-process)."""
+    """Batches of ``batch_size`` (``h.batch_size`` unless a rank's share of it) from
+    ``h.workers`` persistent processes (or in-process)."""
     workers = h.workers
     return DataLoader(
         SampleDataset(samples, transform, h.image_size),
-        batch_size=h.batch_size,
+        batch_size=batch_size or h.batch_size,
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.startswith("cuda"),
         drop_last=drop_last,
-        generator=torch.Generator().manual_seed(sampler.seed),
+        generator=torch.Generator().manual_seed(h.seed),
         persistent_workers=workers > 0,
         prefetch_factor=1 if workers else None,  # one decoded batch per worker: memory stays flat
-        worker_init_fn=partial(seed_worker, sampler.seed) if workers else None,
+        worker_init_fn=partial(seed_worker, h.seed) if workers else None,
         # The trainer is a threaded process (event loop, NATS client): forking it could copy a
         # lock another thread holds. Spawned workers start clean (a script calling ``train``
         # needs the ``if __name__ == "__main__"`` guard; ``python -m`` services have it).

@@ -36,3 +36,20 @@ def reset_peak_memory(device: str) -> None:
 
 def peak_memory(device: str) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.startswith("cuda") else None
+
+
+def pick_devices(requested: str = "auto", count: int | None = None) -> list[str]:
+    """The devices a trainer lends to runs. ``count`` (``STUDIO_TRAINER_DEVICES``) of them from
+    the one ``pick_device`` chooses on: CPU "devices" are ranks sharing the cores, GPUs follow
+    one another (``cuda:1`` and 2 means cuda:1 and cuda:2). Without ``count``: every GPU for
+    ``auto`` on CUDA, else the one device. ValueError for GPUs that are not there."""
+    first = pick_device(requested)
+    if first == "cpu":
+        return ["cpu"] * (count or 1)
+    available = torch.cuda.device_count()
+    start = int(first.split(":")[1])
+    if count is None:
+        count = available if requested == "auto" else 1
+    if start + count > available:
+        raise ValueError(f"{count} devices from {first} asked, but {available} CUDA devices exist")
+    return [f"cuda:{i}" for i in range(start, start + count)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,9 @@ class Trainee:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     precision: Precision
+    #: Per batch (0-based), the factor its loss is scaled by before the backward pass: a rank's
+    #: share of a global batch weighed by its size (``world.loss_weight``); empty means 1.0.
+    batch_weights: list[float] = field(default_factory=list)
 
 
 def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> tuple[float, float]:
@@ -64,7 +67,7 @@ def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> 
     pending: tuple[int, Tensor, int] | None = None
     for batch, (images, labels) in _polled(loader, callbacks):
         lr = t.optimizer.param_groups[0]["lr"]
-        loss = _step(t, *t.precision.to_device(images, labels))
+        loss = _step(t, *t.precision.to_device(images, labels), _weight(t, batch))
         if pending is not None:
             total += _report(pending, epoch, batches, callbacks)
         pending = (batch, loss, len(labels))
@@ -74,11 +77,15 @@ def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> 
     return total / max(seen, 1), lr
 
 
-def _step(t: Trainee, images: Tensor, labels: Tensor) -> Tensor:
+def _weight(t: Trainee, batch: int) -> float:
+    return t.batch_weights[batch - 1] if batch <= len(t.batch_weights) else 1.0
+
+
+def _step(t: Trainee, images: Tensor, labels: Tensor, weight: float = 1.0) -> Tensor:
     with t.precision.autocast():
         loss = t.criterion(t.model(images), labels)
     t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
+    t.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
     t.scaler.step(t.optimizer)
     t.scaler.update()
     if t.schedule is not None:

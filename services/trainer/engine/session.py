@@ -1,5 +1,8 @@
 """A run's moving parts: built from the hyperparameters, saved to and restored from a checkpoint.
 
+On several ranks (``world``) the model is wrapped for DistributedDataParallel and each rank
+loads its share of the images; a checkpoint always holds the unwrapped model's state, so a file
+written by a run on two devices resumes on one and the other way round.
 Imports torch, msgspec, ``contracts.training`` and the engine's own modules only.
 """
 
@@ -17,10 +20,20 @@ from torch import nn
 from contracts.training import Hyperparameters
 from services.trainer.engine.api import CheckpointError, EpochMetrics, Outcome, Sample
 from services.trainer.engine.checkpoints import FORMAT, read_checkpoint
-from services.trainer.engine.data import EpochSampler, build_transform, make_loader
+from services.trainer.engine.data import EpochSampler, Transform, build_transform, make_loader
 from services.trainer.engine.loop import Loader, Precision, Trainee
 from services.trainer.engine.optim import amp_dtype, build_optimizer, class_weights
 from services.trainer.engine.seeding import rng_state, set_rng_state
+from services.trainer.engine.world import (
+    SOLO,
+    ShardSampler,
+    Strided,
+    World,
+    local_batch,
+    loss_weight,
+    unwrap,
+    wrap,
+)
 from services.vision.models import build_model
 
 
@@ -57,17 +70,19 @@ class Session:
     sampler: EpochSampler
     train_loader: Loader
     val_loader: Loader
+    world: World = SOLO
 
 
 def open_session(
     h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
-    device: str, *, pretrained: Path | None,
+    device: str, *, pretrained: Path | None, world: World = SOLO,
 ) -> Session:  # fmt: skip
     dev = torch.device(device)
     model = build_model(h.model, len(classes), pretrained).to(dev)
     if dev.type == "cuda":
         # channels_last lets cuDNN use its tensor-core convolutions without transposes.
         model = model.to(memory_format=torch.channels_last)
+    model = wrap(model, dev, world)
     weights = class_weights([s.label for s in train], len(classes)).to(dev)
     amp = amp_dtype(h.mixed_precision, device)
     trainee = Trainee(
@@ -79,16 +94,40 @@ def open_session(
         precision=Precision(dev, amp),
     )
     sampler = EpochSampler(len(train), h.seed, shuffle=True)
-    train_loader, val_loader = _loaders(h, train, val, sampler, device)
-    return Session(h, list(classes), trainee, sampler, train_loader, val_loader)
+    if world.distributed:
+        train_loader, val_loader = _shared_loaders(h, train, val, sampler, device, world)
+        trainee.batch_weights = loss_weight(train_loader.sampler, world)  # type: ignore[arg-type]
+    else:
+        train_loader, val_loader = _loaders(h, train, val, sampler, device)
+    return Session(h, list(classes), trainee, sampler, train_loader, val_loader, world)
+
+
+def _shared_loaders(
+    h: Hyperparameters, train: Sequence[Sample], val: Sequence[Sample], sampler: EpochSampler,
+    device: str, world: World,
+) -> tuple[Loader, Loader]:  # fmt: skip
+    """This rank's loaders: its share of every global batch, every ``size``-th val image."""
+    train_tf, val_tf = _transforms(h)
+    val_keys = Strided(EpochSampler(len(val), h.seed, shuffle=False), world)
+    shard, batch = ShardSampler(sampler, world, h.batch_size), local_batch(h.batch_size, world)
+    return (
+        make_loader(train, train_tf, h, shard, device, batch_size=batch),
+        make_loader(val, val_tf, h, val_keys, device, batch_size=batch),
+    )
+
+
+def _transforms(h: Hyperparameters) -> tuple[Transform, Transform]:
+    return (
+        build_transform(h.augmentation, h.image_size, train=True),
+        build_transform(h.augmentation, h.image_size, train=False),
+    )
 
 
 def _loaders(
     h: Hyperparameters, train: Sequence[Sample], val: Sequence[Sample], sampler: EpochSampler,
     device: str,
 ) -> tuple[Loader, Loader]:  # fmt: skip
-    train_tf = build_transform(h.augmentation, h.image_size, train=True)
-    val_tf = build_transform(h.augmentation, h.image_size, train=False)
+    train_tf, val_tf = _transforms(h)
     # A last batch of one image breaks BatchNorm where features are 1x1; drop just that one.
     drop_last = len(train) % h.batch_size == 1
     val_sampler = EpochSampler(len(val), h.seed, shuffle=False)
@@ -104,7 +143,7 @@ def snapshot(s: Session, progress: Progress) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "model_name": s.h.model,
-        "model": t.model.state_dict(),
+        "model": unwrap(t.model).state_dict(),
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.schedule.scheduler.state_dict() if t.schedule else None,
         "scaler": t.scaler.state_dict(),
@@ -129,7 +168,7 @@ def restore(s: Session, path: Path) -> Progress:
         )
     t = s.trainee
     try:
-        t.model.load_state_dict(state["model"])
+        unwrap(t.model).load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         if t.scaler.is_enabled() and state["scaler"]:
             t.scaler.load_state_dict(state["scaler"])

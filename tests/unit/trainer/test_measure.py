@@ -123,7 +123,7 @@ async def test_the_stored_run_completed_carries_params_and_latency(tmp_path: Pat
         publish=publish,
     )
     # When the worker trains it to the end
-    await worker._train_started(RUN, SimpleNamespace(lost=threading.Event()))  # type: ignore[arg-type]
+    await worker._train_started(RUN, [SimpleNamespace(lost=threading.Event())])  # type: ignore[list-item]
     # Then its stored outcome says what the model costs
     events = [s.event for s in await store.load(RUN)]
     done = events[-1]
