@@ -41,6 +41,8 @@ from services.kernel.streams import StreamSpec, ensure_stream
 GATEWAY = "gateway"
 #: The gateway's bucket of idempotency keys (``services.gateway.idempotency.BUCKET``).
 IDEMPOTENCY = "studio_idempotency"
+#: The trainers' announcements of their devices (``services.trainer.capacity.BUCKET``).
+TRAINERS = "studio_trainers"
 CONTEXTS: tuple[ModuleType, ...] = (i, p, d, t, x)
 
 
@@ -94,7 +96,11 @@ SERVICES: tuple[BusUser, ...] = (
         asks=(d,),
         sends=(x.Subjects.REQUEST_EXPORT,),  # a promoted trial's export
         emits=(_LIVE_TRAINING,),
-        buckets=(Bucket(LEASES, "kv", write=True, create=True), _ARTIFACTS_WRITE),
+        buckets=(
+            Bucket(LEASES, "kv", write=True, create=True),
+            Bucket(TRAINERS, "kv", write=True, create=True),
+            _ARTIFACTS_WRITE,
+        ),
     ),
     _service(
         "exporter",
