@@ -90,12 +90,21 @@ def test_a_cancel_reaches_whichever_instance_runs_the_import(
     folder = stack.imports / f"slow-{uuid.uuid4().hex[:8]}"
     source = Path(shutil.copytree(slow_set, folder, copy_function=os.link))
     # a second datasets instance beside the studio's, for this test only
-    stack.start("datasets-b", module="datasets", STUDIO_INSTANCE="ds-b")
+    stack.start("datasets-b", module="datasets", STUDIO_INSTANCE="ds-b", STUDIO_LOG_LEVEL="INFO")
     try:
+        ready(stack, "datasets-b")
         ran_on = cancel_imports(stack, source, cancels)
     finally:
         stack.stop("datasets-b")
     assert len(ran_on) == cancels
+
+
+def ready(stack: Stack, name: str, timeout: float = 60.0) -> None:
+    """Wait until the service ``name`` subscribed its commands (its "is running" line)."""
+    deadline = time.monotonic() + timeout
+    while "datasets is running" not in stack.log(name):
+        assert time.monotonic() < deadline, stack.log(name)[-2000:]
+        time.sleep(0.05)
 
 
 def cancel_imports(stack: Stack, source: Path, cancels: int) -> list[str]:
