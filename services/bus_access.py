@@ -9,7 +9,9 @@ subjects, the embedded server's configuration (``studio up``, the test stacks) a
 connect options.
 
 Event streams are created by their owner, or ahead of everyone by :func:`provision` with the
-operator's credentials, so that a reader (the gateway) never needs to create one.
+operator's credentials, so that a reader (the gateway) never needs to create one. ``provision``
+also makes the Object Store buckets with the deployment's replicas: a service that finds a
+bucket missing creates it with one replica, which on a cluster would put its files on one node.
 
 ``python -m services.bus_access --out DIR`` writes the users' seeds (mode 0600) and the
 ``authorization`` block for a server run by hand or a cluster (see ``deploy/README.md``).
@@ -34,6 +36,7 @@ from contracts import identity as i
 from contracts import projects as p
 from contracts import training as t
 from services.kernel import natsauth
+from services.kernel.artifacts import ensure_object_store
 from services.kernel.lease import BUCKET as LEASES
 from services.kernel.natsauth import Access, Bucket, BusUser
 from services.kernel.streams import StreamSpec, ensure_stream
@@ -138,13 +141,20 @@ def access(workspace: Path) -> Access:
     return Access(natsauth.secrets_dir(workspace), USERS)
 
 
+#: Every Object Store bucket of the deployment.
+OBJECT_BUCKETS: tuple[str, ...] = (t.ARTIFACTS_BUCKET, d.UPLOADS_BUCKET, x.EXPORTS_BUCKET)
+
+
 async def provision(url: str, replicas: int = 1, **options: object) -> None:
-    """Create every event stream (idempotent), connected as ``url`` and ``options`` say (the
-    operator): readers that start before a stream's owner then find it there."""
+    """Create every event stream and Object Store bucket (idempotent), with ``replicas``,
+    connected as ``url`` and ``options`` say (the operator): readers that start before a
+    stream's owner then find it there, and every bucket is replicated as the streams are."""
     nc = await nats.connect(url.split(","), connect_timeout=5, **options)
     try:
         for spec in STREAMS:
             await ensure_stream(nc.jetstream(), spec, replicas)
+        for bucket in OBJECT_BUCKETS:
+            await ensure_object_store(nc.jetstream(), bucket, replicas)
     finally:
         await nc.close()
 
@@ -168,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "streams":
         asyncio.run(provision(args.url, args.replicas))
         print(f"event streams ready: {', '.join(s.name for s in STREAMS)}")
+        print(f"object buckets ready: {', '.join(OBJECT_BUCKETS)}")
         return 0
     conf = args.out / "authorization.conf"
     conf.unlink(missing_ok=True)  # the users may have changed; the secrets are kept

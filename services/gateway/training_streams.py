@@ -33,8 +33,11 @@ from nats.js.errors import NotFoundError
 from contracts import experiments as e
 from contracts import training as c
 from services.gateway.readmodels.training import STATUS_OF, RunRow
+from services.kernel.transient import retry_transient
 
 KEEPALIVE_S = 15.0
+#: How long a feed waits for its stream (a leader election, a node restarting) to answer.
+FOLLOW_RETRY_S = 30.0
 NAMES: dict[str, str] = {
     "training.epoch_completed.v1": "epoch_end",
     "training.checkpoint_saved.v1": "checkpoint",
@@ -190,11 +193,14 @@ async def ending_of(
 async def _seq(js: JetStreamContext, run_id: str, *, first: bool) -> int:
     """The stream sequence of a run's first (or last) stored event."""
     subject = c.event_subject(run_id)
-    try:
+
+    async def look() -> Any:
         if first:
-            msg = await js.get_msg(c.STREAM, seq=1, subject=subject, next=True, direct=True)
-        else:
-            msg = await js.get_last_msg(c.STREAM, subject, direct=True)
+            return await js.get_msg(c.STREAM, seq=1, subject=subject, next=True, direct=True)
+        return await js.get_last_msg(c.STREAM, subject, direct=True)
+
+    try:
+        msg = await retry_transient(look, what=f"reading {subject}", retry_for=FOLLOW_RETRY_S)
     except NotFoundError:
         return 1 if first else 0
     return int(msg.seq or 0)
@@ -230,13 +236,16 @@ async def feed(
             await queue.put(item)
 
     live = await nc.subscribe(progress, cb=on_progress)
-    stored = await nc.jetstream().subscribe(
-        subject,
-        cb=on_event,
-        ordered_consumer=True,
-        config=api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
+    )
+    # A stream electing its leader: the feed waits (its response has started, it cannot 503).
+    stored = await retry_transient(
+        lambda: nc.jetstream().subscribe(
+            subject, cb=on_event, ordered_consumer=True, config=config
         ),
+        what=f"following {subject}",
+        retry_for=FOLLOW_RETRY_S,
     )
     try:
         while True:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from nats.js.api import ObjectInfo
+from nats.js.api import ObjectInfo, ObjectStoreConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, ObjectStore
@@ -136,6 +136,23 @@ async def upload(
             await objects.put(object_name, file)
 
     await retry_transient(put, what=f"uploading {object_name}", retry_for=retry_for)
+
+
+async def ensure_object_store(
+    js: JetStreamContext, bucket: str, replicas: int = 1, *, retry_for: float = OBJECT_RETRY_S
+) -> ObjectStore:
+    """The bucket, created with ``replicas`` when missing (an existing one is left as it is);
+    rides out an election or a node restart for ``retry_for``."""
+
+    async def once() -> ObjectStore:
+        try:
+            return await js.object_store(bucket)
+        except NotFoundError:
+            config = ObjectStoreConfig(bucket=bucket, replicas=replicas)
+            # nats-py sets config.bucket to its bucket argument, even when that is None
+            return await js.create_object_store(bucket, config=config)
+
+    return await retry_transient(once, what=f"opening bucket {bucket}", retry_for=retry_for)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,16 @@ its read model now (failing, stuck or not running), for ``/health`` to report.
 Each projector's figures go to Prometheus: events applied, the position, and its lag (events
 stored on its subjects that it has not applied), refreshed from the pulled messages' pending
 count, or by one look at its consumer every ``LAG_EVERY_S`` while idle: never a call per event.
+
+A leader election or a node restart (a cluster) only pauses a projector: its loop subscribes
+again from the stored position once NATS answers, and its consumer is replicated as its stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -35,11 +39,14 @@ from services.kernel import tracing
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
 from services.kernel.telemetry import CONSUMER_LAG, EVENTS_CONSUMED, PROJECTION_POSITION
+from services.kernel.transient import is_transient, retry_transient
 
 log = logging.getLogger(__name__)
 
 #: How often an idle projector looks at its consumer to refresh its lag.
 LAG_EVERY_S = 5.0
+#: Pause before a failed projector subscribes again from its stored position.
+RESUME_S = 1.0
 
 
 class ProjectionPosition(SQLModel, table=True):
@@ -165,7 +172,11 @@ class ProjectionRunner:
     async def caught_up(self, timeout: float) -> bool:
         """Wait until every stream is applied up to its last sequence now."""
         for p in self._projectors:
-            info = await self._js.stream_info(p.stream)
+            info = await retry_transient(
+                functools.partial(self._js.stream_info, p.stream),
+                what=f"reading the end of {p.stream}",
+                retry_for=timeout,
+            )
             if not await self.wait_for(p.stream, info.state.last_seq, timeout):
                 return False
         return True
@@ -256,8 +267,11 @@ class ProjectionRunner:
             except Exception as exc:  # the runner's loop guard: health shows it, the loop goes on
                 self._errors[p.name] = f"{type(exc).__name__}: {exc}"
                 # Order matters more than speed: start again from the stored position.
-                log.exception("projection %s failed; restarting from its stored position", p.name)
-                await asyncio.sleep(1.0)
+                if is_transient(exc):  # an election or a node restart: no bug to show
+                    log.warning("projection %s waits for NATS (%r); resuming", p.name, exc)
+                else:
+                    log.exception("projection %s failed; restarting from its position", p.name)
+                await asyncio.sleep(RESUME_S)
             finally:
                 if sub is not None:
                     # A pull subscription left behind would hold the connection's drain.

@@ -177,3 +177,17 @@ async def test_reading_an_object_rides_out_an_election_chunk_by_chunk():
     stream = await artifacts.read(js, "b", "ckpt")  # type: ignore[arg-type]
     assert b"".join([c async for c in stream.chunks]) == data
     assert store.get_info.calls == 2 and get_msg.calls == 4
+
+
+async def test_a_read_model_asked_whether_it_caught_up_waits_out_an_election():
+    from services.kernel.projection import ProjectionRunner
+
+    # given a stream that has no leader for two looks, then shows its end
+    info = SimpleNamespace(state=SimpleNamespace(last_seq=0))
+    js = SimpleNamespace(stream_info=Flaky([NoStreamResponseError(), TimeoutError()], info))
+    nc = SimpleNamespace(jetstream=lambda: js)
+    projector = SimpleNamespace(name="p", stream="S")
+    runner = ProjectionRunner(nc, None, [projector], consumer_prefix="t")  # type: ignore[arg-type]
+    # then asking whether the read model caught up answers, after the election
+    assert await runner.caught_up(timeout=5)
+    assert js.stream_info.calls == 3
