@@ -66,12 +66,16 @@ class DeviceSlot:
         """``wanted`` leases of ``keys`` (free as far as this trainer knows) for ``instance``;
         None, holding none, when fewer than that could be taken (another holds some)."""
         taken: list[Lease] = []
-        for key in keys:
-            lease = await self.leases.acquire(key, instance)
-            if lease is not None:
-                taken.append(lease)
-                if len(taken) == wanted:
-                    return taken
+        try:
+            for key in keys:
+                lease = await self.leases.acquire(key, instance)
+                if lease is not None:
+                    taken.append(lease)
+                    if len(taken) == wanted:
+                        return taken
+        except BaseException:
+            await asyncio.shield(release_quietly(taken))
+            raise
         await release(taken)
         return None
 
@@ -79,6 +83,14 @@ class DeviceSlot:
 async def release(leases: Sequence[Lease]) -> None:
     for lease in leases:
         await lease.release()
+
+
+async def release_quietly(leases: Sequence[Lease]) -> None:
+    """``release``, whatever NATS says: a lease not released expires by its TTL."""
+    try:
+        await release(leases)
+    except Exception as exc:
+        log.warning("device leases not released (%r); they expire by their TTL", exc)
 
 
 class Worker:
@@ -151,6 +163,7 @@ class Worker:
         asks; False when none could start now."""
         waiting = await self.queue.waiting()
         metrics.queue_depth(len(waiting))
+        self.wanted = {run_id: n for run_id, n in self.wanted.items() if run_id in waiting}
         for run_id in waiting:
             if run_id in self.stops:  # started here; the read model has not seen it yet
                 continue
@@ -163,10 +176,21 @@ class Worker:
             leases = await self.slot.take(free, wanted, self.runs.instance)
             if leases is None:
                 return False
-            if await self._claim(run_id, leases):
+            if await self._claimed(run_id, leases):
                 self._start(run_id, leases)
                 return True
-            await release(leases)  # another trainer started it first
+        return False
+
+    async def _claimed(self, run_id: str, leases: list[Lease]) -> bool:
+        """``_claim``; the leases released unless the run is ours (another trainer claimed it
+        first, or the claim failed past its retries)."""
+        try:
+            if await self._claim(run_id, leases):
+                return True
+        except BaseException:
+            await asyncio.shield(release_quietly(leases))
+            raise
+        await release(leases)
         return False
 
     async def _wanted(self, run_id: str) -> int:

@@ -31,15 +31,13 @@ def trainer() -> str:
 
 @pytest.fixture(scope="module")
 def two_devices(stack: Stack, trainer: str) -> Iterator[Stack]:
-    """The module's studio with a second trainer of two CPU devices, once it announced them."""
-    name = trainer
-    stack.start(name, "trainer", STUDIO_TRAINER_DEVICES="2", STUDIO_INSTANCE=name,
-                STUDIO_TRAINER_SLOT=name)  # fmt: skip
+    """The module's studio with a second trainer of two CPU devices (starting: see ``split``)."""
+    stack.start(trainer, "trainer", STUDIO_TRAINER_DEVICES="2", STUDIO_INSTANCE=trainer,
+                STUDIO_TRAINER_SLOT=trainer)  # fmt: skip
     try:
-        wait(lambda: asyncio.run(announced(stack, name)) == 2, 60, every=0.25)
         yield stack
     finally:
-        stack.stop(name)
+        stack.stop(trainer)
 
 
 async def announced(stack: Stack, name: str) -> int | None:
@@ -56,8 +54,12 @@ async def announced(stack: Stack, name: str) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def split(two_devices: Stack) -> tuple[str, str]:
-    return learnable_split(two_devices, per_class=12)
+def split(two_devices: Stack, trainer: str) -> tuple[str, str]:
+    """A learnable split, made while the trainer starts; ready once the trainer announced its
+    two devices."""
+    made = learnable_split(two_devices, per_class=8)
+    wait(lambda: asyncio.run(announced(two_devices, trainer)) == 2, 60, every=0.25)
+    return made
 
 
 def leases(stack: Stack) -> list[dict[str, Any]]:
