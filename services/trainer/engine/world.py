@@ -123,11 +123,6 @@ def all_sum(values: Sequence[float], device: torch.device, world: World) -> list
     return tensor.tolist()
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 class Strided(Sampler[tuple[int, int]]):
     """Every ``world.size``-th key of ``sampler`` from ``world.rank``: a rank's share of the
     validation images, whose sums ``all_sum`` adds up (no padding, so nothing counts twice)."""

@@ -10,14 +10,15 @@ the stop and the exact resume run under ``soak``.
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.trainer.engine import read_checkpoint, train
+from services.trainer.engine import Checkpoint, EpochMetrics, Outcome, read_checkpoint, train
 from services.trainer.engine.data import EpochSampler
-from services.trainer.engine.ddp import train_on
+from services.trainer.engine.ddp import RankFailed, _supervise, train_on
 from services.trainer.engine.world import ShardSampler, Strided, World, loss_weight, shares
 from services.vision.models import build_model
 from tests.unit.trainer.test_engine import CLASSES, Recorder, hp, squares
@@ -116,3 +117,65 @@ def test_a_resumed_two_rank_run_matches_an_uninterrupted_one(data: Any, tmp_path
     same = [{k: v for k, v in vars(m).items() if k not in drop} for m in whole.epochs]
     got = [{k: v for k, v in vars(m).items() if k not in drop} for m in first.epochs + rest.epochs]
     assert got == same
+
+
+# --- the supervisor, with pipes standing in for the ranks -------------------------------------
+
+
+class FakeRank:
+    """A rank process that is alive until told otherwise."""
+
+    exitcode: int | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def ranks(count: int) -> tuple[list[Any], list[Any]]:
+    """(the supervisor's ends, the ranks' ends) of one pipe per rank."""
+    pairs = [multiprocessing.Pipe() for _ in range(count)]
+    return [(FakeRank(), ours) for ours, _ in pairs], [theirs for _, theirs in pairs]
+
+
+def metrics(epoch: int, accuracy: float) -> EpochMetrics:
+    return EpochMetrics(epoch, 0.5, 0.4, accuracy, 0.01, 1.0, 10.0, None)
+
+
+def test_the_supervisor_stores_each_epoch_before_rank_0_goes_on(tmp_path: Path) -> None:
+    # given two ranks: rank 0 reports a batch and an epoch, then both are done
+    supervised, rank = ranks(2)
+    done = Outcome("completed", 1, 1, 0.9)
+    best = [Checkpoint(kind, tmp_path / "e1", "0" * 64, 1) for kind in ("last", "best")]
+    rank[0].send(("batch", (1, 1, 1, 0.7)))
+    rank[0].send(("epoch", (metrics(1, 0.9), best)))
+    rank[0].send(("done", done))
+    rank[1].send(("done", Outcome("completed", 1, 1, 0.9)))
+    recorder = Recorder()
+    # when the supervisor carries them
+    outcome = _supervise(supervised, recorder, Outcome("stopped", 0, 0, 0.0))
+    # then the caller heard the batch and stored the epoch, and rank 0 was told so
+    assert outcome == done
+    assert recorder.batches == [(1, 1, 1, 0.7)] and [m.epoch for m in recorder.epochs] == [1]
+    assert rank[0].recv() == "stored"
+
+
+def test_a_stop_returns_the_last_stored_epoch_at_once(tmp_path: Path) -> None:
+    supervised, rank = ranks(2)
+    last = [Checkpoint("last", tmp_path / "e2", "0" * 64, 1)]
+    rank[0].send(("epoch", (metrics(2, 0.5), last)))  # epoch 2: not better than epoch 1
+    rank[0].send(("batch", (3, 1, 4, 0.3)))
+    recorder = Recorder(stop_after=(3, 1))
+    # the ranks never say they are done: the stop alone ends the supervision
+    outcome = _supervise(supervised, recorder, Outcome("stopped", 1, 1, 0.8))
+    assert outcome == Outcome("stopped", 2, 1, 0.8)
+
+
+def test_a_rank_error_is_raised_and_a_dead_rank_fails_the_run() -> None:
+    supervised, rank = ranks(2)
+    rank[1].send(("error", ValueError("label 7 is not a class index")))
+    with pytest.raises(ValueError, match="label 7"):
+        _supervise(supervised, Recorder(), Outcome("stopped", 0, 0, 0.0))
+    supervised, rank = ranks(2)
+    rank[1].close()  # died without a word
+    with pytest.raises(RankFailed, match="rank 1"):
+        _supervise(supervised, Recorder(), Outcome("stopped", 0, 0, 0.0))

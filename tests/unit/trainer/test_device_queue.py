@@ -74,7 +74,7 @@ def worker(devices: dict[str, int], slots: int, leases: FakeLeases) -> tuple[Wor
         w.stops[run_id] = SimpleNamespace()  # type: ignore[assignment]
         w.busy.update(lease.key for lease in taken)
 
-    w._start = start  # type: ignore[method-assign]
+    w._start = start  # type: ignore[method-assign,assignment]
     return w, started
 
 
