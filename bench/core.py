@@ -8,6 +8,7 @@ the medians. Imports the standard library only.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -76,3 +77,17 @@ def table(rows: list[Row]) -> str:
             (r.figure, r.unit, spread(r.studio), spread(r.baseline), ratio, r.goal, r.note)
         )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def data_of(api: Any, method: str, path: str, **kwargs: Any) -> Any:
+    """``data`` of a set-up call's answer, retried for up to 60 s while the studio answers 5xx
+    (a busy machine): a figure's set-up must not break on what the figure does not measure."""
+    deadline = time.monotonic() + 60
+    while True:
+        resp = api.request(method, path, **kwargs)
+        if resp.status_code < 500 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if resp.status_code >= 400:
+        raise RuntimeError(f"{method} {path} answered {resp.status_code}: {resp.text[:300]}")
+    return resp.json()["data"]

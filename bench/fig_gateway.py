@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.core import Row, interleave, median_ratio, quantile
+from bench.core import Row, data_of, interleave, median_ratio, quantile
 from bench.loadgen import hammer, request
 from services.kernel.nats_server import free_port
 from tests import imagesets
@@ -47,11 +47,11 @@ def bare_app(
 
 def project_with_images(stack: Stack, api: httpx.Client) -> str:
     folder = imagesets.folder(stack.imports / "gateway-read", {"cat": 30, "dog": 30})
-    pid = api.post(f"{API}/projects", json={"name": "gateway read"}).json()["data"]["id"]
-    job = api.post(f"{API}/datasets/import/local", json={"project_id": pid, "path": str(folder)})
-    job_id = job.json()["data"]["id"]
+    pid = data_of(api, "POST", f"{API}/projects", json={"name": "gateway read"})["id"]
+    body = {"project_id": pid, "path": str(folder)}
+    job_id = data_of(api, "POST", f"{API}/datasets/import/local", json=body)["id"]
     deadline = time.monotonic() + 120
-    while api.get(f"{API}/datasets/import/{job_id}").json()["data"]["state"] != "completed":
+    while data_of(api, "GET", f"{API}/datasets/import/{job_id}")["state"] != "completed":
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway-read import did not complete within 120 s")
         time.sleep(0.2)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bench import train_bench
-from bench.core import Row, interleave, median_ratio
+from bench.core import Row, data_of, interleave, median_ratio
 from bench.loadgen import hammer, request
 from contracts.training import Hyperparameters
 from services.exporter.engine import export_onnx
@@ -118,7 +118,7 @@ def prediction(stack: Stack, api: httpx.Client, run_id: str, root: Path, args: A
         raise RuntimeError(f"export refused: {job.status_code} {job.text}")
     export_id = job.json()["data"]["id"]
     deadline = time.monotonic() + 300
-    while (e := api.get(f"{API}/export/{export_id}").json()["data"])["status"] != "completed":
+    while (e := data_of(api, "GET", f"{API}/export/{export_id}"))["status"] != "completed":
         if e["status"] == "failed" or time.monotonic() > deadline:
             raise RuntimeError(f"export {e['status']}: {e}")
         time.sleep(0.5)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from bench.core import data_of
 from services.trainer.engine import build_model, pick_device
 from tests import imagesets
 from tests.stack import Stack
@@ -96,7 +97,7 @@ def studio_run(api: httpx.Client, body: dict, epochs: int) -> tuple[dict, list[f
     watcher = threading.Thread(target=watch, args=(url, delays), daemon=True)
     watcher.start()  # connected long before the first epoch ends
     deadline = time.monotonic() + 900
-    while (run := api.get(f"{API}/training/runs/{run_id}").json()["data"])["status"] not in FINAL:
+    while (run := data_of(api, "GET", f"{API}/training/runs/{run_id}"))["status"] not in FINAL:
         if time.monotonic() > deadline:
             raise RuntimeError(f"run still {run['status']} after 900 s")
         time.sleep(0.5)
@@ -106,12 +107,12 @@ def studio_run(api: httpx.Client, body: dict, epochs: int) -> tuple[dict, list[f
 
 def prepare(api: httpx.Client, folder: Path) -> str:
     """A project with ``folder`` imported; its id."""
-    pid = api.post(f"{API}/projects", json={"name": "train bench"}).json()["data"]["id"]
+    pid = data_of(api, "POST", f"{API}/projects", json={"name": "train bench"})["id"]
     body = {"project_id": pid, "path": str(folder)}
-    job = api.post(f"{API}/datasets/import/local", json=body).json()["data"]
+    job = data_of(api, "POST", f"{API}/datasets/import/local", json=body)
     while job["state"] not in ("completed", "failed", "cancelled"):
         time.sleep(0.1)
-        job = api.get(f"{API}/datasets/import/{job['id']}").json()["data"]
+        job = data_of(api, "GET", f"{API}/datasets/import/{job['id']}")
     if job["state"] != "completed":
         raise RuntimeError(f"import {job['state']}: {job.get('error')}")
     return str(pid)
@@ -121,11 +122,11 @@ def split(api: httpx.Client, pid: str, name: str, train: float, val: float) -> t
     """A split's id and the file names of its training subset."""
     ratios = {"train": train, "val": val, "test": round(1 - train - val, 6)}
     body = {"project_id": pid, "name": name, "ratios": ratios, "seed": 1}
-    sid = api.post(f"{API}/splits", json=body).json()["data"]["id"]
+    sid = data_of(api, "POST", f"{API}/splits", json=body)["id"]
     names: set[str] = set()
     params = {"split_id": sid, "subset": "train", "limit": 500}
     while params.get("cursor", True):
-        page = api.get(f"{API}/datasets/{pid}/images", params=params).json()["data"]
+        page = data_of(api, "GET", f"{API}/datasets/{pid}/images", params=params)
         names |= {Path(item["filename"]).name for item in page["items"]}
         params["cursor"] = page["next_cursor"]
     return sid, names
