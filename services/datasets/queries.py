@@ -104,7 +104,7 @@ class Queries:
     def __init__(self, events: Events, files: Files, cached: int = CACHED_DATASETS) -> None:
         self.events, self.files, self.cached = events, files, cached
         self._views: OrderedDict[str, tuple[SubsetView, int]] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _Refresh] = {}
 
     async def get_subset(
         self, query: c.GetSubset, headers: Mapping[str, str]
@@ -158,21 +158,47 @@ class Queries:
             return file.read(query.limit), size
 
     async def view(self, dataset_id: str) -> SubsetView:
-        """The dataset as its stream holds it now (one position check when nothing changed)."""
-        async with self._locks.setdefault(dataset_id, asyncio.Lock()):
-            last = await self.events.version(dataset_id)
-            view, seen = self._views.get(dataset_id, (SubsetView(), 0))
-            if seen > last:  # cannot happen with an append-only stream; start over if it does
-                view, seen = SubsetView(), 0
-            if seen != last:
-                for stored in await self.events.load(dataset_id, after=seen):
-                    view.apply(stored.event)
-                    seen = stored.sequence
-            self._views[dataset_id] = (view, seen)
-            self._views.move_to_end(dataset_id)
-            while len(self._views) > self.cached:  # (its lock stays: someone may wait on it)
-                self._views.popitem(last=False)
+        """The dataset as its stream holds it now (one position check when nothing changed).
+
+        Queries arriving together share one check: a query that finds a check under way waits
+        for it, and takes the view of the next check, or of any check that began after it
+        arrived (all it needs to see what was stored before it arrived), so a trainer
+        fetching many images at once costs a few checks, not one each, one after another."""
+        refresh = self._locks.setdefault(dataset_id, _Refresh())
+        arrived = refresh.started
+        async with refresh.lock:
+            if refresh.done > arrived and dataset_id in self._views:
+                self._views.move_to_end(dataset_id)
+                return self._views[dataset_id][0]
+            refresh.started += 1
+            view = await self._refreshed(dataset_id)
+            refresh.done = refresh.started
             return view
+
+    async def _refreshed(self, dataset_id: str) -> SubsetView:
+        """Checks the position, and folds what is new into the kept view."""
+        last = await self.events.version(dataset_id)
+        view, seen = self._views.get(dataset_id, (SubsetView(), 0))
+        if seen > last:  # cannot happen with an append-only stream; start over if it does
+            view, seen = SubsetView(), 0
+        if seen != last:
+            for stored in await self.events.load(dataset_id, after=seen):
+                view.apply(stored.event)
+                seen = stored.sequence
+        self._views[dataset_id] = (view, seen)
+        self._views.move_to_end(dataset_id)
+        while len(self._views) > self.cached:  # (its lock stays: someone may wait on it)
+            self._views.popitem(last=False)
+        return view
+
+
+@dataclass
+class _Refresh:
+    """One dataset's position checks: one at a time, counted as they start and end."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: int = 0
+    done: int = 0
 
 
 def _missing(message: str) -> CommandRejected:
