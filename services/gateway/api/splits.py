@@ -62,8 +62,14 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
             actor=actor_of(request),
             correlation_id=REQUEST_ID.get(),
         )
-        accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
-        await gateway.caught_up(c.STREAM, accepted.sequence)
+        try:
+            accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
+            await gateway.caught_up(c.STREAM, accepted.sequence)
+        except ApiError as err:
+            # A retry of a request whose first try was stored after its answer was lost (NATS
+            # electing a leader for longer than the gateway waits): the key names its split.
+            if key is None or err.code != common.CONFLICT or not await _made(gateway, command):
+                raise
         async with session(gateway.engine) as db:
             data = await _split(db, split_id)
         location = str(request.url_for("get_split", split_id=split_id))
@@ -106,6 +112,13 @@ async def delete_split(
     accepted = await gateway.send(c.Subjects.DELETE_SPLIT, command, request)
     await gateway.caught_up(c.STREAM, accepted.sequence)
     return Response(status_code=204)
+
+
+async def _made(gateway: Any, command: c.CreateSplit) -> bool:
+    """Whether the split ``command`` would make is already stored (and now read)."""
+    await gateway.fresh(c.STREAM, c.event_subject(command.dataset_id))
+    async with session(gateway.engine) as db:
+        return await read.split_detail(db, split_id=command.split_id) is not None
 
 
 async def _split(db: AsyncSession, split_id: str) -> dict[str, Any]:
