@@ -10,8 +10,6 @@ from pathlib import Path
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
-from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import datasets as d
@@ -21,6 +19,7 @@ from services.exporter import domain, engine, handlers
 from services.exporter.files import keep_earlier
 from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
+from services.kernel.artifacts import ensure_object_store
 from services.kernel.blobcache import BlobCache, query_pieces
 from services.kernel.eventstore import EventStore
 from services.kernel.projection import ProjectionRunner
@@ -46,7 +45,10 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     js = nc.jetstream()
     for spec in STREAMS:
         await ensure_stream(js, spec, settings.stream_replicas)
-    objects, files = [await bucket(js, name) for name in (t.ARTIFACTS_BUCKET, x.EXPORTS_BUCKET)]
+    objects, files = [
+        await ensure_object_store(js, name, settings.stream_replicas)
+        for name in (t.ARTIFACTS_BUCKET, x.EXPORTS_BUCKET)
+    ]
     store: EventStore[x.Event] = EventStore(
         nc, stream=x.STREAM, subject=x.event_subject, event_type=x.Event
     )
@@ -96,13 +98,6 @@ async def recover(reap: Callable[[], Awaitable[None]], files: ObjectStore, workd
         await keep_earlier(files, workdir)
     except Exception:  # a background task can only say so; the next start tries again
         log.exception("could not put the files of earlier exports in the Object Store")
-
-
-async def bucket(js: JetStreamContext, name: str) -> ObjectStore:
-    try:
-        return await js.object_store(name)
-    except NotFoundError:
-        return await js.create_object_store(name)
 
 
 def main() -> None:
