@@ -20,6 +20,8 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -52,6 +54,8 @@ POLL_S = 0.1
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 #: How long an ended rank gets to exit after SIGTERM before it is killed.
 EXIT_GRACE_S = 5.0
+#: How often a rank looks whether its trainer is still there.
+ORPHAN_CHECK_S = 1.0
 
 
 class RankFailed(RuntimeError):
@@ -75,7 +79,8 @@ def train_on(
         context = multiprocessing.get_context("spawn")  # a threaded parent must never fork
         for rank, device in enumerate(devices):
             ours, theirs = context.Pipe()
-            args = (World(rank, len(devices)), device, str(meeting / "store"), job, theirs)
+            world = World(rank, len(devices))
+            args = (world, device, str(meeting / "store"), job, theirs, os.getpid())
             process = context.Process(target=_rank_main, args=args, daemon=True)
             process.start()
             theirs.close()
@@ -180,8 +185,16 @@ class _Reporter:
         return False
 
 
+def _orphaned_exit(parent: int) -> None:
+    """Ends this rank once its trainer is gone (killed: nothing terminated the ranks), so no
+    rank holds a device, or waits in a collective, for a run nobody supervises any more."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(1)
+
+
 def _rank_main(
-    world: World, device: str, store: str, job: tuple[Any, ...], conn: Connection
+    world: World, device: str, store: str, job: tuple[Any, ...], conn: Connection, parent: int
 ) -> None:
     """One rank: joins the group, trains its share, sends its outcome (or its error)."""
     backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -190,6 +203,8 @@ def _rank_main(
     else:  # the ranks share the CPU's cores: each takes its part, not all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
     h, classes, train_set, val, workdir, resume = job
+    watchdog = threading.Thread(target=_orphaned_exit, args=(parent,), daemon=True)
+    watchdog.start()
     try:
         dist.init_process_group(
             backend, init_method=f"file://{store}", rank=world.rank, world_size=world.size,

@@ -11,6 +11,9 @@ the stop and the exact resume run under ``soak``.
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +182,67 @@ def test_a_rank_error_is_raised_and_a_dead_rank_fails_the_run() -> None:
     rank[1].close()  # died without a word
     with pytest.raises(RankFailed, match="rank 1"):
         _supervise(supervised, Recorder(), Outcome("stopped", 0, 0, 0.0))
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid`` that are spawned ranks."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.soak
+def test_the_ranks_end_when_their_trainer_is_killed(tmp_path: Path) -> None:
+    # given a long two-rank run in a process of its own, training
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER_SCRIPT.format(root=Path(__file__).parents[3], work=tmp_path))
+    trainer = subprocess.Popen([sys.executable, str(script)])
+    try:
+        ranks = wait_for(lambda: len(found := children(trainer.pid)) == 2 and found, 120)
+        wait_for(lambda: list((tmp_path / "w").glob("epoch-*.pt")), 120)
+        # when the trainer is killed, so that nothing terminates its ranks
+        trainer.kill()
+        trainer.wait()
+        # then the ranks notice and end by themselves
+        wait_for(lambda: not any(alive(pid) for pid in ranks), 30)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+
+TRAINER_SCRIPT = """
+import sys
+sys.path.insert(0, "{root}")
+from pathlib import Path
+from tests.unit.trainer.test_engine import CLASSES, Recorder, hp, squares
+from services.trainer.engine.ddp import train_on
+
+if __name__ == "__main__":
+    root = Path("{work}")
+    train, val = squares(root / "train", 8, seed=1), squares(root / "val", 2, seed=2)
+    h = hp(epochs=1000, batch_size=8)
+    train_on(h, CLASSES, train, val, root / "w", ["cpu", "cpu"], Recorder())
+"""
+
+
+def wait_for(condition: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+    return value
