@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS position (k INTEGER PRIMARY KEY CHECK (k = 0), seq IN
 """
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.executescript(_SCHEMA)
+    return db
+
+
 @dataclass
 class Tally:
     files: int = 0
@@ -62,8 +68,12 @@ class Collector:
     def __init__(self, js: JetStreamContext, store: BlobStore, path: Path) -> None:
         self.js, self.store = js, store
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = _open(path)
+        except sqlite3.DatabaseError as exc:  # damaged: a cache of the stream, folded again
+            log.warning("%s was unreadable (%s): folded again from the events", path, exc)
+            path.unlink()
+            self.db = _open(path)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 

@@ -76,3 +76,9 @@ async def test_the_collector_holds_off_while_an_import_runs_and_spares_every_nam
     assert done.sample == [orphan] and done.named == 2
     assert not store.has(orphan) and not store.has_thumb(orphan)
     assert all(store.has(s) and store.has_thumb(s) for s in (kept, dropped, young))
+
+
+def test_a_damaged_gc_file_is_replaced_and_folded_again(tmp_path: Path):
+    (tmp_path / "gc.db").write_bytes(b"not a database" * 100)
+    collector = Collector(None, BlobStore(tmp_path / "blobs"), tmp_path / "gc.db")  # type: ignore[arg-type]
+    assert collector.db.execute("SELECT count(*) FROM named").fetchone() == (0,)
