@@ -35,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 WHEELS = HERE / "wheels"
 NEEDED = ("torch", "torchvision", "msgspec", "onnx", "onnxruntime", "onnxscript", "onnx_ir",
-          "ml_dtypes", "PIL", "numpy")  # fmt: skip
+          "ml_dtypes", "packaging", "PIL", "numpy")  # fmt: skip
 GPU = {"models": "resnet50,convnext_tiny", "image_size": 224, "images": 2048, "batch_size": 128,
        "epochs": 2, "rounds": 2, "resume_images": 512, "steps": 30, "workers": -1}  # fmt: skip
 TINY = {"models": "smallcnn", "image_size": 32, "images": 48, "batch_size": 16,
