@@ -50,6 +50,8 @@ NODES = 3
 #: machine.
 OUTAGE_BOUND_S = 25.0
 ACCEPTED = "common.command_accepted.v1"
+#: The longest an epoch may take (a deadline, not a wait): a busy machine, an election.
+EPOCH_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -162,14 +164,19 @@ def _train_while_nodes_die(stack: Stack, size: Size, project_id: str, killed: se
     for n in range(size.kills):
         # when, an epoch more along, the leader of the training stream dies: another node
         # than the one killed last, which comes back first
-        wait(lambda n=n: len(run(stack, run_id)["history"]) >= n + 1 or _over(stack, run_id))
+        wait(
+            lambda n=n: len(run(stack, run_id)["history"]) >= n + 1 or _over(stack, run_id), EPOCH_S
+        )
         killed = _kill_next(stack, t.STREAM, killed)
         # and an epoch ends while it is down
         seen = len(run(stack, run_id)["history"])
-        wait(lambda seen=seen: len(run(stack, run_id)["history"]) > seen or _over(stack, run_id))
+        wait(
+            lambda seen=seen: len(run(stack, run_id)["history"]) > seen or _over(stack, run_id),
+            EPOCH_S,
+        )
     for back in killed:
         stack.cluster.restart(back)
-    done = wait_status(stack, run_id, "completed", "failed", "interrupted", timeout=300)
+    done = wait_status(stack, run_id, "completed", "failed", "interrupted", timeout=900)
     epochs = list(range(1, size.epochs + 1))
     # then the run completed, every epoch once in the read model and once in the stream
     assert done["status"] == "completed", done
