@@ -14,6 +14,8 @@ NOT_FOUND: Final = "NOT_FOUND"
 CONFLICT: Final = "CONFLICT"
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"
+#: A job could not write its files: the disk (or its quota) is full. Try again once freed.
+DISK_FULL: Final = "DISK_FULL"
 
 #: What an aggregate id may be. It becomes a NATS subject token (``evt.<context>.<id>``), so
 #: no dots, spaces or wildcards. The event store, the services and the gateway all check ids

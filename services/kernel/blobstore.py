@@ -6,12 +6,15 @@ folder, is fsynced and then renamed over the final name, so readers never see a 
 two processes storing the same blob at once both succeed. The temp file is created world-readable
 under a name unique to this process (no ``mkstemp`` + ``chmod``: two system calls per file that an
 import of 10,000 images paid 20,000 times), and folders are only made when a write finds them
-missing. Pure filesystem: imports nothing from ``services``.
+missing. A full disk raises ``DiskFull`` (never a bare ``OSError``, which readers of files take
+for an unreadable file) and leaves no temp file behind. Pure filesystem: imports nothing from
+``services``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import re
@@ -86,8 +89,25 @@ class BlobStore:
         return self.root / kind / sha256[:2] / sha256[2:4]
 
 
+class DiskFull(Exception):
+    """The store's disk (or quota) is full: a failure of the store, not of the file being
+    stored, so no reader of files may take it for an unreadable one (an ``OSError``). Carries
+    ``errno`` (ENOSPC) and survives pickling, for a pool process to hand it back whole."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC) -> None:
+        super().__init__(message, code)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _write_atomic(dest: Path, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
-    tmp, fd = _create_temp(dest)
+    try:
+        tmp, fd = _create_temp(dest)
+    except OSError as exc:
+        _raise_if_full(exc, dest)
+        raise
     try:
         with os.fdopen(fd, "wb") as out:
             fill(out)
@@ -95,11 +115,21 @@ def _write_atomic(dest: Path, fill: Callable[[BinaryIO], object], durable: bool 
             if durable:
                 os.fsync(out.fileno())
         os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a half-written temp file is never left to fill the disk
+        _raise_if_full(exc, dest)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
         _fsync_dir(dest.parent)
+
+
+def _raise_if_full(exc: OSError, dest: Path) -> None:
+    """``DiskFull`` (from ``exc``) when ``exc`` says the disk is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(f"{exc.strerror} writing {dest}", exc.errno) from exc
 
 
 def _create_temp(dest: Path) -> tuple[Path, int]:

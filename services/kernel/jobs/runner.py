@@ -8,8 +8,9 @@ claim → run with a heartbeat → record → reap:
   mid-work) and runs it within the runner's slots, calling its ``heartbeat`` meanwhile;
 - the work returns its outcome, or raises; an exception is mapped by type (``failure_of``): a
   domain refusal (``Refused``) says its own code, a NATS outage past its retries
-  ``UNAVAILABLE`` (no fault of the job), anything else ``Outcomes.crash`` with its type and
-  message (a bug, or a library failing in its own way, which the job says rather than hides);
+  ``UNAVAILABLE`` (no fault of the job), a full disk ``DISK_FULL`` (say so, not a crash),
+  anything else ``Outcomes.crash`` with its type and message (a bug, or a library failing in
+  its own way, which the job says rather than hides);
 - the outcome is decided against the stored job and appended with ``execute``; an outcome that
   cannot be stored fails the job with why, if that can be stored; what cannot is logged, as a
   background task can say no more;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import Message
-from contracts.common import UNAVAILABLE, CommandAccepted, Reply
+from contracts.common import DISK_FULL, UNAVAILABLE, CommandAccepted, Reply
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
 from services.kernel.jobs.table import left_running
@@ -105,7 +107,26 @@ def failure_of(exc: BaseException, crash: str) -> Failure:
     if isinstance(exc, TRANSIENT):  # past the calls' own retries: not the job's fault
         message = f"NATS was unreachable ({type(exc).__name__}); try again once it is back"
         return Failure(UNAVAILABLE, message)
+    full = disk_full(exc)
+    if full is not None:
+        return Failure(DISK_FULL, f"the disk is full ({full}); free space and try again")
     return Failure(crash, f"{type(exc).__name__}: {exc}")
+
+
+def disk_full(exc: BaseException | None) -> str | None:
+    """What says the disk is full in ``exc`` or what it was raised from (torch and SQLite wrap
+    the ``ENOSPC`` of their writes in errors of their own); None when nothing does."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):  # blobstore.DiskFull too
+            if isinstance(exc, OSError):
+                return f"{exc.strerror} writing {exc.filename}" if exc.filename else exc.strerror
+            return str(exc)
+        if "database or disk is full" in str(exc):  # SQLite's SQLITE_FULL, errno not kept
+            return "database or disk is full"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class JobRunner(Generic[S, O]):

@@ -43,13 +43,18 @@ def write_checkpoints(state: dict[str, Any], workdir: Path, *, best: bool) -> li
     """Writes ``state`` as a new epoch file (fsynced, renamed into place, directory fsynced);
     returns it as the ``last`` checkpoint, and as the ``best`` one too when ``best``."""
     tmp = workdir / f".epoch-{state['epoch']:04d}.tmp"
-    with tmp.open("wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    digest, size = sha256_of(tmp), tmp.stat().st_size
-    final = workdir / epoch_file_name(state["epoch"], digest)
-    os.replace(tmp, final)
+    try:
+        with tmp.open("wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        digest, size = sha256_of(tmp), tmp.stat().st_size
+        final = workdir / epoch_file_name(state["epoch"], digest)
+        os.replace(tmp, final)
+    except BaseException:
+        # A full disk (ENOSPC) or any failure mid-write: no half file stays to fill the disk.
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync(workdir)  # the rename itself survives a power cut only once the directory is
     _alias(final, workdir / LAST)
     written = [Checkpoint("last", final, digest, size)]
