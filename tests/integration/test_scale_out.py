@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +37,8 @@ from tests.training_helpers import API, client, learnable_split, submit, wait, w
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets", "trainer", "exporter")
 REMOTE, REMOTE_SLOT = "machine-b", "machine-b-cpu0"
-EPOCHS = 3
+#: Epochs of the run queued first (its trainer is busy for seconds) and of the others.
+LONG, SHORT = 8, 2
 
 
 class Remote:
@@ -94,9 +94,11 @@ def split(stack: Stack) -> tuple[str, str]:
     return learnable_split(stack, per_class=12, test=0.25)
 
 
-def submit_runs(stack: Stack, split: tuple[str, str], seeds: tuple[int, ...]) -> list[str]:
+def submit_runs(
+    stack: Stack, split: tuple[str, str], seeds: tuple[int, ...], epochs: int
+) -> list[str]:
     """A run on the split for each seed, queued one after the other; their ids."""
-    hyper = {"epochs": EPOCHS}
+    hyper = {"epochs": epochs}
     return [
         submit(stack, *split, hyperparameters=hyper | {"seed": seed}).json()["data"]["id"]
         for seed in seeds
@@ -107,31 +109,18 @@ def submit_runs(stack: Stack, split: tuple[str, str], seeds: tuple[int, ...]) ->
 def first_round(stack: Stack, remote: Remote, split: tuple[str, str]) -> Round:
     """Two runs trained at once, one on each trainer, while the other machine's cache was empty.
 
-    The order is made certain rather than left to a race: the first run is queued while the
-    studio's trainer is held still (SIGSTOP), so the other machine takes it; the other machine
-    is then held mid-run (for far less than its lease's TTL) while the second run is queued, so
-    the studio's trainer takes that one while the first is running."""
+    Not left to a race of two idle trainers: a long run is queued first and, once a trainer
+    is on it (its device busy for seconds to come), a short one, which only the other trainer
+    is free to take. (Holding a trainer with SIGSTOP would not do: either trainer may be the
+    one that receives a command, and a held one answers none.)"""
     misses = remote.lookups()[0]
-    with held(stack, "trainer"):
-        [first] = submit_runs(stack, split, seeds=(1,))
-        wait_status(stack, first, "running", timeout=120)
-    with held(stack, REMOTE):
-        [second] = submit_runs(stack, split, seeds=(2,))
-        wait_status(stack, second, "running", timeout=60)
+    [first] = submit_runs(stack, split, seeds=(1,), epochs=LONG)
+    wait_status(stack, first, "running", timeout=120)
+    [second] = submit_runs(stack, split, seeds=(2,), epochs=SHORT)
     for run_id in (first, second):
         assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
     spans = asyncio.run(started_and_ended(stack, [first, second]))
     return Round(spans, remote.lookups()[0] - misses)
-
-
-@contextmanager
-def held(stack: Stack, name: str) -> Iterator[None]:
-    """``name``'s process stopped (SIGSTOP) for the block, then continued."""
-    stack.pause(name)
-    try:
-        yield
-    finally:
-        stack.resume(name)
 
 
 def test_two_trainers_on_two_machines_train_two_runs_at_once(
@@ -156,18 +145,22 @@ def test_two_trainers_on_two_machines_train_two_runs_at_once(
 def test_a_second_run_on_the_same_split_fetches_no_image(
     stack: Stack, remote: Remote, split: tuple[str, str], first_round: Round
 ) -> None:
-    # Given the other machine has trained on the split (first_round), and the studio's own
-    # trainer is held still, so that the next run is the other machine's
+    # Given both trainers have trained on the split (first_round)
     misses, hits = remote.lookups()
-    with held(stack, "trainer"):
-        # When another run on the same split is trained
-        [run_id] = submit_runs(stack, split, seeds=(3,))
-        assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    shared_cache = stack.workspace / "trainer" / "images"
+    shared = {p: p.stat().st_mtime_ns for p in shared_cache.rglob("*") if p.is_file()}
+    assert shared, "the studio's trainer fetched its run's images into its own cache"
+    # When another run on the same split is trained, by either trainer
+    [run_id] = submit_runs(stack, split, seeds=(3,), epochs=SHORT)
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    # Then neither fetched an image again: the other machine counted no miss (and hits when
+    # the run was its), and the studio's trainer's cache is the same files, none rewritten
+    now_misses, now_hits = remote.lookups()
     [(started, _)] = asyncio.run(started_and_ended(stack, [run_id]))
-    assert started.instance == REMOTE
-    # Then it read each of its images from the cache, and fetched none over NATS
     trained_on = asyncio.run(subset_blobs(stack, split, ("train", "val")))
-    assert remote.lookups() == (misses, hits + len(trained_on))
+    assert now_misses == misses
+    assert now_hits == hits + (len(trained_on) if started.instance == REMOTE else 0)
+    assert {p: p.stat().st_mtime_ns for p in shared_cache.rglob("*") if p.is_file()} == shared
 
 
 def test_a_run_trained_on_the_other_machine_is_exported_here(
