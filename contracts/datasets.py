@@ -61,6 +61,9 @@ class Subjects:
 #: Items in one ``SubsetPage``: an item is at most ~1 KB of JSON (a 64-char id twice and a
 #: label of at most 200 characters), so a page stays far below NATS's 8 MB payload limit.
 SUBSET_PAGE_MAX: Final = 1000
+#: Encoded bytes of one ``SubsetPage`` at most (estimated, on the safe side): a detection image
+#: may carry hundreds of boxes, so a page of them ends early (its ``next`` says where it ended).
+SUBSET_PAGE_BYTES: Final = 2 * 1024 * 1024
 #: Bytes of a file in one ``BlobChunk`` (base64 in JSON: 4/3 of it on the wire).
 BLOB_CHUNK_MAX: Final = 1024 * 1024
 Subset = Literal["train", "val", "test"]
@@ -211,11 +214,13 @@ class GetSubset(Message, frozen=True, tag="datasets.get_subset.v1"):
 
 class SubsetItem(msgspec.Struct, frozen=True):
     """An image of a subset: its label now, and ``blob``, the content address (sha256) of its
-    bytes in the datasets service's blob store."""
+    bytes in the datasets service's blob store. ``boxes``: its bounding boxes as imported
+    (normalised ``Box``es; empty for a classification image and for a detection negative)."""
 
     image_id: str
     label: str
     blob: str
+    boxes: list[Box] = []
 
 
 class SubsetPage(Message, frozen=True, tag="datasets.subset_page.v1"):

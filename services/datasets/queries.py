@@ -46,6 +46,8 @@ class SubsetView:
     """Each image's label and each split's assignment, folded from the dataset's events."""
 
     labels: dict[str, str] = field(default_factory=dict)  # image id → label
+    #: image id → its boxes, for the images that have any (a detection dataset's).
+    boxes: dict[str, list[c.Box]] = field(default_factory=dict)
     splits: dict[str, dict[str, str]] = field(default_factory=dict)  # split → image → subset
     #: (split, subset) → its image ids, sorted: built on first read, dropped when the split moves.
     _sorted: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -54,10 +56,12 @@ class SubsetView:
         match event:
             case c.ImagesAdded():
                 self.labels.update((r.image_id, r.label) for r in event.images)
+                self.boxes.update((r.image_id, r.boxes) for r in event.images if r.boxes)
             case c.ImageRelabeled():
                 self.labels[event.image_id] = event.label
             case c.ImageDeleted():
                 self.labels.pop(event.image_id, None)
+                self.boxes.pop(event.image_id, None)
             case c.SplitCreated():
                 self._moved(event.split_id)
                 self.splits[event.split_id] = {}
@@ -78,13 +82,16 @@ class SubsetView:
             return None
         ids = self._ids(split_id, subset, members)
         items: list[c.SubsetItem] = []
+        size = 0
         for image_id in ids[bisect.bisect_right(ids, after) :]:
             label = self.labels.get(image_id)
             if label is None:  # deleted since the split was made
                 continue
-            if len(items) == limit:
+            boxes = self.boxes.get(image_id, [])
+            size += item_bytes(label, boxes)
+            if len(items) == limit or (items and size > c.SUBSET_PAGE_BYTES):
                 return items, items[-1].image_id
-            items.append(c.SubsetItem(image_id=image_id, label=label, blob=image_id))
+            items.append(c.SubsetItem(image_id=image_id, label=label, blob=image_id, boxes=boxes))
         return items, None
 
     def _ids(self, split_id: str, subset: str, members: dict[str, str]) -> list[str]:
@@ -96,6 +103,12 @@ class SubsetView:
     def _moved(self, split_id: str) -> None:
         for subset in c.SUBSETS:
             self._sorted.pop((split_id, subset), None)
+
+
+def item_bytes(label: str, boxes: list[c.Box]) -> int:
+    """An upper bound of a ``SubsetItem``'s JSON: its two ids and fields, and each box's five
+    numbers (at most ~25 characters each) and label (4 bytes a character at most in UTF-8)."""
+    return 200 + 4 * len(label) + sum(160 + 4 * len(box.label) for box in boxes)
 
 
 class Queries:

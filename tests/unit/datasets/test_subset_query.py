@@ -228,3 +228,35 @@ async def test_an_image_not_in_the_dataset_or_without_its_file_is_not_found(quer
         ask = c.GetBlob(dataset_id=D, image_id=image_id(n), kind=kind)  # type: ignore[arg-type]
         reply = await query.get_blob(ask, {})
         assert isinstance(reply, CommandRejected) and reply.code == common.NOT_FOUND
+
+
+async def given_boxed_images(events: InMemoryEventStore[c.Event], boxes: dict[int, int]) -> None:
+    """Images ``n`` with ``boxes[n]`` boxes each (0: a detection negative, label "")."""
+    records = [
+        msgspec.structs.replace(
+            record(n, "car" if count else ""),
+            boxes=[c.Box("car", 0.1, 0.2, 0.3, 0.4 * (k + 1) / count) for k in range(count)],
+        )
+        for n, count in boxes.items()
+    ]
+    await events.append(D, [c.ImagesAdded(dataset_id=D, import_id="i", images=records)], 0)
+
+
+async def test_each_item_carries_its_boxes_and_a_negative_none(queries):
+    events, query, _ = queries
+    await given_boxed_images(events, {0: 2, 1: 0})
+    await given_split(events, "s", {0: "train", 1: "train"})
+    [page] = await every_page(query, "s", "train", 10)
+    assert [len(i.boxes) for i in page.items] == [2, 0]
+    assert page.items[0].boxes[1] == c.Box("car", 0.1, 0.2, 0.3, 0.4)
+    await then(events, c.ImageDeleted(dataset_id=D, image_id=image_id(0)))
+    assert ids(await every_page(query, "s", "train", 10)) == [image_id(1)]
+
+
+async def test_a_page_of_images_with_many_boxes_ends_before_the_payload_limit(queries):
+    events, query, _ = queries
+    await given_boxed_images(events, dict.fromkeys(range(60), 500))
+    await given_split(events, "s", dict.fromkeys(range(60), "train"))
+    pages = await every_page(query, "s", "train", c.SUBSET_PAGE_MAX)
+    assert len(pages) > 1 and len(ids(pages)) == 60
+    assert all(len(msgspec.json.encode(p)) <= c.SUBSET_PAGE_BYTES for p in pages)
