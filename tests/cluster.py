@@ -20,6 +20,7 @@ import httpx
 import nats
 
 from services.kernel.eventstore import H_MSG_ID
+from services.kernel.transient import retry_transient
 from tests.stack import API, Stack
 
 
@@ -72,7 +73,12 @@ async def _stored(stack: Stack, stream: str, subject: str) -> list[tuple[str, st
 
 
 def stored_events(stack: Stack, stream: str, subject: str) -> list[tuple[str, str, bytes]]:
-    return asyncio.run(_stored(stack, stream, subject))
+    """Every message on ``subject``: read as a service would, waiting out an election."""
+    return asyncio.run(
+        retry_transient(
+            lambda: _stored(stack, stream, subject), what=f"reading {subject}", retry_for=60
+        )
+    )
 
 
 def duplicates(events: list[tuple[str, str, bytes]]) -> int:
