@@ -182,7 +182,9 @@ def measure(where: str, images: int, size: int, repeats: int, keep: bool = False
     finally:
         stack.down()
         for name in ("datasets", "gateway"):
-            bad = [ln for ln in stack.log(name).splitlines() if "ERROR" in ln or "Traceback" in ln]
+            log = stack.root / f"{name}.log"  # absent when the stack did not start
+            text = log.read_text(errors="replace") if log.exists() else ""
+            bad = [ln for ln in text.splitlines() if "ERROR" in ln or "Traceback" in ln]
             if bad:
                 print(f"  {name}.log: {len(bad)} error lines, first: {bad[0][:200]}")
         if not keep:
