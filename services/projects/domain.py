@@ -38,7 +38,6 @@ from services.kernel.domain import Conflict, InvalidInput, NotFound, Refused
 from services.kernel.domain import DomainError as DomainError  # callers catch domain.DomainError
 
 TASK_TYPES = ("classification", "detection")
-AVAILABLE_TASK_TYPES = ("classification",)
 OWNER = "owner"
 
 
@@ -254,8 +253,4 @@ def valid_description(raw: str) -> str:
 def valid_task_type(raw: str) -> str:
     if raw not in TASK_TYPES:
         raise InvalidProject(f"task_type must be one of {', '.join(TASK_TYPES)}", field="task_type")
-    if raw not in AVAILABLE_TASK_TYPES:
-        raise InvalidProject(
-            f"{raw} projects are not available yet; use classification", field="task_type"
-        )
     return raw

@@ -92,7 +92,6 @@ async def test_a_request_without_an_id_gets_one(api):
         ({}, "name"),
         ({"name": 5}, "name"),
         ({"name": "ok", "task_type": "segmentation"}, "task_type"),
-        ({"name": "ok", "task_type": "detection"}, "task_type"),
         ({"name": "ok", "description": "d" * 5001}, "description"),
         ({"name": "ok", "colour": "red"}, "colour"),
     ],
@@ -103,6 +102,13 @@ async def test_invalid_creates_get_422_naming_the_field_and_store_nothing(api, b
     assert err["field"] == field
     after = (await api.get("/api/v1/projects", params={"status": "all"})).json()["data"]["total"]
     assert after == before
+
+
+async def test_a_detection_project_is_made_and_keeps_its_task_type(api):
+    reply = await api.post("/api/v1/projects", json={"name": "boxes", "task_type": "detection"})
+    assert reply.status_code == 201, reply.text
+    pid = reply.json()["data"]["id"]
+    assert (await api.get(f"/api/v1/projects/{pid}")).json()["data"]["task_type"] == "detection"
 
 
 async def test_a_name_of_200_characters_is_fine(api):
