@@ -106,11 +106,9 @@ def test_create_refuses_an_unknown_task_type() -> None:
     given().when(create(task_type="segmentation")).then_refused(InvalidProject, field="task_type")
 
 
-def test_create_refuses_detection_until_it_is_available() -> None:
-    error = (
-        given().when(create(task_type="detection")).then_refused(InvalidProject, field="task_type")
-    )
-    assert "not available yet" in error.message
+def test_create_accepts_a_detection_project() -> None:
+    detection = ProjectCreated(project_id=P, name="Cats", description="", task_type="detection")
+    given().when(create(task_type="detection")).then(detection, OWNER_ADDED)
 
 
 def test_create_refuses_a_project_that_already_exists() -> None:
