@@ -14,6 +14,7 @@ Imports torch, the standard library and the engine's own modules only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -134,7 +135,7 @@ def _receive(rank: int, process: BaseProcess, conn: Connection) -> tuple[str, An
             f"rank {rank} exited with code {process.exitcode} before its end"
         ) from None
     if kind == "error":
-        raise body
+        raise _chained(body)
     return kind, body
 
 
@@ -216,10 +217,28 @@ def _rank_main(
         )  # fmt: skip
         conn.send(("done", outcome))
     except BaseException as exc:  # the supervisor raises it: the run fails with its reason
-        conn.send(("error", _portable(exc)))
+        conn.send(("error", [_portable(e) for e in _chain(exc)]))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first: pickling keeps none of them, and what failed
+    underneath (a full disk under torch's RuntimeError) decides how the run's failure reads."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _chained(chain: list[BaseException]) -> BaseException:
+    """The outermost error of a rank's ``_chain``, with its causes linked again."""
+    for outer, inner in itertools.pairwise(chain):
+        outer.__cause__ = inner
+    return chain[0]
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -10,6 +10,7 @@ the stop and the exact resume run under ``soak``.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import subprocess
 import sys
@@ -175,9 +176,12 @@ def test_a_stop_returns_the_last_stored_epoch_at_once(tmp_path: Path) -> None:
 
 def test_a_rank_error_is_raised_and_a_dead_rank_fails_the_run() -> None:
     supervised, rank = ranks(2)
-    rank[1].send(("error", ValueError("label 7 is not a class index")))
-    with pytest.raises(ValueError, match="label 7"):
+    full = OSError(errno.ENOSPC, "No space left on device")
+    rank[1].send(("error", [RuntimeError("PytorchStreamWriter failed writing file"), full]))
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter") as raised:
         _supervise(supervised, Recorder(), Outcome("stopped", 0, 0, 0.0))
+    assert isinstance(raised.value.__cause__, OSError)  # what failed underneath: a full disk
+    assert raised.value.__cause__.errno == errno.ENOSPC
     supervised, rank = ranks(2)
     rank[1].close()  # died without a word
     with pytest.raises(RankFailed, match="rank 1"):
