@@ -102,8 +102,9 @@ class Datasets:
         job: Job | None = None
         started = False
         try:
-            await self._project(command.dataset_id)
+            project = await self._project(command.dataset_id)
             job = await self._take(command)
+            job.task = project.task_type
             job.headers = dict(headers)
             reply = await execute(
                 self.repo,

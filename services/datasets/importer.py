@@ -73,6 +73,8 @@ class Job:
     outcome: str = "failed"
     #: What it has read so far, on disk (``Importer.spill``), until it ends.
     staged: StagedFile | None = None
+    #: The project's task: a detection project keeps every box (``formats.read_manifest``).
+    task: str = "classification"
 
     @property
     def import_id(self) -> str:
@@ -194,7 +196,8 @@ class Importer:
                 archive.unlink(missing_ok=True)
         self._check(job)
         job.phase = "reading"
-        manifest = await asyncio.to_thread(formats.read_manifest, job.root, command.format)
+        read = partial(formats.read_manifest, job.root, command.format, job.task)
+        manifest = await asyncio.to_thread(read)
         job.total = len(manifest.entries)
         metrics.files("skipped", len(manifest.skipped) + len(manifest.label_problems))
         await self._validated(job, manifest)

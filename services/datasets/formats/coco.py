@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.datasets.formats.labels import Labels, left_out, missing, several, to_manifest
-from services.datasets.formats.manifest import Box, FormatError, Manifest, clamped, split_name
+from services.datasets.formats.manifest import (
+    Box,
+    FormatError,
+    Manifest,
+    Problem,
+    clamped,
+    split_name,
+)
 from services.datasets.formats.tree import File, Tree, find
 
 _COCO_KEYS = ("images", "annotations", "categories")
@@ -69,27 +76,39 @@ def _load_json(file: File) -> Any:
         raise FormatError(f"{file.name} is not valid JSON: {reason}", code="INVALID_JSON") from None
 
 
-def read_coco(tree: Tree) -> Manifest:
+def read_coco(tree: Tree, *, detection: bool = False) -> Manifest:
+    """For a detection project a bad annotation leaves out its image (or, pointing at no
+    image, is reported against its JSON file) and the rest is read; otherwise it refuses all."""
     docs = coco_docs(tree)
     if not docs:
         raise FormatError(
             "no COCO annotations found: the coco format needs a .json (at the top or one "
             "folder down) with images, annotations and categories"
         )
-    labels = Labels(none="no annotation", several=several("categories"))
+    labels = Labels(none="no annotation", several=several("categories"), detection=detection)
     absent: list[str] = []
+    orphans: list[Problem] = []
     for sheet, doc in docs:
-        absent += _read_coco_doc(tree, sheet, doc, labels)
+        absent += _read_coco_doc(tree, sheet, doc, labels, orphans)
     if absent:
         raise missing(absent, "the COCO annotations")
     sheets = {sheet for sheet, _ in docs}
     others = [file for file in tree.files if file not in sheets and file not in labels]
     skipped = [left_out(file, "not listed in the COCO annotations") for file in others]
-    return to_manifest("coco", tree, labels, skipped)
+    manifest = to_manifest("coco", tree, labels, skipped)
+    manifest.label_problems = sorted([*manifest.label_problems, *orphans], key=_problem_order)
+    return manifest
 
 
-def _read_coco_doc(tree: Tree, sheet: File, doc: dict[str, Any], labels: Labels) -> list[str]:
-    """Adds one JSON file's images and annotations to labels; returns the file names not found."""
+def _problem_order(problem: Problem) -> tuple[str, str]:
+    return problem.file, problem.reason
+
+
+def _read_coco_doc(
+    tree: Tree, sheet: File, doc: dict[str, Any], labels: Labels, orphans: list[Problem]
+) -> list[str]:
+    """Adds one JSON file's images and annotations to labels; returns the file names not found.
+    A detection project's bad annotations go to ``labels.reject`` or ``orphans``."""
     # The split is in the name, as in instances_val2017.json, or in the folder, as in valid/.
     match = _SPLIT_IN_NAME.search(sheet.name.lower())
     split = split_name(match.group(1)) if match else None
@@ -106,10 +125,20 @@ def _read_coco_doc(tree: Tree, sheet: File, doc: dict[str, Any], labels: Labels)
             labels.add(file, split)
     for index, item in enumerate(_items(sheet.name, doc, "annotations")):
         where = f"{sheet.name}: annotations[{index}]"
-        image_id, category = _coco_annotation(where, item, images, categories)
-        if image_id in found:
-            box = _coco_box(where, category, item.get("bbox"), images[image_id])
-            labels.add(found[image_id], split, category, box)
+        try:
+            image_id, category = _coco_annotation(where, item, images, categories)
+            if image_id in found:
+                box = _coco_box(where, category, item.get("bbox"), images[image_id])
+                labels.add(found[image_id], split, category, box)
+        except FormatError as err:
+            if not labels.detection:
+                raise
+            key = item.get("image_id")
+            file = found.get(key) if isinstance(key, int | str) else None
+            if file is None:
+                orphans.append(Problem(sheet.name, err.message))
+            else:
+                labels.reject(file, split, err.message)
     return absent
 
 

@@ -29,13 +29,20 @@ def detect(root: Path) -> str:
     return _detect(scan(root))
 
 
-def read_manifest(root: Path, fmt: str = "auto") -> Manifest:
-    """What to import from root, read as `fmt` ("auto" detects the format first)."""
+def read_manifest(root: Path, fmt: str = "auto", task: str = "classification") -> Manifest:
+    """What to import from root, read as `fmt` ("auto" detects the format first), for a
+    project of `task`: a detection project reads only formats with boxes (COCO, YOLO)."""
     if fmt != "auto" and fmt not in FORMATS:
         message = f"format must be auto or one of {', '.join(FORMATS)}"
         raise FormatError(message, code="VALIDATION_ERROR", field="format")
     tree = scan(root)
-    return _READERS[_detect(tree) if fmt == "auto" else fmt](tree)
+    fmt = _detect(tree) if fmt == "auto" else fmt
+    if task != "detection":
+        return _READERS[fmt](tree)
+    if fmt not in _BOXED:
+        message = f"a detection project needs boxes: import COCO or YOLO, not {fmt}"
+        raise FormatError(message, code="INVALID_DATASET", field="format")
+    return _BOXED[fmt](tree, detection=True)
 
 
 def _detect(tree: Tree) -> str:
@@ -62,3 +69,4 @@ _READERS: dict[str, Callable[[Tree], Manifest]] = {
     "coco": read_coco,
     "yolo": read_yolo,
 }
+_BOXED: dict[str, Callable[..., Manifest]] = {"coco": read_coco, "yolo": read_yolo}

@@ -2,11 +2,17 @@
 problems that come of it.
 
 An image named with two labels, or in two splits, becomes a label problem rather than a guess.
+For a detection project (``detection=True``) an image keeps every box whatever their classes:
+its label is the class with the most boxes (ties: the first by name), and an image with no
+box is a negative, kept with the label ``""``; an image with a bad box (``reject``) is left
+out as a label problem naming the box, so that no object of it is silently taken for
+background, and the rest are imported.
 Pure: imports the standard library and ``manifest`` and ``tree`` beside it; reads no file.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,14 +28,18 @@ class _Seen:
     labels: list[str] = field(default_factory=list)
     splits: list[str | None] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
 
 
 class Labels:
     """What each image was said to be, so that a conflict becomes a label problem, not a guess."""
 
-    def __init__(self, none: str, several: Callable[[list[str]], str]) -> None:
+    def __init__(
+        self, none: str, several: Callable[[list[str]], str], *, detection: bool = False
+    ) -> None:
         self._none = none
         self._several = several
+        self.detection = detection
         self._seen: dict[str, _Seen] = {}
 
     def __contains__(self, file: File) -> bool:
@@ -46,17 +56,38 @@ class Labels:
         if box is not None:
             seen.boxes.append(box)
 
+    def reject(self, file: File, split: str | None, reason: str) -> None:
+        """A bad box or line of ``file`` (detection): the image is left out, with why."""
+        self.add(file, split)
+        self._seen[file.name].rejected.append(reason)
+
     def result(self) -> tuple[list[Entry], list[Problem]]:
         entries: list[Entry] = []
         problems: list[Problem] = []
         for seen in self._seen.values():
-            reason = self._problem(seen)
+            reason = self._detection_problem(seen) if self.detection else self._problem(seen)
             if reason is not None:
                 problems.append(Problem(seen.file.name, reason))
             else:
-                file, label, split = seen.file, seen.labels[0], seen.splits[0]
+                file, label, split = seen.file, self._label(seen), seen.splits[0]
                 entries.append(Entry(file.path, file.name, label, split, tuple(seen.boxes)))
         return entries, problems
+
+    def _label(self, seen: _Seen) -> str:
+        if not self.detection:
+            return seen.labels[0]
+        if seen.boxes:
+            counts = Counter(box.label for box in seen.boxes)
+            return min(counts, key=lambda label: (-counts[label], label))
+        return seen.labels[0] if seen.labels else ""  # "": a negative, an image with no box
+
+    def _detection_problem(self, seen: _Seen) -> str | None:
+        if seen.rejected:
+            more = len(seen.rejected) - 3
+            return "; ".join(seen.rejected[:3]) + (f" (and {more} more)" if more > 0 else "")
+        if len(seen.splits) > 1:
+            return f"listed in splits {and_list([split or 'none' for split in seen.splits])}"
+        return None
 
     def _problem(self, seen: _Seen) -> str | None:
         if not seen.labels:
@@ -75,7 +106,10 @@ def to_manifest(fmt: str, tree: Tree, labels: Labels, skipped: list[Problem]) ->
     return Manifest(
         format=fmt,
         entries=entries,
-        classes=sorted({entry.label for entry in entries if entry.label is not None}),
+        classes=sorted(
+            {entry.label for entry in entries if entry.label}
+            | {box.label for entry in entries for box in entry.boxes}
+        ),
         skipped=_sorted([*skipped, *tree.refused]),
         label_problems=_sorted(problems),
     )

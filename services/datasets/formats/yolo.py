@@ -38,7 +38,9 @@ def names_file(tree: Tree) -> File | None:
     return next((tree.by_name[n] for n in _NAME_FILES if n in tree.by_name), None)
 
 
-def read_yolo(tree: Tree) -> Manifest:
+def read_yolo(tree: Tree, *, detection: bool = False) -> Manifest:
+    """For a detection project an image with no label file is a negative, and a bad line leaves
+    its image out (reported, with the line) while the rest is read; otherwise it refuses all."""
     classes_file = names_file(tree)
     if classes_file is None:
         message = "the yolo format needs class names: add data.yaml, classes.txt or obj.names"
@@ -49,13 +51,13 @@ def read_yolo(tree: Tree) -> Manifest:
         for f in tree.files
         if f.suffix == ".txt" and (slot := _yolo_slot(f.parts, "labels"))
     }
-    labels = Labels(none="no labels", several=several("classes"))
+    labels = Labels(none="no labels", several=several("classes"), detection=detection)
     for file in tree.files:
         slot = _yolo_slot(file.parts, "images") if file.is_image else None
         if slot is not None:
             label_file = label_files.pop(_yolo_key(file.parts, slot[0]), None)
             labels.add(file, slot[1])
-            for box in _yolo_boxes(label_file, names) if label_file else []:
+            for box in _yolo_boxes(label_file, names, labels, file, slot[1]) if label_file else []:
                 labels.add(file, slot[1], box.label, box)
     skipped = _yolo_left_out(tree, labels, classes_file, label_files)
     return to_manifest("yolo", tree, labels, skipped)
@@ -138,12 +140,22 @@ def _class_name(file: File, key: Any, value: Any) -> str:
     return str(value).strip()
 
 
-def _yolo_boxes(file: File, names: dict[int, str]) -> list[Box]:
+def _yolo_boxes(
+    file: File, names: dict[int, str], labels: Labels, image: File, split: str | None
+) -> list[Box]:
+    """The label file's boxes; for a detection project a bad line rejects the image instead
+    of refusing the whole import."""
     boxes: list[Box] = []
     for number, line in enumerate(read_text(file).splitlines(), start=1):
         tokens = line.split()
-        if tokens:
+        if not tokens:
+            continue
+        try:
             boxes.append(_yolo_box(f"{file.name} line {number}", tokens, names))
+        except FormatError as err:
+            if not labels.detection:
+                raise
+            labels.reject(image, split, err.message)
     return boxes
 
 
