@@ -1,0 +1,59 @@
+"""The object detectors a detection run can train, built from scratch with torchvision.
+
+``build_detector`` gives a torchvision detection model for a project's ``num_classes`` classes;
+the background is added inside (torchvision's class 0), so labels are 1..K for the project's
+classes 0..K-1. Targets and outputs follow torchvision's convention: a list of [0, 1] float
+CHW tensors in (the model normalises them itself), boxes in absolute pixel ``xyxy`` of each
+input tensor, ``labels`` int64 1..K, and at inference ``scores``. The model resizes what it is
+given to ``image_size`` internally and maps its boxes back, so callers work in the pixels of
+the tensor they passed.
+
+Nothing is downloaded: ``weights=None`` and ``weights_backbone=None`` always. Imports torch and
+torchvision only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+from torchvision.models import detection as tvd
+
+#: The detectors a run may name in ``Hyperparameters.model`` (detection projects only).
+DETECTORS: tuple[str, ...] = (
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn_v2",
+    "ssdlite320_mobilenet_v3_large",
+    "fcos_resnet50_fpn",
+)
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {name: getattr(tvd, name) for name in DETECTORS}
+
+#: Detectors whose torchvision builder fixes the input size (their transform resizes to a square).
+_FIXED_SIZE = frozenset({"ssdlite320_mobilenet_v3_large"})
+
+
+def is_detector(model: str) -> bool:
+    """Whether ``model`` names a detector (and not a classifier)."""
+    return model in _BUILDERS
+
+
+def build_detector(name: str, num_classes: int, image_size: int) -> nn.Module:
+    """``name`` untrained, predicting ``num_classes`` classes (labels 1..K; 0 is background),
+    resizing its inputs so their longer side is ``image_size`` (a square of it for SSD)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
+    if num_classes < 1:
+        raise ValueError(f"a detector needs at least one class, not {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"a detector needs an image size of at least 32, not {image_size}")
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+    if name not in _FIXED_SIZE:
+        kwargs |= {"min_size": image_size, "max_size": image_size}
+    model = _BUILDERS[name](num_classes=num_classes + 1, **kwargs)
+    if name in _FIXED_SIZE:
+        # SSD's anchors follow its feature maps, so another square input size works as well.
+        model.transform.fixed_size = (image_size, image_size)
+    return model
