@@ -53,10 +53,19 @@ class Capacity:
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
-        """Gets or creates the bucket, and announces this trainer."""
-        self._kv = await retry_transient(
-            self._bucket_once, what="opening the trainers' bucket", retry_for=RETRY_FOR_S
-        )
+        """Gets or creates the bucket, and announces this trainer. NATS away past the retries
+        is no reason not to start: ``forever`` tries again, and until then only this trainer's
+        devices count."""
+        try:
+            await self._open_and_announce()
+        except TRANSIENT:
+            log.warning("the trainers' bucket is not reachable yet; announcing later")
+
+    async def _open_and_announce(self) -> None:
+        if self._kv is None:
+            self._kv = await retry_transient(
+                self._bucket_once, what="opening the trainers' bucket", retry_for=RETRY_FOR_S
+            )
         await self.announce()
 
     async def _bucket_once(self) -> KeyValue:
@@ -93,12 +102,14 @@ class Capacity:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                await self.announce()
+                await self._open_and_announce()
             except Exception:  # the loop's guard: the next announcement may get through
                 log.exception("announcing this trainer's devices failed")
 
     async def largest(self) -> int:
         """The most devices of any live trainer (this one's at least)."""
+        if self._kv is None:
+            return self.me.devices
         try:
             found = await retry_transient(
                 self._all_once, what="reading the trainers' devices", retry_for=RETRY_FOR_S
