@@ -26,7 +26,7 @@ from contracts import common
 from services.gateway.auth.deps import current_principal
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ApiError
-from services.gateway.readmodels import members, ownership
+from services.gateway.readmodels import members, ownership, projects
 from services.gateway.readmodels.ownership import Among, Kind
 from services.kernel.sqlite import session
 
@@ -36,6 +36,7 @@ __all__ = [
     "Role",
     "check",
     "credentials",
+    "judge",
     "missing",
     "principal_of",
     "project_of",
@@ -72,21 +73,39 @@ async def check(
     if principal.is_admin:
         return
     member = await members.get_member(db, project_id=project_id, user_id=principal.user_id)
-    if member is None:
+    judge(principal, member.role if member else None, need, absent=absent)
+
+
+def judge(principal: Principal, role: str | None, need: Role, *, absent: ApiError) -> None:
+    """``check``'s verdict on a known project where ``principal`` holds ``role`` (None: no
+    member), for a route that read the role itself (a lean read)."""
+    if principal.is_admin:
+        return
+    if role is None:
         raise absent
-    if members.RANK.get(member.role, 0) < members.RANK[need]:
+    if members.RANK.get(role, 0) < members.RANK[need]:
         raise ApiError(
-            FORBIDDEN,
-            f"this needs the {need} role in the project; you are a {member.role}",
-            status=403,
+            FORBIDDEN, f"this needs the {need} role in the project; you are a {role}", status=403
         )
 
 
 async def require(
     request: HTTPConnection, project_id: str, need: Role, *, field: str | None = None
 ) -> Principal:
-    """The caller, allowed ``need`` in ``project_id`` (a path or body id naming a project)."""
-    return await require_of(request, "project", project_id, need, field=field)
+    """The caller, allowed ``need`` in ``project_id`` (a path or body id naming a project).
+    Read through the lean path (``app.state.reader``): every project route asks it."""
+    principal = await principal_of(request)
+    reader = request.app.state.reader
+    absent = missing("project", project_id, field)
+    if not projects.exists(reader, project_id=project_id):
+        raise absent
+    role = (
+        None
+        if principal.is_admin
+        else members.role_of(reader, project_id=project_id, user_id=principal.user_id)
+    )
+    judge(principal, role, need, absent=absent)
+    return principal
 
 
 async def require_of(

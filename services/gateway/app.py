@@ -48,7 +48,7 @@ from services.kernel.lease import Leases
 from services.kernel.projection import ProjectionRunner
 from services.kernel.service import answer_health, answer_rebuild
 from services.kernel.settings import Settings
-from services.kernel.sqlite import create_engine
+from services.kernel.sqlite import Reader, create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
 from services.kernel.tracing import setup_tracing
 
@@ -79,6 +79,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Uploads a crashed gateway left half-received (an hour untouched: never a live one).
     await asyncio.to_thread(sweep, settings.data_dir("uploads"))
     engine = create_engine(settings.data_dir(SERVICE) / READ_MODEL)
+    # The hot reads' lean route to the same file (services.kernel.sqlite.Reader).
+    app.state.reader = Reader(settings.data_dir(SERVICE) / READ_MODEL)
     runner = ProjectionRunner(
         broker.connection,
         engine,
@@ -114,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await runner.stop()
         await stop_broker(broker)
+        app.state.reader.close()
         await engine.dispose()
 
 

@@ -23,6 +23,7 @@ from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, fou
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.handover import hand_over, withdraw
 from services.gateway.readmodels import datasets as read
+from services.gateway.readmodels.datasets import lean
 from services.gateway.readmodels.tasks import task_link
 from services.gateway.stream_guard import guarded_sse, open_guard
 from services.gateway.streams import KEEPALIVE_S, sse_response
@@ -170,7 +171,6 @@ async def summary(project_id: PathId, db: DbDep, request: Request) -> Response:
 @router.get("/{project_id}/images")
 async def list_images(
     project_id: PathId,
-    db: DbDep,
     request: Request,
     limit: Limit = 100,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
@@ -179,12 +179,14 @@ async def list_images(
     split_id: MaybeQueryId = None,
     subset: Literal["train", "val", "test"] | None = None,
 ) -> Response:
-    """A page of images by file name; filter by label, file name text, split and subset."""
+    """A page of images by file name; filter by label, file name text, split and subset.
+    Read through the lean path (``readmodels.datasets.lean``): a hot page."""
     await require(request, project_id, "viewer")
     if subset and not split_id:
         raise ApiError(common.VALIDATION_ERROR, "subset needs a split_id", field="subset")
-    page = await read.list_images(
-        db,
+    reader = request.app.state.reader
+    page = lean.image_page(
+        reader,
         dataset_id=project_id,
         limit=limit,
         after=_decode_cursor(cursor) if cursor else None,
@@ -194,11 +196,11 @@ async def list_images(
         subset=subset,
     )
     last = page.items[-1] if page.more else None
-    next_cursor = _encode_cursor(last.filename, last.image_id) if last else None
-    items = [r.public() for r in page.items]
+    next_cursor = _encode_cursor(last["filename"], last["id"]) if last else None
+    items = page.items
     if split_id:  # each image's subset of that split, for a page that shows it
-        ids = [r.image_id for r in page.items]
-        subsets = await read.subsets_of(db, split_id=split_id, image_ids=ids)
+        ids = [item["id"] for item in items]
+        subsets = lean.subsets_seen(reader, split_id=split_id, image_ids=ids)
         items = [item | {"subset": subsets.get(item["id"])} for item in items]
     return ok({"items": items, "total": page.total, "next_cursor": next_cursor})
 

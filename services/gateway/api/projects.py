@@ -1,4 +1,8 @@
-"""REST for projects: list, get, create, update, archive, restore, and the event stream."""
+"""REST for projects: list, get, create, update, archive, restore, and the event stream.
+
+The hot paths (``GET /projects/{id}`` and every command's answer) read the project and the
+caller's role through the lean ``Reader`` (``app.state.reader``): two primary-key SELECTs on
+a plain ``sqlite3`` connection, no ORM session."""
 
 from __future__ import annotations
 
@@ -12,19 +16,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from contracts import common, new_id
 from contracts import projects as c
 from contracts.common import CommandAccepted
-from services.gateway.access import principal_of, require, visible_projects
+from services.gateway.access import judge, missing, principal_of, require, visible_projects
 from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import Limit, Offset, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.auth.principal import Principal
-from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
+from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import members
 from services.gateway.readmodels import projects as read
 from services.gateway.stream_guard import guarded_sse, open_guard
 from services.gateway.streams import events, last_event_id, sse_response
-from services.kernel.sqlite import session
+from services.kernel.sqlite import Reader
 
 router = APIRouter(prefix="/projects", tags=["projects"], responses=ERROR_RESPONSES)
 
@@ -110,17 +114,18 @@ async def create_project(body: ProjectCreate, request: Request, gateway: Gateway
 @router.get("/{project_id}")
 async def get_project(
     project_id: PathId,
-    db: DbDep,
     request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One project; its ``ETag`` is its version, to send back as ``If-Match``."""
-    await require(request, project_id, "viewer")
-    row = await _row(db, project_id)
-    etag = f'"{row.version}"'
+    principal = await principal_of(request)
+    absent = missing("project", project_id)  # an unknown project and a non-member's: one 404
+    data, role = _seen_by(request, principal, project_id, absent=absent)
+    judge(principal, role, "viewer", absent=absent)
+    etag = f'"{data["version"]}"'
     if if_none_match and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
-    return ok(await _public(db, request, row), headers={"ETag": etag})
+    return ok(data, headers={"ETag": etag})
 
 
 @router.patch("/{project_id}")
@@ -219,20 +224,27 @@ async def _answer(
         # Stored, but the read model is behind: say so rather than show stale data.
         data = {"id": project_id, "version": accepted.version, "pending": True}
         return ok(data, status=202, headers=headers)
-    async with session(gateway.engine) as db:
-        row = await _row(db, project_id)
-        data = await _public(db, request, row)
-    return ok(data, status=status, headers=headers)
+    principal = await principal_of(request)
+    absent = ApiError(common.NOT_FOUND, f"project {project_id} does not exist")
+    data, _ = _seen_by(request, principal, project_id, absent=absent)
+    return ok(data, status, headers)
 
 
-async def _public(db: AsyncSession, request: Request, row: read.ProjectRow) -> dict[str, Any]:
-    """A project as clients see it, with the caller's ``role`` in it."""
-    roles = await _roles(db, await principal_of(request), [row.id])
-    return row.public() | {"role": roles.get(row.id, "viewer")}
-
-
-async def _row(db: AsyncSession, project_id: str) -> read.ProjectRow:
-    return found(await read.get_project(db, project_id=project_id), f"project {project_id}")
+def _seen_by(
+    request: Request, principal: Principal, project_id: str, *, absent: ApiError
+) -> tuple[dict[str, Any], str | None]:
+    """A project as ``principal`` sees it, with their ``role`` in it (a member's own, a site
+    admin's ``admin``, anyone else's ``viewer``), and their membership's role (None: none);
+    ``absent`` raised for an unknown id. Read through the lean path: the read model as
+    committed now (read-your-writes)."""
+    reader: Reader = request.app.state.reader
+    data = read.project_public(reader, project_id=project_id)
+    if data is None:
+        raise absent
+    if principal.is_admin:
+        return data | {"role": "admin"}, None
+    role = members.role_of(reader, project_id=project_id, user_id=principal.user_id)
+    return data | {"role": role or "viewer"}, role
 
 
 def _version(if_match: str | None) -> int | None:

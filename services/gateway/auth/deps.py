@@ -139,17 +139,17 @@ async def authenticate(
     if not credential:
         raise unauthenticated("sign in: send Authorization: Bearer <token> or X-API-Key")
     settings: Settings = conn.app.state.settings
-    async with session(conn.app.state.gateway.engine) as db:
-        if credential.startswith(API_KEY_PREFIX):
+    if credential.startswith(API_KEY_PREFIX):
+        async with session(conn.app.state.gateway.engine) as db:
             return await _by_api_key(db, credential)
-        # A stream token only in a URL, an access token only in a header: access tokens live
-        # half an hour and URLs end up in logs.
-        kinds = frozenset({tokens.STREAM} if credential is query_token else {tokens.ACCESS})
-        if credential is cookie:
-            kinds = frozenset({tokens.ACCESS})
-        if streamable and credential is bearer:
-            kinds = frozenset({tokens.ACCESS, tokens.STREAM})
-        return await _by_token(conn, db, credential, jwt_secret(settings), kinds)
+    # A stream token only in a URL, an access token only in a header: access tokens live
+    # half an hour and URLs end up in logs.
+    kinds = frozenset({tokens.STREAM} if credential is query_token else {tokens.ACCESS})
+    if credential is cookie:
+        kinds = frozenset({tokens.ACCESS})
+    if streamable and credential is bearer:
+        kinds = frozenset({tokens.ACCESS, tokens.STREAM})
+    return await _by_token(conn, credential, jwt_secret(settings), kinds)
 
 
 def _same_site(conn: HTTPConnection) -> None:
@@ -181,20 +181,19 @@ def from_pages(conn: HTTPConnection) -> bool:
 
 
 async def _by_token(
-    conn: HTTPConnection, db: AsyncSession, token: str, secret: str, kinds: frozenset[str]
+    conn: HTTPConnection, token: str, secret: str, kinds: frozenset[str]
 ) -> Principal:
     try:
         claims = tokens.decode(token, secret, kinds=kinds)
     except tokens.InvalidToken as exc:
         log.info("token refused: %s", exc)
         raise unauthenticated() from None
-    user, row = await _user_and_session(db, claims)
+    user, row = _user_and_session(conn, claims)
     if user is None or (claims.session_id is not None and row is None):
         # Signed by a gateway whose read model is ahead of this one's, or this one is still
         # replaying: catch up with this user's events once.
         await _catch_up(conn, claims.user_id)
-        db.expire_all()
-        user, row = await _user_and_session(db, claims)
+        user, row = _user_and_session(conn, claims)
     if user is None or user.disabled:
         raise unauthenticated()
     if claims.session_id is not None:
@@ -214,13 +213,15 @@ async def _by_token(
     )
 
 
-async def _user_and_session(
-    db: AsyncSession, claims: tokens.Claims
-) -> tuple[read.UserRow | None, read.SessionRow | None]:
-    user = await read.get_user(db, user_id=claims.user_id)
+def _user_and_session(
+    conn: HTTPConnection, claims: tokens.Claims
+) -> tuple[read.UserSeen | None, read.SessionSeen | None]:
+    """The token's user and session as committed now, through the lean read path."""
+    reader = conn.app.state.reader
+    user = read.user_seen(reader, user_id=claims.user_id)
     if claims.session_id is None:
         return user, None
-    return user, await read.get_session(db, session_id=claims.session_id)
+    return user, read.session_seen(reader, session_id=claims.session_id)
 
 
 async def _by_api_key(db: AsyncSession, key: str) -> Principal:

@@ -4,12 +4,15 @@ from the IDENTITY stream, and the queries that authenticate a request with them.
 It never holds a password, sealed or not: ``UserCreated`` and ``PasswordChanged`` carry a sealed
 hash that only the identity service can open, and this model keeps only *when* the password last
 changed. Refresh tokens and API keys are kept as the sha256 of their secret, as their events
-carry them. Imports sqlmodel, the kernel's projection plumbing and ``contracts.identity``.
+carry them. A request's token is checked through the lean path (``user_seen``, ``session_seen``:
+the kernel's ``Reader``, no ORM session). Imports sqlmodel, the kernel's projection plumbing and
+``contracts.identity``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Table, func, update
@@ -20,19 +23,24 @@ from contracts import identity as c
 from services.gateway.readmodels.base import Page, iso
 from services.kernel.eventstore import StoredEvent
 from services.kernel.projection import Decodes
+from services.kernel.sqlite import Reader
 
 __all__ = [
     "ApiKeyRow",
     "IdentityProjector",
     "RefreshTokenRow",
     "SessionRow",
+    "SessionSeen",
     "UserRow",
+    "UserSeen",
     "get_api_key",
     "get_session",
     "get_user",
     "list_api_keys",
     "list_users",
     "session_by_refresh_hash",
+    "session_seen",
+    "user_seen",
 ]
 
 
@@ -200,6 +208,48 @@ async def get_user(db: AsyncSession, *, user_id: str) -> UserRow | None:
 
 async def get_session(db: AsyncSession, *, session_id: str) -> SessionRow | None:
     return await db.get(SessionRow, session_id)
+
+
+@dataclass(frozen=True)
+class UserSeen:
+    """What authenticating a request reads of a user (``UserRow``'s columns of the same names)."""
+
+    id: str
+    site_role: str
+    tier: str
+    disabled: bool
+    password_changed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SessionSeen:
+    """What authenticating a request reads of a session (``SessionRow``'s columns)."""
+
+    id: str
+    user_id: str
+    ended: bool
+
+
+_USER_SQL = (
+    "SELECT id, site_role, tier, disabled, password_changed_at FROM identity_users WHERE id = ?"
+)
+_SESSION_SQL = "SELECT id, user_id, ended FROM identity_sessions WHERE id = ?"
+
+
+def user_seen(reader: Reader, *, user_id: str) -> UserSeen | None:
+    """``get_user`` through the lean path (a naive time, as the ORM gives it: UTC)."""
+    found = reader.one(_USER_SQL, (user_id,))
+    if found is None:
+        return None
+    uid, site_role, tier, disabled, changed = found
+    when = datetime.fromisoformat(changed) if changed is not None else None
+    return UserSeen(uid, site_role, tier, bool(disabled), when)
+
+
+def session_seen(reader: Reader, *, session_id: str) -> SessionSeen | None:
+    """``get_session`` through the lean path."""
+    found = reader.one(_SESSION_SQL, (session_id,))
+    return SessionSeen(found[0], found[1], bool(found[2])) if found else None
 
 
 async def session_by_refresh_hash(db: AsyncSession, *, refresh_hash: str) -> SessionRow | None:

@@ -11,15 +11,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Table
+from sqlalchemy import Table, delete, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from contracts import projects as c
-from services.gateway.readmodels.base import iso
+from services.gateway.readmodels.base import iso, upsert
 from services.kernel.eventstore import StoredEvent
 from services.kernel.projection import Decodes
+from services.kernel.sqlite import Reader
 
 __all__ = [
     "RANK",
@@ -29,6 +30,7 @@ __all__ = [
     "list_members",
     "member_projects",
     "owners",
+    "role_of",
     "roles_of",
 ]
 
@@ -67,26 +69,28 @@ class MembersProjector(Decodes):
     async def apply(self, db: AsyncSession, stored: StoredEvent[c.Event]) -> None:
         event = stored.event
         when = event.occurred_at
+        if not isinstance(event, c.MemberAdded | c.MemberRoleChanged | c.MemberRemoved):
+            return  # not a member event: nothing to fold
+        key = (_TABLE.c.project_id == event.project_id) & (_TABLE.c.user_id == event.user_id)
         match event:
             case c.MemberAdded():
-                row = MemberRow(
-                    project_id=event.project_id,
-                    user_id=event.user_id,
-                    role=event.role,
-                    added_at=when,
-                    added_by=event.actor,
-                    updated_at=when,
-                )
-                await db.merge(row)  # a replayed add after a rebuild lands on the same key
+                row = {
+                    "project_id": event.project_id,
+                    "user_id": event.user_id,
+                    "role": event.role,
+                    "added_at": when,
+                    "added_by": event.actor,
+                    "updated_at": when,
+                }
+                # A replayed add after a rebuild lands on the same key (one plain upsert).
+                await db.exec(upsert(_TABLE, row, ("project_id", "user_id")))
             case c.MemberRoleChanged():
-                found = await db.get(MemberRow, (event.project_id, event.user_id))
-                if found is not None:
-                    found.role, found.updated_at = event.role, when
-                    db.add(found)
+                await db.exec(update(_TABLE).where(key).values(role=event.role, updated_at=when))
             case c.MemberRemoved():
-                found = await db.get(MemberRow, (event.project_id, event.user_id))
-                if found is not None:
-                    await db.delete(found)
+                await db.exec(delete(_TABLE).where(key))
+
+
+_TABLE: Table = MemberRow.__table__  # type: ignore[attr-defined]
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -116,6 +120,15 @@ async def roles_of(db: AsyncSession, *, user_id: str, project_ids: Sequence[str]
         col(MemberRow.user_id) == user_id, col(MemberRow.project_id).in_(project_ids)
     )
     return {row.project_id: row.role for row in (await db.exec(query)).all()}
+
+
+def role_of(reader: Reader, *, project_id: str, user_id: str) -> str | None:
+    """``user_id``'s role in ``project_id``; None for a non-member (the lean path)."""
+    found = reader.one(_ROLE_SQL, (project_id, user_id))
+    return str(found[0]) if found else None
+
+
+_ROLE_SQL = "SELECT role FROM project_members WHERE project_id = ? AND user_id = ?"
 
 
 def member_projects(user_id: str) -> SelectOfScalar[str]:

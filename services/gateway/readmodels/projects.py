@@ -1,6 +1,8 @@
 """The gateway's read model of projects: a SQLite table folded from the PROJECTS stream, and the
-queries the routes read it with. Imports sqlmodel, ``contracts.projects`` and the kernel's
-projection plumbing; nothing of the routes."""
+queries the routes read it with. The projector writes with plain SQL statements (no unit of
+work: an event is one INSERT or one UPDATE); ``project_public`` is the hot read through the
+kernel's lean ``Reader``. Imports sqlmodel, ``contracts.projects`` and the kernel's projection
+plumbing; nothing of the routes."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Table, func
+from sqlalchemy import Table, func, insert, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,8 +18,17 @@ from contracts import projects as c
 from services.gateway.readmodels.base import Page, contains, iso
 from services.kernel.eventstore import StoredEvent
 from services.kernel.projection import Decodes
+from services.kernel.sqlite import Reader
 
-__all__ = ["ProjectRow", "ProjectsProjector", "Sort", "get_project", "list_projects"]
+__all__ = [
+    "ProjectRow",
+    "ProjectsProjector",
+    "Sort",
+    "exists",
+    "get_project",
+    "list_projects",
+    "project_public",
+]
 
 Sort = Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"]
 
@@ -60,34 +71,40 @@ class ProjectsProjector(Decodes):
         event = stored.event
         when = event.occurred_at
         if isinstance(event, c.ProjectCreated):
-            db.add(
-                ProjectRow(
-                    id=event.project_id,
-                    name=event.name,
-                    description=event.description,
-                    task_type=event.task_type,
-                    version=1,
-                    created_at=when,
-                    updated_at=when,
-                    created_by=event.actor,
-                )
-            )
+            row = {
+                "id": event.project_id,
+                "name": event.name,
+                "description": event.description,
+                "task_type": event.task_type,
+                "archived": False,
+                "version": 1,
+                "created_at": when,
+                "updated_at": when,
+                "created_by": event.actor,
+            }
+            await db.exec(insert(_TABLE).values(row))
             return
-        row = await db.get(ProjectRow, event.project_id)
-        if row is None:  # an event for a project this model never saw created: nothing to fold
-            return
+        changes: dict[str, Any] = {}
         match event:
             case c.ProjectRenamed():
-                row.name = event.name
+                changes["name"] = event.name
             case c.ProjectDescriptionUpdated():
-                row.description = event.description
+                changes["description"] = event.description
             case c.ProjectArchived():
-                row.archived = True
+                changes["archived"] = True
             case c.ProjectRestored():
-                row.archived = False
+                changes["archived"] = False
         # The project's own count of events, as its service counts them (If-Match compares it).
-        row.version, row.updated_at = row.version + 1, when
-        db.add(row)
+        # An event for a project this model never saw created matches no row: nothing to fold.
+        changes |= {"version": _TABLE.c.version + 1, "updated_at": when}
+        await db.exec(update(_TABLE).where(_TABLE.c.id == event.project_id).values(changes))
+
+
+_TABLE: Table = ProjectRow.__table__  # type: ignore[attr-defined]
+_PUBLIC_SQL = (
+    "SELECT id, name, description, task_type, archived, version, created_at, updated_at,"
+    " created_by FROM projects WHERE id = ?"
+)
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -95,6 +112,30 @@ class ProjectsProjector(Decodes):
 
 async def get_project(db: AsyncSession, *, project_id: str) -> ProjectRow | None:
     return await db.get(ProjectRow, project_id)
+
+
+def exists(reader: Reader, *, project_id: str) -> bool:
+    """Whether this read model knows ``project_id`` (the lean path)."""
+    return reader.one("SELECT 1 FROM projects WHERE id = ?", (project_id,)) is not None
+
+
+def project_public(reader: Reader, *, project_id: str) -> dict[str, Any] | None:
+    """What clients see of a project (``ProjectRow.public``), read through the lean path."""
+    found = reader.one(_PUBLIC_SQL, (project_id,))
+    if found is None:
+        return None
+    pid, name, description, task_type, archived, version, created, updated, by = found
+    return {
+        "id": pid,
+        "name": name,
+        "description": description,
+        "task_type": task_type,
+        "status": "archived" if archived else "active",
+        "version": version,
+        "created_at": iso(datetime.fromisoformat(created)),
+        "updated_at": iso(datetime.fromisoformat(updated)),
+        "created_by": by,
+    }
 
 
 async def list_projects(
