@@ -26,7 +26,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import datasets, exports, identity, projects, training
-from services.gateway.readmodels.base import Page, iso
+from services.gateway.readmodels.base import Page, iso, upsert
 from services.gateway.readmodels.training.tables import RunRow
 from services.kernel.eventstore import StoredEvent
 
@@ -93,19 +93,23 @@ class AuditProjector:
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         event = stored.event
         _, context, aggregate_id = [*stored.subject.split(".", 2), "", ""][:3]
-        row = AuditRow(
-            stream=self.stream,
-            sequence=stored.sequence,
-            occurred_at=event.occurred_at or datetime.fromtimestamp(0, UTC),
-            actor=event.actor,
-            type=event.type,
-            context=context,
-            aggregate_id=aggregate_id,
-            project_id=event.project_id or event.dataset_id,
-            run_id=event.run_id,
-            correlation_id=event.correlation_id,
-        )
-        await db.merge(row)
+        row = {
+            "stream": self.stream,
+            "sequence": stored.sequence,
+            "occurred_at": event.occurred_at or datetime.fromtimestamp(0, UTC),
+            "actor": event.actor,
+            "type": event.type,
+            "context": context,
+            "aggregate_id": aggregate_id,
+            "project_id": event.project_id or event.dataset_id,
+            "run_id": event.run_id,
+            "correlation_id": event.correlation_id,
+        }
+        # One plain upsert (a replayed event lands on its own key), no unit of work.
+        await db.exec(upsert(_TABLE, row, ("stream", "sequence")))
+
+
+_TABLE: Table = AuditRow.__table__  # type: ignore[attr-defined]
 
 
 def audit_projectors() -> list[AuditProjector]:

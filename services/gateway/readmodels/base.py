@@ -1,6 +1,6 @@
 """What every read model of the gateway shares: how a stored time is shown, how a text filter
-matches, and a page of rows (a job's row is the kernel's ``jobs.table.fold_job``). Imports
-sqlalchemy and sqlmodel only (no context, no route)."""
+matches, a page of rows (a job's row is the kernel's ``jobs.table.fold_job``), and the plain
+upsert projectors write with. Imports sqlalchemy and sqlmodel only (no context, no route)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.dialects.sqlite import Insert, insert
 from sqlmodel import col
 
 T = TypeVar("T")
@@ -33,3 +34,11 @@ class Page(Generic[T]):
     items: list[T]
     total: int
     more: bool = False
+
+
+def upsert(table: Table, row: dict[str, Any], key: tuple[str, ...]) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column: what the ORM's
+    ``merge`` stores, in one statement instead of a SELECT, an INSERT and a unit of work."""
+    stmt = insert(table).values(row)
+    update = {name: stmt.excluded[name] for name in row if name not in key}
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=update)
