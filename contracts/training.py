@@ -224,6 +224,13 @@ class EpochCompleted(Message, frozen=True, tag="training.epoch_completed.v1"):
     seconds: float
     images_per_second: float
     gpu_memory_peak: int | None = None
+    #: A detector's loss components over the epoch's training images (e.g. ``loss_classifier``,
+    #: ``loss_box_reg``); empty for a classifier, whose ``train_loss`` is its only loss.
+    losses: dict[str, float] = {}
+    #: A detector's validation mAP@[.5:.95] and mAP@.5 (COCO's); None for a classifier. A
+    #: detector's ``val_accuracy`` is 0.0 and its ``val_loss`` is its validation loss.
+    val_map: float | None = None
+    val_map50: float | None = None
 
 
 class CheckpointSaved(Message, frozen=True, tag="training.checkpoint_saved.v1"):
@@ -256,6 +263,8 @@ class RunCompleted(Message, frozen=True, tag="training.run_completed.v1"):
     params: int | None = None
     #: Median forward time at batch 1 on the run's device (eval mode, after warm-up).
     latency_ms: float | None = None
+    #: A detector's best validation mAP@[.5:.95] (its best epoch's); None for a classifier.
+    best_val_map: float | None = None
 
 
 class RunFailed(Message, frozen=True, tag="training.run_failed.v1"):
