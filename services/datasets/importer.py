@@ -14,6 +14,7 @@ dataset's domain, pure libraries and ``spill``, and the kernel.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 import time
@@ -36,6 +37,7 @@ from services.kernel.jobs import runner
 from services.kernel.jobs.runner import Failure, JobRunner, Outcomes
 from services.kernel.repository import Repository
 
+log = logging.getLogger(__name__)
 #: Files taken from the decoding processes (``decoding.Decoder``) at a time.
 WINDOW = 256
 #: An import's outcome: a decision of the Dataset decider.
@@ -183,6 +185,14 @@ class Importer:
         metrics.import_ended(job.outcome, time.monotonic() - job.started)
         if job.staging is not None:
             await asyncio.to_thread(shutil.rmtree, job.staging, True)
+        if job.outcome == "committed":  # its images folded into the index now, not in the
+            await self._fold(job.command.dataset_id)  # time of the next command's answer
+
+    async def _fold(self, dataset_id: str) -> None:
+        try:
+            await self.runner.repo.load(dataset_id)
+        except Exception:  # the next command on the dataset folds it then
+            log.warning("folding dataset %s after its import failed", dataset_id, exc_info=True)
 
     async def _run(self, job: Job) -> Decision:
         started = time.monotonic()

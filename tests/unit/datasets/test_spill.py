@@ -137,3 +137,32 @@ async def test_a_damaged_index_file_is_replaced_and_rebuilt_from_the_events(tmp_
     state, _, version = await rebuilt.load(D)
 
     assert (version, list(state.images)) == (1, [record(1).image_id])
+
+
+async def test_a_committed_import_is_folded_into_the_index_before_its_job_ends(tmp_path: Path):
+    import uuid
+
+    from services.datasets import sources
+    from services.datasets.importer import Importer, Job
+    from services.kernel.blobstore import BlobStore
+    from tests import imagesets
+
+    store = _store()
+    repo = FoldingRepository(store, IndexFile(tmp_path / "index.db"))  # type: ignore[arg-type]
+    command = c.StartImport(dataset_id=D, import_id=uuid.uuid4().hex, source_kind="local",
+                            source="/x", format="folder")  # fmt: skip
+    await _apply(repo, domain.start(domain.Dataset(), command, "me")[0])
+
+    async def publish(job: Job) -> None:
+        return None
+
+    importer = Importer(BlobStore(tmp_path / "blobs"), repo, publish, instance="me",
+                        zip_limits=sources.ZipLimits(), spill=tmp_path / "spill")  # fmt: skip
+    root = imagesets.folder(tmp_path / "src", {"a": 2, "b": 1})
+    await importer.start(Job(command=command, root=root))
+
+    # the next command finds nothing left to fold: the job folded its own commit
+    folded = repo.folded
+    state, _, _ = await repo.load(D)
+    assert repo.folded == folded and len(state.images) == 3
+    assert list((tmp_path / "spill").iterdir()) == []  # its staging file is gone
