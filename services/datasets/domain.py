@@ -178,10 +178,13 @@ def decide(state: Dataset, command: Edit) -> list[c.Event]:
             return delete_split(state, command)
 
 
-def create_split(state: Dataset, command: c.CreateSplit) -> list[c.Event]:
+def create_split(
+    state: Dataset, command: c.CreateSplit, task: str = "classification"
+) -> list[c.Event]:
+    """A detection project's images are stratified by the classes their boxes show."""
     name = _split_name(state, command.name)
     ratios = (command.train, command.val, command.test)
-    items, made = _assign(state, ratios, command.strategy, command.seed)
+    items, made = _assign(state, ratios, command.strategy, command.seed, task == "detection")
     labels = {item.image_id: item.label for item in items}
     created = c.SplitCreated(
         dataset_id=command.dataset_id,
@@ -212,13 +215,18 @@ def _split_name(state: Dataset, asked: str) -> str:
 
 
 def _assign(
-    state: Dataset, ratios: tuple[float, float, float], strategy: str, seed: int
+    state: Dataset, ratios: tuple[float, float, float], strategy: str, seed: int, boxed: bool
 ) -> tuple[list[splitting.SplitItem], splitting.Split]:
     """The dataset's images, near-duplicates grouped, and the subset each one goes to."""
     try:
         splitting.validate_ratios(ratios)
         items = splitting.group_duplicates(
-            [splitting.SplitItem(i, img.label, img.near_hash) for i, img in state.images.items()]
+            [
+                splitting.SplitItem(
+                    i, img.label, img.near_hash, None, img.classes if boxed else None
+                )
+                for i, img in state.images.items()
+            ]
         )
         if not items:
             raise InvalidSplit("the dataset has no images to split", field="dataset")

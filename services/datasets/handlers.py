@@ -176,19 +176,28 @@ class Datasets:
 
     async def create_split(self, command: c.CreateSplit, headers: Mapping[str, str]) -> Reply:
         try:
-            await self._project(command.dataset_id, writable=False)
+            project = await self._project(command.dataset_id, writable=False)
         except DomainError as err:
             return rejected(err)
         # Grouping compares every pair of near-duplicate hashes: seconds for 50k images, so
         # it is decided off the loop, which keeps answering other commands meanwhile.
-        decide = partial(domain.create_split, command=command)
+        decide = partial(domain.create_split, command=command, task=project.task_type)
         return await self._run(command, command.dataset_id, decide, headers, offload=True)
 
     async def get_health(self, query: c.GetHealth) -> c.HealthReport:
         state, _ = await self.repo.get(query.dataset_id)
+        project = await self.find_project(query.dataset_id) if self.find_project else None
         facts = [
             health.ImageFacts(
-                i, img.filename, img.label, i, img.phash, img.width, img.height, img.near_hash
+                i,
+                img.filename,
+                img.label,
+                i,
+                img.phash,
+                img.width,
+                img.height,
+                img.near_hash,
+                img.boxes,
             )
             for i, img in sorted(state.images.items())
         ]
@@ -197,6 +206,7 @@ class Datasets:
             facts,
             [health.DuplicateSeen(d.file, d.label, d.image_id) for d in state.duplicates],
             [health.CorruptSeen(p.file, p.reason) for p in state.corrupt],
+            detection=project is not None and project.task_type == "detection",
         )
         return c.HealthReport(dataset_id=query.dataset_id, report=report)
 

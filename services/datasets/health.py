@@ -1,4 +1,5 @@
-"""A dataset's health report: duplicates, unreadable files, class balance, odd image sizes.
+"""A dataset's health report: duplicates, unreadable files, class balance, odd image sizes,
+and for a detection project (or images with boxes) the box figures of ``boxhealth``.
 
 Pure: takes facts about the kept images and the files skipped at import, returns a JSON-ready
 dict with every list in a fixed order. Imports nothing from ``services`` but ``neardup`` (the
@@ -6,7 +7,9 @@ near-duplicate grouping that splits use too) and ``imaging``'s FLAT marker.
 
 Near-duplicates are the groups a split keeps whole; a group whose images carry different labels
 is a label conflict, counted with the exact duplicates' conflicts. Images without a comparable
-near hash are counted under ``near_duplicates_unchecked``, not guessed at.
+near hash are counted under ``near_duplicates_unchecked``, not guessed at. In a detection
+project ``classes`` counts the images showing each class (an image counts for each class its
+boxes show) and images without boxes are ``negatives``, not unlabelled.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.datasets import neardup
+from services.datasets.boxhealth import BoxedImage, box_report, box_warnings
 from services.datasets.imaging import FLAT
 
 IMBALANCE_WARNING = 3.0  # largest/smallest class ratio from which the report warns
@@ -33,6 +37,7 @@ class ImageFacts:
     width: int
     height: int
     near_hash: str = ""  # imaging.near_hash; "" for images imported before it existed
+    boxes: Sequence[Any] = ()  # its normalised boxes (``contracts.datasets.Box``)
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,10 @@ def report(
     near_distance: int = neardup.NEAR_DISTANCE,
     tiny: int = 32,
     huge: int = 8000,
+    detection: bool = False,
 ) -> dict[str, Any]:
     ordered = sorted(images, key=lambda f: (f.filename, f.image_id))
-    classes = dict(sorted(Counter(f.label for f in images if f.label is not None).items()))
+    classes = _classes(images, detection)
     exact = _exact_duplicates(images, duplicates)
     near = _near_duplicates(images, near_distance)
     conflicts = [*exact, *near]
@@ -94,8 +100,24 @@ def report(
             "height": _stats([f.height for f in images]),
         },
     }
+    if detection or any(f.boxes for f in images):
+        boxed = [BoxedImage(f.image_id, f.filename, f.width, f.height, f.boxes) for f in images]
+        result["boxes"] = box_report(boxed)
     result["warnings"] = _warnings(result, min_per_class=min_per_class, tiny=tiny, huge=huge)
+    if detection:
+        result["warnings"] = [w for w in result["warnings"] if not w.startswith("Only one class")]
+    if "boxes" in result:
+        result["warnings"] += box_warnings(result["boxes"], IMBALANCE_WARNING)
     return result
+
+
+def _classes(images: Sequence[ImageFacts], detection: bool) -> dict[str, int]:
+    """Images per label; for detection, images showing each class (negatives left out)."""
+    if not detection:
+        counts = Counter(f.label for f in images if f.label is not None)
+    else:
+        counts = Counter(label for f in images for label in {box.label for box in f.boxes})
+    return dict(sorted(counts.items()))
 
 
 def _exact_duplicates(

@@ -27,11 +27,17 @@ class Image:
     width: int
     height: int
     near_hash: str = ""  # "" for images imported before near hashes existed
+    boxes: tuple[c.Box, ...] = ()  # its bounding boxes, as imported
+
+    @property
+    def classes(self) -> frozenset[str]:
+        """The classes its boxes show (a detection image's labels for stratified splits)."""
+        return frozenset(box.label for box in self.boxes)
 
 
 def image_of(record: c.ImageRecord) -> Image:
     r = record
-    return Image(r.filename, r.label, r.phash, r.width, r.height, r.near_hash)
+    return Image(r.filename, r.label, r.phash, r.width, r.height, r.near_hash, tuple(r.boxes))
 
 
 class ImageIndex(Mapping[str, Image]):

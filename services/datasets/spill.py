@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 #: Rows read per query when a whole index or staging file is walked.
 PAGE = 2000
 _RECORD = msgspec.json.Decoder(c.ImageRecord)
+_BOXES = msgspec.json.Decoder(tuple[c.Box, ...])
 _INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     dataset_id TEXT NOT NULL, image_id TEXT NOT NULL, filename TEXT NOT NULL,
     label TEXT NOT NULL, phash TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
-    near_hash TEXT NOT NULL, PRIMARY KEY (dataset_id, image_id)) WITHOUT ROWID;
+    near_hash TEXT NOT NULL, boxes BLOB NOT NULL DEFAULT '',
+    PRIMARY KEY (dataset_id, image_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS folds (
     dataset_id TEXT PRIMARY KEY, position INTEGER NOT NULL, version INTEGER NOT NULL,
     state BLOB NOT NULL);
@@ -66,6 +68,10 @@ class IndexFile:
 
     def _open(self) -> sqlite3.Connection:
         db = _connect(self.path, durable=True)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+        if columns and "boxes" not in columns:  # an index from before boxes: rebuilt by replay
+            log.info("the image index %s predates boxes: rebuilt from the events", self.path)
+            db.executescript("DROP TABLE images; DROP TABLE IF EXISTS folds;")
         db.executescript(_INDEX_SCHEMA)
         db.execute("SELECT count(*) FROM folds").fetchone()
         return db
@@ -114,11 +120,17 @@ class IndexFile:
             self.db.close()
 
 
+def _image(row: tuple[Any, ...]) -> Image:
+    """An index row (its ``SqliteIndex._COLUMNS``) as an ``Image``."""
+    *fields, boxes = row
+    return Image(*fields, boxes=_BOXES.decode(boxes) if boxes else ())
+
+
 class SqliteIndex(ImageIndex):
     """One dataset's rows of an ``IndexFile``. Its changes write the file and answer the same
     index: only the aggregate's fold calls them, for stored events, in order."""
 
-    _COLUMNS = "filename, label, phash, width, height, near_hash"
+    _COLUMNS = "filename, label, phash, width, height, near_hash, boxes"
 
     def __init__(self, file: IndexFile, dataset_id: str) -> None:
         self.file, self.dataset_id = file, dataset_id
@@ -131,7 +143,7 @@ class SqliteIndex(ImageIndex):
         )
         if not found:
             raise KeyError(image_id)
-        return Image(*found[0])
+        return _image(found[0])
 
     def __len__(self) -> int:
         sql = "SELECT count(*) FROM images WHERE dataset_id = ?"
@@ -148,16 +160,18 @@ class SqliteIndex(ImageIndex):
             f" ORDER BY image_id LIMIT {PAGE}"
         )
         while page := self.file.rows(sql, self.dataset_id, after):
-            yield from ((row[0], Image(*row[1:])) for row in page)
+            yield from ((row[0], _image(row[1:])) for row in page)
             after = page[-1][0]
 
     def with_added(self, records: Sequence[c.ImageRecord]) -> ImageIndex:
         rows = []
         for r in records:
             i = image_of(r)
+            boxes = msgspec.json.encode(i.boxes) if i.boxes else b""
             rows.append((self.dataset_id, r.image_id, i.filename, i.label, i.phash, i.width,
-                         i.height, i.near_hash))  # fmt: skip
-        self.file.write("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                         i.height, i.near_hash, boxes))  # fmt: skip
+        sql = "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        self.file.write(sql, rows)
         return self
 
     def with_label(self, image_id: str, label: str) -> ImageIndex:

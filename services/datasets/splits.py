@@ -7,6 +7,12 @@ where whole groups make that impossible, the split lists each class and subset m
 ``TOLERANCE`` images off (``Split.deviations``) rather than hiding it. The assignment depends
 only on the items, ratios, strategy and seed: never on input order, on set or dict iteration
 order, or on the ``random`` module. Pure: imports nothing from ``services`` but ``neardup``.
+
+A detection image shows several classes (``SplitItem.classes``): a stratified split of them is
+multi-label, in the manner of iterative stratification (Sechidis et al., 2011): an image counts
+towards each class it shows (an image with no box towards ``""``), groups holding the rarest
+classes are placed first, each where it overfills its classes least, so that every class, rare
+ones most of all, gets its share of every subset; near-duplicate groups stay whole as ever.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class SplitItem:
     label: str
     near_hash: str = ""  # imaging.near_hash; "" or FLAT: compared by exact bytes only
     group: str | None = None  # filled by group_duplicates; None counts as a group of one
+    #: A detection image's classes (those its boxes show); None: a single-label image.
+    classes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,15 +112,15 @@ def split(
         raise SplitError("strategy", f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
     groups = _groups(items)
     stratum = _by_label if strategy == "stratified" else _as_one
-    sizes = Counter(stratum(item) for item in items)
+    sizes = Counter(key for item in items for key in stratum(item))
     targets = _targets(sizes, ratios)
     current = {key: [0] * len(SUBSETS) for key in sizes}
     open_ = [i for i, ratio in enumerate(ratios) if ratio > 0]
-    order = sorted(groups, key=lambda g: (-len(groups[g]), _shuffled(seed, g)))
+    order = _order(groups, sizes, stratum, seed)
     assignment: dict[str, str] = {}
     for group in order:
         members = groups[group]
-        counts = Counter(stratum(item) for item in members)
+        counts = Counter(key for item in members for key in stratum(item))
         best = min(open_, key=lambda s: _misfit(counts, targets, current, s))
         for key, n in counts.items():
             current[key][best] += n
@@ -123,12 +131,31 @@ def split(
     return Split(found, _deviations(items, found, ratios, stratum, groups))
 
 
-def _by_label(item: SplitItem) -> str:
-    return item.label
+def _by_label(item: SplitItem) -> tuple[str, ...]:
+    """The strata an image counts towards: its label, or each class its boxes show."""
+    if item.classes is None:
+        return (item.label,)
+    return tuple(sorted(item.classes)) or ("",)
 
 
-def _as_one(item: SplitItem) -> str:
-    return ""
+def _as_one(item: SplitItem) -> tuple[str, ...]:
+    return ("",)
+
+
+def _order(
+    groups: dict[str, list[SplitItem]],
+    sizes: Counter[str],
+    stratum: Callable[[SplitItem], tuple[str, ...]],
+    seed: int,
+) -> list[str]:
+    """Larger groups first; with multi-label items, groups of the rarest class before them."""
+    if all(item.classes is None for members in groups.values() for item in members):
+        return sorted(groups, key=lambda g: (-len(groups[g]), _shuffled(seed, g)))
+
+    def rarest(group: str) -> int:
+        return min(sizes[key] for item in groups[group] for key in stratum(item))
+
+    return sorted(groups, key=lambda g: (rarest(g), -len(groups[g]), _shuffled(seed, g)))
 
 
 def _shuffled(seed: int, group: str) -> tuple[bytes, str]:
@@ -216,18 +243,20 @@ def _deviations(
     items: Sequence[SplitItem],
     assignment: dict[str, str],
     ratios: Sequence[float],
-    stratum: Callable[[SplitItem], str],
+    stratum: Callable[[SplitItem], tuple[str, ...]],
     groups: dict[str, list[SplitItem]],
 ) -> list[Deviation]:
     sizes: Counter[str] = Counter()
     actual: Counter[tuple[str, str]] = Counter()
     grouped: Counter[str] = Counter()
     for item in items:
-        key, subset = stratum(item), assignment[item.image_id]
-        sizes[key] += 1
-        actual[key, subset] += 1
-        if len(groups[item.group if item.group is not None else item.image_id]) > 1:
-            grouped[key] += 1
+        subset = assignment[item.image_id]
+        in_group = len(groups[item.group if item.group is not None else item.image_id]) > 1
+        for key in stratum(item):
+            sizes[key] += 1
+            actual[key, subset] += 1
+            grouped[key] += in_group
+    multi_label = any(item.classes is not None and len(item.classes) > 1 for item in items)
     total = math.fsum(ratios)
     found = []
     for key in sorted(sizes):
@@ -240,8 +269,17 @@ def _deviations(
                         subset=subset,
                         expected=round(expected, 2),
                         actual=actual[key, subset],
-                        reason=f"{grouped[key]} of its {sizes[key]} images are in groups of "
-                        "near-duplicates, and a group is never split across subsets",
+                        reason=_why(grouped[key], sizes[key], multi_label),
                     )
                 )
     return found
+
+
+def _why(grouped: int, size: int, multi_label: bool) -> str:
+    why = (
+        f"{grouped} of its {size} images are in groups of near-duplicates, and a group is "
+        "never split across subsets"
+    )
+    if multi_label:
+        why += "; images showing several classes count towards each of them"
+    return why
