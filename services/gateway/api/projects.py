@@ -2,7 +2,8 @@
 
 The hot paths (``GET /projects/{id}`` and every command's answer) read the project and the
 caller's role through the lean ``Reader`` (``app.state.reader``): two primary-key SELECTs on
-a plain ``sqlite3`` connection, no ORM session."""
+a plain ``sqlite3`` connection, no ORM session. The commands take the gateway from the app's
+state inline: ``GatewayDep`` is a plain function, which FastAPI runs in its thread pool."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.gateway.api.params import Limit, Offset, PathId
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
-from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.gateway import DbDep, Gateway, GatewayDep, get_gateway
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import members
 from services.gateway.readmodels import projects as read
@@ -90,8 +91,9 @@ async def _roles(db: AsyncSession, principal: Principal, ids: list[str]) -> dict
 
 
 @router.post("", status_code=201)
-async def create_project(body: ProjectCreate, request: Request, gateway: GatewayDep) -> Response:
+async def create_project(body: ProjectCreate, request: Request) -> Response:
     """Create a project; send an ``Idempotency-Key`` to make retries safe."""
+    gateway = get_gateway(request)
     key = request.headers.get("idempotency-key")
 
     async def run() -> Response:
@@ -133,10 +135,10 @@ async def update_project(
     project_id: PathId,
     body: ProjectUpdate,
     request: Request,
-    gateway: GatewayDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Rename and/or re-describe; with ``If-Match`` it applies only to that version."""
+    gateway = get_gateway(request)
     await require(request, project_id, "editor")
     command = c.UpdateProject(
         project_id=project_id,
@@ -154,10 +156,10 @@ async def update_project(
 async def archive_project(
     project_id: PathId,
     request: Request,
-    gateway: GatewayDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Archive a project: hidden from the default list, read-only until restored."""
+    gateway = get_gateway(request)
     command = c.ArchiveProject
     return await _owner_command(request, gateway, project_id, if_match, command, c.Subjects.ARCHIVE)
 
@@ -166,10 +168,10 @@ async def archive_project(
 async def restore_project(
     project_id: PathId,
     request: Request,
-    gateway: GatewayDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Bring an archived project back."""
+    gateway = get_gateway(request)
     command = c.RestoreProject
     return await _owner_command(request, gateway, project_id, if_match, command, c.Subjects.RESTORE)
 
