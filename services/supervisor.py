@@ -29,6 +29,10 @@ from services.kernel.process import spawn, stop_gently
 from services.kernel.settings import Settings
 
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+#: A service that ran this long before it died was not crash-looping: it is restarted after the
+#: first backoff step, not after a wait grown by deaths long past (a service killed now and then
+#: stayed down for 30 s once it had died five times within five minutes, however long each ran).
+STABLE_AFTER_S = 30.0
 
 #: The embedded nats-server is given up on at its NATS_MAX_CRASHES-th crash within the window;
 #: before that it is restarted after each crash, waiting longer each time.
@@ -51,11 +55,14 @@ class Child:
     env: dict[str, str]
     process: Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    #: Monotonic time of its last start.
+    started_at: float = 0.0
     #: Monotonic time at which a child that died is started again.
     restart_at: float | None = None
 
     def start(self) -> None:
         self.restart_at = None
+        self.started_at = time.monotonic()
         self.process = spawn(self.argv, self.env)
 
     def stop(self) -> None:
@@ -271,6 +278,8 @@ def supervise(children: list[Child], keeper: NatsKeeper | None, stopping: list[i
                     child.start()
             elif child.process and child.process.poll() is not None:
                 child.restarts = [t for t in child.restarts if now - t < 300]
+                if now - child.started_at >= STABLE_AFTER_S:
+                    child.restarts.clear()  # it ran well: a death, not a crash loop
                 delay = RESTART_BACKOFF_S[min(len(child.restarts), len(RESTART_BACKOFF_S) - 1)]
                 say(
                     f"{child.name} exited with code {child.process.returncode}; "
