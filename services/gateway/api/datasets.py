@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import common, new_id
 from contracts import datasets as c
 from services.gateway.access import require, require_of
+from services.gateway.api import dataset_export
 from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.api.imagefiles import image_row, serve_image
 from services.gateway.api.params import BodyId, Limit, MaybeFilter, MaybeQueryId, PathId
@@ -387,3 +388,6 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         return str(name), str(image_id)
     except Exception:
         raise ApiError(common.VALIDATION_ERROR, "invalid cursor", field="cursor") from None
+
+
+router.include_router(dataset_export.router)  # GET /{project_id}/export: after the routes above
