@@ -122,8 +122,9 @@ class IndexFile:
 
 def _image(row: tuple[Any, ...]) -> Image:
     """An index row (its ``SqliteIndex._COLUMNS``) as an ``Image``."""
-    *fields, boxes = row
-    return Image(*fields, boxes=_BOXES.decode(boxes) if boxes else ())
+    filename, label, phash, width, height, near_hash, boxes = row
+    decoded = _BOXES.decode(boxes) if boxes else ()
+    return Image(filename, label, phash, width, height, near_hash, decoded)
 
 
 class SqliteIndex(ImageIndex):

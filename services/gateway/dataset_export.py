@@ -25,7 +25,7 @@ import posixpath
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 FORMATS = ("coco", "yolo")
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
@@ -151,7 +151,7 @@ class ZipStream:
 
     def __init__(self) -> None:
         self._sink = _Sink()
-        self._zip = zipfile.ZipFile(self._sink, "w", allowZip64=True)  # type: ignore[arg-type]
+        self._zip = zipfile.ZipFile(cast(IO[bytes], self._sink), "w", allowZip64=True)
 
     def add(self, path: str, data: bytes) -> bytes:
         """A text entry, deflated; answers the bytes ready."""
@@ -182,6 +182,7 @@ def annotation_files(
         for image, name in placed:
             yield label_path(name, image.subset), yolo_lines(image, classes)
         return
-    for subset in subsets or [None]:
+    folders: list[str | None] = [*subsets] or [None]
+    for subset in folders:
         members = [(image, name) for image, name in placed if image.subset == subset]
         yield coco_path(subset), coco_document(members, classes)

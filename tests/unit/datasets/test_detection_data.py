@@ -140,3 +140,18 @@ def test_an_index_from_before_boxes_is_rebuilt_from_the_events(tmp_path: Path) -
     old.close()
     index = IndexFile(path)
     assert index.fold("d") is None and len(index.index("d")) == 0  # folded again from its events
+
+
+def test_a_detection_split_counts_each_image_once_by_its_label() -> None:
+    # counts stay images per label (the totals of a subset are its images); how each class's
+    # images spread is what the split stratified, reported through its deviations
+    boxes = [c.Box("car", 0.1, 0.1, 0.2, 0.2), c.Box("bike", 0.5, 0.5, 0.1, 0.1)]
+    records = [record(n, boxes if n < 8 else [], "car" if n < 8 else "") for n in range(10)]
+    state = domain.Dataset(images=MemoryIndex({r.image_id: image_of(r) for r in records}))
+    command = c.CreateSplit(dataset_id="d", split_id="s", name="s", train=0.6, val=0.2, test=0.2)
+    created = domain.create_split(state, command, task="detection")[0]
+    assert isinstance(created, c.SplitCreated)
+    totals: Counter[str] = Counter()
+    for subset in created.counts.values():
+        totals.update(subset)
+    assert totals == {"car": 8, "": 2} and created.deviations == []
