@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from contracts.training import Hyperparameters
 from services.trainer.engine import EpochMetrics, Sample, train
-from services.trainer.engine.loop import _step
+from services.trainer.engine.loop import _moved, _step
 from services.trainer.engine.session import open_session
 from services.vision.models import build_model
 from services.vision.preprocess import eval_transform
@@ -208,21 +208,21 @@ def loader_and_step(
                            pretrained=None)  # fmt: skip
     session.sampler.set_epoch(1)
     seen, start = 0, 0.0
-    for i, (images, _) in enumerate(session.train_loader):
+    for i, batch in enumerate(session.train_loader):
         if i == 0:
-            start, first = time.perf_counter(), images
+            start, first = time.perf_counter(), batch
             continue
-        seen += len(images)
+        seen += len(batch[0])
     loader_rate = seen / max(time.perf_counter() - start, 1e-9) if seen else float("nan")
     t = session.trainee
     t.model.train()
-    batch = t.precision.to_device(first, torch.zeros(len(first), dtype=torch.long))
-    _step(t, *batch).item()  # warm-up: kernels picked, memory allocated
+    moved = _moved(t, first)  # the engine's own move to the device (channels_last on CUDA)
+    _step(t, moved)[0].item()  # warm-up: kernels picked, memory allocated
     start = time.perf_counter()
     for _ in range(steps):
-        loss = _step(t, *batch)
+        loss = _step(t, moved)[0]
     loss.item()
-    step_rate = steps * len(first) / (time.perf_counter() - start)
+    step_rate = steps * len(first[0]) / (time.perf_counter() - start)
     return loader_rate, step_rate
 
 
