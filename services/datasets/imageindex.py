@@ -3,20 +3,26 @@
 ``ImageIndex`` is a dataset's images by id, as its events leave them; ``Staged`` is what an
 import read, in file order; ``ImportEvents`` is an import's commit as a lazy sequence of events
 that reads its records batch by batch while they are stored, so that no import and no dataset
-has to be in memory whole (``spill`` keeps both in SQLite). Pure: imports ``contracts`` only.
+has to be in memory whole (``spill`` keeps both in SQLite). Pure: imports ``contracts`` and
+msgspec (to size records) only.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, overload, runtime_checkable
+
+import msgspec
 
 from contracts import datasets as c
 
 #: Images per ``ImagesAdded`` event: keeps each stored message well under NATS's payload limit.
 IMAGES_PER_EVENT = 1000
+#: Encoded record bytes per ``ImagesAdded`` event at most (half NATS's 8 MB payload limit): a
+#: detection image may carry hundreds of boxes, so a batch of those ends before 1000 images.
+EVENT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,24 @@ class Staged(Protocol):
 
     def kept(self, start: int, stop: int) -> list[c.ImageRecord]: ...
 
+    def sizes(self) -> Iterator[int]:
+        """Each kept record's encoded size in bytes, in order (after ``plan``)."""
+        ...
+
+
+def batches(sizes: Iterable[int], images: int, limit: int) -> list[tuple[int, int]]:
+    """(start, stop) of each event's records: at most ``images`` of them and, but for a single
+    record, at most ``limit`` bytes."""
+    bounds, start, n, size = [], 0, 0, 0
+    for n, one in enumerate(sizes):
+        if n > start and (n - start == images or size + one > limit):
+            bounds.append((start, n))
+            start, size = n, 0
+        size += one
+    if n + 1 > start and size:
+        bounds.append((start, n + 1))
+    return bounds
+
 
 class MemoryStaged:
     """``Staged`` over a list of records."""
@@ -114,6 +138,9 @@ class MemoryStaged:
     def kept(self, start: int, stop: int) -> list[c.ImageRecord]:
         return self._kept[start:stop]
 
+    def sizes(self) -> Iterator[int]:
+        return (len(msgspec.json.encode(record)) for record in self._kept)
+
 
 class ImportEvents(Sequence[c.Event]):
     """An import's ``ImagesAdded`` batches then its ``ImportCompleted``, each made when read."""
@@ -121,7 +148,8 @@ class ImportEvents(Sequence[c.Event]):
     def __init__(self, staged: Staged, dataset_id: str, import_id: str, kept: int,
                  report: c.ImportReport) -> None:  # fmt: skip
         self.staged, self.dataset_id, self.import_id = staged, dataset_id, import_id
-        self.batches = -(-kept // IMAGES_PER_EVENT)
+        self.bounds = batches(staged.sizes(), IMAGES_PER_EVENT, EVENT_BYTES) if kept else []
+        self.batches = len(self.bounds)
         self.report = report
 
     def __len__(self) -> int:
@@ -141,5 +169,5 @@ class ImportEvents(Sequence[c.Event]):
             return c.ImportCompleted(
                 dataset_id=self.dataset_id, import_id=self.import_id, report=self.report
             )
-        images = self.staged.kept(n * IMAGES_PER_EVENT, (n + 1) * IMAGES_PER_EVENT)
+        images = self.staged.kept(*self.bounds[n])
         return c.ImagesAdded(dataset_id=self.dataset_id, import_id=self.import_id, images=images)

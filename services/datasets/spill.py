@@ -252,6 +252,12 @@ class StagedFile:
         )
         return [_RECORD.decode(body) for (body,) in rows]
 
+    def sizes(self) -> Iterator[int]:
+        rows = self.db.execute(
+            "SELECT length(r.body) FROM kept k JOIN records r ON r.n = k.n ORDER BY k.k"
+        )
+        return (size for (size,) in rows)
+
     def close(self) -> None:
         """Closes and deletes the file."""
         self.db.close()

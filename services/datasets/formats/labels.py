@@ -20,6 +20,8 @@ from services.datasets.formats.manifest import Box, Entry, FormatError, Manifest
 from services.datasets.formats.tree import File, Tree
 
 _MAX_LISTED = 20
+#: Boxes an image may have (a detection image's record must fit one NATS message).
+MAX_BOXES = 10_000
 
 
 @dataclass
@@ -82,6 +84,8 @@ class Labels:
         return seen.labels[0] if seen.labels else ""  # "": a negative, an image with no box
 
     def _detection_problem(self, seen: _Seen) -> str | None:
+        if len(seen.boxes) > MAX_BOXES:
+            return f"{len(seen.boxes)} boxes: an image may have at most {MAX_BOXES}"
         if seen.rejected:
             more = len(seen.rejected) - 3
             return "; ".join(seen.rejected[:3]) + (f" (and {more} more)" if more > 0 else "")

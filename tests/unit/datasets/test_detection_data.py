@@ -9,10 +9,12 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import msgspec
+
 from contracts import datasets as c
 from services.datasets import domain, health
-from services.datasets.imageindex import MemoryIndex, image_of
-from services.datasets.spill import IndexFile
+from services.datasets.imageindex import MemoryIndex, batches, image_of
+from services.datasets.spill import IndexFile, StagedFile
 from services.datasets.splits import SplitItem, group_duplicates, split
 
 RATIOS = (0.7, 0.15, 0.15)
@@ -155,3 +157,24 @@ def test_a_detection_split_counts_each_image_once_by_its_label() -> None:
     for subset in created.counts.values():
         totals.update(subset)
     assert totals == {"car": 8, "": 2} and created.deviations == []
+
+
+def test_batches_end_at_the_image_count_or_the_byte_limit_whichever_comes_first() -> None:
+    assert batches([10] * 5, images=2, limit=100) == [(0, 2), (2, 4), (4, 5)]
+    assert batches([40, 40, 40, 200, 10], images=10, limit=100) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert batches([], images=2, limit=100) == []
+
+
+def test_an_import_of_images_with_many_boxes_is_stored_in_events_under_the_payload_limit(
+    tmp_path: Path,
+) -> None:
+    many = [c.Box("pedestrian", 0.123456789, 0.2, 0.0123456789, 0.05)] * 300
+    staged = StagedFile(tmp_path / "i.db")
+    staged.add([record(n, many, "pedestrian") for n in range(400)])
+    state = domain.Dataset(imports={"i": "running"})
+    report = c.ImportReport(format="coco", files=400, imported=400)
+    events = domain.commit(state, "d", "i", staged, report)
+    added = [e for e in events if isinstance(e, c.ImagesAdded)]
+    assert sum(len(e.images) for e in added) == 400 and len(added) > 1
+    assert all(len(msgspec.json.encode(e)) < 8 * 1024 * 1024 // 2 for e in added)
+    staged.close()

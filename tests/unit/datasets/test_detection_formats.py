@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.datasets.formats import Box, FormatError, Problem, read_manifest
+from services.datasets.formats.labels import MAX_BOXES
 from tests.unit.datasets.fixtures_formats import image, text
 
 
@@ -115,3 +116,11 @@ def test_a_detection_project_refuses_a_format_without_boxes(tmp_path: Path) -> N
     with pytest.raises(FormatError) as caught:
         read_manifest(tmp_path, "auto", "detection")
     assert caught.value.field == "format" and "COCO or YOLO" in caught.value.message
+
+
+def test_an_image_with_more_boxes_than_an_event_can_carry_is_reported(tmp_path: Path) -> None:
+    line = "0 0.5 0.5 0.01 0.01\n"
+    yolo(tmp_path, {"a": line * (MAX_BOXES + 1), "b": line * 3}, images=("a", "b"))
+    manifest = read_manifest(tmp_path, "yolo", "detection")
+    assert [(e.name, len(e.boxes)) for e in manifest.entries] == [("images/train/b.jpg", 3)]
+    assert "at most" in manifest.label_problems[0].reason
