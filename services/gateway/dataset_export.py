@@ -68,8 +68,11 @@ def image_path(name: str, subset: str | None) -> str:
 
 def classes_of(images: Iterable[ExportImage]) -> list[str]:
     """Every class the images show (box labels, and the labels of images without a box)."""
-    found = {box["label"] for image in images for box in image.boxes}
-    found |= {image.label for image in images if image.label and not image.boxes}
+    found: set[str] = set()
+    for image in images:
+        found |= {box["label"] for box in image.boxes}
+        if image.label and not image.boxes:
+            found.add(image.label)
     return sorted(found)
 
 

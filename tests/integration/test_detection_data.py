@@ -147,3 +147,15 @@ async def test_an_export_refuses_an_unknown_split_or_format(api, stack: Stack):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
     bad = await api.get(f"{API}/datasets/{pid}/export", params={"format": "voc"})
     assert bad.status_code == 422 and bad.json()["status"] == "error"
+
+
+async def test_a_classification_dataset_exports_to_coco_but_not_to_yolo(api, stack: Stack):
+    resp = await api.post(f"{API}/projects", json={"name": f"cls-{uuid.uuid4().hex[:8]}"})
+    pid = resp.json()["data"]["id"]
+    await imported(api, pid, imagesets.folder(stack.imports / uuid.uuid4().hex, {"a": 2, "b": 1}))
+    yolo = await api.get(f"{API}/datasets/{pid}/export", params={"format": "yolo"})
+    assert yolo.status_code == 422 and yolo.json()["error"]["field"] == "format"
+    coco = await api.get(f"{API}/datasets/{pid}/export", params={"format": "coco"})
+    doc = json.loads(zipfile.ZipFile(io.BytesIO(coco.content)).read("annotations/instances.json"))
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    assert sorted(names[a["category_id"]] for a in doc["annotations"]) == ["a", "a", "b"]

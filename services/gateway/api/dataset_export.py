@@ -5,7 +5,8 @@ The images and their boxes are read from the gateway's read model (what the brow
 their bytes through the ``Blobs`` port, and the ZIP (``dataset_export``) is streamed as it is
 written: each image as it arrives, then the annotation files, then ``export.json`` (what was
 exported, and any image deleted while the export ran, left out). Refusals (no access, a bad
-format, an unknown split) come before the first byte, as error envelopes. Imports the
+format, an unknown split, YOLO for a classification dataset, which it cannot hold) come
+before the first byte, as error envelopes. Imports the
 gateway's own modules and ``contracts``.
 """
 
@@ -55,6 +56,14 @@ async def export_dataset(
             message = f"split {split_id} does not exist in this dataset"
             raise ApiError(common.NOT_FOUND, message, field="split_id")
     images = _images(reader, project_id, split_id)
+    if format == "yolo" and any(image.label and not image.boxes for image in images):
+        task = reader.one("SELECT task_type FROM projects WHERE id = ?", (project_id,))
+        if task is None or task[0] != "detection":
+            message = (
+                "YOLO files carry boxes only, and images of this dataset have a label but no "
+                "box: export it as COCO, which keeps their labels"
+            )
+            raise ApiError(common.VALIDATION_ERROR, message, field="format")
     name = f"{project_id}-{format}{f'-{split_id}' if split_id else ''}.zip"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     body = _zip(request, project_id, format, split_id, images)

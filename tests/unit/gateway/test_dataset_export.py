@@ -57,7 +57,7 @@ def export(fmt: str, images: list[ExportImage]) -> bytes:
             entry.write(png(image.width, image.height))
         out += archive.take()
         placed.append((image, name))
-    for path, data in annotation_files(fmt, placed, classes_of(images)):
+    for path, data in annotation_files(fmt, placed, classes_of(i for i in images)):
         out += archive.add(path, data)
     return bytes(out + archive.close())
 
