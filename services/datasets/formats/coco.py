@@ -90,8 +90,10 @@ def read_coco(tree: Tree, *, detection: bool = False) -> Manifest:
     orphans: list[Problem] = []
     for sheet, doc in docs:
         absent += _read_coco_doc(tree, sheet, doc, labels, orphans)
-    if absent:
+    if absent and not detection:
         raise missing(absent, "the COCO annotations")
+    for name in dict.fromkeys(absent):  # detection: an image listed but not there is reported
+        orphans.append(Problem(name, "listed in the COCO annotations but not found"))
     sheets = {sheet for sheet, _ in docs}
     others = [file for file in tree.files if file not in sheets and file not in labels]
     skipped = [left_out(file, "not listed in the COCO annotations") for file in others]

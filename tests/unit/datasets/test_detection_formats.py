@@ -124,3 +124,18 @@ def test_an_image_with_more_boxes_than_an_event_can_carry_is_reported(tmp_path: 
     manifest = read_manifest(tmp_path, "yolo", "detection")
     assert [(e.name, len(e.boxes)) for e in manifest.entries] == [("images/train/b.jpg", 3)]
     assert "at most" in manifest.label_problems[0].reason
+
+
+def test_coco_images_listed_but_not_found_are_reported_and_the_rest_imported(
+    tmp_path: Path,
+) -> None:
+    coco(tmp_path, [note(1, 1, 1, [10, 5, 20, 10]), note(2, 2, 2, [10, 5, 20, 10])])
+    (tmp_path / "images" / "b.png").unlink()
+    manifest = read_manifest(tmp_path, "coco", "detection")
+    assert [e.name for e in manifest.entries] == ["images/a.png", "images/c.png"]
+    assert manifest.label_problems == [
+        Problem("b.png", "listed in the COCO annotations but not found")
+    ]
+    with pytest.raises(FormatError) as caught:  # a classification project: refused as before
+        read_manifest(tmp_path, "coco")
+    assert caught.value.code == "MISSING_FILES"
