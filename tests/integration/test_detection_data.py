@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import random
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -111,7 +112,7 @@ async def test_a_detection_dataset_imports_browses_splits_and_exports_with_every
 ):
     pid = await detection_project(api)
     root = stack.imports / uuid.uuid4().hex
-    _, total = globox_coco(root, 24)
+    written, total = globox_coco(root, 24)
     report = await imported(api, pid, root)
     problems = {p["file"]: p["reason"] for p in report["label_problems"]}
     assert set(problems) == {"annotations.json", "images/i1.png"}, problems
@@ -120,6 +121,15 @@ async def test_a_detection_dataset_imports_browses_splits_and_exports_with_every
     boxes = await boxes_of(api, pid)
     assert len(boxes) == 23 and sum(len(b) for b in boxes.values()) == total
     assert sum(1 for b in boxes.values() if not b) == 6  # negatives kept (i0, i4, ... not i1)
+
+    yolo = stack.imports / uuid.uuid4().hex  # the same images and boxes, as globox's YOLO
+    shutil.copytree(root / "images", yolo / "images")
+    written.save_yolo_darknet(yolo / "labels", label_to_id={c: n for n, c in enumerate(CLASSES)})
+    (yolo / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    again = await detection_project(api)
+    assert (await imported(api, again, yolo))["label_problems"] == []
+    from_yolo = await boxes_of(api, again)
+    assert len(from_yolo) == 24 and {i: b for i, b in from_yolo.items() if i in boxes} == boxes
 
     health = (await api.get(f"{API}/datasets/{pid}/health")).json()["data"]
     assert health["boxes"]["total"] == total and health["boxes"]["negatives"] == 6
