@@ -79,7 +79,8 @@ def classes_of(images: Iterable[ExportImage]) -> list[str]:
 def coco_document(images: Sequence[tuple[ExportImage, str]], classes: Sequence[str]) -> bytes:
     """One COCO JSON of ``images`` (each with its name in the archive)."""
     category = {name: n for n, name in enumerate(classes, start=1)}
-    doc_images, annotations = [], []
+    doc_images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for number, (image, name) in enumerate(images, start=1):
         doc_images.append({"id": number, "file_name": name, "width": image.width,
                            "height": image.height})  # fmt: skip
