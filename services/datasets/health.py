@@ -100,13 +100,20 @@ def report(
             "height": _stats([f.height for f in images]),
         },
     }
+    result["warnings"] = _warnings(result, min_per_class=min_per_class, tiny=tiny, huge=huge)
+    return _with_boxes(result, images, detection)
+
+
+def _with_boxes(
+    result: dict[str, Any], images: Sequence[ImageFacts], detection: bool
+) -> dict[str, Any]:
+    """The report with its box figures and their warnings, for a detection project or any
+    images with boxes; a single class is no problem for a detector."""
+    if detection:
+        result["warnings"] = [w for w in result["warnings"] if not w.startswith("Only one class")]
     if detection or any(f.boxes for f in images):
         boxed = [BoxedImage(f.image_id, f.filename, f.width, f.height, f.boxes) for f in images]
         result["boxes"] = box_report(boxed)
-    result["warnings"] = _warnings(result, min_per_class=min_per_class, tiny=tiny, huge=huge)
-    if detection:
-        result["warnings"] = [w for w in result["warnings"] if not w.startswith("Only one class")]
-    if "boxes" in result:
         result["warnings"] += box_warnings(result["boxes"], IMBALANCE_WARNING)
     return result
 
