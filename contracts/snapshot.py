@@ -115,7 +115,8 @@ def _diff(path: str, old: Schema, new: Schema, defs: _Defs) -> list[str]:
     old, new = _deref(old, defs.old), _deref(new, defs.new)
     if "properties" in old and "properties" in new:  # a struct: compare it field by field
         return _struct_diff(path, old, new, defs)
-    if old.get("type") == new.get("type") == "array" and "items" in old and "items" in new:
+    items = old.get("items"), new.get("items")  # ``False`` for a tuple (its ``prefixItems``)
+    if old.get("type") == new.get("type") == "array" and all(isinstance(i, dict) for i in items):
         return _diff(f"{path}[]", old["items"], new["items"], defs)  # e.g. ``list[Inner]``
     before, after = _inline(old, defs.old), _inline(new, defs.new)
     if not defs.stored:

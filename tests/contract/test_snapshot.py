@@ -257,3 +257,21 @@ def test_a_list_of_structs_is_compared_item_by_item() -> None:
     assert changes(Retyped, Listed) == [
         'property \'items[].size\' changed type: {"type":"integer"} -> {"type":"string"}'
     ]
+
+
+def test_a_list_of_tuples_is_compared_whole() -> None:
+    """A tuple's schema has ``"items": false`` (its members are ``prefixItems``): comparing a
+    contract holding ``list[list[tuple[str, float]]]`` once crashed the checker."""
+
+    class Pairs(msgspec.Struct, frozen=True, tag_field="type", tag="test.pairs.v1"):
+        results: list[list[tuple[str, float]]]
+
+    class PairsGrown(msgspec.Struct, frozen=True, tag_field="type", tag="test.pairs.v1"):
+        results: list[list[tuple[str, float]]]
+        task: str = "classification"
+
+    class PairsRetyped(msgspec.Struct, frozen=True, tag_field="type", tag="test.pairs.v1"):
+        results: list[list[tuple[str, int]]]
+
+    assert changes(PairsGrown, Pairs) == []
+    assert changes(PairsRetyped, Pairs) != []
