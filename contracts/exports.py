@@ -72,9 +72,26 @@ class Predict(Message, frozen=True, tag="exports.predict.v1"):
     top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
 
 
+class DetectedBox(msgspec.Struct, frozen=True):
+    """One box a detector export found: its class, score, and the box normalised to the image
+    like ``contracts.datasets.Box`` (top-left ``x``/``y``, ``w``/``h``, all in [0, 1])."""
+
+    label: str
+    score: float
+    x: float
+    y: float
+    w: float
+    h: float
+
+
 class Predictions(Message, frozen=True, tag="exports.predictions.v1"):
     export_id: str
+    #: A classifier's top-k (class, probability) per image; empty lists for a detector.
     results: list[list[tuple[str, float]]]
+    #: "classification" or "detection" (what the export predicts).
+    task: str = "classification"
+    #: A detector's boxes per image, best first; empty for a classifier.
+    boxes: list[list[DetectedBox]] = []
 
 
 class ExportRequested(Message, frozen=True, tag="exports.export_requested.v1"):
