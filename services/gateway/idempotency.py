@@ -6,9 +6,15 @@ run; the loser waits for the first's answer (bounded, then 409), so both get the
 A key reused for a different request answers 422. Creates additionally derive their ids from
 the key (see ``derived_id``), so even a lost KV entry cannot make a second project.
 
+A claim names its owner (a token of its own) and is renewed every ``HEARTBEAT_S`` while its
+request runs (``held``): its KV revision moves. A waiting retry that sees the revision stand
+still for ``LEASE_S`` on its own clock (no clock shared between machines is trusted) knows the
+gateway holding it died mid-request, and takes the claim over with a compare-and-set on that
+revision: of several such retries one wins, the others wait for its answer.
+
 Every KV call rides out a leader election or a node restart for ``CALL_RETRY_S`` (then the
 outage is raised, which the API answers 503 UNAVAILABLE). A retried write whose first try was
-stored unseen is recognised by its value: a claim finds its own record, not another's.
+stored unseen is recognised by its owner: a claim finds its own record, not another's.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -29,11 +37,18 @@ from nats.js.kv import KeyValue
 
 from contracts import common
 from services.gateway.envelope import ApiError
-from services.kernel.transient import retry_transient
+from services.kernel.transient import TRANSIENT, retry_transient
+
+log = logging.getLogger(__name__)
 
 BUCKET = "studio_idempotency"
 TTL_S = 24 * 3600.0
-#: A claim older than this was left by a gateway that died mid-request: it may be taken over.
+#: How often a claim is renewed while its request runs.
+HEARTBEAT_S = 1.0
+#: A claim whose revision a waiter saw stand still this long (its own clock) is taken over.
+LEASE_S = 5.0
+#: A claim last renewed this long ago by its own stamp is taken over at once (a retry that
+#: comes late need not watch it for ``LEASE_S``; generous for clocks that disagree).
 STALE_CLAIM_S = 60.0
 #: How long opening the bucket at start waits for NATS, as a first connect does.
 OPEN_RETRY_S = 10.0
@@ -51,17 +66,44 @@ class Record(msgspec.Struct, frozen=True):
     status: int = 0  # 0 while the first request is still running
     body: Any = None
     headers: dict[str, str] = {}
+    #: The claim's own token: which claim wrote this record.
+    owner: str = ""
+    #: When its owner last renewed it (wall clock).
+    beat_at: float = 0.0
 
 
 class InFlight(Exception):
     """The key's first request is still running: look again."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claim:
+    """A key held by this gateway; ``revision`` follows the heartbeats."""
+
     key: str
     fingerprint: str
     revision: int
+    owner: str = ""
+    claimed_at: float = 0.0
+
+    def record(self) -> bytes:
+        now = time.time()
+        claimed = Record(self.fingerprint, self.claimed_at or now, owner=self.owner, beat_at=now)
+        return msgspec.json.encode(claimed)
+
+
+@dataclass
+class _Watch:
+    """A waiter's view of a claim it does not hold: the revision it saw, and since when."""
+
+    revision: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def still(self, revision: int) -> float:
+        """For how long the claim's revision has stood still, as seen here."""
+        if revision != self.revision:
+            self.revision, self.since = revision, time.monotonic()
+        return time.monotonic() - self.since
 
 
 def derived_id(actor: str, key: str, purpose: str) -> str:
@@ -108,15 +150,17 @@ class Idempotency:
     ) -> Claim | tuple[int, Any, dict[str, str]]:
         """Claim ``key``, or return the stored (status, body, headers) of its first request.
         While that request is still running (on this gateway or another), wait for its answer
-        (up to ``IN_FLIGHT_WAIT_S``, then 409), so that both callers get the same answer."""
+        (up to ``IN_FLIGHT_WAIT_S``, then 409), so that both callers get the same answer; a
+        claim whose holder died (no heartbeat for ``LEASE_S``) is taken over."""
         kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
         deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+        # One owner for every try of this claim: a try stored unseen is known as ours.
+        mine = Claim(kv_key, request_fingerprint, 0, uuid.uuid4().hex, time.time())
+        watch = _Watch()
         while True:
-            # One record for every try of this claim: a try stored unseen is known as ours.
-            fresh = msgspec.json.encode(Record(request_fingerprint, time.time()))
             try:
                 return await retry_transient(
-                    functools.partial(self._claim_once, kv_key, request_fingerprint, fresh),
+                    functools.partial(self._claim_once, mine, watch),
                     what="claiming an idempotency key",
                     retry_for=CALL_RETRY_S,
                 )
@@ -129,20 +173,19 @@ class Idempotency:
             await asyncio.sleep(IN_FLIGHT_POLL_S)
 
     async def _claim_once(
-        self, kv_key: str, request_fingerprint: str, fresh: bytes
+        self, mine: Claim, watch: _Watch
     ) -> Claim | tuple[int, Any, dict[str, str]]:
         try:
-            return Claim(kv_key, request_fingerprint, await self._kv.create(kv_key, fresh))
+            mine.revision = await self._kv.create(mine.key, mine.record())
+            return mine
         except KeyWrongLastSequenceError:
             pass
         try:
-            entry = await self._kv.get(kv_key)
+            entry = await self._kv.get(mine.key)
         except KeyNotFoundError:  # released (its request failed for a passing reason) meanwhile
             raise InFlight from None
-        if entry.value == fresh and entry.revision:  # this very claim, its reply lost
-            return Claim(kv_key, request_fingerprint, entry.revision)
         record = msgspec.json.decode(entry.value or b"", type=Record)
-        if record.fingerprint != request_fingerprint:
+        if record.fingerprint != mine.fingerprint:
             raise ApiError(
                 common.VALIDATION_ERROR,
                 "this Idempotency-Key was already used for a different request",
@@ -150,13 +193,59 @@ class Idempotency:
             )
         if record.status:
             return record.status, record.body, record.headers
-        if time.time() - record.claimed_at < STALE_CLAIM_S:
+        if record.owner == mine.owner:  # this very claim (or take-over), its reply lost
+            mine.revision = entry.revision or 0
+            return mine
+        still = watch.still(entry.revision or 0)
+        if still < LEASE_S and time.time() - max(record.beat_at, record.claimed_at) < STALE_CLAIM_S:
             raise InFlight
-        revision = await self._kv.update(kv_key, fresh, last=entry.revision)
-        return Claim(kv_key, request_fingerprint, revision)
+        try:
+            mine.revision = await self._kv.update(mine.key, mine.record(), last=entry.revision)
+        except KeyWrongLastSequenceError:  # renewed after all, or another retry took it over
+            raise InFlight from None
+        log.warning("idempotency key %s: took over a claim left unanswered %.1fs", mine.key, still)
+        return mine
+
+    @contextlib.asynccontextmanager
+    async def held(self, claim: Claim) -> AsyncIterator[None]:
+        """Renew ``claim`` every ``HEARTBEAT_S`` while the block runs, so that no waiting retry
+        mistakes a slow request for one whose gateway died."""
+        beating = asyncio.create_task(self._beat(claim))
+        try:
+            yield
+        finally:
+            beating.cancel()
+            await asyncio.wait([beating])
+
+    async def _beat(self, claim: Claim) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                claim.revision = await self._kv.update(
+                    claim.key, claim.record(), last=claim.revision
+                )
+            except KeyWrongLastSequenceError:
+                if await self._ours(claim) is None:
+                    log.warning("idempotency key %s: claim taken over while running", claim.key)
+                    return
+            except TRANSIENT as exc:  # the next beat tries again, well within the lease
+                log.warning("idempotency key %s: heartbeat failed (%r)", claim.key, exc)
+
+    async def _ours(self, claim: Claim) -> int | None:
+        """The claim's revision if the key still holds it unanswered (a write of ours stored
+        unseen moved it), else None: the key was taken over, answered or released."""
+        try:
+            entry = await self._kv.get(claim.key)
+        except KeyNotFoundError:
+            return None
+        record = msgspec.json.decode(entry.value or b"", type=Record)
+        if record.owner != claim.owner or record.status:
+            return None
+        claim.revision = entry.revision or 0
+        return claim.revision
 
     async def complete(self, claim: Claim, status: int, body: Any, headers: dict[str, str]) -> None:
-        record = Record(claim.fingerprint, time.time(), status, body, headers)
+        record = Record(claim.fingerprint, claim.claimed_at, status, body, headers, claim.owner)
         value = msgspec.json.encode(record)
         await retry_transient(
             lambda: self._complete_once(claim, value),
@@ -165,19 +254,32 @@ class Idempotency:
         )
 
     async def _complete_once(self, claim: Claim, value: bytes) -> None:
-        try:
-            await self._kv.update(claim.key, value, last=claim.revision)
-        except KeyWrongLastSequenceError:
-            entry = await self._kv.get(claim.key)
-            if entry.value != value:  # not a try of ours that was stored unseen
-                raise
+        while True:
+            try:
+                await self._kv.update(claim.key, value, last=claim.revision)
+                return
+            except KeyWrongLastSequenceError:
+                pass
+            with contextlib.suppress(KeyNotFoundError):
+                if (await self._kv.get(claim.key)).value == value:
+                    return  # a try of ours, stored unseen
+            if await self._ours(claim) is None:  # taken over: the taker stores its answer
+                log.warning("idempotency key %s: answer not stored, claim taken over", claim.key)
+                return
 
     async def release(self, claim: Claim) -> None:
         """Forget a claim whose request failed for a passing reason, so a retry may run."""
 
         async def delete() -> None:
-            with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
-                await self._kv.delete(claim.key, last=claim.revision)
+            while True:
+                try:
+                    await self._kv.delete(claim.key, last=claim.revision)
+                    return
+                except KeyNotFoundError:
+                    return
+                except KeyWrongLastSequenceError:
+                    if await self._ours(claim) is None:
+                        return
 
         await retry_transient(delete, what="releasing an idempotency key", retry_for=CALL_RETRY_S)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -63,7 +64,8 @@ async def import_local(body: LocalImport, request: Request, gateway: GatewayDep)
     async def run() -> Response:
         return await _start(gateway, request, body.project_id, "local", body.path, body.format)
 
-    return await idempotent(request, gateway, actor_of(request), run, job=True)
+    again = partial(_existing_import, gateway, request)
+    return await idempotent(request, gateway, actor_of(request), run, job=True, existing=again)
 
 
 #: The slowest rate at which the datasets service is expected to fetch an uploaded archive from
@@ -86,7 +88,10 @@ async def import_upload(
         return await _receive_and_start(request, gateway, project_id, format)
 
     # A retried upload with the same key gets the first import, not a second one.
-    return await idempotent(request, gateway, actor_of(request), run, job=True, streamed=True)
+    again = partial(_existing_import, gateway, request)
+    return await idempotent(
+        request, gateway, actor_of(request), run, job=True, streamed=True, existing=again
+    )
 
 
 async def _receive_and_start(
@@ -306,6 +311,16 @@ async def _start(
         c.Subjects.START_IMPORT, command, common.CommandAccepted, request, timeout=timeout
     )
     await gateway.caught_up(c.STREAM, accepted.sequence)
+    return await _import_answer(gateway, request, import_id)
+
+
+async def _existing_import(gateway: Gateway, request: Request) -> Response | None:
+    async with session(gateway.engine) as db:  # a retried start: the import its key names
+        row = await read.get_import(db, import_id=keyed_id(request, "import"))
+    return None if row is None else await _import_answer(gateway, request, row.import_id)
+
+
+async def _import_answer(gateway: Gateway, request: Request, import_id: str) -> Response:
     row = await _wait_for_import(
         gateway, import_id, lambda r: r.state != "running", VALIDATION_WAIT_S
     )

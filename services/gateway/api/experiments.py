@@ -125,7 +125,12 @@ async def create_experiment(body: ExperimentIn, request: Request, gateway: Gatew
         accepted = await gateway.send(e.ExperimentSubjects.CREATE_EXPERIMENT, command, request)
         return await _answer(gateway, request, command.experiment_id, accepted.sequence)
 
-    return await idempotent(request, gateway, actor_of(request), run, job=True)
+    async def existing() -> Response | None:  # a retry whose first try started the search
+        async with session(gateway.engine) as db:
+            known = await read.experiment_detail(db, experiment_id=command.experiment_id)
+        return await _answer(gateway, request, command.experiment_id, 0) if known else None
+
+    return await idempotent(request, gateway, actor_of(request), run, job=True, existing=existing)
 
 
 @router.get("")

@@ -4,6 +4,10 @@ A job's start (an import, a run, an evaluation, an export) answers 202 once the 
 that answer is final and replayed to a retry, and the job's id derives from the key
 (``keyed_id``), so even a retry whose first answer was never stored (its gateway died) names
 the same job, and the service refuses to start it twice rather than starting a second one.
+That refusal (a CONFLICT) is no answer for a retry, though: a route passes ``existing``, which
+answers for the job its key names if it exists, and the retry gets the 202 the first request
+would have had. The claim is renewed while ``run`` runs (``Idempotency.held``), so that only a
+claim whose gateway died is taken over by a retry.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from contracts import new_id
+from contracts import common, new_id
 from services.gateway.auth.deps import actor_of
+from services.gateway.envelope import ApiError
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import Claim, derived_id, fingerprint
 
@@ -24,6 +29,8 @@ from services.gateway.idempotency import Claim, derived_id, fingerprint
 _FINAL = frozenset(range(200, 500)) - {202}
 #: A job's start: its 202 says the job exists, as final as a 201.
 _JOB_FINAL = frozenset(range(200, 500))
+#: The answer for the job a request's key names, or None where there is no such job.
+Existing = Callable[[], Awaitable[Response | None]]
 
 
 def keyed_id(request: Request, purpose: str) -> str:
@@ -41,10 +48,12 @@ async def idempotent(
     *,
     job: bool = False,
     streamed: bool = False,
+    existing: Existing | None = None,
 ) -> Response:
     """``run`` once per key. ``job``: the route starts a background job (its 202 is kept).
     ``streamed``: the body is an upload read by ``run`` itself; the request is then told
-    apart by its path, query and length rather than by its bytes."""
+    apart by its path, query and length rather than by its bytes. ``existing``: a job start's
+    answer for the job its key names, when the service refuses to start it again."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return await run()
@@ -60,7 +69,8 @@ async def idempotent(
         status, stored, headers = claimed
         return JSONResponse(stored, status, headers={**headers, "Idempotent-Replayed": "true"})
     try:
-        response = await run()
+        async with gateway.idempotency.held(claimed):
+            response = await _started(gateway, run, existing)
     except BaseException:
         await gateway.idempotency.release(claimed)
         raise
@@ -73,3 +83,20 @@ async def idempotent(
     else:
         await gateway.idempotency.release(claimed)
     return response
+
+
+async def _started(
+    gateway: Gateway, run: Callable[[], Awaitable[Response]], existing: Existing | None
+) -> Response:
+    """``run``, or, when the service refuses it because the job its key names exists (a retry
+    whose first try started the job and lost its answer), that job's answer."""
+    try:
+        return await run()
+    except ApiError as refused:
+        if existing is None or refused.code != common.CONFLICT:
+            raise
+        await gateway.current()
+        answer = await existing()
+        if answer is None:
+            raise
+        return answer

@@ -10,12 +10,12 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from contracts import Message
+from contracts import Message, common
 from contracts import training as t
 from services.gateway.access import require_of
 from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.auth.deps import actor_of
-from services.gateway.envelope import ok
+from services.gateway.envelope import ApiError, ok
 from services.gateway.gateway import Gateway
 from services.gateway.readmodels.tasks import task_link
 from services.kernel.sqlite import session
@@ -53,9 +53,20 @@ async def start_run_job(
     async def run() -> Response:
         accepted = await gateway.send(job.subject, command(job_id), request)
         await gateway.caught_up(job.stream, accepted.sequence)
+        return await answer()
+
+    async def answer() -> Response:
         async with session(gateway.engine) as db:
             row = await job.load(db, job_id)
         location = str(request.url_for(job.route, **{job.id_param: job_id}))
         return ok(row.public() | task_link(job_id), status=202, headers={"Location": location})
 
-    return await idempotent(request, gateway, actor_of(request), run, job=True)
+    async def existing() -> Response | None:  # a retry's, whose first try started the job
+        try:
+            return await answer()
+        except ApiError as missing:
+            if missing.code != common.NOT_FOUND:
+                raise
+            return None
+
+    return await idempotent(request, gateway, actor_of(request), run, job=True, existing=existing)

@@ -132,7 +132,12 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
         accepted = await gateway.send(c.Subjects.START_RUN, command, request)
         return await _run_answer(gateway, request, accepted.aggregate_id, accepted.sequence, 202)
 
-    return await idempotent(request, gateway, actor_of(request), run, job=True)
+    async def existing() -> Response | None:  # a retry whose first try queued the run
+        async with session(gateway.engine) as db:
+            known = await read.get_run(db, run_id=command.run_id) is not None
+        return await _run_answer(gateway, request, command.run_id, 0, 202) if known else None
+
+    return await idempotent(request, gateway, actor_of(request), run, job=True, existing=existing)
 
 
 @router.get("/queue")
