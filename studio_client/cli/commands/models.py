@@ -49,7 +49,7 @@ Examples:
 @pass_state
 def evaluate(state: State, run_id: str, checkpoint: str, subset: str, wait: bool) -> None:
     """Evaluate a run's checkpoint on a subset of its split: accuracy, per-class precision,
-    recall and F1, and the confusion matrix."""
+    recall and F1, and the confusion matrix (a detector: COCO mAP, per-class AP and recall)."""
     client = state.client()
     job = client.evaluations.create(run_id, checkpoint=checkpoint, subset=subset)
     if wait:
@@ -60,6 +60,19 @@ def evaluate(state: State, run_id: str, checkpoint: str, subset: str, wait: bool
         raise _failed("evaluation", job.id, job.error)
 
 
+def _detection(out: Console, m: dict[str, Any]) -> None:
+    """A detector's per-class AP and recall, and how many of its images went worst."""
+    rows = [
+        (c["label"], percent(c["ap"]), percent(c["ap50"]), percent(c["recall"]), c["truths"])
+        for c in m.get("per_class", [])
+    ]
+    out.print(table(("class", "AP", "AP@.5", "recall@.5", "boxes"), rows,
+                    numeric=("AP", "AP@.5", "recall@.5", "boxes")))  # fmt: skip
+    worst = m.get("worst") or []
+    errors = sum(w["misses"] + w["false_positives"] for w in worst)
+    out.print(f"{len(worst)} images with misses or false positives listed ({errors} errors).")
+
+
 def _evaluation(out: Console, job: Evaluation) -> None:
     m = job.metrics or {}
     if job.status != "completed" or not m:
@@ -68,8 +81,13 @@ def _evaluation(out: Console, job: Evaluation) -> None:
     out.print(
         f"Evaluation {job.id} of run {job.run_id} ({job.checkpoint} checkpoint, epoch "
         f"{job.checkpoint_epoch}, {job.subset} subset, {m.get('images')} images): "
-        f"accuracy [bold]{percent(m.get('accuracy'))}[/bold]"
-    )
+        + (f"mAP [bold]{percent(m.get('map'))}[/bold], mAP@.5 {percent(m.get('map50'))}"
+           if m.get("task") == "detection"
+           else f"accuracy [bold]{percent(m.get('accuracy'))}[/bold]")
+    )  # fmt: skip
+    if m.get("task") == "detection":
+        _detection(out, m)
+        return
     rows = [
         (c["label"], number(c["precision"], 3), number(c["recall"], 3), number(c["f1"], 3),
          c["support"])
