@@ -187,6 +187,8 @@ class TrainingTasks(Decodes):
                     "accuracy": event.metrics.get("accuracy"),
                     "links": {"evaluation": f"/api/v1/evaluation/{event.evaluation_id}"},
                 }
+                if event.metrics.get("task") == "detection":  # a detector has no accuracy
+                    result |= {k: event.metrics.get(k) for k in ("map", "map50")}
                 await _finish(db, event, event.evaluation_id, "completed", result)
             case t.EvaluationFailed():
                 await _finish(db, event, event.evaluation_id, "failed", error=_error(event))
