@@ -147,7 +147,8 @@ async def predict(
     engine: Any,
     predictor: Any,
 ) -> x.Predictions | CommandRejected:
-    """Top-k classes of each image, from the export's ONNX file (``files/<id>/<file>``).
+    """Top-k classes (or a detector's boxes) of each image, from the export's ONNX file
+    (``files/<id>/<file>``).
     ``engine`` is the export engine's facade (its ``BadImage``), ``predictor`` its Predictor."""
     state, _ = await exports.get(query.export_id)
     try:
@@ -156,13 +157,27 @@ async def predict(
         return rejected(err)
     path = files / query.export_id / export.file
     try:
-        results = await asyncio.to_thread(predictor.predict, path, query.images, query.top_k)
+        return await asyncio.to_thread(_answer, predictor, path, query)
     except engine.BadImage as err:
         return CommandRejected(
             code=common.VALIDATION_ERROR,
             message=f"image {err.index + 1} is not a readable image: {err.reason}",
             field=f"images[{err.index}]",
         )
+
+
+def _answer(predictor: Any, path: Path, query: x.Predict) -> x.Predictions:
+    """A classifier's top-k per image, or a detector's boxes per image (all it keeps above
+    its score threshold, best first: ``top_k`` is a classifier's setting)."""
+    if predictor.task(path) == "detection":
+        found = predictor.detect(path, query.images)
+        return x.Predictions(
+            export_id=query.export_id,
+            results=[[] for _ in found],
+            task="detection",
+            boxes=[[x.DetectedBox(*d) for d in image] for image in found],
+        )
+    results = predictor.predict(path, query.images, query.top_k)
     return x.Predictions(
         export_id=query.export_id, results=[[(lbl, float(s)) for lbl, s in r] for r in results]
     )

@@ -21,6 +21,12 @@ class Parity:
     torch_accuracy: float | None  # against the given labels
     onnx_accuracy: float | None  # the exported side's accuracy (TorchScript's, for that format)
     passed: bool  # allclose(RTOL, ATOL) on every logit and 100 % top-1 agreement
+    #: Detectors only (``box_parity``): the smallest IoU of a matched pair of boxes and how
+    #: many eager detections above the score threshold were matched; for a detector,
+    #: ``max_abs_diff`` is the largest score gap and ``top1_agreement`` the fraction of images
+    #: whose detections all matched.
+    min_iou: float | None = None
+    detections: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Checkpoint → one self-contained ONNX file with a dynamic batch axis and the studio's
-metadata (classes, preprocessing), verified against the eager model with onnxruntime."""
+metadata (task, classes, preprocessing), verified against the eager model with onnxruntime.
+A detector's checkpoint goes to ``detector_export`` (fixed input size, boxes out)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 from torch import nn
 
 from services.exporter.engine import verify
 from services.exporter.engine.api import STUDIO_FORMAT, Exported
 from services.exporter.engine.checkpoint import load_checkpoint
+from services.exporter.engine.detector_export import export_detector_onnx
 from services.exporter.engine.files import publish, sha256_of, temp_for
-from services.exporter.engine.runtime import open_session
+from services.exporter.engine.runtime import open_session, stamp
 from services.vision.preprocess import metadata
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,16 @@ def export_onnx(
 ) -> Exported:
     """Writes ``out`` and returns it with its parity (on ``images``) and latency figures."""
     model, info = load_checkpoint(checkpoint, sha256=sha256)
+    if info["task"] == "detection":
+        return export_detector_onnx(model, info, out, images)
     size, classes = info["image_size"], info["classes"]
     x, labels = verify.preprocess(images, size)
     tmp = temp_for(out)
     try:
         _export(model, torch.from_numpy(x[:2]), tmp)
-        _stamp(tmp, {
+        stamp(tmp, {
             "preprocessing": json.dumps(metadata(size, classes)),
+            "task": "classification",
             "classes": json.dumps(classes),
             "model": str(info["model"]),
             "studio_format": STUDIO_FORMAT,
@@ -69,14 +73,6 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
             model, (example,), path, dynamo=False,
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, **names,
         )  # fmt: skip
-
-
-def _stamp(path: Path, props: dict[str, str]) -> None:
-    model = onnx.load(str(path))
-    kept = {p.key: p.value for p in model.metadata_props if p.key not in props}
-    onnx.helper.set_model_props(model, {**kept, **props})
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def _runner(path: Path) -> verify.Runner:

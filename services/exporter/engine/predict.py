@@ -1,5 +1,6 @@
 """Prediction with an exported ONNX model: images decoded and preprocessed exactly as its
 metadata says, sessions cached per file (an LRU keyed by path and mtime, so a re-export is seen).
+A classifier answers top-k classes per image, a detector its boxes (``detect_io.Detection``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from services.exporter.engine import detect_io
 from services.exporter.engine.api import STUDIO_FORMAT, BadImage
 from services.exporter.engine.onnx_export import INPUT, OUTPUT
 from services.exporter.engine.runtime import open_session
@@ -27,6 +29,7 @@ class _Loaded:
     session: ort.InferenceSession
     classes: list[str]
     size: int
+    task: str = "classification"
 
 
 class Predictor:
@@ -36,6 +39,26 @@ class Predictor:
         self._max = max_sessions
         self._cache: OrderedDict[tuple[str, int], _Loaded] = OrderedDict()
         self._lock = threading.Lock()
+
+    def task(self, model: Path) -> str:
+        """ "classification" or "detection": what ``model`` was exported for."""
+        return self._session(model).task
+
+    def detect(self, model: Path, images: Sequence[bytes]) -> list[list[detect_io.Detection]]:
+        """For each image, the detector's boxes above its score threshold, best first, each
+        normalised to the image as ``contracts.datasets.Box`` is. BadImage as ``predict``."""
+        loaded = self._session(model)
+        if loaded.task != detect_io.TASK:
+            raise ValueError(f"{model} is not a detector export")
+        decoded = [decode(d, i, loaded.size) for i, d in enumerate(images)]  # all, then run
+        found = []
+        for image in decoded:
+            x, scale = detect_io.letterbox(image, loaded.size)
+            boxes, labels, scores = loaded.session.run(None, {INPUT: x[None].numpy()})
+            found.append(
+                detect_io.normalised(boxes, labels, scores, loaded.classes, scale, image.size)
+            )
+        return found
 
     def predict(
         self, model: Path, images: Sequence[bytes], top_k: int = 5
@@ -78,6 +101,11 @@ def _load(model: Path) -> _Loaded:
         raise ValueError(f"{model} is not an {STUDIO_FORMAT} export")
     pre = json.loads(props["preprocessing"])
     size, classes = int(pre["input_size"]), list(pre["classes"])
+    if pre.get("task") == detect_io.TASK:
+        threshold, cap = float(pre["score_threshold"]), int(pre["max_detections"])
+        if pre != detect_io.metadata(size, classes, threshold, cap):
+            raise ValueError(f"{model} asks for preprocessing this studio does not apply: {pre}")
+        return _Loaded(session, classes, size, detect_io.TASK)
     # eval_transform is applied below: refuse a model that asks for anything else.
     if pre != metadata(size, classes):
         raise ValueError(f"{model} asks for preprocessing this studio does not apply: {pre}")

@@ -1,10 +1,12 @@
-"""onnxruntime sessions on the best provider this machine really has."""
+"""onnxruntime sessions on the best provider this machine really has, and the studio's
+metadata written into an ONNX file."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -22,3 +24,11 @@ def providers() -> list[str]:
 
 def open_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=list(providers()))
+
+
+def stamp(path: Path, props: dict[str, str]) -> None:
+    model = onnx.load(str(path))
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in props}
+    onnx.helper.set_model_props(model, {**kept, **props})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

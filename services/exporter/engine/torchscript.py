@@ -1,4 +1,5 @@
-"""Checkpoint → a traced TorchScript file, loaded back and verified against the eager model."""
+"""Checkpoint → a traced TorchScript file, loaded back and verified against the eager model
+(a detector's is scripted instead, by ``detector_export``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from services.exporter.engine import verify
 from services.exporter.engine.api import Exported
 from services.exporter.engine.checkpoint import load_checkpoint
+from services.exporter.engine.detector_export import export_detector_torchscript
 from services.exporter.engine.files import publish, sha256_of, temp_for
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ def export_torchscript(
     """Writes ``out`` and returns it with its parity on ``images``; no latency figures (the
     ``Latency`` fields compare onnxruntime with torch)."""
     model, info = load_checkpoint(checkpoint, sha256=sha256)
+    if info["task"] == "detection":
+        return export_detector_torchscript(model, info, out, images)
     x, labels = verify.preprocess(images, info["image_size"])
     tmp = temp_for(out)
     try:

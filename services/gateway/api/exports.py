@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,13 +106,25 @@ async def predict(
     gateway: GatewayDep,
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> Response:
-    """Top-k labels and scores for one or more images (multipart), from the exported model."""
+    """For one or more images (multipart), from the exported model: a classifier's top-k
+    labels and scores per image, or a detector's boxes per image (``{"boxes": [{"label",
+    "score", "x", "y", "w", "h"}]}``, normalised to the image like a dataset's boxes, best
+    first; ``top_k`` does not apply)."""
     await require_of(request, "export", export_id, "viewer")
     images = await _images(request)
     query = x.Predict(export_id=export_id, images=images, top_k=top_k)
     reply = await gateway.ask(x.Subjects.PREDICT, query, x.Predictions, request, timeout=60.0)
+    return ok(predictions_body(reply))
+
+
+def predictions_body(reply: x.Predictions) -> dict[str, object]:
+    """The answer's body: ``task`` and, per image, a list of {label, score} (classifier) or
+    an object with its boxes (detector)."""
+    if reply.task == "detection":
+        boxes = [{"boxes": [msgspec.to_builtins(b) for b in image]} for image in reply.boxes]
+        return {"export_id": reply.export_id, "task": reply.task, "predictions": boxes}
     results = [[{"label": label, "score": score} for label, score in r] for r in reply.results]
-    return ok({"export_id": export_id, "predictions": results})
+    return {"export_id": reply.export_id, "task": reply.task, "predictions": results}
 
 
 async def _images(request: Request) -> list[bytes]:

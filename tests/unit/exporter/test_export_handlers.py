@@ -97,6 +97,9 @@ class FakeEngine:
         engine = self
 
         class Predictor:
+            def task(self, model: Path) -> str:
+                return "classification"
+
             def predict(self, model: Path, images: list[bytes], top_k: int) -> Any:
                 if images[0] == b"bad":
                     raise engine.BadImage(0, "not an image")
