@@ -15,7 +15,9 @@
   function runLabel(run) {
     var hp = run.hyperparameters || {};
     var parts = [run.id.slice(0, 8), hp.model || "model", run.epochs_done + " epoch" + (run.epochs_done === 1 ? "" : "s")];
-    if (run.best_val_accuracy !== null && run.best_val_accuracy !== undefined) { parts.push("val " + pct(run.best_val_accuracy)); }
+    // A detector's run is told by its validation mAP (its accuracy is 0 by definition).
+    if (run.best_val_map !== null && run.best_val_map !== undefined) { parts.push("val mAP " + pct(run.best_val_map)); }
+    else if (run.best_val_accuracy !== null && run.best_val_accuracy !== undefined) { parts.push("val " + pct(run.best_val_accuracy)); }
     return parts.join(" · ");
   }
 
