@@ -110,8 +110,9 @@ def healthy(studio: Studio) -> bool:
 @pytest.mark.parametrize(
     "size",
     [
-        # The gateway is killed only in the soak run: a keyed POST in flight when the gateway
-        # dies leaves its Idempotency-Key claimed, and every retry answers 409 (reported, open).
+        # The gateway is killed in the soak run: a keyed POST in flight when it dies leaves its
+        # Idempotency-Key claimed; the retry takes the claim over once its heartbeat stops
+        # (services/gateway/idempotency.py) and gets the job's 202 (test_gateway_death.py).
         pytest.param(
             {"projects": 1, "every": (1.5, 3.0), "kills": 5, "victims": SERVICES}, id="bounded"
         ),

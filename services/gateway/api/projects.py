@@ -110,7 +110,18 @@ async def create_project(body: ProjectCreate, request: Request) -> Response:
         accepted = await gateway.send(c.Subjects.CREATE, command, request)
         return await _answer(gateway, request, accepted, status=201)
 
-    return await idempotent(request, gateway, actor_of(request), run)
+    async def existing() -> Response | None:  # a retry whose first try made the project
+        made = CommandAccepted(
+            aggregate_id=derived_id(actor_of(request), key or "", "project"), version=1, sequence=0
+        )
+        try:
+            return await _answer(gateway, request, made, status=201)
+        except ApiError as absent:
+            if absent.code != common.NOT_FOUND:
+                raise
+            return None
+
+    return await idempotent(request, gateway, actor_of(request), run, existing=existing)
 
 
 @router.get("/{project_id}")

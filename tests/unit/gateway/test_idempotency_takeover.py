@@ -109,3 +109,38 @@ async def test_two_retries_of_a_dead_claim_take_it_over_once():
     answering = asyncio.create_task(answer())
     assert await b.claim("u", "k", "fp") == (202, {"id": "j"}, {})
     await answering
+
+
+class FakeGateway:
+    def __init__(self) -> None:
+        self.looked = 0
+
+    async def current(self) -> bool:
+        self.looked += 1
+        return True
+
+
+async def test_a_start_refused_because_its_job_exists_answers_for_that_job():
+    from fastapi.responses import JSONResponse
+
+    from contracts import common
+    from services.gateway.api.idempotent import _started
+
+    async def refused() -> Any:
+        raise ApiError(common.CONFLICT, "import i1 already exists")
+
+    async def job() -> Any:
+        return JSONResponse({"id": "i1"}, 202)
+
+    async def no_job() -> Any:
+        return None
+
+    gateway = FakeGateway()
+    # the job the key names exists: its 202, after the read model caught up
+    answer = await _started(gateway, refused, job)  # type: ignore[arg-type]
+    assert answer.status_code == 202 and gateway.looked == 1
+    # no such job, or a route that cannot tell: the refusal stands
+    for existing in (no_job, None):
+        with pytest.raises(ApiError) as kept:
+            await _started(gateway, refused, existing)  # type: ignore[arg-type]
+        assert kept.value.code == common.CONFLICT
