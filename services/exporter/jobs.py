@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.js.object_store import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -129,7 +130,7 @@ class ExportRunner:
         metrics.parity_checked(job.format, parity.passed)
         failure = domain.parity_failure(job.export_id, job.run_id, parity)
         if failure is not None:
-            return failure
+            return _said_of_boxes(failure, exported.parity)
         card = {"run_id": job.run_id, "checkpoint": job.record.kind, "epoch": job.record.epoch}
         bundle = await asyncio.to_thread(
             self.engine.bundle, exported, checkpoint, card, out / x.BUNDLE_NAME
@@ -184,6 +185,18 @@ class ExportRunner:
                 "was saved"
             )
             raise Refused("CORRUPT_CHECKPOINT", message) from None
+
+
+def _said_of_boxes(failure: x.ExportFailed, p: Any) -> x.ExportFailed:
+    """A detector's failure in its own terms (its parity compares boxes, not logits)."""
+    if getattr(p, "min_iou", None) is None:
+        return failure
+    message = (
+        f"the exported detector's boxes disagree with the trained one's on "
+        f"{1 - p.top1_agreement:.0%} of {p.images} images: smallest IoU of a matched pair "
+        f"{p.min_iou:.3f} (needs 0.99), largest score gap {p.max_abs_diff:.3g}"
+    )
+    return msgspec.structs.replace(failure, message=message)
 
 
 def _parity(p: Any) -> x.Parity:

@@ -343,6 +343,25 @@ async def test_a_parity_failure_fails_the_export_with_its_numbers(tmp_path: Path
     assert events[-1].parity is not None and events[-1].parity.exported_accuracy == 0.5
 
 
+async def test_a_detectors_parity_failure_is_told_in_boxes(tmp_path: Path) -> None:
+    local_checkpoint(tmp_path, WEIGHTS)
+    engine = FakeEngine(passed=False)
+    logits = engine._exported
+
+    def boxes(checkpoint: Path, out: Path) -> Any:
+        exported = logits(checkpoint, out)
+        exported.parity.min_iou, exported.parity.detections = 0.93, 40
+        return exported
+
+    engine._exported = boxes  # type: ignore[method-assign]
+    events = await run_job(runner(tmp_path, FakeObjects(), engine))
+    assert isinstance(events[-1], x.ExportFailed) and events[-1].code == "PARITY_FAILED"
+    assert events[-1].message == (
+        "the exported detector's boxes disagree with the trained one's on 50% of 2 images: "
+        "smallest IoU of a matched pair 0.930 (needs 0.99), largest score gap 0.5"
+    )
+
+
 async def test_an_engine_error_fails_the_export_with_its_reason(tmp_path: Path) -> None:
     local_checkpoint(tmp_path, WEIGHTS)
     engine = FakeEngine()
