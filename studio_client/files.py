@@ -4,8 +4,10 @@
 ``file`` field) read from disk in chunks as it is sent, with its exact length known up front
 and a progress callback. ``download`` writes an answer to a temporary file beside the target,
 hashing as it writes, and renames it into place only when its sha256 is the one the gateway
-announced (``X-Checksum-SHA256``): a broken or corrupted download never leaves a file that
-looks whole. Imports httpx and the package's errors only.
+announced (``X-Checksum-SHA256``), or, for an answer streamed as it is made (no checksum up
+front, e.g. a dataset export), when a ``check`` of the file (``zip_problem``) finds it whole:
+a broken or corrupted download never leaves a file that looks whole. Imports httpx and the
+package's errors only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import tempfile
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ import httpx
 
 from studio_client.errors import ChecksumMismatch, StudioError
 
-__all__ = ["CHUNK", "Progress", "Upload", "download", "multipart_upload"]
+__all__ = ["CHUNK", "Progress", "Upload", "download", "multipart_upload", "zip_problem"]
 
 #: Bytes read from disk or the network at a time.
 CHUNK = 256 * 1024
@@ -87,10 +90,18 @@ def multipart_upload(
     )
 
 
-async def download(response: httpx.Response, target: Path, progress: Progress | None = None) -> str:
-    """Write the streamed ``response`` to ``target``; returns its verified sha256 (hex)."""
+async def download(
+    response: httpx.Response,
+    target: Path,
+    progress: Progress | None = None,
+    *,
+    check: Callable[[Path], str | None] | None = None,
+) -> str:
+    """Write the streamed ``response`` to ``target``; returns its sha256 (hex), verified
+    against the header, and ``check(file)`` (why it is not whole, or None) where given; an
+    answer with neither is refused."""
     expected = (response.headers.get(CHECKSUM_HEADER) or "").strip().lower()
-    if not expected:
+    if not expected and check is None:
         raise StudioError("NO_CHECKSUM", "the download carries no X-Checksum-SHA256 header")
     total = (
         int(response.headers["content-length"]) if "content-length" in response.headers else None
@@ -99,21 +110,8 @@ async def download(response: httpx.Response, target: Path, progress: Progress | 
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     temp = Path(temp_name)
     try:
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            if progress:
-                progress(0, total)
-            async for chunk in response.aiter_bytes(CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                if progress:
-                    progress(received, total)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if actual != expected:
+        actual = await _write(response, fd, total, progress)
+        if expected and actual != expected:
             raise ChecksumMismatch(
                 "CHECKSUM_MISMATCH",
                 f"the download's sha256 is {actual}, the studio announced {expected}; "
@@ -121,7 +119,45 @@ async def download(response: httpx.Response, target: Path, progress: Progress | 
                 request_id=response.headers.get("x-request-id"),
                 status=response.status_code,
             )
+        problem = check(temp) if check is not None else None
+        if problem:
+            raise StudioError(
+                "INCOMPLETE_DOWNLOAD",
+                f"the download is not whole ({problem}); nothing was written",
+                request_id=response.headers.get("x-request-id"),
+                status=response.status_code,
+            )
         os.replace(temp, target)
         return actual
     finally:
         temp.unlink(missing_ok=True)
+
+
+async def _write(
+    response: httpx.Response, fd: int, total: int | None, progress: Progress | None
+) -> str:
+    digest = hashlib.sha256()
+    received = 0
+    with os.fdopen(fd, "wb") as out:
+        if progress:
+            progress(0, total)
+        async for chunk in response.aiter_bytes(CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            if progress:
+                progress(received, total)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def zip_problem(path: Path) -> str | None:
+    """Why the file at ``path`` is not a whole ZIP (its directory, every member's CRC), or
+    None. Members are read in chunks, never whole in memory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"not a whole ZIP: {exc}"
+    return f"member {bad!r} fails its CRC" if bad is not None else None

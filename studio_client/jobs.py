@@ -1,11 +1,10 @@
 """The async client's resources of the model side: runs, evaluations, exports and the one
 task view of every background job. Imports the package's transport, streams, files, models
-and ``resources.poll``.
+and ``resources.poll``/``save``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import mimetypes
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -13,14 +12,11 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from studio_client.errors import Unavailable
-from studio_client.files import Progress, download
+from studio_client.files import Progress
 from studio_client.models import Evaluation, Export, Page, Predictions, Run, StreamEvent, Task
-from studio_client.resources import Resource, poll, query_params
+from studio_client.resources import Resource, poll, query_params, save
 from studio_client.streams import follow
-from studio_client.transport import Retry, error_of
+from studio_client.transport import Retry
 
 __all__ = ["Evaluations", "Exports", "Runs", "Tasks"]
 
@@ -34,16 +30,20 @@ class Runs(Resource):
         *,
         experiment_id: str | None = None,
         if_busy: str = "queue",
+        devices: int = 1,
         **hyper: Any,
     ) -> Run:
-        """Queue a run; it starts when a trainer has a free device. Hyperparameters as a
-        mapping and/or keywords (``model="smallcnn", epochs=2``)."""
+        """Queue a run; it starts when a trainer has a free device (``devices``: that many
+        devices of one trainer at once, 1 to 64, ``batch_size`` split between them).
+        Hyperparameters as a mapping and/or keywords (``model="smallcnn", epochs=2``)."""
         body: dict[str, Any] = {
             "project_id": project_id,
             "split_id": split_id,
             "hyperparameters": {**(hyperparameters or {}), **hyper},
             "if_busy": if_busy,
         }
+        if devices != 1:  # left out at its default: a gateway of before the field accepts it
+            body["devices"] = devices
         if experiment_id:
             body["experiment_id"] = experiment_id
         # A retry with the same Idempotency-Key gets the first run (the gateway keeps its 202).
@@ -166,24 +166,7 @@ class Exports(Resource):
         ``path``, its sha256 verified; a mismatch raises ``ChecksumMismatch`` and writes
         nothing. A folder as ``path`` keeps the gateway's file name."""
         route = f"/export/{export_id}/{'bundle' if bundle else 'download'}"
-        for attempt in range(self._t.policy.attempts):
-            try:
-                return await self._download(route, Path(path), progress)
-            except httpx.TransportError as exc:  # a read, safe to start again
-                if attempt + 1 >= self._t.policy.attempts:
-                    raise Unavailable("UNREACHABLE", f"the download broke off: {exc!r}") from exc
-                await asyncio.sleep(self._t.policy.delay(attempt))
-        raise AssertionError("unreachable")
-
-    async def _download(self, route: str, target: Path, progress: Progress | None) -> Path:
-        async with self._t.stream("GET", route) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise error_of(response)
-            if target.is_dir():
-                target = target / _file_name(response.headers.get("content-disposition", ""))
-            await download(response, target, progress)
-        return target
+        return await save(self._t, route, Path(path), progress)
 
     async def predict(
         self, export_id: str, images: Sequence[str | Path], *, top_k: int = 5
@@ -230,14 +213,6 @@ def _stopped(event: StreamEvent) -> bool:
         and isinstance(event.data, dict)
         and event.data.get("status") == "stopped"
     )
-
-
-def _file_name(disposition: str) -> str:
-    for part in disposition.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "filename" and value.strip('"'):
-            return Path(value.strip('"')).name
-    return "download"
 
 
 def _media(path: Path) -> str:

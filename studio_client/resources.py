@@ -1,6 +1,7 @@
 """The async client's resources of the data side: sign-in, projects, datasets, imports and
 splits. Each method is one route of the gateway (``/api/v1``), its answer decoded into the
-models' Structs. Imports the package's transport, streams, files and models.
+models' Structs; ``save`` streams a file of the gateway to disk (an export's model, a
+dataset's ZIP). Imports the package's transport, errors, streams, files and models.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any, TypeVar
 
-from studio_client.files import Progress, multipart_upload
+import httpx
+
+from studio_client.errors import Unavailable
+from studio_client.files import Progress, download, multipart_upload, zip_problem
 from studio_client.models import (
     DatasetSummary,
     Image,
@@ -24,9 +28,9 @@ from studio_client.models import (
     StreamEvent,
 )
 from studio_client.streams import follow
-from studio_client.transport import Retry, Transport
+from studio_client.transport import Retry, Transport, error_of
 
-__all__ = ["Auth", "Datasets", "Imports", "Projects", "Splits", "poll", "query_params"]
+__all__ = ["Auth", "Datasets", "Imports", "Projects", "Splits", "poll", "query_params", "save"]
 
 T = TypeVar("T")
 
@@ -52,6 +56,45 @@ async def poll(
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"still not done after {timeout} s: {value!r}")
         await asyncio.sleep(every)
+
+
+async def save(
+    transport: Transport,
+    route: str,
+    path: Path,
+    progress: Progress | None = None,
+    *,
+    params: dict[str, Any] | None = None,
+    check: Callable[[Path], str | None] | None = None,
+) -> Path:
+    """``GET route`` streamed to ``path`` (a folder keeps the gateway's file name) and verified
+    (``files.download``); a connection that breaks off starts it again (a read is safe to
+    repeat), up to the retry policy's attempts. Returns where the file is."""
+    for attempt in range(transport.policy.attempts):
+        try:
+            async with transport.stream("GET", route, params=params) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_of(response)
+                target = path
+                if target.is_dir():
+                    disposition = response.headers.get("content-disposition", "")
+                    target = target / _file_name(disposition)
+                await download(response, target, progress, check=check)
+            return target
+        except httpx.TransportError as exc:
+            if attempt + 1 >= transport.policy.attempts:
+                raise Unavailable("UNREACHABLE", f"the download broke off: {exc!r}") from exc
+            await asyncio.sleep(transport.policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def _file_name(disposition: str) -> str:
+    for part in disposition.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename" and value.strip('"'):
+            return Path(value.strip('"')).name
+    return "download"
 
 
 class Resource:
@@ -149,6 +192,29 @@ class Datasets(Resource):
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+    async def export(
+        self,
+        project_id: str,
+        path: str | Path,
+        *,
+        format: str = "coco",
+        split_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """The dataset (or, with ``split_id``, that split's images, a folder and annotation
+        file per subset) as a ZIP of its images and ``coco`` or ``yolo`` annotations, streamed
+        to ``path`` (a folder keeps the gateway's file name), never whole in memory. The
+        gateway makes it as it sends it (no size, no checksum up front): the file is kept
+        only once it reads as a whole ZIP. ``progress(received, None)`` as it goes."""
+        return await save(
+            self._t,
+            f"/datasets/{project_id}/export",
+            Path(path),
+            progress,
+            params=query_params(format=format, split_id=split_id),
+            check=zip_problem,
+        )
 
 
 class Imports(Resource):

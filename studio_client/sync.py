@@ -8,12 +8,8 @@ progress. Progress callbacks are called from the loop's thread. Imports the pack
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,6 +19,7 @@ import httpx
 from studio_client.aio import AsyncStudioClient
 from studio_client.experiments import SyncExperiments
 from studio_client.files import Progress
+from studio_client.loop import Loop
 from studio_client.models import (
     DatasetSummary,
     Evaluation,
@@ -46,62 +43,8 @@ __all__ = ["StudioClient"]
 T = TypeVar("T")
 
 
-class _Loop:
-    """An event loop in a daemon thread, and the bridge from blocking code into it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="studio-client", daemon=True
-        )
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self.thread:  # from a progress callback: a deadlock
-            coro.close()
-            raise RuntimeError("a StudioClient cannot be called from its own callbacks")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # Ctrl-C, or the caller gave up: stop the call too
-            raise
-
-    def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
-        async def step() -> tuple[bool, T | None]:
-            try:
-                return True, await items.__anext__()
-            except StopAsyncIteration:
-                return False, None
-
-        async def close() -> None:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-        try:
-            while True:
-                more, item = self.run(step())
-                if not more:
-                    return
-                yield item  # type: ignore[misc]  # an item when more is True
-        finally:
-            if not self.loop.is_closed():
-                # After a Ctrl-C the cancelled step may still be unwinding: closing then
-                # finds the generator running, and it is being closed anyway.
-                with contextlib.suppress(RuntimeError):
-                    self.run(close())
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 class _Sync:
-    def __init__(self, loop: _Loop, resource: Any) -> None:
+    def __init__(self, loop: Loop, resource: Any) -> None:
         self._loop, self._a = loop, resource
 
 
@@ -170,6 +113,19 @@ class Datasets(_Sync):
     def iter_images(self, project_id: str, **filters: Any) -> Iterator[Image]:
         return self._loop.iterate(self._a.iter_images(project_id, **filters))
 
+    def export(
+        self,
+        project_id: str,
+        path: str | Path,
+        *,
+        format: str = "coco",
+        split_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        return self._loop.run(
+            self._a.export(project_id, path, format=format, split_id=split_id, progress=progress)
+        )
+
 
 class Imports(_Sync):
     def local(self, project_id: str, path: str | Path, format: str = "auto") -> Import:
@@ -227,6 +183,7 @@ class Runs(_Sync):
         *,
         experiment_id: str | None = None,
         if_busy: str = "queue",
+        devices: int = 1,
         **hyper: Any,
     ) -> Run:
         return self._loop.run(
@@ -236,6 +193,7 @@ class Runs(_Sync):
                 hyperparameters,
                 experiment_id=experiment_id,
                 if_busy=if_busy,
+                devices=devices,
                 **hyper,
             )
         )
@@ -357,7 +315,7 @@ class StudioClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._loop = _Loop()
+        self._loop = Loop()
         self.aio = AsyncStudioClient(
             base_url, token, api_key, timeout, retry=retry, transport=transport
         )
