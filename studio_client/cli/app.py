@@ -88,6 +88,7 @@ def _user_commands() -> list[click.Command]:
     from studio_client.cli.commands import (
         account,
         data,
+        datasets,
         experiments,
         models,
         projects,
@@ -100,6 +101,7 @@ def _user_commands() -> list[click.Command]:
         projects.projects,
         data.import_,
         data.split,
+        datasets.datasets,
         training.train,
         training.runs,
         experiments.experiments,

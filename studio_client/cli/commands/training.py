@@ -137,6 +137,7 @@ def _history(run: Run) -> Any:
 Examples:
   studio train birds --model resnet18 --epochs 10 --follow
   studio train birds --split quick --epochs 2 --param image_size=32 --follow --stop
+  studio train birds --model resnet50 --devices 4   # one run on 4 devices of a trainer
   studio train birds --json                    # queue it; prints the run
 """
 )
@@ -148,6 +149,10 @@ Examples:
 @click.option("--learning-rate", type=click.FloatRange(0, 10, min_open=True))
 @click.option("--image-size", type=click.IntRange(16, 1024))
 @click.option("--seed", type=click.IntRange(0))
+@click.option(
+    "--devices", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Devices of one trainer to train on at once (the batch is split between them).",
+)  # fmt: skip
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Any other.")
 @click.option("--follow", is_flag=True, help=FOLLOW_HELP)
 @click.option("--stop", is_flag=True, help=STOP_HELP)
@@ -158,12 +163,12 @@ def train(state: State, project: str, split_ref: str | None, **options: Any) -> 
 
     Hyperparameters left out take the studio's defaults.
     """
-    follow, stop = options.pop("follow"), options.pop("stop")
+    follow, stop, devices = options.pop("follow"), options.pop("stop"), options.pop("devices")
     hyper = {k: v for k, v in options.items() if k != "params" and v is not None}
     hyper |= _param(options["params"])
     target = state.project(project)
     chosen = state.split(target, split_ref)
-    run = state.client().runs.create(target.id, chosen.id, hyper)
+    run = state.client().runs.create(target.id, chosen.id, hyper, devices=devices)
     if not follow:
         state.output.result(run, lambda out: _queued(out, run))
         return
