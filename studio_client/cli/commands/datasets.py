@@ -67,9 +67,9 @@ def export(state: State, project: str, fmt: str, split_ref: str | None, output: 
         saved = client.datasets.export(
             target.id, output, format=fmt, split_id=split_id, progress=progress
         )
-    summary = _summary(saved)
-    data = {"path": str(saved), "bytes": saved.stat().st_size, "export": summary}
-    state.output.result(data, lambda out: _show(out, saved, data["bytes"], summary))
+    summary, length = _summary(saved), saved.stat().st_size
+    data = {"path": str(saved), "bytes": length, "export": summary}
+    state.output.result(data, lambda out: _show(out, saved, length, summary))
 
 
 def _summary(path: Path) -> dict[str, Any]:
