@@ -90,6 +90,19 @@ def width(value: Any, most: Any) -> str:
     return f"w-{max(0, min(100, round(share * 20) * 5))}"
 
 
+#: How many colours boxes take (``box-0`` … ``box-11`` in ``dataset_browse.css``).
+BOX_COLOURS: Final = 12
+
+
+def box_colour(label: Any) -> str:
+    """A class's box colour: ``box-0`` … ``box-11``, the same for the same label on every page
+    (FNV-1a of its code points; two classes may share a colour: the label always says which)."""
+    digest = 0x811C9DC5
+    for char in str(label):
+        digest = ((digest ^ ord(char)) * 0x01000193) & 0xFFFFFFFF
+    return f"box-{digest % BOX_COLOURS}"
+
+
 def dom_id(value: Any) -> str:
     """A field's name as an element id: ``hyperparameters.lr`` → ``hyperparameters-lr``."""
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(value))
@@ -103,7 +116,14 @@ ENV: Final = Environment(
     lstrip_blocks=True,
 )
 ENV.filters.update(
-    number=number, percent=percent, size=size, when=when, heat=heat, width=width, dom_id=dom_id
+    number=number,
+    percent=percent,
+    size=size,
+    when=when,
+    heat=heat,
+    width=width,
+    dom_id=dom_id,
+    box_colour=box_colour,
 )
 
 

@@ -82,7 +82,8 @@
   function labelsFromHistogram() {
     var labels = [];
     document.querySelectorAll("#histogram tr[data-label]").forEach(function (row) {
-      labels.push(row.getAttribute("data-label"));
+      var label = row.getAttribute("data-label");
+      if (label) { labels.push(label); } // "": a detection project's negatives, no class
     });
     if (state.label && labels.indexOf(state.label) < 0) { labels.push(state.label); }
     setOptions($("filter-label"), labels.map(function (l) { return { value: l, text: l }; }), state.label);
