@@ -85,7 +85,11 @@ def filter_by_label(page: Any, label: str) -> None:
 
 
 def histogram(page: Any) -> dict[str, int]:
-    """The class histogram as the page shows it: label → count."""
+    """The class histogram as the page shows it, once drawn: label → count."""
+    # It loads beside the grid: the grid's total showing says nothing of the histogram.
+    expect(
+        page.locator("#histogram-table, #histogram p.muted:not(:has-text('Counting'))").first
+    ).to_be_attached(timeout=WAIT_MS)
     rows = page.locator("#histogram-table tbody tr")
     return {
         row.locator("th").inner_text().strip(): int(
