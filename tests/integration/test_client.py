@@ -6,7 +6,9 @@ restarted mid-run, every epoch delivered once, in order."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,6 +226,44 @@ def test_every_job_is_a_task(
     assert studio.tasks.wait(run.id, timeout=5).done
     listed = studio.tasks.list(kind="training", project_id=run.project_id)
     assert [t.task_id for t in listed.items] == [run.id] and listed.total == 1
+
+
+def test_a_split_is_exported_as_coco_to_a_file_and_the_new_fields_reach_the_gateway(
+    stack: Stack, studio: StudioClient, tmp_path: Path
+):
+    # given a classification dataset of 16 images, split half and half
+    project_id = project_with_images(stack, studio, per_class=8)
+    split = studio.splits.create(project_id, "halves", ratios=(0.5, 0.5, 0.0))
+
+    # when its split is exported as COCO into a folder, with a progress callback
+    progress: list[tuple[int, int | None]] = []
+    saved = studio.datasets.export(
+        project_id, tmp_path, format="coco", split_id=split.id,
+        progress=lambda done, total: progress.append((done, total)),
+    )  # fmt: skip
+
+    # then the file has the gateway's name and holds each subset's images and annotations
+    assert saved.parent == tmp_path and saved.name.endswith(".zip")
+    assert progress[-1] == (saved.stat().st_size, None)
+    with zipfile.ZipFile(saved) as archive:
+        names = set(archive.namelist())
+        summary = json.loads(archive.read("export.json"))
+    assert summary["images"] == 16 and summary["classes"] == ["br", "tl"]
+    assert len([n for n in names if n.startswith("images/train/")]) == 8
+    assert len([n for n in names if n.startswith("images/val/")]) == 8
+
+    # and what the gateway refuses is a typed error, leaving no file behind
+    with pytest.raises(ValidationFailed) as yolo:  # labels without boxes: YOLO cannot hold them
+        studio.datasets.export(project_id, tmp_path / "y.zip", format="yolo")
+    assert yolo.value.field == "format" and not (tmp_path / "y.zip").exists()
+    with pytest.raises(ValidationFailed) as devices:
+        studio.runs.create(project_id, split.id, epochs=1, devices=65)
+    assert devices.value.status == 422 and "devices" in (devices.value.field or "")
+    assert studio.runs.list(project_id=project_id) == []
+
+    # and a detection project is made as such
+    cars = studio.projects.create(f"det-{uuid.uuid4().hex[:6]}", task_type="detection")
+    assert studio.projects.get(cars.id).task_type == "detection"
 
 
 class Watched(httpx.AsyncBaseTransport):
