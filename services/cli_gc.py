@@ -22,6 +22,7 @@ DEFERRED = 3
     name="gc",
     help="list (or, with --yes, delete) stored images no event names",
     epilog="\b\nExamples:\n  studio gc\n  studio gc --yes\n  studio gc --yes --grace 0"
+    "\n  studio gc --json"
     "\n\b\nExit codes: 0 done, 1 no datasets service answered, 3 deleting held off (imports"
     " running: try again later).",
 )
@@ -34,7 +35,8 @@ DEFERRED = 3
     help="keep files younger than this (default: the service's STUDIO_GC_GRACE_S, 3600)",
 )
 @click.option("--workspace", help="data folder (./workspace)")
-def gc(yes: bool, grace: float | None, workspace: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
+def gc(yes: bool, grace: float | None, workspace: str | None, as_json: bool) -> None:
     import msgspec
 
     from contracts import common
@@ -51,8 +53,11 @@ def gc(yes: bool, grace: float | None, workspace: str | None) -> None:
     if isinstance(report, common.CommandRejected):
         print(f"gc failed: {report.code}: {report.message}", file=sys.stderr)
         sys.exit(1)
-    print(_said(report, yes))
-    for sha in report.sample:
+    if as_json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(_said(report, yes))
+    for sha in [] if as_json else report.sample:
         print(f"  {sha}")
     if yes and report.deferred:
         print(f"nothing was deleted: {report.deferred}; try again later", file=sys.stderr)
