@@ -6,6 +6,7 @@ told clearly what is wrong with a file that is not one; the page's fragments wit
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import uuid
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
+from contracts import exports as x
+from services.gateway.api.exports import predictions_body
 from services.gateway.pages.templating import number
 from tests import imagesets
 from tests.e2e.browser import PHONE, WIDE, axe_violations, screenshot, sign_in
@@ -221,3 +225,45 @@ def test_the_exports_list_is_one_route_for_scripts_and_the_page(stack, trained, 
     assert neither.json()["error"]["field"] == "run_id"
     stranger = httpx.get(url, params={"project_id": "0" * 31 + "a"}, headers=headers)
     assert stranger.status_code == 404
+
+
+def test_a_detectors_boxes_are_drawn_on_the_dropped_image(stack, trained, exported, open_page):
+    """The page given a detector's answer (the gateway's own shape, from ``predictions_body``;
+    the route is answered in the browser so the test needs no trained detector): each box is
+    drawn over the image where its normalised coordinates put it, and listed in words."""
+    boxes = [
+        x.DetectedBox(label="circle", score=0.91, x=0.1, y=0.2, w=0.5, h=0.25),
+        x.DetectedBox(label="square", score=0.42, x=0.6, y=0.6, w=0.3, h=0.3),
+    ]
+    answer = x.Predictions(export_id=exported["id"], results=[[]], task="detection", boxes=[boxes])
+    body = {"status": "ok", "data": predictions_body(answer)}
+    page, _ = open_page(viewport=WIDE)
+    sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
+    page.route("**/predict?*", lambda route: route.fulfill(json=body))
+    page.goto(f"{stack.base_url}{page_of(trained)}?export_id={exported['id']}")
+    expect(page.locator("#parity-badge")).to_have_text("passed")
+    wide = {"name": "wide.png", "mimeType": "image/png", "buffer": _png(200, 100)}
+    page.get_by_label("Choose an image").set_input_files(wide)
+    expect(page.locator("#predict-top-label")).to_have_text("2 boxes")
+    expect(page.locator("#predict-top")).to_contain_text("Found: 2 boxes")
+    expect(page.locator("#predict-top-score")).to_contain_text("circle, 91.0 %")
+    rects = page.locator("#predict-boxes rect")
+    expect(rects).to_have_count(2)
+    expect(page.locator("#predict-bars li")).to_have_count(2)
+    expect(page.locator("#predict-bars li").first).to_contain_text("circle")
+    image = page.locator("#predict-preview").bounding_box()
+    first = rects.first.bounding_box()
+    assert image and first
+    # the box sits where (0.1, 0.2, 0.5 x 0.25) of the image is, whatever size it is shown at
+    assert first["x"] - image["x"] == pytest.approx(0.1 * image["width"], abs=3)
+    assert first["y"] - image["y"] == pytest.approx(0.2 * image["height"], abs=3)
+    assert first["width"] == pytest.approx(0.5 * image["width"], abs=4)
+    assert image["width"] == pytest.approx(2 * image["height"], abs=3)  # its own shape
+    screenshot(page, "export-boxes")
+    assert axe_violations(page) == []
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()

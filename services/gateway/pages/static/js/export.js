@@ -1,7 +1,9 @@
 // The export page: keeps the predict card and the exports list in step with the export shown
 // (fragments/export/detail.html, swapped in by htmx), and tries an image on the exported model:
 // dropped on the drop zone or chosen with the file input, sent as multipart to
-// POST /api/v1/export/{id}/predict, shown with its top classes as bars.
+// POST /api/v1/export/{id}/predict, shown with its top classes as bars, or (a detector's
+// export) with its boxes drawn over the image (an SVG in the image's own [0, 1] coordinates)
+// and listed in words beneath.
 (function () {
   "use strict";
 
@@ -83,6 +85,7 @@
     $("predict-error").textContent = "";
     $("predict-busy").textContent = "";
     $("predict-bars").textContent = "";
+    clearOverlay();
   }
 
   function fail(message) {
@@ -116,7 +119,12 @@
     $("predict-busy").textContent = "Asking the exported model about " + file.name + "…";
     send(exportId, file).then(function (data) {
       if (mine !== asked) { return; }
-      show(file, (data.predictions || [])[0] || []);
+      var first = (data.predictions || [])[0];
+      if (data.task === "detection") {
+        showBoxes(file, (first && first.boxes) || []);
+      } else {
+        show(file, first || []);
+      }
     }, function (err) {
       if (mine !== asked) { return; }
       fail("Could not predict " + file.name + ": " + err.message);
@@ -141,7 +149,7 @@
     });
   }
 
-  function show(file, ranked) {
+  function preview(file) {
     if (previewUrl) { URL.revokeObjectURL(previewUrl); }
     previewUrl = URL.createObjectURL(file);
     var img = $("predict-preview");
@@ -149,6 +157,13 @@
     img.alt = "The image you chose: " + file.name;
     $("predict-name").textContent = file.name;
     $("predict-busy").textContent = "";
+    clearOverlay();
+  }
+
+  function show(file, ranked) {
+    preview(file);
+    $("predict-bars").setAttribute("aria-label", "Top classes and their scores");
+    $("predict-top-kind").textContent = "Top class:";
     var best = ranked[0] || { label: "—", score: 0 };
     $("predict-top-label").textContent = best.label;
     $("predict-top-score").textContent = "(" + percent(best.score) + ")";
@@ -177,6 +192,95 @@
       score.className = "num small";
       score.textContent = percent(item.score);
       li.appendChild(label); li.appendChild(track); li.appendChild(score);
+      list.appendChild(li);
+    });
+  }
+
+  // --- a detector's boxes ---------------------------------------------------------------
+
+  var SVG = "http://www.w3.org/2000/svg";
+  var PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
+                 "#f032e6", "#9a6324", "#469990", "#808000", "#000075", "#bfef45"];
+
+  function clearOverlay() {
+    var old = $("predict-boxes");
+    if (old) { old.parentNode.removeChild(old); }
+    var figure = $("predict-preview").closest("figure");
+    if (figure) { figure.classList.remove("detected"); }
+  }
+
+  // The preview and its boxes share a frame the image's own shape (a classifier's preview is
+  // a square with the image contained in it, where boxes would miss their objects).
+  function frame() {
+    var img = $("predict-preview");
+    var box = img.parentNode;
+    if (!box.classList.contains("predict-frame")) {
+      box = document.createElement("div");
+      box.className = "predict-frame";
+      img.parentNode.insertBefore(box, img);
+      box.appendChild(img);
+    }
+    box.parentNode.classList.add("detected");
+    return box;
+  }
+
+  // The boxes over the preview: the SVG spans the image exactly and uses its [0, 1] space,
+  // so a box lands where the detector saw it whatever size the image is shown at.
+  function showBoxes(file, boxes) {
+    preview(file);
+    var colours = {};
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("id", "predict-boxes");
+    svg.setAttribute("class", "predict-boxes");
+    svg.setAttribute("viewBox", "0 0 1 1");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", boxes.length + " boxes found");
+    boxes.forEach(function (b) {
+      if (!(b.label in colours)) { colours[b.label] = PALETTE[Object.keys(colours).length % PALETTE.length]; }
+      var g = document.createElementNS(SVG, "g");
+      g.setAttribute("class", "box");
+      g.setAttribute("data-label", b.label);
+      var rect = document.createElementNS(SVG, "rect");
+      [["x", b.x], ["y", b.y], ["width", b.w], ["height", b.h]].forEach(function (kv) {
+        rect.setAttribute(kv[0], String(kv[1]));
+      });
+      rect.setAttribute("stroke", colours[b.label]);
+      rect.setAttribute("vector-effect", "non-scaling-stroke");
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = b.label + " " + percent(b.score);
+      g.appendChild(rect); g.appendChild(title);
+      svg.appendChild(g);
+    });
+    frame().appendChild(svg);
+    var best = boxes[0];
+    $("predict-top-kind").textContent = "Found:";
+    $("predict-top-label").textContent = boxes.length === 1 ? "1 box" : boxes.length + " boxes";
+    $("predict-top-score").textContent = best ? "(best: " + best.label + ", " + percent(best.score) + ")" : "(none above the model's score threshold)";
+    listBoxes(boxes, colours);
+    $("predict-result").classList.remove("hidden");
+  }
+
+  function listBoxes(boxes, colours) {
+    var list = $("predict-bars");
+    list.textContent = "";
+    list.setAttribute("aria-label", "Boxes found, best first");
+    boxes.forEach(function (b) {
+      var li = document.createElement("li");
+      li.className = "bar box-row";
+      var swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.borderColor = colours[b.label];
+      var label = document.createElement("span");
+      label.className = "bar-label";
+      label.textContent = b.label;
+      var where = document.createElement("span");
+      where.className = "small muted";
+      where.textContent = "at " + percent(b.x) + ", " + percent(b.y) + " · " + percent(b.w) + " × " + percent(b.h) + " of the image";
+      var score = document.createElement("span");
+      score.className = "num small";
+      score.textContent = percent(b.score);
+      li.appendChild(swatch); li.appendChild(label); li.appendChild(where); li.appendChild(score);
       list.appendChild(li);
     });
   }
