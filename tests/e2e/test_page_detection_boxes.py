@@ -1,7 +1,8 @@
 """A detection project's dataset page in a real Chromium: each thumbnail shows its boxes where
 its objects are (an SVG laid over the whole image, one frame per box, in its class's colour, with
-its label), a negative says it is one, and a thumbnail opens a viewer with the full image, its
-boxes and labels drawn over it and listed in words, the grid's neighbours a key away. The
+its label), a negative says it is one, the health report gives the box figures, and a
+thumbnail opens a viewer with the full image, its boxes and labels drawn over it and listed in
+words, the grid's neighbours a key away. The
 create-project form offers detection with its hint. The dataset is a small COCO file imported
 through the API: images of three shapes (wide, tall, square, so that letterboxing is checked),
 with one to three boxes each, and one image without boxes."""
@@ -181,6 +182,13 @@ def test_thumbnails_draw_each_box_on_its_object_and_mark_the_negative(studio, se
             expect(img).to_have_attribute("alt", f"{name}, a negative: no object in it")
             expect(item.locator("svg")).to_have_count(0)
     assert len(set(colours.values())) == len(colours) == 3, colours  # one colour per class
+    facts = page.locator("#box-facts")  # the health report's box figures
+    expect(facts).to_contain_text("6 (1 negative: images with no object)")
+    expect(facts).to_contain_text("0 to 3, median 1.5")
+    expect(facts).to_contain_text("1 small (under 32² px), 5 medium (under 96² px), 0 large")
+    expect(page.locator("#boxes-by-class tbody tr")).to_have_text(
+        ["circle3", "square2", "triangle1"]  # a class, then its boxes
+    )
     screenshot(page, "dataset-detection-boxes")
     assert axe_violations(page) == []
 
@@ -196,20 +204,27 @@ def viewer_frames(page: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return page.locator("#viewer-stage").evaluate(FRAMES), area
 
 
-@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["wide", "phone"])
-def test_a_thumbnail_opens_the_viewer_with_the_full_image_its_boxes_and_labels(
-    studio, seeded, open_page, viewport
-):
-    page = dataset_page(studio, open_page, seeded, viewport=viewport)
-    opener = page.locator(f"{THUMB}[data-filename='a_wide.png'] a.thumb-link")
+def open_viewer(page: Any, name: str) -> Any:
+    """Click ``name``'s thumbnail; the viewer, its picture loaded and its boxes drawn on their
+    objects in the grid's colours."""
+    opener = page.locator(f"{THUMB}[data-filename='{name}'] a.thumb-link")
     in_grid = {f["label"]: f["colour"] for f in opener.evaluate(FRAMES)}
     opener.click()
-    viewer = page.get_by_role("dialog", name="a_wide.png")
+    viewer = page.get_by_role("dialog", name=name)
     expect(viewer).to_be_visible()
     frames, area = viewer_frames(page)
-    assert page.locator("#viewer-image").evaluate("i => i.naturalWidth") == 200  # not the thumb
-    assert_drawn_on_objects(frames, "a_wide.png", area)
-    assert {f["label"]: f["colour"] for f in frames} == in_grid  # the grid's colours
+    size = IMAGES[name][0]
+    assert page.locator("#viewer-image").evaluate("i => i.naturalWidth") == size[0]  # not the thumb
+    assert_drawn_on_objects(frames, name, area)
+    assert {f["label"]: f["colour"] for f in frames} == in_grid
+    return viewer
+
+
+def test_a_thumbnail_opens_the_viewer_with_the_full_image_its_boxes_and_labels(
+    studio, seeded, open_page
+):
+    page = dataset_page(studio, open_page, seeded)
+    viewer = open_viewer(page, "a_wide.png")
     expect(viewer.locator(".viewer-tag")).to_have_text(["circle", "square"])
     expect(viewer.locator("#viewer-boxes li")).to_have_text(
         [f"circle: at 10, 20, 60 {TIMES} 50 px", f"square: at 120, 0, 80 {TIMES} 100 px"]
@@ -235,6 +250,15 @@ def test_a_thumbnail_opens_the_viewer_with_the_full_image_its_boxes_and_labels(
     expect(page.locator(f"{THUMB}[data-filename='d_empty.png'] a.thumb-link")).to_be_focused()
 
 
+def test_the_viewer_fits_a_phone(studio, seeded, open_page):
+    page = dataset_page(studio, open_page, seeded, viewport=PHONE)
+    open_viewer(page, "b_tall.png")
+    area = page.locator("#viewer-image").bounding_box()
+    assert area is not None and area["x"] >= 0 and area["x"] + area["width"] <= PHONE["width"]
+    screenshot(page, "dataset-detection-viewer")
+    assert axe_violations(page) == []
+
+
 def test_the_fragment_draws_the_boxes_of_the_browse_api_and_json_keeps_them(studio, seeded):
     url = f"{API}/datasets/{seeded.project_id}/images"
     with studio.sync_client() as client:
@@ -249,9 +273,11 @@ def test_the_fragment_draws_the_boxes_of_the_browse_api_and_json_keeps_them(stud
     assert 'viewBox="0 0 200 100"' in html and 'x="120.00" y="0.00" width="80.00"' in html
 
 
-def test_the_create_form_offers_detection_with_its_hint(studio, open_page):
-    page = signed_in(studio, open_page, "/projects")
-    task = page.get_by_label("Task type")
-    expect(task.locator("option[value='detection']")).to_have_text("Detection")
-    expect(task).to_have_accessible_description(re.compile(r"^Detection finds and boxes"))
-    expect(page.locator("#task-type-hint")).to_be_visible()
+def test_the_create_form_offers_detection_with_its_hint(studio):
+    with studio.sync_client() as client:
+        html = client.get("/projects", headers={"Accept": "text/html"}).text
+    assert '<option value="detection">Detection</option>' in html
+    assert 'aria-describedby="task-type-hint error-task_type"' in html
+    assert re.search(
+        r'id="task-type-hint">Detection finds and boxes each object: import COCO', html
+    )
