@@ -48,6 +48,11 @@ class Parity(msgspec.Struct, frozen=True):
     torch_accuracy: float | None
     exported_accuracy: float | None
     passed: bool
+    #: A detector's parity (boxes, not logits): the smallest IoU of a matched pair and how many
+    #: detections above the score threshold were matched; ``max_abs_diff`` is then the largest
+    #: score gap and ``top1_agreement`` the share of images whose boxes all matched.
+    min_iou: float | None = None
+    detections: int | None = None
 
 
 class Latency(msgspec.Struct, frozen=True):
