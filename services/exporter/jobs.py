@@ -207,6 +207,8 @@ def _parity(p: Any) -> x.Parity:
         torch_accuracy=p.torch_accuracy,
         exported_accuracy=getattr(p, "onnx_accuracy", None),
         passed=bool(p.passed),
+        min_iou=getattr(p, "min_iou", None),
+        detections=getattr(p, "detections", None),
     )
 
 

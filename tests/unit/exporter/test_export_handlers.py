@@ -360,6 +360,8 @@ async def test_a_detectors_parity_failure_is_told_in_boxes(tmp_path: Path) -> No
         "the exported detector's boxes disagree with the trained one's on 50% of 2 images: "
         "smallest IoU of a matched pair 0.930 (needs 0.99), largest score gap 0.5"
     )
+    parity = events[-1].parity
+    assert parity is not None and (parity.min_iou, parity.detections) == (0.93, 40)
 
 
 async def test_an_engine_error_fails_the_export_with_its_reason(tmp_path: Path) -> None:

@@ -92,3 +92,14 @@ def test_the_list_shows_each_export_and_an_empty_one_says_so():
     assert html.count('hx-target="#export-detail"') == 2
     assert "aaaaaaaaaaaa…" in html
     assert "No exports yet." in draw(LIST, {"items": []})
+
+
+def test_a_detector_exports_parity_is_told_in_boxes():
+    parity = PARITY | {"max_abs_diff": 2e-5, "torch_accuracy": None, "exported_accuracy": None,
+                       "min_iou": 0.99987, "detections": 412}  # fmt: skip
+    html = draw(DETAIL, export(parity=parity))
+    assert 'id="parity-badge" class="badge ok">passed' in html
+    assert 'id="parity-detections">412<' in html and 'id="parity-min-iou">0.9999<' in html
+    assert "IoU of at least 0.99" in html and "Images whose boxes all match" in html
+    assert "logit" not in html and "Accuracy of the trained model" not in html
+    assert "Largest logit difference" in draw(DETAIL, export())  # a classifier's is unchanged
