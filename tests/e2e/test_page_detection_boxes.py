@@ -192,6 +192,16 @@ def test_thumbnails_draw_each_box_on_its_object_and_mark_the_negative(studio, se
     screenshot(page, "dataset-detection-boxes")
     assert axe_violations(page) == []
 
+    # An editor may delete a detection image, not relabel it: its boxes say its classes.
+    page.get_by_role("button", name="Edit a_wide.png").click()
+    dialog = page.get_by_role("dialog", name="Edit image")
+    expect(dialog.get_by_role("button", name="Delete image…")).to_be_focused()
+    expect(dialog.locator("#image-dialog-boxes")).to_contain_text("correct the annotation file")
+    expect(dialog.get_by_label("Label")).to_have_count(0)
+    expect(dialog.get_by_role("button", name="Save label")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
 
 def viewer_frames(page: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The viewer's drawn frames and where its picture is, once that picture has loaded."""

@@ -186,7 +186,7 @@
 
   function clearDialog() {
     $("image-dialog-error").textContent = "";
-    $("error-label").textContent = "";
+    if ($("error-label")) { $("error-label").textContent = ""; }
     $("delete-confirm").classList.add("hidden");
   }
 
@@ -200,10 +200,10 @@
     preview.alt = item.querySelector("img").getAttribute("alt");
     $("image-dialog-name").textContent = name;
     $("delete-name").textContent = name;
-    $("relabel-label").value = item.getAttribute("data-label") || "";
+    var field = $("relabel-label"); // absent for a detection project: its boxes say its classes
+    if (field) { field.value = item.getAttribute("data-label") || ""; }
     dialog.showModal();
-    $("relabel-label").focus();
-    $("relabel-label").select();
+    if (field) { field.focus(); field.select(); } else { $("image-delete").focus(); }
   }
 
   function closeDialog() {
@@ -240,6 +240,7 @@
     evt.preventDefault();
     if (!editing) { return; }
     var item = editing.item;
+    if (!$("relabel-label")) { return; }
     var label = $("relabel-label").value.trim();
     clearDialog();
     Studio.api("PATCH", imageUrl(item), { label: label }).then(function (image) {
