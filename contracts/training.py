@@ -27,6 +27,15 @@ MODELS: Final = (
     "efficientnet_b0",
     "convnext_tiny",
 )
+#: The detectors a detection project's run may train (``services.vision.detectors`` builds
+#: them; the same names, held here for the services that load no torch).
+DETECTORS: Final = (
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn_v2",
+    "ssdlite320_mobilenet_v3_large",
+    "fcos_resnet50_fpn",
+)
 OPTIMIZERS: Final = ("sgd", "adamw")
 SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS: Final = ("none", "light", "standard")

@@ -20,6 +20,7 @@ from services.kernel.repository import Repository
 from services.kernel.transient import TRANSIENT
 from services.trainer import domain
 from services.trainer.engine import validate
+from services.vision.detectors import is_detector
 
 _REFUSALS = (DomainError,)
 
@@ -110,8 +111,10 @@ class Training:
         if not train or not val:
             which = "training" if not train else "validation"
             return invalid(f"the split has no {which} images", "split_id")
-        classes = sorted({item.label for item in train + val})
-        if len(classes) < 2:
+        classes = _classes(command.hyperparameters.model, train + val)
+        if is_detector(command.hyperparameters.model) and not classes:
+            return invalid("a detector needs boxes; this split's images have none", "split_id")
+        if not is_detector(command.hyperparameters.model) and len(classes) < 2:
             return invalid("training needs at least two classes; this split has one", "split_id")
         return c.RunQueued(
             run_id=command.run_id,
@@ -140,3 +143,11 @@ class Training:
             message = f"batch_size {batch} must be a multiple of devices ({devices}): each "
             return invalid(message + "device trains an equal share", "hyperparameters.batch_size")
         return None
+
+
+def _classes(model: str, items: list[d.SubsetItem]) -> list[str]:
+    """A run's classes: its images' labels for a classifier, its boxes' labels for a detector
+    (whose images without boxes are negatives, of no class)."""
+    if is_detector(model):
+        return sorted({box.label for item in items for box in item.boxes})
+    return sorted({item.label for item in items})

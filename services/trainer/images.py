@@ -11,7 +11,7 @@ job reads them; ``of`` does both (the worker, before it trains).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
@@ -20,9 +20,13 @@ from contracts import datasets as d
 from contracts import training as c
 from services.kernel.blobcache import BlobCache, query_pieces
 from services.kernel.queries import PagedQuery
+from services.vision.detectors import is_detector
 
-#: An image of a run's split: its id, its file, the index of its class in the run's classes.
+#: An image of a run's split: its id, its file, the index of its class in the run's classes
+#: (-1 in a detection run, whose images are classed by their boxes).
 Image = tuple[str, Path, int]
+#: A box of a detection run's image: (class index in the run's classes, x, y, w, h) normalised.
+Box = tuple[int, float, float, float, float]
 #: Where a file comes from: the dataset and the image it holds.
 Where = tuple[str, str]
 
@@ -33,6 +37,8 @@ class Listing:
 
     images: list[Image]
     wanted: list[tuple[str, Where]]
+    #: A detection run's boxes of each image, by image id (an image without any: a negative).
+    boxes: dict[str, tuple[Box, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,30 @@ class SplitImages:
         ``Refused`` NOT_FOUND when the split no longer exists. Nothing is fetched yet."""
         index = {label: i for i, label in enumerate(queued.classes)}
         query = d.GetSubset(dataset_id=queued.project_id, split_id=queued.split_id, subset=subset)
-        items = [item for item in await self.datasets(query) if item.label in index]
+        items = await self.datasets(query)
+        if is_detector(queued.hyperparameters.model):
+            return self._detection(queued, items, index)
+        items = [item for item in items if item.label in index]
         return Listing(
             images=[(i.image_id, self.files.path(i.blob), index[i.label]) for i in items],
             wanted=[(i.blob, (queued.project_id, i.image_id)) for i in items],
+        )
+
+    def _detection(
+        self, queued: c.RunQueued, items: list[d.SubsetItem], index: dict[str, int]
+    ) -> Listing:
+        """Every image of the subset, negatives included, with its boxes of the run's classes
+        (a box of a class added since the run was queued is left out, as such an image is
+        from a classifier's run)."""
+        return Listing(
+            images=[(i.image_id, self.files.path(i.blob), -1) for i in items],
+            wanted=[(i.blob, (queued.project_id, i.image_id)) for i in items],
+            boxes={
+                i.image_id: tuple(
+                    (index[b.label], b.x, b.y, b.w, b.h) for b in i.boxes if b.label in index
+                )
+                for i in items
+            },
         )
 
     async def fetched(self, listing: Listing) -> list[Image]:

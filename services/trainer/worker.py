@@ -294,11 +294,15 @@ class Worker:
         )
 
     async def _samples(self, run: domain.Run) -> tuple[list[engine.Sample], list[engine.Sample]]:
-        """The split's train and val images of the run's classes."""
+        """The split's train and val images of the run's classes (with a detector's boxes)."""
 
         async def samples(subset: d.Subset) -> list[engine.Sample]:
-            images = await self.images.of(run.queued, subset)
-            return [engine.Sample(path, label) for _, path, label in images]
+            listing = await self.images.listed(run.queued, subset)
+            await self.images.fetched(listing)
+            return [
+                engine.Sample(path, label, listing.boxes.get(image_id, ()))
+                for image_id, path, label in listing.images
+            ]
 
         return await samples("train"), await samples("val")
 
@@ -315,6 +319,7 @@ def ended(run_id: str, outcome: engine.Outcome) -> c.Event:
         early_stopped=outcome.status == "early_stopped",
         params=outcome.params,
         latency_ms=outcome.latency_ms,
+        best_val_map=outcome.best_val_map,
     )
 
 

@@ -55,5 +55,5 @@ def build_detector(name: str, num_classes: int, image_size: int) -> nn.Module:
     model = _BUILDERS[name](num_classes=num_classes + 1, **kwargs)
     if name in _FIXED_SIZE:
         # SSD's anchors follow its feature maps, so another square input size works as well.
-        model.transform.fixed_size = (image_size, image_size)
+        model.transform.fixed_size = (image_size, image_size)  # type: ignore[union-attr]
     return model

@@ -175,12 +175,11 @@ def evolve(state: State, event: c.Event) -> State:
                 lease=event.lease,
             )
         case c.EpochCompleted():
-            better = event.val_accuracy > run.best_val_accuracy or run.best_epoch == 0
-            best = (
-                (event.epoch, event.val_accuracy)
-                if better
-                else (run.best_epoch, run.best_val_accuracy)
-            )
+            # A detector's best epoch is its best mAP (its accuracy is 0.0), kept in the same
+            # field: what a run's best epoch is chosen by.
+            score = event.val_accuracy if event.val_map is None else event.val_map
+            better = score > run.best_val_accuracy or run.best_epoch == 0
+            best = (event.epoch, score) if better else (run.best_epoch, run.best_val_accuracy)
             return replace(
                 run,
                 epochs_done=event.epoch,

@@ -19,12 +19,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or belongs to another model or class list."""
 
 
+#: One object of a detection image: (class index, x, y, w, h), normalised to [0, 1] with x, y
+#: the top-left corner (``contracts.datasets.Box``'s convention, the label as its class index).
+Box = tuple[int, float, float, float, float]
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One training or validation image: any Pillow format, oriented by its EXIF tag."""
+    """One training or validation image: any Pillow format, oriented by its EXIF tag.
+    A classifier reads its ``label``; a detector its ``boxes`` (none: a negative image)."""
 
     path: Path
     label: int
+    boxes: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,17 @@ class EpochMetrics:
     images_per_second: float
     #: Peak bytes allocated on the GPU during the epoch; None off CUDA.
     gpu_memory_peak: int | None
+    #: A detector's loss components, each a mean over the epoch's training images (their sum
+    #: is ``train_loss``); empty for a classifier.
+    losses: dict[str, float] = field(default_factory=dict)
+    #: A detector's validation mAP@[.5:.95] and mAP@.5; None for a classifier.
+    val_map: float | None = None
+    val_map50: float | None = None
+
+    @property
+    def score(self) -> float:
+        """What the best epoch is chosen by: the mAP of a detector, the accuracy of a classifier."""
+        return self.val_accuracy if self.val_map is None else self.val_map
 
 
 @dataclass(frozen=True)
@@ -75,3 +93,5 @@ class Outcome:
     #: A timing, not a result: two runs that trained alike have equal outcomes whatever the
     #: clock said.
     latency_ms: float | None = field(default=None, compare=False)
+    #: A detector's best validation mAP@[.5:.95] (``best_val_accuracy`` is then 0.0).
+    best_val_map: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from PIL import Image
@@ -86,21 +87,23 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 def make_loader(
-    samples: Sequence[Sample],
-    transform: Transform,
+    dataset: Dataset[Any],
     h: Hyperparameters,
     sampler: Sampler[tuple[int, int]],
     device: str,
     *,
     drop_last: bool = False,
     batch_size: int | None = None,
-) -> DataLoader[tuple[Tensor, int]]:
-    """Batches of ``batch_size`` (``h.batch_size`` unless a rank's share of it) from
-    ``h.workers`` persistent processes (or in-process)."""
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader[Any]:
+    """Batches of ``batch_size`` (``h.batch_size`` unless a rank's share of it) of ``dataset``
+    (a task's, keyed by the sampler), from ``h.workers`` persistent processes (or in-process);
+    ``collate`` puts a batch together (a detector's is lists, not one tensor)."""
     workers = h.workers
     return DataLoader(
-        SampleDataset(samples, transform, h.image_size),
+        dataset,
         batch_size=batch_size or h.batch_size,
+        collate_fn=collate,
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.startswith("cuda"),

@@ -44,6 +44,7 @@ from services.trainer.engine.api import (
     Sample,
 )
 from services.trainer.engine.checkpoints import read_checkpoint
+from services.trainer.engine.tasks import task_for
 from services.trainer.engine.training import train
 from services.trainer.engine.world import World
 
@@ -70,6 +71,8 @@ def train_on(
     """``training.train`` on every device of ``devices`` at once, as one run."""
     if len(devices) == 1:
         return train(h, classes, train_set, val, workdir, devices[0], callbacks, resume=resume)
+    if not task_for(h.model).distributed:
+        raise ValueError(f"{h.model} trains on one device, not {len(devices)}")
     if h.batch_size % len(devices):
         raise ValueError(f"batch_size {h.batch_size} is not a multiple of {len(devices)} devices")
     workdir.mkdir(parents=True, exist_ok=True)

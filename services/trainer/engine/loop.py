@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from services.trainer.engine.api import Callbacks
 from services.trainer.engine.optim import Schedule
+from services.trainer.engine.tasks import Batch, Task, Validation
 
-Loader = DataLoader[tuple[Tensor, int]]
+Loader = DataLoader[Batch]
 
 
 class StopRequested(Exception):
@@ -38,59 +38,73 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        # Non-blocking copies from pinned memory overlap the transfer with queued GPU work.
-        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        images = images.to(self.device, non_blocking=True, memory_format=fmt)
-        return images, labels.to(self.device, non_blocking=True)
-
 
 @dataclass
 class Trainee:
-    """What a pass works on: the model with its optimizer, schedule, loss and precision."""
+    """What a pass works on: the model with its optimizer, schedule, task and precision."""
 
     model: nn.Module
     optimizer: Optimizer
     schedule: Schedule | None
     scaler: torch.amp.GradScaler
-    criterion: nn.Module
+    #: What the loss of a batch and the validation are (a classifier's or a detector's).
+    task: Task
     precision: Precision
     #: Per batch (0-based), the factor its loss is scaled by before the backward pass: a rank's
     #: share of a global batch weighed by its size (``world.loss_weight``); empty means 1.0.
     batch_weights: list[float] = field(default_factory=list)
 
 
-def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> tuple[float, float]:
-    """(mean training loss, learning rate of the last step)."""
+@dataclass(frozen=True)
+class Trained:
+    """A training pass's figures: means over its images, and the last step's learning rate."""
+
+    loss: float
+    learning_rate: float
+    #: The task's loss components (a detector's), each a mean over the images.
+    components: dict[str, float] = field(default_factory=dict)
+
+
+def train_pass(t: Trainee, loader: Loader, epoch: int, callbacks: Callbacks) -> Trained:
     t.model.train()
     batches, total, seen, lr = len(loader), 0.0, 0, t.optimizer.param_groups[0]["lr"]
+    sums: dict[str, Tensor] = {}
     pending: tuple[int, Tensor, int] | None = None
-    for batch, (images, labels) in _polled(loader, callbacks):
+    for batch, raw in _polled(loader, callbacks):
         lr = t.optimizer.param_groups[0]["lr"]
-        loss = _step(t, *t.precision.to_device(images, labels), _weight(t, batch))
+        size = len(raw[1])
+        loss, components = _step(t, _moved(t, raw), _weight(t, batch))
+        for name, value in components.items():  # summed on the device: no wait per batch
+            sums[name] = sums.get(name, 0.0) + value.detach().float() * size
         if pending is not None:
             total += _report(pending, epoch, batches, callbacks)
-        pending = (batch, loss, len(labels))
-        seen += len(labels)
+        pending = (batch, loss, size)
+        seen += size
     if pending is not None:
         total += _report(pending, epoch, batches, callbacks)
-    return total / max(seen, 1), lr
+    means = {name: float(value.item()) / max(seen, 1) for name, value in sums.items()}
+    return Trained(total / max(seen, 1), lr, means)
+
+
+def _moved(t: Trainee, batch: Batch) -> Batch:
+    device = t.precision.device
+    return t.task.to_device(batch, device, channels_last=device.type == "cuda")
 
 
 def _weight(t: Trainee, batch: int) -> float:
     return t.batch_weights[batch - 1] if batch <= len(t.batch_weights) else 1.0
 
 
-def _step(t: Trainee, images: Tensor, labels: Tensor, weight: float = 1.0) -> Tensor:
+def _step(t: Trainee, batch: Batch, weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     with t.precision.autocast():
-        loss = t.criterion(t.model(images), labels)
+        loss, components = t.task.loss(t.model, batch)
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
     t.scaler.step(t.optimizer)
     t.scaler.update()
     if t.schedule is not None:
         t.schedule.after_batch()
-    return loss.detach()
+    return loss.detach(), components
 
 
 def _report(
@@ -103,25 +117,15 @@ def _report(
     return value * size
 
 
-def validate_pass(t: Trainee, loader: Loader, callbacks: Callbacks) -> tuple[float, float]:
-    """(mean validation loss, accuracy). The loss is unweighted: it measures
-    the model, comparable across runs whatever their class weights."""
+def validate_pass(t: Trainee, loader: Loader, callbacks: Callbacks) -> Validation:
+    """The task's validation figures over ``loader`` (stops polled at every batch)."""
     t.model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=t.precision.device)
-    correct = torch.zeros((), dtype=torch.int64, device=t.precision.device)
-    seen = 0
+    batches = (_moved(t, batch) for _, batch in _polled(loader, callbacks))
     with torch.inference_mode():
-        for _, (images, labels) in _polled(loader, callbacks):
-            images, labels = t.precision.to_device(images, labels)
-            with t.precision.autocast():
-                logits = t.model(images).float()
-            loss += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
-            seen += len(labels)
-    return loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+        return t.task.validate(t.model, batches, t.precision.autocast, t.precision.device)
 
 
-def _polled(loader: Loader, callbacks: Callbacks) -> Iterator[tuple[int, tuple[Tensor, Tensor]]]:
+def _polled(loader: Loader, callbacks: Callbacks) -> Iterator[tuple[int, Batch]]:
     """The loader's batches, numbered from 1, polling ``should_stop`` before each."""
     iterator = iter(loader)
     for batch in range(1, len(loader) + 1):

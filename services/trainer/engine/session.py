@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 import torch
-from torch import nn
 
 from contracts.training import Hyperparameters
 from services.trainer.engine.api import CheckpointError, EpochMetrics, Outcome, Sample
 from services.trainer.engine.checkpoints import FORMAT, read_checkpoint
-from services.trainer.engine.data import EpochSampler, Transform, build_transform, make_loader
+from services.trainer.engine.data import EpochSampler, make_loader
 from services.trainer.engine.loop import Loader, Precision, Trainee
-from services.trainer.engine.optim import amp_dtype, build_optimizer, class_weights
+from services.trainer.engine.optim import amp_dtype, build_optimizer
 from services.trainer.engine.seeding import rng_state, set_rng_state
+from services.trainer.engine.tasks import Task, task_for
 from services.trainer.engine.world import (
     SOLO,
     ShardSampler,
@@ -34,7 +34,6 @@ from services.trainer.engine.world import (
     unwrap,
     wrap,
 )
-from services.vision.models import build_model
 
 
 @dataclass
@@ -43,6 +42,8 @@ class Progress:
 
     epoch: int = 0
     best_epoch: int = 0
+    #: The best epoch's score (``EpochMetrics.score``: a detector's mAP, a classifier's
+    #: accuracy); a checkpoint keeps it as ``best_val_accuracy``.
     best_accuracy: float = 0.0
     history: list[EpochMetrics] = field(default_factory=list)
 
@@ -50,16 +51,19 @@ class Progress:
         """Adds an epoch; True when it is the new best (a tie keeps the earlier epoch)."""
         self.epoch = metrics.epoch
         self.history.append(metrics)
-        improved = self.best_epoch == 0 or metrics.val_accuracy > self.best_accuracy
+        improved = self.best_epoch == 0 or metrics.score > self.best_accuracy
         if improved:
-            self.best_epoch, self.best_accuracy = metrics.epoch, metrics.val_accuracy
+            self.best_epoch, self.best_accuracy = metrics.epoch, metrics.score
         return improved
 
     def patience_exhausted(self, patience: int) -> bool:
         return patience > 0 and self.epoch - self.best_epoch >= patience
 
     def outcome(self, status: str) -> Outcome:
-        return Outcome(status, self.epoch, self.best_epoch, self.best_accuracy)
+        best = next((m for m in self.history if m.epoch == self.best_epoch), None)
+        if best is None or best.val_map is None:
+            return Outcome(status, self.epoch, self.best_epoch, self.best_accuracy)
+        return Outcome(status, self.epoch, self.best_epoch, 0.0, best_val_map=best.val_map)
 
 
 @dataclass
@@ -78,62 +82,58 @@ def open_session(
     device: str, *, pretrained: Path | None, world: World = SOLO,
 ) -> Session:  # fmt: skip
     dev = torch.device(device)
-    model = build_model(h.model, len(classes), pretrained).to(dev)
+    task = task_for(h.model)
+    task.prepare(h, train, len(classes), dev)
+    model = task.build(h, len(classes), pretrained).to(dev)
     if dev.type == "cuda":
         # channels_last lets cuDNN use its tensor-core convolutions without transposes.
         model = model.to(memory_format=torch.channels_last)
     model = wrap(model, dev, world)
-    weights = class_weights([s.label for s in train], len(classes)).to(dev)
     amp = amp_dtype(h.mixed_precision, device)
     trainee = Trainee(
         model=model,
         optimizer=build_optimizer(h, model),
         schedule=None,
         scaler=torch.amp.GradScaler(dev.type, enabled=amp is torch.float16),
-        criterion=nn.CrossEntropyLoss(weight=weights if h.class_weights == "auto" else None),
+        task=task,
         precision=Precision(dev, amp),
     )
     sampler = EpochSampler(len(train), h.seed, shuffle=True)
     if world.distributed:
-        train_loader, val_loader = _shared_loaders(h, train, val, sampler, device, world)
+        train_loader, val_loader = _shared_loaders(h, task, train, val, sampler, device, world)
         trainee.batch_weights = loss_weight(train_loader.sampler, world)  # type: ignore[arg-type]
     else:
-        train_loader, val_loader = _loaders(h, train, val, sampler, device)
+        train_loader, val_loader = _loaders(h, task, train, val, sampler, device)
     return Session(h, list(classes), trainee, sampler, train_loader, val_loader, world)
 
 
 def _shared_loaders(
-    h: Hyperparameters, train: Sequence[Sample], val: Sequence[Sample], sampler: EpochSampler,
-    device: str, world: World,
+    h: Hyperparameters, task: Task, train: Sequence[Sample], val: Sequence[Sample],
+    sampler: EpochSampler, device: str, world: World,
 ) -> tuple[Loader, Loader]:  # fmt: skip
     """This rank's loaders: its share of every global batch, every ``size``-th val image."""
-    train_tf, val_tf = _transforms(h)
+    train_set, val_set = task.dataset(train, h, train=True), task.dataset(val, h, train=False)
     val_keys = Strided(EpochSampler(len(val), h.seed, shuffle=False), world)
     shard, batch = ShardSampler(sampler, world, h.batch_size), local_batch(h.batch_size, world)
+    collate = task.collate
     return (
-        make_loader(train, train_tf, h, shard, device, batch_size=batch),
-        make_loader(val, val_tf, h, val_keys, device, batch_size=batch),
-    )
-
-
-def _transforms(h: Hyperparameters) -> tuple[Transform, Transform]:
-    return (
-        build_transform(h.augmentation, h.image_size, train=True),
-        build_transform(h.augmentation, h.image_size, train=False),
+        make_loader(train_set, h, shard, device, batch_size=batch, collate=collate),
+        make_loader(val_set, h, val_keys, device, batch_size=batch, collate=collate),
     )
 
 
 def _loaders(
-    h: Hyperparameters, train: Sequence[Sample], val: Sequence[Sample], sampler: EpochSampler,
-    device: str,
+    h: Hyperparameters, task: Task, train: Sequence[Sample], val: Sequence[Sample],
+    sampler: EpochSampler, device: str,
 ) -> tuple[Loader, Loader]:  # fmt: skip
-    train_tf, val_tf = _transforms(h)
+    train_set, val_set = task.dataset(train, h, train=True), task.dataset(val, h, train=False)
     # A last batch of one image breaks BatchNorm where features are 1x1; drop just that one.
     drop_last = len(train) % h.batch_size == 1
     val_sampler = EpochSampler(len(val), h.seed, shuffle=False)
+    collate = task.collate
     return (
-        make_loader(train, train_tf, h, sampler, device, drop_last=drop_last),
-        make_loader(val, val_tf, h, val_sampler, device),
+        make_loader(train_set, h, sampler, device, drop_last=drop_last, collate=collate),
+        make_loader(val_set, h, val_sampler, device, collate=collate),
     )
 
 
@@ -142,6 +142,8 @@ def snapshot(s: Session, progress: Progress) -> dict[str, Any]:
     t = s.trainee
     return {
         "format": FORMAT,
+        # What the model is, for a reader of the file (the evaluator, the exporter).
+        "task": t.task.name,
         "model_name": s.h.model,
         "model": unwrap(t.model).state_dict(),
         "optimizer": t.optimizer.state_dict(),

@@ -34,6 +34,7 @@ from services.trainer.engine.measure import measure
 from services.trainer.engine.optim import plan_schedule
 from services.trainer.engine.seeding import configure_determinism, derive_seed, seed_all
 from services.trainer.engine.session import Progress, Session, open_session, restore, snapshot
+from services.trainer.engine.tasks import task_for
 from services.trainer.engine.validation import validate
 from services.trainer.engine.world import SOLO, World, all_sum, unwrap
 from services.vision.models import pretrained_path
@@ -47,7 +48,11 @@ def train(
     """Trains up to ``h.epochs``, writing a new checkpoint file to ``workdir`` after every
     epoch (see ``checkpoints``); ``resume`` continues after the epoch of that checkpoint.
     ``world``: this process's rank when ``ddp`` runs one per device."""
+    task = task_for(h.model)
     _check(h, classes, train, val, resume=resume is not None)
+    task.check(classes, [*train, *val])
+    if world.distributed and not task.distributed:
+        raise ValueError(f"{h.model} trains on one device; this run asked for {world.size}")
     configure_determinism()
     workdir.mkdir(parents=True, exist_ok=True)
     seed_all(derive_seed("init", h.seed))
@@ -91,11 +96,13 @@ def _epoch(s: Session, epoch: int, callbacks: Callbacks) -> EpochMetrics:
     device = str(s.trainee.precision.device)
     reset_peak_memory(device)
     start = time.perf_counter()
-    train_loss, lr = train_pass(s.trainee, s.train_loader, epoch, callbacks)
+    trained = train_pass(s.trainee, s.train_loader, epoch, callbacks)
+    train_loss, lr = trained.loss, trained.learning_rate
     train_seconds = time.perf_counter() - start
     # Validation uses the bare model: the DDP wrapper would exchange buffers at every batch.
     bare = dataclasses.replace(s.trainee, model=unwrap(s.trainee.model))
-    val_loss, accuracy = validate_pass(bare, s.val_loader, callbacks)
+    found = validate_pass(bare, s.val_loader, callbacks)
+    val_loss, accuracy = found.loss, found.accuracy
     if s.world.distributed:
         train_loss, val_loss, accuracy = _across_ranks(s, train_loss, val_loss, accuracy)
     if s.trainee.schedule is not None:
@@ -110,6 +117,9 @@ def _epoch(s: Session, epoch: int, callbacks: Callbacks) -> EpochMetrics:
         seconds=time.perf_counter() - start,
         images_per_second=images / max(train_seconds, 1e-9),
         gpu_memory_peak=peak_memory(device),
+        losses=trained.components,
+        val_map=found.map,
+        val_map50=found.map50,
     )
 
 
@@ -134,10 +144,5 @@ def _check(
     problems = validate(msgspec.structs.replace(h, pretrained=None) if resume else h)
     if problems:
         raise ValueError("invalid hyperparameters: " + "; ".join(f"{f}: {m}" for f, m in problems))
-    if len(classes) < 2:
-        raise ValueError(f"a classifier needs at least two classes, not {len(classes)}")
     if len(train) < 2 or not val:
         raise ValueError(f"need 2+ training and 1+ validation images, not {len(train)}/{len(val)}")
-    for sample in [*train, *val]:
-        if not 0 <= sample.label < len(classes):
-            raise ValueError(f"label {sample.label} of {sample.path} is not a class index")

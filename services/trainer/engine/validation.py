@@ -19,10 +19,14 @@ from contracts.training import (
     MODELS,
     Hyperparameters,
 )
+from services.vision.detectors import DETECTORS
 from services.vision.models import pretrained_path
 
 #: torchvision backbones downsample 32 times; smaller images vanish before their head.
 TORCHVISION_MIN_SIZE = 32
+#: What a run may train: a classifier of the contract's zoo, or a detector (for a detection
+#: project; the trainer matches the model to the project's task when the run is started).
+TRAINABLE = (*MODELS, *DETECTORS)
 
 Problem = tuple[str, str]
 
@@ -30,7 +34,7 @@ Problem = tuple[str, str]
 def validate(h: Hyperparameters) -> list[Problem]:
     """(field, message) for every bad value; an empty list means ``h`` is valid."""
     values = msgspec.structs.asdict(h)
-    checks = [_one_of("model", h.model, MODELS)]
+    checks = [_one_of("model", h.model, TRAINABLE)]
     checks += [_one_of(name, values[name], words) for name, words in HYPERPARAMETER_CHOICES.items()]
     checks += [_within(name, values[name], meta) for name, meta in HYPERPARAMETER_BOUNDS.items()]
     checks += [_image_size(h.model, h.image_size), _pretrained(h.model, h.pretrained)]
@@ -70,14 +74,16 @@ def _image_size(model: str, size: int) -> Problem | None:
     """A backbone's lower limit; the contract's bounds are checked (and reported) apart."""
     if _within("image_size", size, HYPERPARAMETER_BOUNDS["image_size"]) is not None:
         return None
-    if model != "smallcnn" and model in MODELS and size < TORCHVISION_MIN_SIZE:
+    if model != "smallcnn" and model in TRAINABLE and size < TORCHVISION_MIN_SIZE:
         return "image_size", f"must be at least {TORCHVISION_MIN_SIZE} for {model}, not {size}"
     return None
 
 
 def _pretrained(model: str, value: str | None) -> Problem | None:
-    if value is None or model not in MODELS:
+    if value is None or model not in TRAINABLE:
         return None
+    if model in DETECTORS:
+        return "pretrained", f"{model} trains from scratch: it takes no pretrained weights"
     try:
         pretrained_path(model, value)
     except ValueError as err:

@@ -30,6 +30,7 @@ from services.trainer.engine.measure import (
     measure,
 )
 from services.trainer.epochs import Epochs
+from services.trainer.images import Listing
 from services.trainer.runstore import RunStore
 from services.trainer.worker import DeviceSlot, Worker, ended
 from tests.unit.trainer.test_worker_epochs import FakeObjects
@@ -179,6 +180,12 @@ class FakeImages:
 
     async def of(self, queued: c.RunQueued, subset: str) -> list[tuple[str, Path, int]]:
         return self.images
+
+    async def listed(self, queued: c.RunQueued, subset: str) -> Listing:
+        return Listing(self.images, [])
+
+    async def fetched(self, listing: Listing) -> list[tuple[str, Path, int]]:
+        return listing.images
 
 
 async def publish(subject: str, data: bytes) -> None:
