@@ -6,6 +6,14 @@ before opening it and, when SQLite cannot read it whole, moves it (and its WAL) 
 ``.corrupt-<time>`` name and logs so; the projection runner then finds no stored position and
 rebuilds the model by replay.
 
+Writers of one file in one process take turns (``_Turns``): a write transaction begins
+``BEGIN IMMEDIATE`` at its first write, once the transactions of the same file before it have
+ended, waited for in asyncio, first come first served. A transaction holds SQLite's lock across
+event-loop turns (aiosqlite), so on a loaded machine a projector's batch can hold it for
+seconds; waiting in SQLite's busy handler instead gave up after ``busy_timeout`` with
+``database is locked``, restarting projections and failing requests. Reads take no turn (WAL).
+Another process writing the file is waited for by SQLite (``BUSY_TIMEOUT_MS``).
+
 ``Reader`` is the lean route for a gateway's hot reads (a project, a page of images): one plain
 ``sqlite3`` connection per process, read-only, its statements prepared once and cached, called
 on the event loop (a primary-key SELECT takes microseconds; the async ORM's thread hop and
@@ -14,22 +22,34 @@ session cost hundreds). Imports SQLAlchemy, sqlmodel and the standard library on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 log = logging.getLogger(__name__)
 
 #: The files SQLite keeps beside a database in WAL mode: they go aside with it.
 _SIDE_FILES = ("-wal", "-shm")
+#: How long SQLite waits for another process's write transaction on the file (milliseconds).
+BUSY_TIMEOUT_MS = 5000
+#: How long a writer waits for its turn behind this process's writers of the file (seconds):
+#: generous (a turn is a transaction), but a writer waiting on itself fails rather than hangs.
+WRITE_TURN_S = 120.0
+#: Statements that do not write: they take no turn (anything else begins a write transaction).
+_READS = ("SELECT", "PRAGMA", "EXPLAIN")
+#: ``info`` key of a connection whose write transaction holds its file's turn.
+_TURN = "studio_write_turn"
 
 
 def create_engine(path: Path) -> AsyncEngine:
@@ -40,15 +60,89 @@ def create_engine(path: Path) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # The driver begins no transaction by itself: _Turns begins each write transaction.
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         # NORMAL is safe with WAL: a power cut loses at most the last transactions, which
         # the projection replays from the stream because its position is in the same file.
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
+    _Turns(str(path.resolve())).install(engine)
     return engine
+
+
+class _Turns:
+    """One file's write turns in this process (one FIFO lock per event loop): a connection
+    takes the turn before its transaction's first write and gives it back once the transaction
+    has ended (commit, rollback, or the connection going back to the pool or away)."""
+
+    _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def install(self, engine: AsyncEngine) -> None:
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._before_execute)
+        for name in ("checkin", "close", "invalidate", "soft_invalidate", "detach"):
+            event.listen(sync.pool, name, self._on_pool_event)
+        dialect = sync.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, self._then_give_back(getattr(dialect, name)))
+
+    def _lock(self) -> asyncio.Lock:
+        per_file = self._locks.setdefault(asyncio.get_running_loop(), {})
+        return per_file.setdefault(self.key, asyncio.Lock())
+
+    def _before_execute(self, conn: Any, cursor: Any, statement: str, *_: Any, **__: Any) -> None:
+        if _TURN in conn.info or statement.lstrip()[:7].upper().startswith(_READS):
+            return
+        lock = self._lock()
+        try:
+            await_(asyncio.wait_for(lock.acquire(), WRITE_TURN_S))
+        except TimeoutError:
+            raise sqlite3.OperationalError(
+                f"database is locked: no turn to write {self.key} in {WRITE_TURN_S:.0f}s"
+            ) from None
+        conn.info[_TURN] = lock
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            _give_back(conn.info)
+            raise
+
+    def _then_give_back(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ended(dbapi_conn: Any) -> None:
+            try:
+                end(dbapi_conn)
+            finally:
+                _give_back(_info_of(dbapi_conn))
+
+        return ended
+
+    @staticmethod
+    def _on_pool_event(_dbapi_conn: Any, record: Any, *_: Any) -> None:
+        _give_back(_info_of(record))
+
+
+def _info_of(conn: Any) -> dict[Any, Any] | None:
+    """A pooled connection's ``info`` (the same dict as its ``Connection.info``); None for
+    the dialect's first, unpooled connection, which has none."""
+    try:
+        return conn.info
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def _give_back(info: dict[Any, Any] | None) -> None:
+    lock = info.pop(_TURN, None) if info is not None else None
+    if lock is not None and lock.locked():
+        lock.release()
 
 
 def damage(path: Path) -> str | None:
