@@ -32,6 +32,7 @@ from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import training as read
+from services.gateway.readmodels.projects import get_project
 from services.gateway.readmodels.tasks import task_link
 from services.gateway.stream_guard import (
     guarded_sse,
@@ -109,11 +110,12 @@ class ResumeIn(BaseModel):
 
 
 @router.post("/run", status_code=202)
-async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> Response:
+async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep, db: DbDep) -> Response:
     """Queue a run; it starts when a trainer has a free device. 409 with ``if_busy: reject``."""
     await require(request, body.project_id, "editor", field="project_id")
     if body.experiment_id:
         await _same_project(gateway, body.experiment_id, body.project_id)
+    await _model_fits_task(db, body.project_id, body.hyperparameters.model_dump()["model"])
     command = c.StartRun(
         # A retry with the same Idempotency-Key names the same run: it is never queued twice.
         message_id=keyed_id(request, "start_run"),
@@ -138,6 +140,24 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep) -> R
         return await _run_answer(gateway, request, command.run_id, 0, 202) if known else None
 
     return await idempotent(request, gateway, actor_of(request), run, job=True, existing=existing)
+
+
+async def _model_fits_task(db: AsyncSession, project_id: str, model: str) -> None:
+    """422 on ``hyperparameters.model`` when a detector is asked of a classification project
+    or a classifier of a detection project (the trainer checks the name itself)."""
+    project = await get_project(db, project_id=project_id)
+    if project is None:
+        return  # ``require`` let it through: the trainer answers for the split
+    detection = project.task_type == "detection"
+    if detection == (model in c.DETECTORS):
+        return
+    wanted = "a detector" if detection else "a classifier"
+    names = c.DETECTORS if detection else c.MODELS
+    raise ApiError(
+        common.VALIDATION_ERROR,
+        f"a {project.task_type} project trains {wanted}, not {model!r}: one of {', '.join(names)}",
+        field="hyperparameters.model",
+    )
 
 
 @router.get("/queue")

@@ -48,6 +48,9 @@ EPOCH_FIELDS = (
     "seconds",
     "images_per_second",
     "gpu_memory_peak",
+    "losses",
+    "val_map",
+    "val_map50",
 )
 
 
@@ -93,8 +96,7 @@ class TrainingProjector(Decodes):
             case c.EpochCompleted():
                 await db.merge(EpochRow(**{f: getattr(event, f) for f in EPOCH_FIELDS}))
                 row.epochs_done = event.epoch
-                if row.best_val_accuracy is None or event.val_accuracy > row.best_val_accuracy:
-                    row.best_epoch, row.best_val_accuracy = event.epoch, event.val_accuracy
+                _best(row, event)
             case c.CheckpointSaved():
                 fields = ("run_id", "kind", "epoch", "sha256", "size", "object_name")
                 await db.merge(CheckpointRow(**{f: getattr(event, f) for f in fields}))
@@ -103,6 +105,17 @@ class TrainingProjector(Decodes):
             case c.RunInterrupted():
                 row.message = event.reason
         db.add(row)
+
+
+def _best(row: RunRow, event: c.EpochCompleted) -> None:
+    """The run's best epoch so far: by mAP for a detector, by accuracy for a classifier (the
+    trainer's choice of its best checkpoint)."""
+    if event.val_map is None:
+        if row.best_val_accuracy is None or event.val_accuracy > row.best_val_accuracy:
+            row.best_epoch, row.best_val_accuracy = event.epoch, event.val_accuracy
+    elif row.best_val_map is None or event.val_map > row.best_val_map:
+        row.best_epoch, row.best_val_map = event.epoch, event.val_map
+        row.best_val_accuracy = event.val_accuracy
 
 
 def _queued(event: c.RunQueued, sequence: int) -> RunRow:

@@ -28,6 +28,8 @@ class RunRow(SQLModel, table=True):
     epochs_done: int = 0
     best_epoch: int = 0
     best_val_accuracy: float | None = None
+    #: A detection run's best validation mAP@[.5:.95] (its best epoch's); None for a classifier.
+    best_val_map: float | None = None
     device: str | None = None
     instance: str | None = None
     attempt: int = 0
@@ -52,6 +54,7 @@ class RunRow(SQLModel, table=True):
             "epochs_done": self.epochs_done,
             "best_epoch": self.best_epoch or None,
             "best_val_accuracy": self.best_val_accuracy,
+            "best_val_map": self.best_val_map,
             "device": self.device,
             "instance": self.instance,
             "attempt": self.attempt,
@@ -72,6 +75,11 @@ class EpochRow(SQLModel, table=True):
     seconds: float
     images_per_second: float
     gpu_memory_peak: int | None = None
+    #: A detector's loss components and validation mAP (``EpochCompleted``'s); empty and None
+    #: for a classifier.
+    losses: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
+    val_map: float | None = None
+    val_map50: float | None = None
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(exclude={"run_id"})

@@ -90,7 +90,8 @@
     window.Chart.defaults.color = "#1b1f24";
     window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     charts.loss = lineChart(el("chart-loss"), ["training loss", "validation loss"], "loss");
-    charts.accuracy = lineChart(el("chart-accuracy"), ["validation accuracy"], "accuracy");
+    charts.accuracy = lineChart(el("chart-accuracy"), ["validation accuracy", "validation mAP@[.5:.95]", "validation mAP@.5"], "accuracy / mAP");
+    charts.losses = lineChart(el("chart-losses"), [], "loss");
     charts.accuracy.options.scales.y.min = 0;  // accuracy reads against its whole range
     charts.accuracy.options.scales.y.max = 1;
     charts.lr = lineChart(el("chart-lr"), ["learning rate"], "learning rate");
@@ -109,7 +110,15 @@
     var rows = epochs.map(function (e) { return current.points.get(e); });
     function column(key) { return rows.map(function (r) { return r[key]; }); }
     fill(charts.loss, epochs, [column("train_loss"), column("val_loss")]);
-    fill(charts.accuracy, epochs, [column("val_accuracy")]);
+    var detection = rows.some(isDetection);
+    el("chart-accuracy-caption").textContent = detection ? "Validation mAP" : "Validation accuracy";
+    el("epochs-score").textContent = detection ? "Validation mAP (@.5)" : "Validation accuracy";
+    if (detection) {
+      fill(charts.accuracy, epochs, [[], column("val_map"), column("val_map50")]);
+    } else {
+      fill(charts.accuracy, epochs, [column("val_accuracy"), [], []]);
+    }
+    drawLossComponents(epochs, rows, detection);
     fill(charts.lr, epochs, [column("learning_rate")]);
     drawEpochTable(rows);
   }
@@ -119,10 +128,31 @@
     body.textContent = "";
     rows.forEach(function (r) {
       var tr = make("tr");
-      [r.epoch, fixed(r.train_loss, 4), fixed(r.val_loss, 4), pct(r.val_accuracy), Number(r.learning_rate).toExponential(2), fixed(r.seconds, 1)]
+      [r.epoch, fixed(r.train_loss, 4), fixed(r.val_loss, 4), score(r), Number(r.learning_rate).toExponential(2), fixed(r.seconds, 1)]
         .forEach(function (v) { tr.appendChild(make("td", "num", v)); });
       body.appendChild(tr);
     });
+  }
+
+  // A detector's epoch reports its mAP (its accuracy is 0); a classifier's has none.
+  function isDetection(r) { return r.val_map !== null && r.val_map !== undefined; }
+
+  function score(r) {
+    return isDetection(r) ? fixed(r.val_map, 3) + " (" + fixed(r.val_map50, 3) + ")" : pct(r.val_accuracy);
+  }
+
+  // One line per loss component of the detector (loss_classifier, loss_box_reg, ...).
+  function drawLossComponents(epochs, rows, detection) {
+    el("chart-losses-figure").classList.toggle("hidden", !detection);
+    var names = [];
+    rows.forEach(function (r) { Object.keys(r.losses || {}).forEach(function (k) { if (names.indexOf(k) < 0) { names.push(k); } }); });
+    names.sort();
+    charts.losses.data.datasets = names.map(function (name, i) {
+      return { label: name, data: [], borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], pointRadius: 3, spanGaps: true, tension: 0.15 };
+    });
+    fill(charts.losses, epochs, names.map(function (name) {
+      return rows.map(function (r) { return (r.losses || {})[name]; });
+    }));
   }
 
   // One point per epoch: a later event of the same epoch (a resumed run training it again)
@@ -172,14 +202,16 @@
     fact(list, "Images", r.train_images + " training · " + r.val_images + " validation · " + (r.classes || []).length + " classes");
     fact(list, "Device", current.device || "—");
     var best = bestPoint();
-    fact(list, "Best validation accuracy", best ? pct(best.val_accuracy) + " (epoch " + best.epoch + ")" : "—");
+    var bestTerm = best && isDetection(best) ? "Best validation mAP (@.5)" : "Best validation accuracy";
+    fact(list, bestTerm, best ? score(best) + " (epoch " + best.epoch + ")" : "—");
     var kept = Object.keys(current.checkpoints).sort().map(function (k) { return k + ": epoch " + current.checkpoints[k]; });
     fact(list, "Checkpoints", kept.length ? kept.join(" · ") : "none yet");
   }
 
   function bestPoint() {
     var best = null;
-    current.points.forEach(function (p) { if (!best || p.val_accuracy > best.val_accuracy) { best = p; } });
+    function of(p) { return isDetection(p) ? p.val_map : p.val_accuracy; }
+    current.points.forEach(function (p) { if (!best || of(p) > of(best)) { best = p; } });
     return best;
   }
 
@@ -382,7 +414,8 @@
     status.appendChild(badge(run.status));
     tr.appendChild(status);
     tr.appendChild(make("td", "num", run.epochs_done + " / " + run.epochs));
-    tr.appendChild(make("td", "num", pct(run.best_val_accuracy)));
+    var mapped = run.best_val_map !== null && run.best_val_map !== undefined;
+    tr.appendChild(make("td", "num", mapped ? "mAP " + fixed(run.best_val_map, 3) : pct(run.best_val_accuracy)));
     tr.appendChild(make("td", "", stamp(run.created_at)));
     return tr;
   }
