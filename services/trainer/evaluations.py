@@ -5,7 +5,9 @@ the kernel's job runner, which stores its outcome in the trace of the command th
 It runs on the CPU in a thread, beside whatever trains on the device, a few at a time. It reads
 the file its ``CheckpointSaved`` record names (never a fixed path), from a private copy that no
 pruning by a training in progress can remove, checked against the recorded sha256 before it is
-trusted.
+trusted. The checkpoint's model says how it is scored (``engine.evaluate``): a classifier by
+accuracy and its confusion matrix, a detector by COCO's mAP over each image's true boxes (none:
+a negative), with its worst images.
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ class Evaluations:
         copy = self.files.workdir(run_id) / f"eval-{evaluation_id}.pt"
         try:
             path = await self.files.fetch(record, copy)
-            samples = await self.images.fetched(listing)
+            fetched = await self.images.fetched(listing)
+            # Each image with its true boxes: a detector is scored by them (none: a negative),
+            # a classifier's evaluation reads the label and leaves them.
+            samples = [(i, p, label, listing.boxes.get(i, ())) for i, p, label in fetched]
             result = await asyncio.to_thread(evaluate, path, samples)
         finally:
             copy.unlink(missing_ok=True)
