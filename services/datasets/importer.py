@@ -5,10 +5,12 @@ Runs on the kernel's job runner, in the datasets service's event loop, with the 
 (``commit`` its images, or ``fail`` with why) that the runner stores in the dataset, in the
 trace of the command that started it, with ids derived from that command's; its manifest read,
 the job stores ``ImportValidated`` on the way; its progress goes to a live publisher as the
-runner's heartbeat. What it read waits in a SQLite file of its own (``spill.StagedFile``,
-under ``spill``), not in memory, until it commits; its commit reads it back batch by batch
-while the events are stored, so an import's memory does not grow with its size. Imports the
-dataset's domain, pure libraries and ``spill``, and the kernel.
+runner's heartbeat. Its manifest streams into a SQLite file of its own (``spill.StagedFile``,
+under ``spill``; the entries in ``manifestfile.ManifestFile``) and is decoded from there, and
+what it read waits in the same file, not in memory, until it commits; its commit reads it
+back batch by batch while the events are stored, so an import's memory does not grow with
+its size. Imports the dataset's domain, pure libraries, ``spill`` and ``manifestfile``, and
+the kernel.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from contracts import datasets as c
 from services.datasets import domain, formats, metrics, sources
 from services.datasets.decoding import Decoder
 from services.datasets.imaging import CorruptImage, ImageInfo
+from services.datasets.manifestfile import ManifestFile
 from services.datasets.spill import StagedFile
 from services.kernel.blobstore import BlobStore
 from services.kernel.jobs import runner
@@ -38,7 +41,7 @@ from services.kernel.jobs.runner import Failure, JobRunner, Outcomes
 from services.kernel.repository import Repository
 
 log = logging.getLogger(__name__)
-#: Files taken from the decoding processes (``decoding.Decoder``) at a time.
+#: Records of decoded files (``decoding.Decoder``) staged on disk at a time.
 WINDOW = 256
 #: An import's outcome: a decision of the Dataset decider.
 Decision = Callable[[domain.Dataset], Sequence[c.Event]]
@@ -206,21 +209,22 @@ class Importer:
                 archive.unlink(missing_ok=True)
         self._check(job)
         job.phase = "reading"
-        read = partial(formats.read_manifest, job.root, command.format, job.task)
+        job.staged = await asyncio.to_thread(StagedFile, self.spill / f"{job.import_id}.db")
+        entries = ManifestFile(job.staged.db)  # the manifest streams onto disk, not memory
+        read = partial(formats.read_manifest, job.root, command.format, job.task, entries.add)
         manifest = await asyncio.to_thread(read)
-        job.total = len(manifest.entries)
+        job.total = manifest.count
         metrics.files("skipped", len(manifest.skipped) + len(manifest.label_problems))
         await self._validated(job, manifest)
         job.phase = "decoding"
-        job.staged = await asyncio.to_thread(StagedFile, self.spill / f"{job.import_id}.db")
-        imported, corrupt = await asyncio.to_thread(self._decode_all, job, manifest.entries)
+        imported, corrupt = await asyncio.to_thread(self._decode_all, job, entries)
         self._check(job)
         job.phase = "committing"
         # The images must be on disk before the events that refer to them are stored.
         await asyncio.to_thread(self._store.sync)
         report = c.ImportReport(
             format=manifest.format,
-            files=len(manifest.entries) + len(manifest.skipped) + len(manifest.label_problems),
+            files=manifest.count + len(manifest.skipped) + len(manifest.label_problems),
             imported=imported,
             corrupt=corrupt,
             skipped=[c.FileProblem(p.file, p.reason) for p in manifest.skipped],
@@ -241,7 +245,7 @@ class Importer:
             dataset_id=job.command.dataset_id,
             import_id=job.import_id,
             format=manifest.format,
-            files=len(manifest.entries),
+            files=manifest.count,
             classes=manifest.classes,
         )
 
@@ -251,30 +255,35 @@ class Importer:
 
         await self.runner.store(self._job(job), decide, "validated")
 
-    def _decode_all(
-        self, job: Job, entries: list[formats.Entry]
-    ) -> tuple[int, list[c.FileProblem]]:
-        """Reads every file, its record staged on disk a window at a time; answers how many
-        were read and the files that were not images."""
+    def _decode_all(self, job: Job, manifest: ManifestFile) -> tuple[int, list[c.FileProblem]]:
+        """Reads every file of the manifest, its record staged on disk a window at a time;
+        answers how many were read and the files that were not images."""
         assert job.staged is not None
         records: list[c.ImageRecord] = []
         corrupt: list[c.FileProblem] = []
-        files = (entry.path for entry in entries)
-        with closing(self.decoder.decode(files, job.cancel.is_set)) as results:
+        sent: deque[formats.Entry] = deque()  # the files in the decoder's window, in order
+
+        def files() -> Iterator[Path]:
+            for entry in manifest.entries():
+                sent.append(entry)
+                yield entry.path
+
+        with closing(self.decoder.decode(files(), job.cancel.is_set)) as results:
             # A bounded window of files in flight keeps memory flat however large the import.
-            for start in range(0, len(entries), WINDOW):
-                chunk = entries[start : start + WINDOW]
-                for entry, result in zip(chunk, islice(results, len(chunk)), strict=True):
-                    job.done += 1
-                    if isinstance(result, CorruptImage):
-                        reason = str(result) or "not a readable image"
-                        corrupt.append(c.FileProblem(entry.name, reason))
-                        metrics.files("failed")
-                    elif result is not None:
-                        records.append(_record(entry, result))
-                        metrics.files("imported", size=result.size)
-                job.staged.add(records)
-                records.clear()
+            for result in results:
+                entry = sent.popleft()
+                job.done += 1
+                if isinstance(result, CorruptImage):
+                    reason = str(result) or "not a readable image"
+                    corrupt.append(c.FileProblem(entry.name, reason))
+                    metrics.files("failed")
+                elif result is not None:
+                    records.append(_record(entry, result))
+                    metrics.files("imported", size=result.size)
+                if len(records) >= WINDOW:
+                    job.staged.add(records)
+                    records.clear()
+        job.staged.add(records)
         return job.staged.count, corrupt
 
     def _check(self, job: Job) -> None:

@@ -114,12 +114,14 @@ def to_manifest(fmt: str, tree: Tree, labels: Labels, skipped: list[Problem]) ->
             {entry.label for entry in entries if entry.label}
             | {box.label for entry in entries for box in entry.boxes}
         ),
-        skipped=_sorted([*skipped, *tree.refused]),
-        label_problems=_sorted(problems),
+        skipped=sorted_problems([*skipped, *tree.refused]),
+        label_problems=sorted_problems(problems),
+        count=len(entries),
     )
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
+def sorted_problems(problems: list[Problem]) -> list[Problem]:
+    """Problems in report order: by file, then reason."""
     return sorted(problems, key=lambda problem: (problem.file, problem.reason))
 
 

@@ -50,6 +50,9 @@ class Manifest:
     classes: list[str]  # sorted class names that have at least one entry
     skipped: list[Problem]  # files ignored: unsupported extension etc.
     label_problems: list[Problem]  # images not imported because their label can't be known
+    #: How many entries there are: ``len(entries)``, or those handed to a sink when the
+    #: manifest was streamed (``read_manifest(..., sink=...)``, ``entries`` then empty).
+    count: int = 0
 
 
 class FormatError(SourceError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from services.datasets.formats.manifest import FormatError, Problem, split_name
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 _IGNORED = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+_DIR, _PLAIN, _OTHER = 0, 1, 2  # a listed entry: a folder, a regular file (not a link), else
 _MAX_TEXT_BYTES = 16 * 1024**2  # label and class-name files are small; refuse to slurp a huge one
 
 
@@ -55,12 +56,40 @@ class Tree:
 
 def scan(root: Path) -> Tree:
     """The files under root (looking through wrapper folders); refuses a tree with no image."""
-    base = _source_root(root.resolve())
-    files, refused = _walk(base)
-    if not any(file.is_image for file in files):
-        supported = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise FormatError(f"no images found; supported types are {supported}", code="NO_IMAGES")
-    return Tree(base, files, refused)
+    return _tree(root, keep=lambda file, first: True)
+
+
+def survey(root: Path) -> Tree:
+    """What ``scan`` finds, less the images after the first of each folder: enough to tell the
+    format (which looks at folders, never at an image's own name) and to read a folder
+    dataset's layout, in memory that grows with the folders and the non-image files, not
+    with the images. Refuses a tree with no image, as ``scan`` does."""
+    return _tree(root, keep=lambda file, first: first or not file.is_image)
+
+
+def walk(base: Path, folder: Path | None = None) -> Iterator[File | Problem]:
+    """The files under base (a tree's root) in name order, and what the walk will not follow,
+    one folder at a time: only the folders being listed are held, never the whole tree."""
+    folder = folder or base
+    try:
+        with os.scandir(folder) as listing:
+            children = [_child(entry) for entry in listing if not _is_ignored(entry.name)]
+    except OSError:  # an unreadable folder is skipped, as os.walk skips it
+        return
+    # A folder sorts as its name plus "/", so the walk's order is that of the files' full names.
+    children.sort(key=lambda child: child[0] + "/" if child[1] == _DIR else child[0])
+    prefix = folder.relative_to(base).as_posix() + "/" if folder != base else ""
+    fast = _encodes(prefix)
+    for name, kind in children:
+        path = folder / name
+        if kind == _PLAIN and fast and name.isascii():  # the common case: no system call
+            yield File(prefix + name, path)
+        elif kind != _DIR:
+            yield _file(path, base)
+        elif path.is_symlink():  # listed but not entered, as os.walk does
+            yield Problem(_display(path, base), "linked folder, not followed")
+        else:
+            yield from walk(base, path)
 
 
 def find(tree: Tree, folders: Iterable[str], raw: str) -> File | None:
@@ -108,23 +137,52 @@ def _is_ignored(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED
 
 
-def _walk(base: Path) -> tuple[list[File], list[Problem]]:
+def _tree(root: Path, keep: Callable[[File, bool], bool]) -> Tree:
+    base = _source_root(root.resolve())
     files: list[File] = []
     refused: list[Problem] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        folder = Path(dirpath)
-        dirnames[:] = [name for name in dirnames if not _is_ignored(name)]
-        # os.walk lists linked folders but does not enter them: say so.
-        linked = [folder / name for name in dirnames if (folder / name).is_symlink()]
-        refused += [Problem(_display(path, base), "linked folder, not followed") for path in linked]
-        for path in (folder / name for name in filenames if not _is_ignored(name)):
-            reason = _refusal(path, base)
-            if reason is None:
-                files.append(File(path.relative_to(base).as_posix(), path))
-            else:
-                refused.append(Problem(_display(path, base), reason))
-    files.sort(key=lambda file: file.name)
-    return files, refused
+    folders: set[str] = set()  # those whose first image was seen
+    images = False
+    for item in walk(base):
+        if isinstance(item, Problem):
+            refused.append(item)
+            continue
+        folder = posixpath.dirname(item.name)
+        first = item.is_image and folder not in folders
+        if first:
+            folders.add(folder)
+        images = images or item.is_image
+        if keep(item, first):
+            files.append(item)
+    if not images:
+        supported = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise FormatError(f"no images found; supported types are {supported}", code="NO_IMAGES")
+    return Tree(base, files, refused)
+
+
+def _encodes(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _child(entry: os.DirEntry[str]) -> tuple[str, int]:
+    """A listed entry's name and kind, from what the listing told (no system call, mostly)."""
+    try:
+        if entry.is_dir():  # follows a link, as os.walk does to sort folders from files
+            return entry.name, _DIR
+        return entry.name, _PLAIN if entry.is_file(follow_symlinks=False) else _OTHER
+    except OSError:
+        return entry.name, _OTHER
+
+
+def _file(path: Path, base: Path) -> File | Problem:
+    reason = _refusal(path, base)
+    if reason is None:
+        return File(path.relative_to(base).as_posix(), path)
+    return Problem(_display(path, base), reason)
 
 
 def _refusal(path: Path, base: Path) -> str | None:
