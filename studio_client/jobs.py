@@ -1,6 +1,6 @@
 """The async client's resources of the model side: runs, evaluations, exports and the one
-task view of every background job. Imports the package's transport, streams, files, models
-and ``resources.poll``/``save``.
+task view of every background job. Imports the package's transport, streams, files, models,
+predictions and ``resources.poll``/``save``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from studio_client.files import Progress
 from studio_client.models import Evaluation, Export, Page, Predictions, Run, StreamEvent, Task
+from studio_client.predictions import Answer
 from studio_client.resources import Resource, poll, query_params, save
 from studio_client.streams import follow
 from studio_client.transport import Retry
@@ -171,16 +172,19 @@ class Exports(Resource):
     async def predict(
         self, export_id: str, images: Sequence[str | Path], *, top_k: int = 5
     ) -> Predictions:
-        """Top-k labels and scores of each image, from the exported model."""
+        """What the exported model predicts for each image: a classifier's top-k labels and
+        scores (``predictions``), or a detector's boxes (``boxes``; ``top_k`` does not
+        apply); ``task`` says which."""
         files = [("file", (Path(p).name, Path(p).read_bytes(), _media(Path(p)))) for p in images]
-        return await self._t.call(
+        answer = await self._t.call(
             "POST",
             f"/export/{export_id}/predict",
-            Predictions,
+            Answer,
             params={"top_k": top_k},
             files=files,
             retry=Retry.IDEMPOTENT,  # a prediction changes nothing: safe to repeat
         )
+        return answer.typed()
 
 
 class Tasks(Resource):

@@ -1,6 +1,7 @@
 """What the studio answers, as typed values: msgspec Structs decoded from the envelope's
 ``data``. Fields the gateway adds later are ignored (msgspec's default), fields it may leave
-out have defaults, so that a newer gateway never breaks an older client. Imports msgspec only.
+out have defaults, so that a newer gateway never breaks an older client. Imports msgspec and
+``studio_client.predictions`` (what a prediction answers, re-exported here).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from studio_client.predictions import DetectedBox, Prediction, Predictions
+
 __all__ = [
     "Checkpoint",
     "DatasetSummary",
+    "DetectedBox",
     "Epoch",
     "Evaluation",
     "Experiment",
@@ -245,18 +249,6 @@ class Export(Model):
     finished_at: str | None = None
     task_id: str | None = None
     check_url: str | None = None
-
-
-class Prediction(Model):
-    label: str
-    score: float
-
-
-class Predictions(Model):
-    """Top-k labels per image, in the order the images were sent."""
-
-    export_id: str
-    predictions: list[list[Prediction]]
 
 
 class Task(Model):
