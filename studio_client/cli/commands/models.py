@@ -1,4 +1,5 @@
-"""``studio eval``, ``studio export`` (with a verified download) and ``studio predict``."""
+"""``studio eval``, ``studio export`` (with a verified download) and ``studio predict`` (a
+classifier's top-k per image, or a detector's boxes as a table of normalised coordinates)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 from rich.console import Console
 
 from studio_client.cli.errors import FAILED, Failure
@@ -14,7 +16,7 @@ from studio_client.cli.live import transfer
 from studio_client.cli.options import json_option
 from studio_client.cli.output import Output, number, percent, size, table
 from studio_client.cli.state import State, pass_state
-from studio_client.models import Evaluation, Export
+from studio_client.models import Evaluation, Export, Predictions
 
 __all__ = ["evaluate", "export", "predict"]
 
@@ -169,8 +171,11 @@ Examples:
 @json_option
 @pass_state
 def predict(state: State, export_id: str, images: tuple[Path, ...], top_k: int) -> None:
-    """Labels and scores of IMAGES from an exported model."""
+    """Labels and scores of IMAGES from an exported model (a detector's: its boxes)."""
     answer = state.client().exports.predict(export_id, list(images), top_k=top_k)
+    if answer.detection:
+        _boxes(state.output, answer, images)
+        return
     pairs = list(zip(images, answer.predictions, strict=False))
     data = [
         {"image": str(path), "predictions": [{"label": p.label, "score": p.score} for p in preds]}
@@ -185,3 +190,26 @@ def predict(state: State, export_id: str, images: tuple[Path, ...], top_k: int) 
         out.print(table(("image", *(f"#{i + 1}" for i in range(top_k))), rows))
 
     state.output.result({"export_id": answer.export_id, "images": data}, human)
+
+
+def _boxes(output: Output, answer: Predictions, images: tuple[Path, ...]) -> None:
+    """A detector's answer: one row per box (an image without any says so), coordinates
+    normalised to the image as the studio sends them."""
+    pairs = list(zip(images, answer.boxes, strict=False))
+    data = [
+        {"image": str(path), "boxes": [msgspec.to_builtins(box) for box in boxes]}
+        for path, boxes in pairs
+    ]
+
+    def human(out: Console) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for path, boxes in pairs:
+            if not boxes:
+                rows.append((path.name, "", "no boxes", "", "", "", "", ""))
+            for i, b in enumerate(boxes, 1):
+                coords = (number(b.x, 3), number(b.y, 3), number(b.w, 3), number(b.h, 3))
+                rows.append((path.name, i, b.label, percent(b.score), *coords))
+        columns = ("image", "#", "label", "score", "x", "y", "w", "h")
+        out.print(table(columns, rows, numeric=("#", "score", "x", "y", "w", "h")))
+
+    output.result({"export_id": answer.export_id, "task": answer.task, "images": data}, human)
