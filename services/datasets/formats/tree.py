@@ -20,7 +20,6 @@ from services.datasets.formats.manifest import FormatError, Problem, split_name
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 _IGNORED = {"__MACOSX", "Thumbs.db", "desktop.ini"}
-_DIR, _PLAIN, _OTHER = 0, 1, 2  # a listed entry: a folder, a regular file (not a link), else
 _MAX_TEXT_BYTES = 16 * 1024**2  # label and class-name files are small; refuse to slurp a huge one
 
 
@@ -73,23 +72,25 @@ def walk(base: Path, folder: Path | None = None) -> Iterator[File | Problem]:
     folder = folder or base
     try:
         with os.scandir(folder) as listing:
-            children = [_child(entry) for entry in listing if not _is_ignored(entry.name)]
+            # A folder sorts as its name plus "/", so the walk's order is that of the files'
+            # full names; a name is all the listing holds of an entry (``_child``).
+            children = sorted(_child(entry) for entry in listing if not _is_ignored(entry.name))
     except OSError:  # an unreadable folder is skipped, as os.walk skips it
         return
-    # A folder sorts as its name plus "/", so the walk's order is that of the files' full names.
-    children.sort(key=lambda child: child[0] + "/" if child[1] == _DIR else child[0])
     prefix = folder.relative_to(base).as_posix() + "/" if folder != base else ""
     fast = _encodes(prefix)
-    for name, kind in children:
-        path = folder / name
-        if kind == _PLAIN and fast and name.isascii():  # the common case: no system call
-            yield File(prefix + name, path)
-        elif kind != _DIR:
-            yield _file(path, base)
-        elif path.is_symlink():  # listed but not entered, as os.walk does
-            yield Problem(_display(path, base), "linked folder, not followed")
+    for child in children:
+        kind = child[-1]
+        if kind == "/" and (folder / child[:-1]).is_symlink():  # listed, not entered (os.walk)
+            yield Problem(_display(folder / child[:-1], base), "linked folder, not followed")
+        elif kind == "/":
+            yield from walk(base, folder / child[:-1])
+        elif kind == "\0":
+            yield _file(folder / child[:-1], base)
+        elif fast and child.isascii():  # a regular file: the common case, no system call
+            yield File(prefix + child, folder / child)
         else:
-            yield from walk(base, path)
+            yield _file(folder / child, base)
 
 
 def find(tree: Tree, folders: Iterable[str], raw: str) -> File | None:
@@ -168,14 +169,16 @@ def _encodes(name: str) -> bool:
     return True
 
 
-def _child(entry: os.DirEntry[str]) -> tuple[str, int]:
-    """A listed entry's name and kind, from what the listing told (no system call, mostly)."""
+def _child(entry: os.DirEntry[str]) -> str:
+    """A listed entry as the walk keeps it: its name, plus "/" for a folder (or a link to
+    one), or plus NUL for anything but a regular file (no file name holds either; NUL keeps
+    the name's place in the order). From what the listing told: no system call, mostly."""
     try:
         if entry.is_dir():  # follows a link, as os.walk does to sort folders from files
-            return entry.name, _DIR
-        return entry.name, _PLAIN if entry.is_file(follow_symlinks=False) else _OTHER
+            return entry.name + "/"
+        return entry.name if entry.is_file(follow_symlinks=False) else entry.name + "\0"
     except OSError:
-        return entry.name, _OTHER
+        return entry.name + "\0"
 
 
 def _file(path: Path, base: Path) -> File | Problem:
