@@ -110,10 +110,12 @@ async def test_the_files_of_a_cancelled_import_are_collected(
     api: httpx.AsyncClient, stack: Stack, nc: NATS
 ):
     store = blobs(stack)
-    for attempt in range(5):  # a loaded machine may finish the import before the cancel lands
+    # Big enough that the cancel lands while it decodes: a quiet machine's pool of processes
+    # imported 400 images before the cancel came, five times over. Seeds no other test uses.
+    for attempt in range(5):
         pid = await project(api)
         root = imagesets.folder(
-            stack.imports / uuid.uuid4().hex, {"a": 400}, start=20_000 + attempt * 1000
+            stack.imports / uuid.uuid4().hex, {"a": 3000}, start=100_000 + attempt * 5000
         )
         body = {"project_id": pid, "path": str(root), "format": "folder"}
         job = (await api.post(f"{API}/datasets/import/local", json=body)).json()["data"]
