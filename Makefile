@@ -35,7 +35,7 @@ test: $(STAMP) lint browser prometheus
 # The longer fault scenarios (tests marked `soak`, bigger sizes through STUDIO_SOAK=1): never
 # part of `make test`, which runs every scenario at a bounded size.
 soak: $(STAMP)
-	STUDIO_SOAK=1 $(BIN)/python -m pytest -m soak tests/reliability $(ARGS)
+	STUDIO_SOAK=1 $(BIN)/python -m pytest -m soak $(ARGS)
 
 # Every performance figure as one table, each a ratio against a baseline measured side by side
 # in the same run (bench/README.md); also written to the git-ignored bench/results.json.
