@@ -4,7 +4,10 @@ A read model is a cache of the event streams, so a damaged file (garbage bytes, 
 copy, a disk that lost pages) is never served and never fatal: ``create_engine`` checks the file
 before opening it and, when SQLite cannot read it whole, moves it (and its WAL) aside under a
 ``.corrupt-<time>`` name and logs so; the projection runner then finds no stored position and
-rebuilds the model by replay.
+rebuilds the model by replay. A file whose tables differ from the declared ones (a column
+added since it was written, a changed type or index: ``services.kernel.sqlschema``) goes aside
+the same way under an ``.outdated-<time>`` name and is rebuilt: a schema change is a rebuild,
+never a silent migration, and never a command an operator must remember to run.
 
 Writers of one file in one process take turns (``_Turns``): a write transaction begins
 ``BEGIN IMMEDIATE`` at its first write, once the transactions of the same file before it have
@@ -17,7 +20,8 @@ Another process writing the file is waited for by SQLite (``BUSY_TIMEOUT_MS``).
 ``Reader`` is the lean route for a gateway's hot reads (a project, a page of images): one plain
 ``sqlite3`` connection per process, read-only, its statements prepared once and cached, called
 on the event loop (a primary-key SELECT takes microseconds; the async ORM's thread hop and
-session cost hundreds). Imports SQLAlchemy, sqlmodel and the standard library only.
+session cost hundreds). Imports SQLAlchemy, sqlmodel, the kernel's ``sqlschema`` and the
+standard library only.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import MetaData, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.kernel.sqlschema import differences
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,11 @@ _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 _TURN = "studio_write_turn"
 
 
-def create_engine(path: Path) -> AsyncEngine:
+def create_engine(path: Path, declared: MetaData | None = None) -> AsyncEngine:
     """An engine on ``path`` with WAL, so readers never wait for the projection's writer; a
-    damaged file at ``path`` is moved aside first (see the module's docstring)."""
-    set_aside_if_corrupt(path)
+    damaged file at ``path``, or one whose tables differ from ``declared``'s (by default every
+    SQLModel table this process declares), is moved aside first (see the module's docstring)."""
+    set_aside_if_corrupt(path) or set_aside_if_outdated(path, declared or SQLModel.metadata)
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -170,17 +178,40 @@ def set_aside_if_corrupt(path: Path) -> Path | None:
     reason = damage(path)
     if reason is None:
         return None
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    for suffix in ("", *_SIDE_FILES):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.replace(aside.with_name(aside.name + suffix))
+    aside = _move_aside(path, "corrupt")
     log.warning(
         "read model %s is corrupt (%s): moved aside to %s; rebuilding it by replay",
         path,
         reason,
         aside,
     )
+    return aside
+
+
+def set_aside_if_outdated(path: Path, declared: MetaData) -> Path | None:
+    """Moves the database at ``path`` (and its WAL) aside when its tables differ from
+    ``declared``'s; returns where it went."""
+    found = differences(path, declared)
+    if not found:
+        return None
+    aside = _move_aside(path, "outdated")
+    shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+    log.warning(
+        "read model %s differs from the declared tables (%s): moved aside to %s; "
+        "rebuilding it by replay",
+        path,
+        shown,
+        aside,
+    )
+    return aside
+
+
+def _move_aside(path: Path, why: str) -> Path:
+    aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", *_SIDE_FILES):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(aside.with_name(aside.name + suffix))
     return aside
 
 
