@@ -8,7 +8,8 @@ A scenario records what it measured, under its own name::
 
 The columns are the issue's: events appended, events lost (must be 0), duplicates applied
 (must be 0), lease overlaps (must be 0), worst takeover time, SSE gaps (must be 0), longest
-client-visible outage. A scenario asserts its zeros itself; the table only reports them.
+client-visible outage; and how many processes the scenario killed. A scenario asserts its
+zeros itself; the table only reports them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COLUMNS = (
     "worst_takeover_s",
     "sse_gaps",
     "longest_outage_s",
+    "kills",
 )
 
 _rows: dict[str, dict[str, float | int]] = {}
