@@ -4,7 +4,9 @@
 project, import a small image set, split it, train, evaluate, export. It is written for a studio
 whose processes die under it (``test_chaos.py``): every request is retried, a POST under one
 ``Idempotency-Key`` (so a retried create is one create), until the studio answers; a run that a
-kill interrupted is resumed until it completes. ``state`` reads back, through the API, every
+kill interrupted is resumed until it completes. ``milestone`` is told when the journey reaches a
+moment worth a kill (``MILESTONES``), once per project, and returns before the journey goes on.
+``state`` reads back, through the API, every
 read model's view of those projects and normalises it so that two runs of the same workload
 compare equal: generated ids, timestamps, durations and paths are dropped, projects are keyed
 by name, lists keep their order (every list read is ordered by the API). ``digest`` is its
@@ -20,6 +22,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ VOLATILE = re.compile(
 )
 HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
 ENDED = ("completed", "failed", "stopped", "interrupted", "cancelled")
+#: The moments of a journey that ``Workload.milestone`` hears of: a project created, its import
+#: accepted (the import runs), its split created, its run past its first epoch (still running),
+#: its evaluation accepted, its export accepted (the export runs).
+MILESTONES = ("project", "import", "split", "epoch", "evaluation", "export")
+#: Says nothing of missing keys' values: two states differ where one lacks a key the other has.
+MISSING = object()
 
 
 class Workload:
@@ -55,10 +64,14 @@ class Workload:
         per_class: int = 10,
         epochs: int = 2,
         patience: float = 300.0,
+        milestone: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url, self.imports, self.prefix = base_url, imports, prefix
         self.projects, self.per_class, self.epochs = projects, per_class, epochs
         self.patience = patience
+        self.milestone = milestone or (lambda _: None)
+        #: The milestones the current journey reached.
+        self.reached: set[str] = set()
         self.resumes = 0
         self.retries = 0
         #: The longest time a request went unanswered (tried again and again), in seconds.
@@ -128,30 +141,62 @@ class Workload:
 
     def journey(self, name: str, seed: int) -> None:
         project_id = self.post(f"{API}/projects", {"name": name})["id"]
-        root = imagesets.squares(self.imports / name, self.per_class)
-        job = self.post(
-            f"{API}/datasets/import/local", {"project_id": project_id, "path": str(root)}
-        )
-        imported = self.until(f"{API}/datasets/import/{job['id']}", lambda j: j["state"] in ENDED)
-        assert imported["state"] == "completed", imported
+        self.reached = set()
+        self.reach("project")
+        self.finish_import(project_id, imagesets.squares(self.imports / name, self.per_class))
         ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
         split = self.post(
             f"{API}/splits", {"project_id": project_id, "name": "s", "ratios": ratios}
         )
+        self.reach("split")
         hyper = FAST | {"epochs": self.epochs, "seed": seed}
         body = {"project_id": project_id, "split_id": split["id"], "hyperparameters": hyper}
         run_id = self.post(f"{API}/training/run", body)["id"]
         self.finish_run(run_id)
         evaluation = self.post(f"{API}/evaluation/run", {"run_id": run_id})
+        self.reach("evaluation")
         self.finish(f"{API}/evaluation/{evaluation['id']}", f"{API}/evaluation/run", run_id)
         export = self.post(f"{API}/export/run", {"run_id": run_id})
+        self.reach("export")
         self.finish(f"{API}/export/{export['id']}", f"{API}/export/run", run_id)
 
-    def finish_run(self, run_id: str) -> None:
-        """Waits for the run to end; one that a kill interrupted is resumed, until it completes."""
+    def reach(self, milestone: str) -> None:
+        """Tells ``milestone`` (once a journey) that the journey reached it."""
+        if milestone not in self.reached:
+            self.reached.add(milestone)
+            self.milestone(milestone)
+
+    def finish_import(self, project_id: str, root: Path) -> None:
+        """Imports ``root``; an import a kill interrupted is asked for again, until it completes
+        (the service ends an import it left running as failed when it starts again)."""
         while True:
-            run = self.until(f"{API}/training/runs/{run_id}", lambda r: r["status"] in ENDED)
+            body = {"project_id": project_id, "path": str(root)}
+            job = self.post(f"{API}/datasets/import/local", body)
+            self.reach("import")
+            path = f"{API}/datasets/import/{job['id']}"
+            imported = self.until(path, lambda j: j["state"] in ENDED)
+            if imported["state"] == "completed":
+                return
+            assert (imported["error"] or {}).get("code") == "INTERRUPTED", imported
+            self.resumes += 1
+
+    def finish_run(self, run_id: str) -> None:
+        """Waits for the run to end; one that a kill interrupted is resumed, until it completes.
+        The ``epoch`` milestone is reached the first time the run is seen running past an epoch
+        (or, if it never is, once it completed)."""
+        heard = False
+
+        def ended(run: dict[str, Any]) -> bool:
+            nonlocal heard
+            if not heard and run["status"] == "running" and run["epochs_done"] >= 1:
+                heard = True
+                self.reach("epoch")
+            return run["status"] in ENDED
+
+        while True:
+            run = self.until(f"{API}/training/runs/{run_id}", ended)
             if run["status"] == "completed":
+                self.reach("epoch")  # a run too quick to be seen running past an epoch
                 return
             assert run["status"] == "interrupted", run
             self.resumes += 1
@@ -198,16 +243,26 @@ class Workload:
                 for t in self.get(f"{API}/tasks", project_id=project_id)["items"]
             ],
         }
-        # A job a kill interrupted and that was asked for again leaves its interrupted twin:
+        # A job (import, evaluation, export) a kill interrupted and that was asked for again
+        # leaves its interrupted twin:
         # what counts is that each kind ended completed, once.
         views["tasks"] = sorted({kt for kt in views["tasks"] if kt[1] == "completed"})
+        imports = views["dataset"].get("imports", [])
+        views["dataset"]["imports"] = [i for i in imports if i["state"] == "completed"]
         views["evaluations"] = [completed_only(e) for e in views["evaluations"]]
         views["exports"] = completed_only(views["exports"])
         # A checkpoint file (and the bundle that packs one) holds its epochs' wall-clock times,
-        # so its bytes differ from run to run; the weights it holds are compared through the
-        # metrics and the ONNX file's sha256, which is deterministic.
+        # so its bytes differ from run to run; and its size with them: a run resumed from a
+        # checkpoint pickles a string that the uninterrupted process shared between the
+        # optimizer and the hyperparameters (one memo reference there) in full, 17 bytes more,
+        # which can cross the file's 64-byte record alignment. The weights, optimizer and
+        # random state it holds are compared through the metrics and the ONNX file's sha256,
+        # which is deterministic. A run's ``attempt`` counts its starts: one more per resume,
+        # which is the faults' doing; that it completed, with the same metrics, is compared.
         for run in views["runs"]:
-            run["checkpoints"] = [without(k, "sha256") for k in run.get("checkpoints", [])]
+            checkpoints = run.get("checkpoints", [])
+            run["checkpoints"] = [without(k, "sha256", "size") for k in checkpoints]
+            run.pop("attempt", None)
         views["exports"] = [
             without(e, "checkpoint_sha256", "bundle_sha256", "bundle_size")
             for e in views["exports"]
@@ -242,12 +297,17 @@ def digest(state: Any) -> str:
 
 
 def differences(found: Any, expected: Any, at: str = "") -> list[str]:
-    """Where two states differ, as ``path: found != expected`` lines (for a failing test)."""
+    """Where two states differ, as ``path: found != expected`` lines (for a failing test): every
+    difference ``digest`` sees, a key one lacks (``<missing>``) and a value of another JSON type
+    (``1`` against ``1.0``, ``-0.0`` against ``0.0``) included, so that no lines mean equal
+    digests."""
     if isinstance(found, dict) and isinstance(expected, dict):
         return [
             line
             for key in sorted(set(found) | set(expected))
-            for line in differences(found.get(key), expected.get(key), f"{at}.{key}")
+            for line in differences(
+                found.get(key, MISSING), expected.get(key, MISSING), f"{at}.{key}"
+            )
         ]
     if isinstance(found, list) and isinstance(expected, list) and len(found) == len(expected):
         return [
@@ -255,4 +315,14 @@ def differences(found: Any, expected: Any, at: str = "") -> list[str]:
             for i, (f, e) in enumerate(zip(found, expected, strict=True))
             for line in differences(f, e, f"{at}[{i}]")
         ]
-    return [] if found == expected else [f"{at}: {found!r} != {expected!r}"]
+    if found is not MISSING and expected is not MISSING and _json(found) == _json(expected):
+        return []
+    return [f"{at}: {_shown(found)} != {_shown(expected)}"]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _shown(value: Any) -> str:
+    return "<missing>" if value is MISSING else repr(value)
