@@ -1,12 +1,16 @@
-"""GPU leases: one key per device in a JetStream KV bucket, so a crashed trainer frees its device.
+"""Leases: one key per device in a JetStream KV bucket, so a crashed trainer frees its device
+(and, in a bucket of their own, one per running import, so another datasets instance can end the
+import of one that died: ``services.datasets.importlease``).
 
 A lease is taken atomically (``kv.create``), renewed by an optimistic ``kv.update`` that resets the
 key's age, and dropped by the bucket TTL once its holder stops renewing. Measured on nats-server
 2.14: a key is never removed before its TTL and is gone 0.03-0.35 s after it (the server checks
 ages at most every 250 ms), so the TTL is the least time a dead holder blocks a device.
 
-Opening the bucket, taking a lease and reading holders ride out a NATS restart: transient
-failures are retried for up to ``retry_for`` seconds; renewals retry until the TTL runs out.
+A holder known to be gone (this very holder before its restart) is replaced by ``take_over``,
+a compare-and-set on the key's revision. Opening the bucket, taking a lease and reading holders
+ride out a NATS restart: transient failures are retried for up to ``retry_for`` seconds;
+renewals retry until the TTL runs out.
 
 Imports nats-py, msgspec and ``services.kernel.transient`` only.
 """
@@ -85,13 +89,16 @@ class Leases:
         ttl: float = 10.0,
         replicas: int = 1,
         retry_for: float = 30.0,
+        bucket: str = BUCKET,
     ) -> None:
+        """``bucket``: the KV bucket, one per kind of lease (devices by default)."""
         if ttl <= 0:
             raise ValueError("a lease TTL must be positive")
         self.ttl = ttl
         #: How long a call keeps trying while NATS is unreachable.
         self.retry_for = retry_for
         self._js = js
+        self.bucket = bucket
         self._replicas = replicas
         self._kv: KeyValue | None = None
 
@@ -102,20 +109,21 @@ class Leases:
         )
 
     async def _open_once(self) -> None:
-        config = api.KeyValueConfig(bucket=BUCKET, ttl=self.ttl, history=1, replicas=self._replicas)
+        bucket = self.bucket
+        config = api.KeyValueConfig(bucket=bucket, ttl=self.ttl, history=1, replicas=self._replicas)
         try:
-            kv = await self._js.key_value(BUCKET)
+            kv = await self._js.key_value(bucket)
         except BucketNotFoundError:
             try:
                 kv = await self._js.create_key_value(config)
             except BadRequestError:  # created meanwhile by a peer with another config
-                kv = await self._js.key_value(BUCKET)
+                kv = await self._js.key_value(bucket)
         ttl = (await kv.status()).ttl
         if not ttl:
-            log.warning("lease bucket %s has no TTL: a crashed holder keeps its device", BUCKET)
+            log.warning("lease bucket %s has no TTL: a crashed holder keeps its lease", bucket)
         elif not math.isclose(ttl, self.ttl):
             log.warning(
-                "lease bucket %s has a TTL of %ss, not %ss; using it", BUCKET, ttl, self.ttl
+                "lease bucket %s has a TTL of %ss, not %ss; using it", bucket, ttl, self.ttl
             )
             self.ttl = ttl  # renewals must keep pace with the TTL the server applies
         self._kv = kv
@@ -156,6 +164,40 @@ class Leases:
                 continue
             return Lease(self._bucket(), info, revision, ttl=self.ttl, written_at=sent)
         return None
+
+    async def take_over(
+        self, key: str, holder: str, gone: Callable[[LeaseInfo], bool], run_id: str | None = None
+    ) -> Lease | None:
+        """``acquire`` ``key``, or, where it is held but ``gone`` says its holder is (this very
+        holder before a restart, say), replace it by a compare-and-set on its revision, so that
+        of several takers one wins. None when a live holder has it or another taker won."""
+        lease = await self.acquire(key, holder, run_id)
+        if lease is not None:
+            return lease
+        now = time.time()
+        info = LeaseInfo(key=key, holder=holder, run_id=run_id, since=now, renewed=now)
+        sent = time.monotonic()
+        return await retry_transient(
+            lambda: self._take_over_once(info, gone, sent),
+            what=f"taking over lease {key}",
+            retry_for=self.retry_for,
+        )
+
+    async def _take_over_once(
+        self, info: LeaseInfo, gone: Callable[[LeaseInfo], bool], sent: float
+    ) -> Lease | None:
+        read = await _read(self._bucket(), info.key)
+        if read is None:  # expired since: free for the next acquire
+            return None
+        found, revision = read
+        if found != info:  # else an earlier attempt stored it, its reply lost in an outage
+            if not gone(found):
+                return None
+            try:
+                revision = await self._bucket().update(info.key, _encode(info), last=revision)
+            except KeyWrongLastSequenceError:  # renewed, or taken by another, since read
+                return None
+        return Lease(self._bucket(), info, revision, ttl=self.ttl, written_at=sent)
 
     async def holders(self) -> list[LeaseInfo]:
         """Every live lease, sorted by key."""
