@@ -46,6 +46,8 @@ GATEWAY = "gateway"
 IDEMPOTENCY = "studio_idempotency"
 #: The trainers' announcements of their devices (``services.trainer.capacity.BUCKET``).
 TRAINERS = "studio_trainers"
+#: The leases of running imports (``services.datasets.importlease.BUCKET``).
+IMPORT_LEASES = "studio_import_leases"
 CONTEXTS: tuple[ModuleType, ...] = (i, p, d, t, x)
 
 
@@ -92,7 +94,13 @@ _LIVE_TRAINING = t.progress_subject("*")
 SERVICES: tuple[BusUser, ...] = (
     _service("identity", i),
     _service("projects", p),
-    _service("datasets", d, reads=(p,), emits=(_LIVE_DATASETS,), buckets=(_UPLOADS,)),
+    _service(
+        "datasets",
+        d,
+        reads=(p,),
+        emits=(_LIVE_DATASETS,),
+        buckets=(_UPLOADS, Bucket(IMPORT_LEASES, "kv", write=True, create=True)),
+    ),
     _service(
         "trainer",
         t,
