@@ -1,4 +1,5 @@
-"""Composition root of the datasets service: event store, import jobs, endpoints, recovery."""
+"""Composition root of the datasets service: event store, import jobs and their leases,
+endpoints, recovery."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import common
 from contracts import datasets as c
 from contracts import projects as p
-from services.datasets import domain, sources
+from services.datasets import domain, importlease, sources
 from services.datasets.folding import FoldingRepository
 from services.datasets.gc import Collector
 from services.datasets.handlers import Datasets, KnownProject
-from services.datasets.importer import INTERRUPTED, Importer, Job
+from services.datasets.importer import Importer, Job
 from services.datasets.projection import import_jobs
 from services.datasets.queries import Queries
 from services.datasets.spill import IndexFile
@@ -30,6 +31,7 @@ from services.datasets.uploads import Uploads
 from services.kernel import bus, tracing
 from services.kernel.blobstore import BlobStore
 from services.kernel.eventstore import EventStore
+from services.kernel.jobs.runner import CATCH_UP_S
 from services.kernel.jobs.table import running_elsewhere
 from services.kernel.logs import request_scope
 from services.kernel.projection import ProjectionRunner
@@ -89,6 +91,11 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         handed=Uploads(js),
     )
     handlers.importer = importer(nc, datasets, settings)
+    leases = await importlease.open_leases(js, settings.lease_ttl, settings.stream_replicas)
+    handlers.leases = importlease.ImportLeases(leases, settings.instance)
+    reaper = importlease.Reaper(
+        leases, datasets, engine, instance=settings.instance, active=handlers.active
+    )
     endpoints = (
         (c.Subjects.START_IMPORT, c.StartImport, handlers.start_import),
         (c.Subjects.RELABEL_IMAGE, c.RelabelImage, handlers.edit),
@@ -111,7 +118,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
     ):
         endpoint = query_endpoint(SERVICE, query_type, answer)  # type: ignore[arg-type]
         broker.subscriber(subject, queue=SERVICE, max_workers=8)(endpoint)
-    return Parts(runner, partial(recover, runner, engine, handlers, settings.instance))
+    return Parts(runner, partial(recover, runner, engine, handlers, reaper))
 
 
 def collect_garbage(js: JetStreamContext, settings: Settings):
@@ -198,21 +205,25 @@ def health_endpoint(handlers: Datasets):
 
 
 async def recover(
-    runner: ProjectionRunner, engine: AsyncEngine, handlers: Datasets, instance: str
+    runner: ProjectionRunner, engine: AsyncEngine, handlers: Datasets, reaper: importlease.Reaper
 ) -> None:
-    """Imports this instance left running when it stopped end as failed: nothing of them is
-    kept, their staging folders included; so goes any staging folder a crash left behind."""
+    """Imports left running by an instance that is gone (this one before a restart, or another
+    whose lease expired) end as failed, now and then every ``REAP_INTERVAL_S``: nothing of them
+    is kept, their staging folders included; so goes any staging folder a crash left behind."""
     assert handlers.importer is not None
-    jobs = handlers.importer.runner
-    for import_id in await jobs.reap(runner, engine, INTERRUPTED, keep=handlers.active):
-        await handlers.clear_staging(import_id)
-    elsewhere = await running_elsewhere(engine, jobs.noun, instance)
+    if await runner.caught_up(timeout=CATCH_UP_S):
+        for import_id, _ in await reaper.reap():
+            await handlers.clear_staging(import_id)
+    else:
+        log.error("could not read the imports' history; the reaper looks again in a while")
+    elsewhere = await running_elsewhere(engine, domain.IMPORT.noun, reaper.instance)
     await asyncio.to_thread(handlers.importer.sweep_spill)
     for import_id in await handlers.reap_staging(keep=elsewhere):
         log.warning("removed the staging folder of import %s, which no longer runs", import_id)
     if handlers.handed is not None:  # uploads a crashed gateway put but never named
         for name in await handlers.handed.sweep_if_due():
             log.warning("removed the uploaded archive %s, which no import claimed", name)
+    await reaper.forever(lambda import_id, _: handlers.clear_staging(import_id))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ runner), which stores its outcome in the dataset.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,9 +22,11 @@ from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.datasets import domain, health, sources
 from services.datasets.importer import Importer, Job
+from services.datasets.importlease import ImportLeases
 from services.datasets.uploads import UploadDamaged, UploadGone, Uploads
 from services.kernel.commands import execute, rejected
 from services.kernel.domain import DomainError
+from services.kernel.lease import Lease
 from services.kernel.repository import Repository
 
 FORMATS = ("auto", "folder", "csv", "coco", "yolo")
@@ -41,6 +44,7 @@ class KnownProject:
 
 
 _REFUSALS = (DomainError,)
+log = logging.getLogger(__name__)
 
 
 class Datasets:
@@ -70,6 +74,9 @@ class Datasets:
         #: Whether the read model, once it shows ``position``, has another instance running an
         #: import: that instance answers a cancel of it (``cancel_import``).
         self.runs_elsewhere: Callable[[str, int], Awaitable[bool]] | None = None
+        #: The leases of the imports this instance runs (none: a single instance, no NATS).
+        self.leases: ImportLeases | None = None
+        self._holding: set[asyncio.Task[None]] = set()
 
     async def _run(
         self,
@@ -100,9 +107,17 @@ class Datasets:
             )
         self.active.add(command.import_id)
         job: Job | None = None
+        lease: Lease | None = None
         started = False
         try:
             project = await self._project(command.dataset_id)
+            if self.leases is not None:  # held before the import is stored (``importlease``)
+                lease = await self.leases.take(command.import_id)
+                if lease is None:
+                    return CommandRejected(
+                        code=common.CONFLICT,
+                        message=f"import {command.import_id} is started by another instance",
+                    )
             job = await self._take(command)
             job.task = project.task_type
             job.headers = dict(headers)
@@ -116,7 +131,7 @@ class Datasets:
                 noun="dataset",
             )
             if isinstance(reply, CommandAccepted) and reply.events:
-                self._launch(job)
+                self._launch(job, lease)
                 started = True
             return reply
         except DomainError as err:
@@ -130,14 +145,33 @@ class Datasets:
                 self.active.discard(command.import_id)
                 if job is not None and job.staging is not None:
                     await asyncio.to_thread(shutil.rmtree, job.staging, True)
+                if lease is not None and self.leases is not None:
+                    await self.leases.release(lease)
             if command.upload_object and self.handed is not None:
                 # Claimed (the staging folder has the archive) or refused: not needed any more.
                 await self.handed.discard(command.upload_object)
 
-    def _launch(self, job: Job) -> None:
+    def _launch(self, job: Job, lease: Lease | None) -> None:
         assert self.importer is not None
         task = self.importer.start(job)
-        task.add_done_callback(lambda _: self.active.discard(job.import_id))
+        if lease is None or self.leases is None:
+            task.add_done_callback(lambda _: self.active.discard(job.import_id))
+            return
+        holding = asyncio.create_task(self._hold(job.import_id, lease, task))
+        self._holding.add(holding)  # held, or the loop may collect it mid-import
+        holding.add_done_callback(self._holding.discard)
+
+    async def _hold(self, import_id: str, lease: Lease, task: asyncio.Task[None]) -> None:
+        """The import's lease, kept until its outcome is stored: only then is it forgotten
+        here, so a reaper never takes this process's own running import for a dead one."""
+        assert self.leases is not None
+        try:
+            await self.leases.hold(lease, task)
+        except Exception:  # a bug: the lease expires, and the dataset keeps one outcome
+            log.exception("holding the lease of import %s failed", import_id)
+        finally:
+            await asyncio.wait({task})
+            self.active.discard(import_id)
 
     async def cancel_import(
         self, command: c.CancelImport, headers: Mapping[str, str]
@@ -166,7 +200,7 @@ class Datasets:
         return CommandRejected(
             code=common.CONFLICT,
             message="no live datasets instance runs that import; it ends as interrupted once "
-            "the instance that ran it starts again",
+            "the lease of the instance that ran it expires",
         )
 
     async def edit(self, command: domain.Edit, headers: Mapping[str, str]) -> Reply:
