@@ -43,6 +43,7 @@ T = TypeVar("T")
 DIRECTIONS = {
     "val_accuracy": "maximize",
     "macro_f1": "maximize",
+    "val_map": "maximize",
     "val_loss": "minimize",
     "latency_ms": "minimize",
     "params": "minimize",

@@ -169,6 +169,11 @@ class Epoch(Model):
     seconds: float | None = None
     images_per_second: float | None = None
     gpu_memory_peak: int | None = None
+    #: A detector's loss components and validation mAP@[.5:.95] / mAP@.5; empty and None for
+    #: a classifier (whose ``val_accuracy`` is its figure; a detector's is 0).
+    losses: dict[str, float] = {}
+    val_map: float | None = None
+    val_map50: float | None = None
 
 
 class Checkpoint(Model):
@@ -207,6 +212,8 @@ class Run(Model):
     checkpoints: list[Checkpoint] = []
     task_id: str | None = None
     check_url: str | None = None
+    #: A detector's best validation mAP@[.5:.95] (its best epoch's); None for a classifier.
+    best_val_map: float | None = None
 
     @property
     def done(self) -> bool:

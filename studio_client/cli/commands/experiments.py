@@ -204,7 +204,8 @@ Examples:
     "objectives",
     multiple=True,
     metavar="METRIC[:DIRECTION]",
-    help="val_accuracy, val_loss, latency_ms, params, macro_f1; repeat for several.",
+    help="val_accuracy, val_loss, latency_ms, params, macro_f1 (classifiers), val_map "
+    "(detectors); repeat for several.",
 )
 @click.option("--model", "models", multiple=True, help="A model to choose from; repeat.")
 @click.option("--learning-rate", metavar="SPEC", help="LOW..HIGH[:log], a,b,c or one value.")
