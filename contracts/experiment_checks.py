@@ -13,6 +13,7 @@ from typing import Any
 from contracts import training
 from contracts.experiments import (
     ARCHITECTURE_TYPES,
+    DETECTION_FAMILY,
     DIRECTIONS,
     MAX_CHOICES,
     MAX_CONCURRENT_TRIALS,
@@ -26,6 +27,7 @@ from contracts.experiments import (
     PRUNERS,
     SEARCHABLE,
     SEED_MAX,
+    TASK_METRICS,
     Categorical,
     CreateExperiment,
     Fixed,
@@ -126,7 +128,7 @@ def _check_value(name: str, value: Scalar, family: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, accepted):
         return f"{name} takes a {kind.__name__}, not {value!r}"
     if name == "model":
-        if value not in MODEL_FAMILIES["any"]:
+        if value not in MODEL_FAMILIES["any"] and value not in MODEL_FAMILIES[DETECTION_FAMILY]:
             return f"unknown model {value!r}"
         if value not in MODEL_FAMILIES[family]:
             return f"model {value!r} is not in the {family} family"
@@ -190,3 +192,41 @@ def _check_pruning(cmd: CreateExperiment) -> Problem | None:
     if not 0 <= pruning.warmup_epochs <= MAX_EPOCHS_PER_TRIAL:
         return "pruning.warmup_epochs", f"must be between 0 and {MAX_EPOCHS_PER_TRIAL}"
     return None
+
+
+def check_task(cmd: CreateExperiment, task_type: str) -> Problem | None:
+    """The first way ``cmd`` does not fit a project of ``task_type``, or None: a detection
+    project searches the detectors' family, a classification project any other; a model named
+    in the space must be a detector or a classifier as the project trains; every objective
+    must be a metric that task's runs measure. Unknown names are left to ``check``."""
+    detection = task_type == "detection"
+    wanted = "a detector" if detection else "a classifier"
+    if cmd.architecture_type in ARCHITECTURE_TYPES and detection != (
+        cmd.architecture_type == DETECTION_FAMILY
+    ):
+        others = [t for t in ARCHITECTURE_TYPES if t != DETECTION_FAMILY]
+        families = [DETECTION_FAMILY, "any"] if detection else others
+        message = f"a {task_type} project searches {wanted}'s family: one of {', '.join(families)}"
+        return "architecture_type", message
+    models = MODEL_FAMILIES[DETECTION_FAMILY] if detection else MODEL_FAMILIES["any"]
+    for field, model in _models(cmd.search_config):
+        known = model in MODEL_FAMILIES["any"] or model in MODEL_FAMILIES[DETECTION_FAMILY]
+        if known and model not in models:
+            message = f"a {task_type} project trains {wanted}, not {model!r}: one of "
+            return field, message + ", ".join(models)
+    measured = TASK_METRICS.get(task_type, TASK_METRICS["classification"])
+    for i, objective in enumerate(cmd.objectives):
+        if objective.metric in METRICS and objective.metric not in measured:
+            message = f"a {task_type} project's runs do not measure {objective.metric}: one of "
+            return f"objectives.{i}.metric", message + ", ".join(measured)
+    return None
+
+
+def _models(space: Mapping[str, Param]) -> list[tuple[str, Any]]:
+    """The models ``space`` names, each with its field (``search_config.model.choices.0``)."""
+    param = space.get("model")
+    if isinstance(param, Categorical):
+        return [(f"search_config.model.choices.{i}", m) for i, m in enumerate(param.choices)]
+    if isinstance(param, Fixed):
+        return [("search_config.model.value", param.value)]
+    return []

@@ -25,7 +25,10 @@ from contracts.envelope import Message
 CONTEXT: Final = "training"
 #: The model families an experiment may search (``architecture_type``), and "any".
 FAMILIES: Final = ("resnet", "mobilenet", "efficientnet", "convnext", "smallcnn")
-ARCHITECTURE_TYPES: Final = (*FAMILIES, "any")
+#: The detectors' family: what a detection project searches (its "any" means this family);
+#: the classifier families and their "any" are a classification project's.
+DETECTION_FAMILY: Final = "detector"
+ARCHITECTURE_TYPES: Final = (*FAMILIES, "any", DETECTION_FAMILY)
 #: Every model of the trainer's zoo by family; "any" holds them all, the small ones first (the
 #: default space tries the cheap models before the expensive ones). A unit test checks this
 #: against the trainer's model registry.
@@ -46,6 +49,14 @@ MODEL_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "resnet50",
             "convnext_tiny",
         ),
+        # The smallest first, as for "any"; the same names as ``contracts.training.DETECTORS``.
+        DETECTION_FAMILY: (
+            "fasterrcnn_mobilenet_v3_large_320_fpn",
+            "ssdlite320_mobilenet_v3_large",
+            "fcos_resnet50_fpn",
+            "retinanet_resnet50_fpn_v2",
+            "fasterrcnn_resnet50_fpn_v2",
+        ),
     }
 )
 #: The ``Hyperparameters`` fields a search may vary, and the Python type of each. ``epochs``
@@ -65,7 +76,17 @@ SEARCHABLE: Final[Mapping[str, type]] = MappingProxyType(
         "early_stopping_patience": int,
     }
 )
-METRICS: Final = ("val_accuracy", "val_loss", "latency_ms", "params", "macro_f1")
+#: ``val_map`` is a detector's validation mAP@[.5:.95] (COCO's primary figure, the one its run
+#: picks its best epoch by; mAP@.5 alone would rank loose boxes as high as tight ones).
+METRICS: Final = ("val_accuracy", "val_loss", "latency_ms", "params", "macro_f1", "val_map")
+#: The metrics each task's runs measure: a detector's accuracy is 0 and it has no macro F1; a
+#: classifier has no mAP.
+TASK_METRICS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "classification": ("val_accuracy", "val_loss", "latency_ms", "params", "macro_f1"),
+        "detection": ("val_map", "val_loss", "latency_ms", "params"),
+    }
+)
 DIRECTIONS: Final = ("maximize", "minimize")
 PRUNERS: Final = ("none", "median", "successive_halving")
 MAX_TRIALS: Final = 500
@@ -153,8 +174,20 @@ class Pruning(msgspec.Struct, frozen=True, kw_only=True):
     warmup_epochs: int = 1
 
 
-def default_objectives() -> list[Objective]:
+def default_objectives(task_type: str = "classification") -> list[Objective]:
+    """A search's objective when none is given: the accuracy of a classifier, the mAP of a
+    detector, maximised."""
+    if task_type == "detection":
+        return [Objective("val_map", "maximize")]
     return [Objective("val_accuracy", "maximize")]
+
+
+def family_for_task(architecture_type: str, task_type: str) -> str:
+    """``architecture_type`` as a project of ``task_type`` means it: "any" of a detection
+    project is the detectors' family; anything else is kept (``check_task`` judges it)."""
+    if task_type == "detection" and architecture_type == "any":
+        return DETECTION_FAMILY
+    return architecture_type
 
 
 def search_space(architecture_type: str, search_config: Mapping[str, Param]) -> dict[str, Param]:
@@ -345,3 +378,12 @@ def check_experiment(cmd: CreateExperiment) -> Problem | None:
     from contracts.experiment_checks import check  # lazily: see that module's docstring
 
     return check(cmd)
+
+
+def check_task(cmd: CreateExperiment, task_type: str) -> Problem | None:
+    """The first way ``cmd`` does not fit a project of ``task_type`` (its family, a model it
+    names, an objective its runs cannot measure) as (field, message), or None. The gateway
+    answers it as a 422 VALIDATION_ERROR, as it answers a run's model of the other task."""
+    from contracts.experiment_checks import check_task as check  # lazily, as above
+
+    return check(cmd, task_type)

@@ -64,8 +64,8 @@ class ExperimentLog:
         return None if experiment is None or trial is None else (experiment, trial)
 
     async def measured(self, run_id: str) -> dict[str, float]:
-        """What the run measured: its best epoch's accuracy and loss, its parameters and its
-        latency (``RunCompleted``); a measurement it lacks is left out."""
+        """What the run measured: its best epoch's accuracy and loss (and a detector's mAP),
+        its parameters and its latency (``RunCompleted``); a measurement it lacks is left out."""
         stored = [s.event for s in await self.store.load(run_id)]
         done = next((e for e in reversed(stored) if isinstance(e, c.RunCompleted)), None)
         if done is None:
@@ -78,6 +78,8 @@ class ExperimentLog:
             values["params"] = float(done.params)
         if done.latency_ms is not None:
             values["latency_ms"] = done.latency_ms
+        if done.best_val_map is not None:
+            values["val_map"] = done.best_val_map
         return values
 
     async def search(self, experiment: domain.Experiment, position: int) -> Search:

@@ -11,9 +11,9 @@ parameters, ``report``s and ``should_prune`` included, so the samplers' and prun
 bookkeeping is rebuilt too). A rebuilt study therefore asks for the same parameters next as the
 study that never stopped, given the same events.
 
-Pruning (``report``) follows the FIRST objective only, and only when it is ``val_accuracy`` or
-``val_loss``: the others (``params``, ``latency_ms``, ``macro_f1``) are measured once, at the end
-of a run, so there is nothing per epoch to prune on. Optuna cannot prune a multi-objective study
+Pruning (``report``) follows the FIRST objective only, and only when it is ``val_accuracy``,
+``val_loss`` or a detector's ``val_map`` (mAP@[.5:.95]): the others (``params``, ``latency_ms``,
+``macro_f1``) are measured once, at the end of a run, so there is nothing per epoch to prune on. Optuna cannot prune a multi-objective study
 either (``check_experiment`` refuses it; here ``report`` answers False).
 """
 
@@ -48,7 +48,7 @@ from contracts import training as c
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: The metrics an epoch reports (``EpochCompleted``): the only ones a trial can be pruned on.
-PRUNABLE = ("val_accuracy", "val_loss")
+PRUNABLE = ("val_accuracy", "val_loss", "val_map")
 STATES = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 #: Successive halving keeps the best third of the trials at each rung.
 REDUCTION_FACTOR = 3
@@ -153,9 +153,10 @@ class Search:
 
     def epoch_value(self, epoch: c.EpochCompleted) -> float | None:
         """What ``report`` takes from an epoch: the first objective's metric, when an epoch
-        reports it (see the module's docstring)."""
+        reports it (see the module's docstring; a classifier's epoch has no ``val_map``)."""
         metric = self.metrics[0]
-        return float(getattr(epoch, metric)) if metric in PRUNABLE else None
+        value = getattr(epoch, metric) if metric in PRUNABLE else None
+        return None if value is None else float(value)
 
     def best(self) -> dict[str, int]:
         """Each objective metric → its best completed trial (the earliest of equals)."""

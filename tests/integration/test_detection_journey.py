@@ -30,6 +30,7 @@ import pytest
 from globox import AnnotationSet
 
 from studio_client import StudioClient
+from studio_client.experiments import choice, fixed, float_range
 from tests import shapes
 from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
 from tests.training_helpers import API
@@ -37,9 +38,10 @@ from tests.training_helpers import API
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets", "trainer", "exporter")
 DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
-TINY = {"model": DETECTOR, "epochs": 2, "image_size": 64, "batch_size": 8,
-        "learning_rate": 0.02, "optimizer": "sgd", "schedule": "none",
-        "augmentation": "none", "seed": 1}  # fmt: skip
+TINY: dict[str, str | int | float] = {
+    "model": DETECTOR, "epochs": 2, "image_size": 64, "batch_size": 8, "learning_rate": 0.02,
+    "optimizer": "sgd", "schedule": "none", "augmentation": "none", "seed": 1,
+}  # fmt: skip
 IMAGES = 24
 
 
@@ -137,6 +139,12 @@ def test_a_detector_trains_with_its_map_live_in_every_epoch_event(trained: dict[
         assert 0.0 <= epoch["val_map"] <= epoch["val_map50"] <= 1.0
         assert set(epoch["losses"]) >= {"loss_classifier", "loss_box_reg"}
     assert run.classes == sorted(shapes.CLASSES)
+    # and the run read back says the same, as typed values
+    assert [(e.epoch, e.val_map) for e in run.history] == [
+        (e["epoch"], e["val_map"]) for e in epochs
+    ]
+    best = next(e for e in run.history if e.epoch == run.best_epoch)
+    assert run.best_val_map == best.val_map == max(e.val_map or 0.0 for e in run.history)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +206,57 @@ def test_prediction_answers_boxes_labels_and_scores(stack: Stack, exported: Any)
         assert box["label"] in shapes.CLASSES and 0.0 <= box["score"] <= 1.0
         assert 0.0 <= box["x"] <= box["x"] + box["w"] <= 1.0 + 1e-4
         assert 0.0 <= box["y"] <= box["y"] + box["h"] <= 1.0 + 1e-4
+
+
+def test_a_search_on_a_detection_project_trains_detectors_ranked_by_map(
+    studio: StudioClient, dataset: dict[str, Any]
+):
+    # given a detection project's split, when a small search starts with the defaults for
+    # its family and objective ("any" and none: the detectors, validation mAP maximised)
+    space = {k: fixed(v) for k, v in TINY.items() if k not in ("model", "epochs", "seed")}
+    space["model"] = choice(DETECTOR)
+    space["learning_rate"] = float_range(0.005, 0.05, log=True)
+    experiment = studio.experiments.create(
+        dataset["project_id"], dataset["split_id"], f"search-{uuid.uuid4().hex[:6]}",
+        search_config=space, max_trials=2, epochs_per_trial=1, pruning="none", seed=5,
+    )  # fmt: skip
+    assert experiment.architecture_type == "detector"
+    assert experiment.objectives == [{"metric": "val_map", "direction": "maximize"}]
+
+    # then it runs to its end, each trial a detector run whose mAP is its value
+    done = studio.experiments.wait(experiment.id, timeout=600)
+    assert done.status == "completed" and done.reason == "max_trials", done
+    assert [t.state for t in done.trials] == ["completed", "completed"], done.trials
+    for trial in done.trials:
+        run = studio.runs.get(trial.run_id or "")
+        assert run.hyperparameters["model"] == DETECTOR and run.best_val_map is not None
+        assert trial.values == {"val_map": pytest.approx(run.best_val_map)}
+    ranked = max(done.trials, key=lambda t: (t.values["val_map"], -t.trial))
+    assert done.best == {"val_map": ranked.trial} and done.front == [ranked.trial]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"search_config": {"model": choice(DETECTOR, "resnet18")}},
+            "search_config.model.choices.1",
+        ),
+        ({"architecture_type": "resnet"}, "architecture_type"),
+        (
+            {"objectives": [{"metric": "val_accuracy", "direction": "maximize"}]},
+            "objectives.0.metric",
+        ),
+    ],
+)
+def test_a_search_of_the_other_task_is_refused_as_a_run_is(
+    stack: Stack, dataset: dict[str, Any], body: dict[str, Any], field: str
+):
+    ids = {"project_id": dataset["project_id"], "split_id": dataset["split_id"]}
+    with stack.sync_client(timeout=60) as api:
+        resp = api.post(f"{API}/experiments", json=ids | {"name": "wrong"} | body)
+        run = api.post(f"{API}/training/run", json=ids | {"hyperparameters": {"model": "resnet18"}})
+    assert resp.status_code == run.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == run.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert error["field"] == field, error

@@ -4,8 +4,11 @@ Pareto front, importances), stop, resume, promote a trial (evaluate and export i
 the experiment SSE (``training``) and ``/ws/experiments/{id}`` (``training_sockets``).
 
 A body is checked for shape here and for content by the contract's ``check_experiment``, the very
-check the trainer makes, so both answer the same 422 with the same field. Access is a run's: a
-viewer of the project reads, an editor changes. Imports the gateway's ports, the access rules,
+check the trainer makes, so both answer the same 422 with the same field; and against the
+project's task by ``check_task`` (as a run's model is, with the same VALIDATION_ERROR): a
+detection project searches detectors ("any" means every detector) by their validation mAP, a
+classification project classifiers. Access is a run's: a viewer of the project reads, an editor
+changes. Imports the gateway's ports, the access rules,
 ``contracts`` and the read models; no other route.
 """
 
@@ -29,6 +32,7 @@ from services.gateway.auth.deps import CurrentUser, actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, ok
 from services.gateway.gateway import DbDep, Gateway, GatewayDep
 from services.gateway.readmodels import experiments as read
+from services.gateway.readmodels.projects import get_project
 from services.gateway.readmodels.tasks import task_link
 from services.kernel.sqlite import session
 
@@ -92,7 +96,9 @@ class PruningIn(_Strict):
 
 class ExperimentIn(_Strict):
     """The contract's ``CreateExperiment``. ``project_id`` and ``split_id`` are required (a
-    422 names the one missing); ``pruning`` defaults to none with several objectives."""
+    422 names the one missing); ``pruning`` defaults to none with several objectives; on a
+    detection project ``any`` is the detectors' family and the default objective is
+    ``val_map`` (mAP@[.5:.95]) maximised."""
 
     project_id: BodyId | None = None
     split_id: BodyId | None = None
@@ -117,8 +123,10 @@ async def create_experiment(body: ExperimentIn, request: Request, gateway: Gatew
     await require(request, project_id, "editor", field="project_id")
     split_id = _given(body.split_id, "split_id")
     await _split_of(request, split_id, project_id)
-    command = _command(body, project_id, split_id, request)
-    if (problem := e.check_experiment(command)) is not None:
+    task_type = await _task_of(gateway, project_id)
+    command = _command(body, project_id, split_id, request, task_type)
+    problem = e.check_task(command, task_type) or e.check_experiment(command)
+    if problem is not None:
         raise ApiError(common.VALIDATION_ERROR, f"{problem[0]}: {problem[1]}", field=problem[0])
 
     async def run() -> Response:
@@ -256,13 +264,22 @@ async def _split_of(request: Request, split_id: str, project_id: str) -> None:
         raise ApiError(common.VALIDATION_ERROR, message, field="split_id")
 
 
+async def _task_of(gateway: Gateway, project_id: str) -> str:
+    """The project's task type (``require`` found the project)."""
+    async with session(gateway.engine) as db:
+        project = await get_project(db, project_id=project_id)
+    return project.task_type if project is not None else "classification"
+
+
 def _command(
-    body: ExperimentIn, project_id: str, split_id: str, request: Request
+    body: ExperimentIn, project_id: str, split_id: str, request: Request, task_type: str
 ) -> e.CreateExperiment:
-    """The contract's command of ``body``; the experiment's id derives from the request's
-    Idempotency-Key, so a retry names the same experiment and never starts a second search."""
+    """The contract's command of ``body`` for a project of ``task_type``; the experiment's id
+    derives from the request's Idempotency-Key, so a retry names the same experiment and never
+    starts a second search."""
     fields: dict[str, Any] = body.model_dump(exclude={"project_id", "split_id"}, exclude_none=True)
-    default = [msgspec.to_builtins(o) for o in e.default_objectives()]
+    fields["architecture_type"] = e.family_for_task(body.architecture_type, task_type)
+    default = [msgspec.to_builtins(o) for o in e.default_objectives(task_type)]
     objectives = default if body.objectives is None else fields["objectives"]
     if body.pruning is None and len(objectives) > 1:
         fields["pruning"] = {"kind": "none"}  # Optuna cannot prune several objectives

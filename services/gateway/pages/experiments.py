@@ -50,6 +50,7 @@ METRIC_TEXT: Final = {
     "macro_f1": ("Macro F1", "maximize", "F1 averaged over the classes (an evaluation)."),
     "latency_ms": ("Latency (ms)", "minimize", "Median forward time of one image."),
     "params": ("Parameters", "minimize", "Weights in the model: its size."),
+    "val_map": ("Validation mAP", "maximize", "A detector's COCO mAP@[.5:.95] on validation."),
 }
 METRICS: Final = tuple(
     Metric(name, *METRIC_TEXT.get(name, (name, "maximize", ""))) for name in x.METRICS

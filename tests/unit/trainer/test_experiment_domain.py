@@ -218,8 +218,9 @@ def test_a_completed_trial_is_promoted_a_running_one_is_not() -> None:
 
 
 def test_every_model_of_the_registry_is_in_exactly_one_family_and_in_any() -> None:
-    families = {k: v for k, v in x.MODEL_FAMILIES.items() if k != "any"}
+    families = {k: v for k, v in x.MODEL_FAMILIES.items() if k not in ("any", x.DETECTION_FAMILY)}
     assert set(families) == set(x.FAMILIES)
+    assert sorted(x.MODEL_FAMILIES[x.DETECTION_FAMILY]) == sorted(c.DETECTORS)
     listed = [m for models in families.values() for m in models]
     assert sorted(listed) == sorted(HEADS) == sorted(c.MODELS)
     assert sorted(x.MODEL_FAMILIES["any"]) == sorted(HEADS)
