@@ -318,6 +318,8 @@ class Trial(Model):
     best_val_accuracy: float | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    #: A detector trial's best validation mAP@[.5:.95] (its run's); None for a classifier.
+    best_val_map: float | None = None
 
 
 class Experiment(Model):

@@ -231,6 +231,7 @@ def test_a_search_on_a_detection_project_trains_detectors_ranked_by_map(
         run = studio.runs.get(trial.run_id or "")
         assert run.hyperparameters["model"] == DETECTOR and run.best_val_map is not None
         assert trial.values == {"val_map": pytest.approx(run.best_val_map)}
+        assert trial.best_val_map == run.best_val_map
     ranked = max(done.trials, key=lambda t: (t.values["val_map"], -t.trial))
     assert done.best == {"val_map": ranked.trial} and done.front == [ranked.trial]
 

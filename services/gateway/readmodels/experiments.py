@@ -145,6 +145,7 @@ class TrialRow(SQLModel, table=True):
             "run_status": run.status if run else None,
             "epochs_done": run.epochs_done if run else 0,
             "best_val_accuracy": run.best_val_accuracy if run else None,
+            "best_val_map": run.best_val_map if run else None,
             "latest": latest.public() if latest is not None else None,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at) if self.finished_at else None,
