@@ -32,7 +32,12 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from contracts import common
@@ -277,11 +282,23 @@ class Idempotency:
                     return
                 except KeyNotFoundError:
                     return
-                except KeyWrongLastSequenceError:
+                except APIError as err:
+                    # A heartbeat stored unseen (its reply lost to a timeout or to the cancel
+                    # that ends ``held``) moved the revision. Unlike ``update``, nats-py's
+                    # ``delete`` says so with a bare 400 (err_code 10071), not as
+                    # KeyWrongLastSequenceError: both mean "look again".
+                    if not _wrong_last_sequence(err):
+                        raise
                     if await self._ours(claim) is None:
                         return
 
         await retry_transient(delete, what="releasing an idempotency key", retry_for=CALL_RETRY_S)
+
+
+def _wrong_last_sequence(err: APIError) -> bool:
+    """Whether a KV write was refused because the key's revision was not the one expected."""
+    # 10071: JSStreamWrongLastSequenceErrF; 10164: JSStreamWrongLastSequenceConstantErr.
+    return isinstance(err, KeyWrongLastSequenceError) or err.err_code in (10071, 10164)
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
