@@ -39,7 +39,7 @@ class Consumer:
     """Pulls the shared durable consumer and hands each event to the driver, one at a time."""
 
     def __init__(self, nc: NATS, driver: Driver) -> None:
-        self.js, self.driver = nc.jetstream(), driver
+        self.nc, self.js, self.driver = nc, nc.jetstream(), driver
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -82,12 +82,21 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop guard: subscribe again and go on
+                if self._stopping():
+                    return
                 log.exception("experiment driver: consumer failed; subscribing again")
                 await asyncio.sleep(RETRY_DELAY_S)
             finally:
                 if sub is not None:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
+
+    def _stopping(self) -> bool:
+        """The service is stopping: its connection is closed (nats-py turns a cancel that
+        meets a closing connection into ``ConnectionClosedError``, so the cancel itself may
+        never arrive), or this task was asked to stop."""
+        task = asyncio.current_task()
+        return self.nc.is_closed or (task is not None and task.cancelling() > 0)
 
     async def _one(self, msg: Msg) -> None:
         try:
