@@ -40,6 +40,8 @@ NATS_MAX_CRASHES = 5
 NATS_CRASH_WINDOW_S = 60.0
 NATS_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
 NATS_READY_TIMEOUT_S = 20.0
+#: How long a service may take to stop after SIGTERM before it is killed (as ``docker stop``).
+STOP_GRACE_S = 10.0
 #: How long ``studio up`` waits for the identity service to confirm the first admin.
 ADMIN_CONFIRM_S = 30.0
 
@@ -66,8 +68,8 @@ class Child:
         self.process = spawn(self.argv, self.env)
 
     def stop(self) -> None:
-        if self.process is not None:
-            stop_gently(self.process)
+        if self.process is not None and not stop_gently(self.process, STOP_GRACE_S):
+            say(f"{self.name} did not stop within {STOP_GRACE_S:g}s of SIGTERM and was killed")
 
 
 def check_port_free(host: str, port: int) -> None:

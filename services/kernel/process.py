@@ -30,13 +30,15 @@ def spawn(
     )
 
 
-def stop_gently(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it does not exit within ``timeout``."""
+def stop_gently(process: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL if it does not exit within ``timeout``; False if it was killed."""
     if process.poll() is not None:
-        return
+        return True
     process.terminate()
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+        return False
+    return True
