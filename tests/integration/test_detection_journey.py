@@ -261,3 +261,14 @@ def test_a_search_of_the_other_task_is_refused_as_a_run_is(
     error = resp.json()["error"]
     assert error["code"] == run.json()["error"]["code"] == "VALIDATION_ERROR"
     assert error["field"] == field, error
+
+
+def test_the_experiments_form_of_a_detection_project_offers_detectors_and_map(
+    stack: Stack, dataset: dict[str, Any]
+):
+    page = f"/projects/{dataset['project_id']}/training/experiments"
+    with stack.sync_client(timeout=60) as api:
+        html = api.get(page, cookies={"studio_access": stack.token()}).text
+    assert f'data-model="{DETECTOR}"' in html and 'data-model="resnet18"' not in html
+    assert 'id="obj-val_map"' in html and 'id="obj-val_accuracy"' not in html
+    assert '<option value="detector"' in html and '<option value="resnet"' not in html

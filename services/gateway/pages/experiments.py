@@ -2,8 +2,9 @@
 several objectives, watch its trials arrive live, read the objective over the trials and the
 trade-off of two objectives with the Pareto front, and promote a trial to an export.
 
-The form offers exactly what the contract accepts (``contracts.experiments``: the families and
-their models, the metrics, directions, pruners and bounds); the API checks it again. The list of
+The form offers exactly what the contract accepts for the project's task (``contracts.experiments``:
+the families and their models, the metrics, directions, pruners and bounds; a detection project's
+are the detectors and their mAP); the API checks it again. The list of
 the project's searches is a fragment of ``GET /api/experiments`` (``FRAGMENTS``); the selected
 search is drawn from ``GET /api/experiments/{id}`` and kept live by the experiment's SSE stream
 (``static/js/experiments.js``). Imports the experiments' contract and the pages' foundation.
@@ -83,12 +84,29 @@ LR_LOW: Final = 1e-4
 LR_HIGH: Final = 1e-1
 
 
-def family_models() -> list[tuple[str, tuple[str, ...]]]:
-    """Every model once, in the order ``any`` tries them, with the families it belongs to."""
+def family_models(task_type: str = "classification") -> list[tuple[str, tuple[str, ...]]]:
+    """Every model of the task once, in the order ``any`` tries them, with its families."""
+    if task_type == "detection":
+        return [(m, (x.DETECTION_FAMILY,)) for m in x.MODEL_FAMILIES[x.DETECTION_FAMILY]]
     return [
         (model, tuple(f for f in x.FAMILIES if model in x.MODEL_FAMILIES[f]))
         for model in x.MODEL_FAMILIES["any"]
     ]
+
+
+def task_form(task_type: str) -> dict[str, object]:
+    """What the form offers a project of ``task_type``: its families, models, metrics and
+    default objectives (a detection project's "any" is the detectors')."""
+    detection = task_type == "detection"
+    families = [f for f in x.ARCHITECTURE_TYPES if (f == x.DETECTION_FAMILY) == detection]
+    measured = x.TASK_METRICS["detection" if detection else "classification"]
+    objectives = {o.metric: o.direction for o in x.default_objectives(task_type)}
+    return {
+        "families": ["any", *families] if detection else families,
+        "models": family_models(task_type),
+        "metrics": [m for m in METRICS if m.name in measured],
+        "defaults": DEFAULTS | {"objectives": objectives},
+    }
 
 
 @router.get("/projects/{project_id}/training/experiments")
@@ -107,13 +125,10 @@ async def experiments_page(
         tab="training",
         editor=can(shared["role"], "editor"),
         selected=experiment or "",
-        families=x.ARCHITECTURE_TYPES,
-        models=family_models(),
-        metrics=METRICS,
         directions=x.DIRECTIONS,
         pruners=[(kind, PRUNER_TEXT.get(kind, kind)) for kind in x.PRUNERS],
         limits=LIMITS,
-        defaults=DEFAULTS,
         lr=(LR_LOW, LR_HIGH),
+        **task_form(shared["project"].get("task_type", "classification")),
         **shared,
     )
