@@ -13,7 +13,7 @@ search is drawn from ``GET /api/experiments/{id}`` and kept live by the experime
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -94,7 +94,7 @@ def family_models(task_type: str = "classification") -> list[tuple[str, tuple[st
     ]
 
 
-def task_form(task_type: str) -> dict[str, object]:
+def task_form(task_type: str) -> dict[str, Any]:
     """What the form offers a project of ``task_type``: its families, models, metrics and
     default objectives (a detection project's "any" is the detectors')."""
     detection = task_type == "detection"
