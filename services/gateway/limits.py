@@ -1,11 +1,14 @@
 """How much one caller may ask of the gateway: request rates, page sizes, open streams, running
 imports and queued runs, each capped by a setting.
 
-- **Rates** (the ``limits`` library, moving window, in this gateway's memory): a signed-in caller
-  is counted per user at their tier's rate (``STUDIO_RATE_LIMIT_FREE`` ...), anyone else per
-  client IP (``STUDIO_RATE_LIMIT_ANONYMOUS``); sign-in attempts are also counted per client IP and
-  username (``STUDIO_LOGIN_RATE_LIMIT``). Over a limit: 429 ``RATE_LIMITED`` with ``Retry-After``.
-  ``/health`` and ``/metrics`` are not counted: monitors poll them.
+- **Rates** (moving windows in this gateway's memory, written as the ``limits`` library parses
+  them): a signed-in caller is counted per user at their tier's rate (``STUDIO_RATE_LIMIT_FREE``
+  ...), anyone else per client IP (``STUDIO_RATE_LIMIT_ANONYMOUS``); sign-in attempts are also
+  counted per client IP and username (``STUDIO_LOGIN_RATE_LIMIT``). Over a limit: 429
+  ``RATE_LIMITED`` with ``Retry-After``. ``/health`` and ``/metrics`` are not counted: monitors
+  poll them. Each window keeps the times of its hits in a deque (O(1) a request, on the event
+  loop): the library's in-memory storage inserted at the front of a list as long as the limit
+  and started a thread every 10 ms to expire it, which cost more than the rest of a request.
 - **Pages**: ``?limit=`` above ``STUDIO_PAGE_SIZE_MAX`` is refused 422.
 - **Streams**: a caller holds at most ``STUDIO_STREAMS_PER_USER`` open SSE streams and WebSockets;
   a stream route takes a ``stream_slot`` before it answers and gives it back when it ends.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -30,8 +33,6 @@ from typing import Any, Final, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
@@ -72,11 +73,50 @@ async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+class Windows:
+    """Exact moving windows in this process's memory: per key and limit, the times (monotonic)
+    of the hits still inside the window, oldest first, at most the limit's amount of them.
+    Windows whose hits have all expired are dropped once per ``SWEEP_S``."""
+
+    SWEEP_S: Final = 60.0
+
+    def __init__(self) -> None:
+        self._hits: dict[tuple[str, int, int], deque[float]] = {}
+        self._swept = time.monotonic()
+
+    def wait(self, item: RateLimitItem, key: str, now: float) -> float:
+        """0 when ``key`` may make one more hit of ``item`` now, else the seconds until it may."""
+        expiry = item.get_expiry()
+        hits = self._hits.get((key, item.amount, expiry))
+        if hits is None:
+            return 0.0
+        while hits and hits[0] < now - expiry:
+            hits.popleft()
+        return 0.0 if len(hits) < item.amount else hits[0] + expiry - now
+
+    def hit(self, item: RateLimitItem, key: str, now: float) -> None:
+        window = (key, item.amount, item.get_expiry())
+        hits = self._hits.get(window)
+        if hits is None:
+            hits = self._hits[window] = deque()
+        hits.append(now)
+        if len(hits) > item.amount:  # never more than the window can hold
+            hits.popleft()
+        if now - self._swept > self.SWEEP_S:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        for window, hits in list(self._hits.items()):
+            if not hits or hits[-1] < now - window[2]:
+                del self._hits[window]
+
+
 class Rates:
     """Moving-window counters in this process's memory, one per key and limit."""
 
     def __init__(self, settings: Settings) -> None:
-        self.window = MovingWindowRateLimiter(MemoryStorage())
+        self.window = Windows()
         self.tiers = {tier: parse_many(rate) for tier, rate in settings.rate_limits.items()}
         self.login = parse_many(settings.login_rate_limit)
 
@@ -87,13 +127,13 @@ class Rates:
 
     def hit(self, items: list[RateLimitItem], key: str, what: str) -> None:
         """Counts one request against every item, or raises ``RateLimited`` counting none."""
+        now = time.monotonic()
         for item in items:
-            if not self.window.test(item, key):
-                stats = self.window.get_window_stats(item, key)
-                retry = max(1, math.ceil(stats.reset_time - time.time()))
+            if wait := self.window.wait(item, key, now):
+                retry = max(1, math.ceil(wait))
                 raise RateLimited(f"{what}: at most {item}; try again in {retry} s", retry, item)
         for item in items:
-            self.window.hit(item, key)
+            self.window.hit(item, key, now)
 
 
 @dataclass
