@@ -25,12 +25,14 @@ def env_without_nats() -> dict[str, str]:
 
 
 class Studio:
-    def __init__(self, workspace: Path, port: int) -> None:
+    def __init__(self, workspace: Path, port: int, services: str | None = None) -> None:
+        """``services``: STUDIO_SERVICES, when not every service of the deployment."""
         self.url = f"http://127.0.0.1:{port}"
         self.log = workspace.parent / f"studio-{port}-{time.monotonic_ns()}.log"
+        env = env_without_nats() | {"STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD}
         self.proc = subprocess.Popen(
             [*STUDIO, "up", "--port", str(port), "--workspace", str(workspace)],
-            env=env_without_nats() | {"STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            env=env | ({"STUDIO_SERVICES": services} if services else {}),
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # as a terminal would: Ctrl-C goes to the studio alone
@@ -100,7 +102,8 @@ def run_studio(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def test_a_busy_port_or_workspace_fails_with_a_clear_message(tmp_path: Path):
     port = free_port()
-    studio = Studio(tmp_path / "ws", port)
+    # a studio holds the port and the workspace from its start: one without torch will do
+    studio = Studio(tmp_path / "ws", port, services="identity")
     try:
         studio.wait_ready()
         busy = run_studio("up", "--port", str(port), "--workspace", str(tmp_path / "other"))
