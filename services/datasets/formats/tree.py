@@ -3,7 +3,7 @@
 The tree is walked once, without following links out of it; what the walk will not follow is
 recorded as a refusal, and a label file can only name a file the walk found (``find``), so no
 label file can point the import outside its source. Filesystem reads only, no image is opened;
-imports the standard library and ``manifest`` beside it.
+imports the standard library and ``manifest`` and ``listing`` beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.datasets.formats.listing import listing
 from services.datasets.formats.manifest import FormatError, Problem, split_name
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -68,13 +69,14 @@ def survey(root: Path) -> Tree:
 
 def walk(base: Path, folder: Path | None = None) -> Iterator[File | Problem]:
     """The files under base (a tree's root) in name order, and what the walk will not follow,
-    one folder at a time: only the folders being listed are held, never the whole tree."""
+    one folder at a time: only the folders being listed are held, never the whole tree, and a
+    large folder's names wait on disk (``listing.HELD``)."""
     folder = folder or base
     try:
-        with os.scandir(folder) as listing:
-            # A folder sorts as its name plus "/", so the walk's order is that of the files'
-            # full names; a name is all the listing holds of an entry (``_child``).
-            children = sorted(_child(entry) for entry in listing if not _is_ignored(entry.name))
+        # A folder sorts as its name plus "/", so the walk's order is that of the files' full
+        # names; a name is all the listing holds of an entry (``_child``), and a large folder's
+        # names wait on disk (``listing``).
+        children = listing(folder, _child, _is_ignored)
     except OSError:  # an unreadable folder is skipped, as os.walk skips it
         return
     prefix = folder.relative_to(base).as_posix() + "/" if folder != base else ""
