@@ -3,11 +3,15 @@ anything else raised at once."""
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import BadRequestError
 
+from services.kernel import transient
 from services.kernel.transient import TRANSIENT, retry_transient
 
 
@@ -55,3 +59,26 @@ async def test_no_retry_time_means_one_attempt():
 def test_a_builtin_timeout_is_transient_and_a_refusal_is_not():
     assert issubclass(TimeoutError, TRANSIENT)
     assert not issubclass(BadRequestError, TRANSIENT)
+
+
+async def test_a_call_waiting_on_an_election_tries_again_at_least_every_half_second(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    # given a call that meets an election for twenty tries (a leader elected unannounced)
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(transient, "asyncio", SimpleNamespace(sleep=sleep))
+    call = Flaky(*[NoRespondersError() for _ in range(20)])
+    # when it is retried
+    with caplog.at_level(logging.INFO, logger=transient.__name__):
+        assert await retry_transient(call, what="an append", retry_for=60) == "done"
+    # then the tries come quickly at first, and never more than half a second apart: it goes
+    # through at most 0.5 s after the new leader is there (a 2 s cap overshot by up to 2 s)
+    assert waits[:3] == [0.1, 0.2, 0.4] and max(waits) == 0.5
+    # and it says that it waits once (not at every try), then that it went through
+    said = [r for r in caplog.records if r.name == transient.__name__]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]
+    assert "an append went through" in said[-1].getMessage()
