@@ -1,17 +1,17 @@
 """Projection runner: folds a stream's events into a SQLite read model.
 
-Each projector reads from its own durable pull consumer and records the stream position it has
-applied in the same transaction as the update, so a redelivered event is applied once. The
-SQLite position is the truth: at start the consumer is realigned to it, which is also how a
-deleted read model rebuilds itself by replay. ``health`` says whether each projector can update
-its read model now (failing, stuck or not running), for ``/health`` to report.
+The projectors of one stream (and filter) share one durable pull consumer, and each batch it
+fetches is applied by all of them in one transaction that also stores each one's stream position,
+so a redelivered event is applied once. The SQLite positions are the truth: at start the consumer
+is realigned to the lowest of them, and an event a projector has applied is skipped for it (which
+is also how a deleted read model rebuilds by replay). One projector failing fails the batch for
+its stream's others: they start again together. ``health`` says whether each projector can
+update its read model now (failing, stuck or not running), for ``/health`` to report.
 
-Each projector's figures go to Prometheus: events applied, the position, and its lag (events
-stored on its subjects that it has not applied), refreshed from the pulled messages' pending
-count, or by one look at its consumer every ``LAG_EVERY_S`` while idle: never a call per event.
-
-A leader election or a node restart (a cluster) only pauses a projector: its loop subscribes
-again from the stored position once NATS answers, and its consumer is replicated as its stream.
+Each projector's figures go to Prometheus: events applied, the position, and its lag (events on
+its subjects not applied yet), from the pulled messages' pending count, or one look at its
+consumer every ``LAG_EVERY_S`` while idle. A leader election or a node restart only pauses a
+projector: it subscribes again from its stored position once NATS answers.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import msgspec
@@ -85,6 +86,24 @@ class Decodes:
         return self._decoder.decode(data)
 
 
+@dataclass
+class _Group:
+    """One stream's (and filter's) projectors: one consumer, named after the first's."""
+
+    name: str
+    stream: str
+    filter_subject: str
+    projectors: list[Projector]
+
+
+def _grouped(projectors: Sequence[Projector]) -> list[_Group]:
+    groups: dict[tuple[str, str], _Group] = {}
+    for p in projectors:
+        fresh = _Group(p.name, p.stream, p.filter_subject, [])
+        groups.setdefault((p.stream, p.filter_subject), fresh).projectors.append(p)
+    return list(groups.values())
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -102,13 +121,14 @@ class ProjectionRunner:
         self._js = nc.jetstream()
         self._engine = engine
         self._projectors = list(projectors)
+        #: Each projector's group's name: its task's and its consumer's.
+        self._group_of: dict[str, str] = {}
         self._prefix = _safe(consumer_prefix)
         self._batch = batch
         self._positions: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
-        #: A loop that has not come round for this long is stuck: an idle one comes round at
-        #: every fetch timeout (2 s).
+        #: A loop not come round for this long is stuck (an idle one does every 2 s fetch).
         self._stall_after = stall_after
         self._alive: dict[str, float] = {}
         self._errors: dict[str, str] = {}
@@ -121,11 +141,15 @@ class ProjectionRunner:
             await conn.run_sync(_create, [_table(ProjectionPosition)])
             for p in self._projectors:
                 await conn.run_sync(_create, p.tables)
-        for p in self._projectors:
-            self._positions[p.name] = await self._stored_position(p)
-            self._alive[p.name] = time.monotonic()
-            self._prime(p)
-            self._tasks.append(asyncio.create_task(self._run(p), name=f"projection:{p.name}"))
+        stored = await self._stored_positions()
+        for group in _grouped(self._projectors):
+            for p in group.projectors:
+                self._group_of[p.name] = group.name
+                self._positions[p.name] = stored.get(p.name, 0)
+                self._prime(p)
+            self._alive[group.name] = time.monotonic()
+            task = asyncio.create_task(self._run(group), name=f"projection:{group.name}")
+            self._tasks.append(task)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -142,15 +166,16 @@ class ProjectionRunner:
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Per projector: its stream, and whether it can update the read model now (``ok``)
-        or why not (``error``): its last attempt failed, it is stuck, or it is not running."""
+        or why not (``error``): its consumer's last batch failed, is stuck, or is not running."""
         now, running = time.monotonic(), {t.get_name() for t in self._tasks if not t.done()}
         report: dict[str, dict[str, Any]] = {}
         for p in self._projectors:
-            idle = now - self._alive.get(p.name, now)
-            if f"projection:{p.name}" not in running:
+            group = self._group_of.get(p.name, p.name)
+            idle = now - self._alive.get(group, now)
+            if f"projection:{group}" not in running:
                 error: str | None = "not running"
-            elif p.name in self._errors:
-                error = self._errors[p.name]
+            elif group in self._errors:
+                error = self._errors[group]
             elif idle > self._stall_after:
                 error = f"stuck: no progress for {idle:.0f}s"
             else:
@@ -171,13 +196,13 @@ class ProjectionRunner:
 
     async def caught_up(self, timeout: float) -> bool:
         """Wait until every stream is applied up to its last sequence now."""
-        for p in self._projectors:
+        for stream in dict.fromkeys(p.stream for p in self._projectors):
             info = await retry_transient(
-                functools.partial(self._js.stream_info, p.stream),
-                what=f"reading the end of {p.stream}",
+                functools.partial(self._js.stream_info, stream),
+                what=f"reading the end of {stream}",
                 retry_for=timeout,
             )
-            if not await self.wait_for(p.stream, info.state.last_seq, timeout):
+            if not await self.wait_for(stream, info.state.last_seq, timeout):
                 return False
         return True
 
@@ -193,14 +218,15 @@ class ProjectionRunner:
         await self.start()
         if not await self.caught_up(timeout):
             raise TimeoutError("the rebuild did not catch up in time")
-        async with session(self._engine) as db:
-            rows = (await db.exec(select(ProjectionPosition))).all()
+        rows = await self._stored()
         return sum(r.events for r in rows), {r.stream: r.position for r in rows}
 
-    async def _stored_position(self, p: Projector) -> int:
+    async def _stored(self) -> list[ProjectionPosition]:
         async with session(self._engine) as db:
-            row = await db.get(ProjectionPosition, p.name)
-        return row.position if row else 0
+            return list((await db.exec(select(ProjectionPosition))).all())
+
+    async def _stored_positions(self) -> dict[str, int]:
+        return {r.projector: r.position for r in await self._stored()}
 
     def _labels(self, p: Projector) -> tuple[str, str, str]:
         return (self._service, p.name, p.stream)
@@ -211,42 +237,51 @@ class ProjectionRunner:
         CONSUMER_LAG.labels(*self._labels(p))
         PROJECTION_POSITION.labels(*self._labels(p)).set(self._positions[p.name])
 
-    def _set_lag(self, p: Projector, pending: int) -> None:
-        CONSUMER_LAG.labels(*self._labels(p)).set(max(0, pending))
-        self._lag_at[p.name] = time.monotonic()
+    def _set_lag(self, what: Projector | _Group, pending: int) -> None:
+        for p in what.projectors if isinstance(what, _Group) else [what]:
+            CONSUMER_LAG.labels(*self._labels(p)).set(max(0, pending))
+        self._lag_at[what.name] = time.monotonic()
 
-    async def _look_at_lag(self, p: Projector, sub: Any) -> None:
-        """Refresh the lag of an idle projector from its consumer, at most every
-        ``LAG_EVERY_S``; a failed look only leaves the figure as it was."""
-        if time.monotonic() - self._lag_at.get(p.name, 0.0) < LAG_EVERY_S:
+    async def _look_at_lag(self, what: Projector | _Group, sub: Any) -> None:
+        """Refresh an idle consumer's lag, at most every ``LAG_EVERY_S`` (a failure keeps it)."""
+        if time.monotonic() - self._lag_at.get(what.name, 0.0) < LAG_EVERY_S:
             return
         try:
             info = await sub.consumer_info()
         except Exception as exc:  # a figure, not the projection: it must not restart for it
-            log.debug("projection %s: no lag figure (%s)", p.name, exc)
-            self._lag_at[p.name] = time.monotonic()
+            log.debug("projection %s: no lag figure (%s)", what.name, exc)
+            self._lag_at[what.name] = time.monotonic()
             return
-        self._set_lag(p, int(info.num_pending or 0) + int(info.num_ack_pending or 0))
+        self._set_lag(what, int(info.num_pending or 0) + int(info.num_ack_pending or 0))
 
-    def _durable(self, p: Projector) -> str:
-        return f"{self._prefix}-{_safe(p.name)}"
+    def _durable(self, name: str) -> str:
+        return f"{self._prefix}-{_safe(name)}"
 
-    async def _subscribe(self, p: Projector) -> Any:
-        """(Re)create the durable consumer so that it delivers from the stored position on."""
-        durable = self._durable(p)
-        position = await self._stored_position(p)
+    async def _retire(self, group: _Group) -> None:
+        """Delete the consumers kept per projector before they shared one (best effort)."""
+        for p in group.projectors[1:]:
+            with contextlib.suppress(Exception):
+                await self._js.delete_consumer(group.stream, self._durable(p.name))
+
+    async def _subscribe(self, group: _Group) -> Any:
+        """(Re)create the consumer to deliver from its projectors' lowest stored position."""
+        durable = self._durable(group.name)
+        stored = await self._stored_positions()
+        for p in group.projectors:
+            self._positions[p.name] = stored.get(p.name, 0)
+        position = min(stored.get(p.name, 0) for p in group.projectors)
         try:
-            info = await self._js.consumer_info(p.stream, durable)
+            info = await self._js.consumer_info(group.stream, durable)
             aligned = info.ack_floor is not None and info.ack_floor.stream_seq == position
             if not aligned or info.num_ack_pending:
-                await self._js.delete_consumer(p.stream, durable)
+                await self._js.delete_consumer(group.stream, durable)
                 raise NotFoundError
         except NotFoundError:
             await self._js.add_consumer(
-                p.stream,
+                group.stream,
                 api.ConsumerConfig(
                     durable_name=durable,
-                    filter_subject=p.filter_subject,
+                    filter_subject=group.filter_subject,
                     deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                     opt_start_seq=position + 1,
                     ack_policy=api.AckPolicy.ALL,
@@ -254,23 +289,24 @@ class ProjectionRunner:
                     inactive_threshold=7 * 24 * 3600.0,
                 ),
             )
-        return await self._js.pull_subscribe_bind(durable=durable, stream=p.stream)
+        return await self._js.pull_subscribe_bind(durable=durable, stream=group.stream)
 
-    async def _run(self, p: Projector) -> None:
+    async def _run(self, group: _Group) -> None:
+        await self._retire(group)
         while True:
             sub = None
             try:
-                sub = await self._subscribe(p)
-                await self._consume(p, sub)
+                sub = await self._subscribe(group)
+                await self._consume(group, sub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the runner's loop guard: health shows it, the loop goes on
-                self._errors[p.name] = f"{type(exc).__name__}: {exc}"
-                # Order matters more than speed: start again from the stored position.
+                self._errors[group.name] = f"{type(exc).__name__}: {exc}"
+                # Order matters more than speed: start again from the stored positions.
                 if is_transient(exc):  # an election or a node restart: no bug to show
-                    log.warning("projection %s waits for NATS (%r); resuming", p.name, exc)
+                    log.warning("projection %s waits for NATS (%r); resuming", group.name, exc)
                 else:
-                    log.exception("projection %s failed; restarting from its position", p.name)
+                    log.exception("projection %s failed; restarting from its position", group.name)
                 await asyncio.sleep(RESUME_S)
             finally:
                 if sub is not None:
@@ -278,52 +314,62 @@ class ProjectionRunner:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
 
-    async def _consume(self, p: Projector, sub: Any) -> None:
+    async def _consume(self, group: _Group, sub: Any) -> None:
         while True:
             try:
                 msgs = await sub.fetch(self._batch, timeout=2.0)
             except (NatsTimeoutError, TimeoutError):
                 msgs = []
             if msgs:
-                await self._apply(p, msgs)
+                await self._apply(group, msgs)
                 await msgs[-1].ack()
                 # What the server still holds for this consumer after the last one applied.
-                self._set_lag(p, int(msgs[-1].metadata.num_pending or 0))
+                self._set_lag(group, int(msgs[-1].metadata.num_pending or 0))
             else:
-                await self._look_at_lag(p, sub)
-            self._alive[p.name] = time.monotonic()
-            self._errors.pop(p.name, None)
+                await self._look_at_lag(group, sub)
+            self._alive[group.name] = time.monotonic()
+            self._errors.pop(group.name, None)
 
-    async def _apply(self, p: Projector, msgs: list[Msg]) -> None:
+    async def _apply(self, group: _Group, msgs: list[Msg]) -> None:
+        """One transaction: each projector applies the events it has not and stores its place."""
+        ps = group.projectors
+        applied, positions = {p.name: 0 for p in ps}, {p.name: self._positions[p.name] for p in ps}
         async with session(self._engine) as db:
-            row = await db.get(ProjectionPosition, p.name) or ProjectionPosition(
-                projector=p.name, stream=p.stream
-            )
-            applied = 0
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
-                if seq <= row.position:
-                    continue  # redelivered: already applied
-                stored = StoredEvent(seq, msg.subject, p.decode(msg.data), msg.headers or {})
-                with _consuming(p, stored):  # in the trace the event was appended in
-                    await p.apply(db, stored)
-                row.position, row.events = seq, row.events + 1
-                applied += 1
-            db.add(row)
+                for p in ps:
+                    if seq <= positions[p.name]:
+                        continue  # redelivered: already applied
+                    stored = StoredEvent(seq, msg.subject, p.decode(msg.data), msg.headers or {})
+                    with _consuming(p, stored):  # in the trace the event was appended in
+                        await p.apply(db, stored)
+                    positions[p.name] = seq
+                    applied[p.name] += 1
+            rows = [(p.name, p.stream, positions[p.name], applied[p.name]) for p in ps]
+            if advanced := [row for row in rows if row[3]]:
+                await (await db.connection()).exec_driver_sql(_ADVANCE, advanced)
             await db.commit()
-            position = row.position
-        EVENTS_CONSUMED.labels(*self._labels(p)).inc(applied)
-        PROJECTION_POSITION.labels(*self._labels(p)).set(position)
+        for p in ps:
+            EVENTS_CONSUMED.labels(*self._labels(p)).inc(applied[p.name])
+            PROJECTION_POSITION.labels(*self._labels(p)).set(positions[p.name])
         async with self._changed:
-            self._positions[p.name] = position
+            self._positions.update(positions)
             self._changed.notify_all()
+
+
+#: Each projector's new position and events applied, as the driver takes it (SQLAlchemy's
+#: building and compiling of an upsert cost more than SQLite's work).
+_ADVANCE = (
+    "INSERT INTO projection_position (projector, stream, position, events) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (projector) DO UPDATE SET position = excluded.position,"
+    " events = projection_position.events + excluded.events"
+)
 
 
 @contextlib.contextmanager
 def _consuming(p: Projector, stored: StoredEvent[Any]) -> Iterator[None]:
-    """The span of applying one event (``project <projector>``), child of the span that
-    appended it; none while tracing is off, nor for an event stored in no trace (a root
-    span per event replayed would be noise)."""
+    """The span of applying one event (``project <projector>``), child of the span that appended
+    it; none while tracing is off, nor for an event stored in no trace (noise on a replay)."""
     if not tracing.enabled() or tracing.TRACEPARENT not in stored.headers:
         yield
         return
