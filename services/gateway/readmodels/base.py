@@ -4,6 +4,7 @@ upsert projectors write with. Imports sqlalchemy and sqlmodel only (no context, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -39,6 +40,13 @@ class Page(Generic[T]):
 def upsert(table: Table, row: dict[str, Any], key: tuple[str, ...]) -> Insert:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column: what the ORM's
     ``merge`` stores, in one statement instead of a SELECT, an INSERT and a unit of work."""
-    stmt = insert(table).values(row)
-    update = {name: stmt.excluded[name] for name in row if name not in key}
+    return _upsert(table, tuple(row), key).values(row)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert(table: Table, columns: tuple[str, ...], key: tuple[str, ...]) -> Insert:
+    """The statement without its values, built once per table and columns: ``excluded``
+    copies every column of the table, which cost more than SQLite's work for each event."""
+    stmt = insert(table)
+    update = {name: stmt.excluded[name] for name in columns if name not in key}
     return stmt.on_conflict_do_update(index_elements=list(key), set_=update)
