@@ -111,8 +111,9 @@ class Experiments(Resource):
         seed: int | None = None,
     ) -> Experiment:
         """Start a search; the studio's defaults for what is left out (every model of the
-        family, a log learning-rate range; val_accuracy maximized; 3 epochs per trial; median
-        pruning). A bad space, metric or budget raises ``ValidationFailed`` naming the field."""
+        family, a log learning-rate range; val_accuracy maximized, or val_map on a detection
+        project, whose "any" is every detector; 3 epochs per trial; median pruning). A bad
+        space, metric or budget raises ``ValidationFailed`` naming the field."""
         body: dict[str, Any] = {
             "project_id": project_id,
             "split_id": split_id,
