@@ -41,7 +41,6 @@ PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 PROMETHEUS = Path("/usr/bin/prometheus")
 #: Grafana's own variables, as fixed windows: a rate() window holds 30 one-second scrapes.
 RATE_WINDOW = "30s"
-PATIENT_S = 150.0
 #: Series Prometheus makes for each target itself: in no service's ``/metrics``.
 SYNTHETIC = {"up"}
 #: Series a run's training feeds only while it trains (and the SSE client following it): the
@@ -155,15 +154,8 @@ def scrape_config(urls: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole studio, patient with a slow start: the trainer and the exporter import torch
-    before they answer, which alone can take half a minute on a loaded two-core machine."""
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        yield s.up(PATIENT_S)
-    finally:
-        s.down()
+# The whole studio: the shared one (``tests/conftest.py``), whose every series the dashboard
+# reads only for data, never for a count, so that other modules' work there changes nothing.
 
 
 @pytest.fixture(scope="module")
