@@ -40,6 +40,11 @@ R = TypeVar("R")
 #: Backoff between sends of a command while its service has no responder (being restarted).
 FIRST_RESEND_S = 0.05
 LAST_RESEND_S = 0.5
+#: A connection's server that answers no PING for ``MAX_OUTSTANDING_PINGS`` of these is left
+#: for another node (a hung or cut-off machine: no RST says it is gone). nats-py's own default,
+#: 120 s and 2, kept a cluster's clients on a frozen node for up to 6 minutes.
+PING_INTERVAL_S = 3
+MAX_OUTSTANDING_PINGS = 2
 
 
 class NatsUnavailable(SystemExit):
@@ -73,6 +78,8 @@ def make_broker(url: str, name: str, **options: Any) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         connect_timeout=2,
+        ping_interval=PING_INTERVAL_S,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         error_cb=on_error,
         **_faststream_options(options),
     )
