@@ -1,12 +1,12 @@
 """Projection runner: folds a stream's events into a SQLite read model.
 
-The projectors of one stream (and filter) share one durable pull consumer, and each batch it
-fetches is applied by all of them in one transaction that also stores each one's stream position,
-so a redelivered event is applied once. The SQLite positions are the truth: at start the consumer
-is realigned to the lowest of them, and an event a projector has applied is skipped for it (which
-is also how a deleted read model rebuilds by replay). One projector failing fails the batch for
-its stream's others: they start again together. ``health`` says whether each projector can
-update its read model now (failing, stuck or not running), for ``/health`` to report.
+The projectors of one stream (and filter) share one durable pull consumer. Each batch it fetches
+is one transaction: it takes the file's write turn, reads each projector's stored position (the
+gateways of one workspace apply the same events to one file), lets each apply what it has not,
+and stores their new positions, so an event is applied once. At start the consumer is realigned
+to the lowest stored position (which is how a deleted read model rebuilds by replay). A failing
+projector fails the batch for its stream's others. ``health`` says whether each can update its
+read model now (failing, stuck or not running), for ``/health`` to report.
 
 Each projector's figures go to Prometheus: events applied, the position, and its lag (events on
 its subjects not applied yet), from the pulled messages' pending count, or one look at its
@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.kernel import tracing
+from services.kernel import pull, tracing
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
 from services.kernel.telemetry import CONSUMER_LAG, EVENTS_CONSUMED, PROJECTION_POSITION
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 #: Pause before a failed projector subscribes again from its stored position.
 RESUME_S = 1.0
+#: Bytes of events one fetch holds at most (a larger event comes alone, ``kernel.pull``): the
+#: events a stream has waiting (an import's 100 batches of 1,000 images) never all at once.
+FETCH_BYTES = 4 * 1024 * 1024
 
 
 class ProjectionPosition(SQLModel, table=True):
@@ -121,7 +124,6 @@ class ProjectionRunner:
         self._js = nc.jetstream()
         self._engine = engine
         self._projectors = list(projectors)
-        #: Each projector's group's name: its task's and its consumer's.
         self._group_of: dict[str, str] = {}
         self._prefix = _safe(consumer_prefix)
         self._batch = batch
@@ -133,7 +135,6 @@ class ProjectionRunner:
         self._alive: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._service = service or consumer_prefix.split("-", 1)[0]
-        #: When each projector's lag was last refreshed (monotonic).
         self._lag_at: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -141,7 +142,7 @@ class ProjectionRunner:
             await conn.run_sync(_create, [_table(ProjectionPosition)])
             for p in self._projectors:
                 await conn.run_sync(_create, p.tables)
-        stored = await self._stored_positions()
+        stored = {r.projector: r.position for r in await self._stored()}
         for group in _grouped(self._projectors):
             for p in group.projectors:
                 self._group_of[p.name] = group.name
@@ -225,9 +226,6 @@ class ProjectionRunner:
         async with session(self._engine) as db:
             return list((await db.exec(select(ProjectionPosition))).all())
 
-    async def _stored_positions(self) -> dict[str, int]:
-        return {r.projector: r.position for r in await self._stored()}
-
     def _labels(self, p: Projector) -> tuple[str, str, str]:
         return (self._service, p.name, p.stream)
 
@@ -266,9 +264,7 @@ class ProjectionRunner:
     async def _subscribe(self, group: _Group) -> Any:
         """(Re)create the consumer to deliver from its projectors' lowest stored position."""
         durable = self._durable(group.name)
-        stored = await self._stored_positions()
-        for p in group.projectors:
-            self._positions[p.name] = stored.get(p.name, 0)
+        stored = {r.projector: r.position for r in await self._stored()}
         position = min(stored.get(p.name, 0) for p in group.projectors)
         try:
             info = await self._js.consumer_info(group.stream, durable)
@@ -302,7 +298,6 @@ class ProjectionRunner:
                 raise
             except Exception as exc:  # the runner's loop guard: health shows it, the loop goes on
                 self._errors[group.name] = f"{type(exc).__name__}: {exc}"
-                # Order matters more than speed: start again from the stored positions.
                 if is_transient(exc):  # an election or a node restart: no bug to show
                     log.warning("projection %s waits for NATS (%r); resuming", group.name, exc)
                 else:
@@ -317,7 +312,7 @@ class ProjectionRunner:
     async def _consume(self, group: _Group, sub: Any) -> None:
         while True:
             try:
-                msgs = await sub.fetch(self._batch, timeout=2.0)
+                msgs = await pull.fetch(sub, self._batch, FETCH_BYTES, timeout=2.0)
             except (NatsTimeoutError, TimeoutError):
                 msgs = []
             if msgs:
@@ -333,8 +328,12 @@ class ProjectionRunner:
     async def _apply(self, group: _Group, msgs: list[Msg]) -> None:
         """One transaction: each projector applies the events it has not and stores its place."""
         ps = group.projectors
-        applied, positions = {p.name: 0 for p in ps}, {p.name: self._positions[p.name] for p in ps}
+        applied = {p.name: 0 for p in ps}
         async with session(self._engine) as db:
+            # The write turn, then the positions: another gateway may apply these to this file.
+            await (conn := await db.connection()).exec_driver_sql(_TURN)
+            at: dict[str, int] = dict(cast(Any, await conn.exec_driver_sql(_POSITIONS)).all())
+            positions = {p.name: at.get(p.name, 0) for p in ps}
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 for p in ps:
@@ -347,7 +346,7 @@ class ProjectionRunner:
                     applied[p.name] += 1
             rows = [(p.name, p.stream, positions[p.name], applied[p.name]) for p in ps]
             if advanced := [row for row in rows if row[3]]:
-                await (await db.connection()).exec_driver_sql(_ADVANCE, advanced)
+                await conn.exec_driver_sql(_ADVANCE, advanced)
             await db.commit()
         for p in ps:
             EVENTS_CONSUMED.labels(*self._labels(p)).inc(applied[p.name])
@@ -357,8 +356,12 @@ class ProjectionRunner:
             self._changed.notify_all()
 
 
-#: Each projector's new position and events applied, as the driver takes it (SQLAlchemy's
-#: building and compiling of an upsert cost more than SQLite's work).
+#: As the driver takes them (SQLAlchemy's building and compiling cost more than SQLite's work):
+#: a write that takes the file's turn, the positions, each projector's new one and count.
+_TURN, _POSITIONS = (
+    "UPDATE projection_position SET position = position WHERE 0",
+    "SELECT projector, position FROM projection_position",
+)
 _ADVANCE = (
     "INSERT INTO projection_position (projector, stream, position, events) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (projector) DO UPDATE SET position = excluded.position,"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
-from sqlalchemy import Table
+from sqlalchemy import Table, update
 from sqlmodel import Field, SQLModel, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -120,3 +120,56 @@ async def test_projectors_and_api_writes_share_a_file_without_locked(
     assert notes > 0
     failures = [r.getMessage() for r in caplog.records if r.name == "services.kernel.projection"]
     assert failures == []
+
+
+class Counted(Decodes):
+    """Adds one to a counter per event: applying an event twice shows."""
+
+    name = "counted"
+    stream = c.STREAM
+    filter_subject = c.EVENTS
+    tables: Sequence[Table] = (Note.__table__,)  # type: ignore[attr-defined]
+    event_type = c.Event
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        await db.exec(update(Note).values(n=Note.n + 1))
+
+
+async def test_two_gateways_sharing_a_read_model_apply_each_event_once(
+    nc: NATS, tmp_path: Path
+) -> None:
+    # given two runners on one file, as two gateways of one workspace, each with its consumer
+    await ensure_stream(nc.jetstream(), StreamSpec(c.STREAM, (c.EVENTS,)))
+    store: EventStore[c.Event] = EventStore(
+        nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+    )
+    path = tmp_path / "readmodel.db"
+    engines = [create_engine(path), create_engine(path)]
+    runners = [
+        ProjectionRunner(nc, engine, [Counted()], consumer_prefix=f"shared-{i}", batch=4)
+        for i, engine in enumerate(engines)
+    ]
+    async with engines[0].begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all, tables=[Note.__table__])  # type: ignore[attr-defined]
+    async with session(engines[0]) as db:
+        db.add(Note(n=0))
+        await db.commit()
+    try:
+        for runner in runners:
+            await runner.start()
+        # when events arrive while both apply them
+        for i in range(20):
+            pid = f"s{i}"
+            last = await store.append(pid, [c.ProjectCreated(project_id=pid, name="n")], 0)
+        for runner in runners:
+            assert await runner.wait_for(c.STREAM, last, timeout=60)
+        # then each event of the stream (this test's, and any earlier test's) was applied once
+        events = (await nc.jetstream().stream_info(c.STREAM)).state.messages
+        async with session(engines[0]) as db:
+            (count,) = (await db.exec(select(Note.n))).all()
+    finally:
+        for runner in runners:
+            await runner.stop()
+        for engine in engines:
+            await engine.dispose()
+    assert count == events
