@@ -6,11 +6,11 @@ whose processes die under it (``test_chaos.py``): every request is retried, a PO
 ``Idempotency-Key`` (so a retried create is one create), until the studio answers; a run that a
 kill interrupted is resumed until it completes. ``milestone`` is told when the journey reaches a
 moment worth a kill (``MILESTONES``), once per project, and returns before the journey goes on.
-``state`` reads back, through the API, every
-read model's view of those projects and normalises it so that two runs of the same workload
-compare equal: generated ids, timestamps, durations and paths are dropped, projects are keyed
-by name, lists keep their order (every list read is ordered by the API). ``digest`` is its
-sha256.
+``state`` reads back, through the API, every read model's view of those projects and normalises
+it so that two runs of the same workload compare equal: generated ids, timestamps, durations
+and paths are dropped, projects are keyed by name, lists keep their order (every list read is
+ordered by the API). ``digest`` is its sha256; ``differences`` names every place where two
+states differ (and none where their digests agree).
 
 Imports httpx and ``tests`` helpers only.
 """
@@ -244,8 +244,7 @@ class Workload:
             ],
         }
         # A job (import, evaluation, export) a kill interrupted and that was asked for again
-        # leaves its interrupted twin:
-        # what counts is that each kind ended completed, once.
+        # leaves its interrupted twin: what counts is that each kind ended completed, once.
         views["tasks"] = sorted({kt for kt in views["tasks"] if kt[1] == "completed"})
         imports = views["dataset"].get("imports", [])
         views["dataset"]["imports"] = [i for i in imports if i["state"] == "completed"]
