@@ -8,13 +8,23 @@ input tensor, ``labels`` int64 1..K, and at inference ``scores``. The model resi
 given to ``image_size`` internally and maps its boxes back, so callers work in the pixels of
 the tensor they passed.
 
+Every BatchNorm of torchvision's builders becomes a GroupNorm (32 groups, or fewer where the
+channels do not divide by 32): a detector trains from scratch on a few images per batch, where
+BatchNorm's batch statistics are too noisy and its running statistics, which evaluation uses,
+lag behind the weights. Measured on the generated shapes: ssdlite fitted four training images
+to mAP@.5 1.0 in its training mode while its eval mode (running statistics) scored 0.12 on the
+same images; with GroupNorm, train and eval agree and both reach 1.0. A state dict written by
+a BatchNorm detector (before this change) still loads: ``build_detector(..., like=state)``
+builds the norm layers the state holds.
+
 Nothing is downloaded: ``weights=None`` and ``weights_backbone=None`` always. Imports torch and
 torchvision only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -33,6 +43,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {name: getattr(tvd, name) for n
 
 #: Detectors whose torchvision builder fixes the input size (their transform resizes to a square).
 _FIXED_SIZE = frozenset({"ssdlite320_mobilenet_v3_large"})
+#: GroupNorm's usual number of groups (Wu and He, 2018).
+GROUPS = 32
 
 
 def is_detector(model: str) -> bool:
@@ -40,9 +52,12 @@ def is_detector(model: str) -> bool:
     return model in _BUILDERS
 
 
-def build_detector(name: str, num_classes: int, image_size: int) -> nn.Module:
+def build_detector(
+    name: str, num_classes: int, image_size: int, *, like: Mapping[str, Any] | None = None
+) -> nn.Module:
     """``name`` untrained, predicting ``num_classes`` classes (labels 1..K; 0 is background),
-    resizing its inputs so their longer side is ``image_size`` (a square of it for SSD)."""
+    resizing its inputs so their longer side is ``image_size`` (a square of it for SSD), its
+    norm layers GroupNorm; BatchNorm where ``like``, a state dict to load, holds BatchNorm's."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
     if num_classes < 1:
@@ -56,4 +71,18 @@ def build_detector(name: str, num_classes: int, image_size: int) -> nn.Module:
     if name in _FIXED_SIZE:
         # SSD's anchors follow its feature maps, so another square input size works as well.
         model.transform.fixed_size = (image_size, image_size)  # type: ignore[union-attr]
+    if like is None or not any(key.endswith(".running_mean") for key in like):
+        _group_norm(model)
     return model
+
+
+def _group_norm(module: nn.Module) -> None:
+    """Replaces every ``BatchNorm2d`` under ``module`` by a ``GroupNorm`` of its channels
+    (weight 1, bias 0, as a fresh BatchNorm starts)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            channels = child.num_features
+            groups = math.gcd(channels, GROUPS)
+            setattr(module, name, nn.GroupNorm(groups, channels, eps=child.eps))
+        else:
+            _group_norm(child)

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 import torch
 from torch import Tensor, nn
+from torchvision.models import detection as tvd
 
 from contracts import datasets as d
 from contracts import training as c
@@ -31,6 +32,9 @@ from tests import shapes
 from tests.unit.trainer.test_engine import Recorder, comparable
 
 DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+#: Epochs (one batch each) in which ssdlite fits four images (measured: mAP@.5 1.0 at 25 steps).
+FIT_EPOCHS = 40
+FITTED = 0.9
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,6 +71,47 @@ def test_detectors_are_told_apart_from_classifiers_and_build_without_downloads()
     assert all(1 <= label <= 3 for label in found["labels"].tolist())  # 0 is the background
     with pytest.raises(ValueError, match="unknown detector"):
         build_detector("resnet18", 3, 96)
+
+
+def test_detectors_normalise_by_group_and_a_batchnorm_detectors_state_still_loads() -> None:
+    for name in ("ssdlite320_mobilenet_v3_large", DETECTOR):
+        model = build_detector(name, 3, 96)
+        norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+        assert norms and not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
+        assert all(m.num_channels % m.num_groups == 0 and m.num_groups >= 8 for m in norms)
+    # A checkpoint written before detectors used GroupNorm holds BatchNorm's statistics.
+    old = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
+    state = old.state_dict()
+    rebuilt = build_detector("ssdlite320_mobilenet_v3_large", 3, 96, like=state)
+    rebuilt.load_state_dict(state)  # strict: every key of the old model has its place
+    with pytest.raises(RuntimeError, match="running_mean"):
+        build_detector("ssdlite320_mobilenet_v3_large", 3, 96).load_state_dict(state)
+
+
+def test_a_detector_fits_four_images_and_its_eval_mode_finds_them_too(tmp_path: Path) -> None:
+    """The pipeline end to end: targets, losses, the eval-mode outputs and the mAP agree. With
+    BatchNorm a detector from scratch fitted these images in training mode while evaluation
+    (running statistics) found them at mAP@.5 0.12; with GroupNorm it finds them all."""
+    data = samples(tmp_path, 4, seed=7, size=96)
+    h = c.Hyperparameters(
+        model="ssdlite320_mobilenet_v3_large", epochs=FIT_EPOCHS, batch_size=4,
+        learning_rate=3e-3, optimizer="adamw", schedule="none", image_size=96,
+        augmentation="none", seed=1,
+    )  # fmt: skip
+    fitted = UntilFitted()
+    train(h, list(shapes.CLASSES), data, data, tmp_path / "run", "cpu", fitted)
+    found = [m.val_map50 for m in fitted.epochs]
+    assert max(v or 0.0 for v in found) >= FITTED, found
+
+
+class UntilFitted(Recorder):
+    """Asks the run to stop once an epoch's validation mAP@.5 reaches ``FITTED``."""
+
+    def on_epoch(self, metrics: EpochMetrics, checkpoints: list[Any]) -> None:
+        super().on_epoch(metrics, checkpoints)
+        self.stopping = (metrics.val_map50 or 0.0) >= FITTED
 
 
 def test_a_detector_is_checked_like_any_model() -> None:
