@@ -30,7 +30,8 @@ def load_checkpoint(path: Path, *, sha256: str | None = None) -> tuple[nn.Module
     detector = is_detector(str(h.get("model")))
     try:
         if detector:
-            model = build_detector(str(h["model"]), len(classes), int(h["image_size"]))
+            size = int(h["image_size"])
+            model = build_detector(str(h["model"]), len(classes), size, like=state["model"])
         else:
             model = build_model(str(h["model"]), len(classes))
         model.load_state_dict(state["model"])

@@ -108,7 +108,7 @@ def _load(path: Path) -> tuple[nn.Module | _Detector, list[str], int, int]:
         classes = [str(c) for c in state["classes"]]
         name, size = state["model_name"], int(state["hyperparameters"]["image_size"])
         if is_detector(name):
-            detector = build_detector(name, len(classes), size)
+            detector = build_detector(name, len(classes), size, like=state["model"])
             detector.load_state_dict(state["model"])
             return _Detector(detector, size), classes, size, int(state["epoch"])
         model = build_model(name, len(classes))
