@@ -162,16 +162,19 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
 def _include_routers(app: FastAPI) -> None:
     # Signing in (and refreshing) is the only thing /api answers without credentials.
-    app.include_router(routes.public, prefix="/api/v1")
-    app.include_router(routes.public, prefix="/api", include_in_schema=False)
     signed_in = [Depends(current_principal)]
+    app.include_router(routes.public, prefix="/api/v1")
+    for router in SIGNED_IN_ROUTERS:
+        app.include_router(router, prefix="/api/v1", dependencies=signed_in)
+    # /api/... is an alias of the current version, after it: routes are matched in order, one
+    # by one, and no path of a router starts with "v1" or a parameter, so a /api/v1 request
+    # never matches an alias and need not be compared with any (that doubled its routing).
+    app.include_router(routes.public, prefix="/api", include_in_schema=False)
     # The original documents' image paths take a file name or an id: before the aliases.
     app.include_router(
         legacy.by_name, prefix="/api", include_in_schema=False, dependencies=signed_in
     )
     for router in SIGNED_IN_ROUTERS:
-        app.include_router(router, prefix="/api/v1", dependencies=signed_in)
-        # /api/... is an alias of the current version.
         app.include_router(router, prefix="/api", include_in_schema=False, dependencies=signed_in)
     app.include_router(system.router)  # /health and /metrics: for probes and Prometheus
     # A WebSocket authenticates in its handler: it is accepted, then told why and closed (4401).
