@@ -80,3 +80,14 @@ def forgeries() -> dict[str, str]:
 def test_a_forged_or_stale_token_is_refused(name):
     with pytest.raises(tokens.InvalidToken):
         tokens.decode(forgeries()[name], SECRET)
+
+
+def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch):
+    # given a token checked (and so remembered) while valid
+    token = mint(lifetime=timedelta(seconds=60))
+    assert tokens.decode(token, SECRET).user_id == "alice"
+    # when its expiry (and the clock leeway) has passed, then the remembered check refuses it
+    later = datetime.now(UTC).timestamp() + 60 + tokens.LEEWAY_S + 1
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    with pytest.raises(tokens.InvalidToken, match="Expired"):
+        tokens.decode(token, SECRET)
