@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
@@ -240,6 +241,21 @@ def stream_of(stack: Stack, project_id: str) -> list[c.Event]:
     return asyncio.run(read())
 
 
+def collect_garbage(stack: Stack) -> dict:
+    """``studio gc --delete`` with no grace period, as NATS carries it."""
+
+    async def ask() -> dict:
+        nc = await nats.connect(stack.nats_url)
+        try:
+            command = msgspec.json.encode(c.CollectGarbage(delete=True, grace_s=0))
+            reply = await nc.request(c.Subjects.COLLECT_GARBAGE, command, timeout=60)
+            return dict(msgspec.json.decode(reply.data))
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
 def caught_running(stack: Stack, source: Path) -> tuple[str, str, str]:
     """An import caught while it runs: both instances are paused the moment it is accepted;
     returns (project, import, the process running it), that process still paused."""
@@ -293,8 +309,9 @@ def test_an_import_outliving_its_instance_is_ended_by_another_and_its_retry_comm
     source = Path(shutil.copytree(slow_set, stack.imports / "slow", copy_function=os.link))
     stack.extra_env["STUDIO_LEASE_TTL"] = str(STACK_TTL_S)
     stack.extra_env["STUDIO_LOG_LEVEL"] = "INFO"
-    stack.up()
+    stack.start_nats()  # the second datasets instance starts beside the studio's services
     stack.start("datasets-b", module="datasets", STUDIO_INSTANCE="ds-b")
+    stack.up()
     ready(stack, "datasets-b")
 
     # given an import whose instance stalls (SIGSTOP) past its lease, alive all along
@@ -320,6 +337,9 @@ def test_an_import_outliving_its_instance_is_ended_by_another_and_its_retry_comm
     print(f"\nimport of a killed instance ended by the survivor after {took:.1f} s")
     figures.record("import: its datasets instance killed", worst_takeover_s=round(took, 2), kills=1)
     assert get(stack, f"/datasets/{project_id}")["images"] == 0
+    # and the garbage collector, no import running to hold it off, takes what they stored
+    report = collect_garbage(stack)
+    assert report["deferred"] == "" and report["deleted"] and report["files"] > 0, report
     # and the same import, started again, runs on the survivor and commits whole
     retry = post(stack, "/datasets/import/local", {"project_id": project_id, "path": str(source)})
     done = wait(stack, retry["id"], ended, timeout=120)
