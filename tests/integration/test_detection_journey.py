@@ -12,7 +12,8 @@ by validation mAP@[.5:.95]; a classifier in a detection project's search is refu
 model is.
 
 The detector need not learn here (``tests/integration/test_detection_training.py`` is about
-learning): sizes are the smallest that exercise every step (24 images of 64 px, 2 epochs).
+learning): sizes are the smallest that exercise every step (24 images of 64 px, 2 epochs, a
+search of one trial; three trials under soak, ``make soak``).
 """
 
 from __future__ import annotations
@@ -214,8 +215,11 @@ def test_prediction_answers_boxes_labels_and_scores(
         assert 0.0 <= box["y"] <= box["y"] + box["h"] <= 1.0 + 1e-4
 
 
+#: One trial in ``make test`` (the search's plumbing end to end; its ranking is unit-tested in
+#: tests/unit/trainer/test_experiment_task.py), three under ``make soak``.
+@pytest.mark.parametrize("trials", [1, pytest.param(3, marks=pytest.mark.soak)])
 def test_a_search_on_a_detection_project_trains_detectors_ranked_by_map(
-    studio: StudioClient, dataset: dict[str, Any]
+    studio: StudioClient, dataset: dict[str, Any], trials: int
 ):
     # given a detection project's split, when a small search starts with the defaults for
     # its family and objective ("any" and none: the detectors, validation mAP maximised)
@@ -224,7 +228,7 @@ def test_a_search_on_a_detection_project_trains_detectors_ranked_by_map(
     space["learning_rate"] = float_range(0.005, 0.05, log=True)
     experiment = studio.experiments.create(
         dataset["project_id"], dataset["split_id"], f"search-{uuid.uuid4().hex[:6]}",
-        search_config=space, max_trials=2, epochs_per_trial=1, pruning="none", seed=5,
+        search_config=space, max_trials=trials, epochs_per_trial=1, pruning="none", seed=5,
     )  # fmt: skip
     assert experiment.architecture_type == "detector"
     assert experiment.objectives == [{"metric": "val_map", "direction": "maximize"}]
@@ -232,7 +236,7 @@ def test_a_search_on_a_detection_project_trains_detectors_ranked_by_map(
     # then it runs to its end, each trial a detector run whose mAP is its value
     done = studio.experiments.wait(experiment.id, timeout=600)
     assert done.status == "completed" and done.reason == "max_trials", done
-    assert [t.state for t in done.trials] == ["completed", "completed"], done.trials
+    assert [t.state for t in done.trials] == ["completed"] * trials, done.trials
     for trial in done.trials:
         run = studio.runs.get(trial.run_id or "")
         assert run.hyperparameters["model"] == DETECTOR and run.best_val_map is not None
