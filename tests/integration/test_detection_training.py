@@ -4,13 +4,14 @@ service; its epochs carry the loss components and the validation mAP, its best e
 best mAP, it learns well above chance, and it stops and resumes like any run. A detector on a
 classification project (and a classifier on a detection project) is refused with the field.
 
-Sizes: ``make test`` stops and resumes a two-epoch run on 60 images; the learning scenario is
-``soak`` (``make soak``): minutes of CPU, with a bigger set and more epochs under ``STUDIO_SOAK``.
+Sizes: ``make test`` stops and resumes a two-epoch run on 60 images (whether a detector can fit
+images at all is the engine's unit test, tests/unit/trainer/test_detection.py). The learning
+scenario is ``soak`` (``make soak``): 160 images of each of two generated data sets, 12 epochs
+each; measured: see ``LEARNS``.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -22,17 +23,19 @@ from tests.training_helpers import API, client, run, submit, wait, wait_status
 
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets", "trainer")
-DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
-SOAK = bool(os.environ.get("STUDIO_SOAK"))
-#: The smallest settings measured to learn the shapes on a CPU (see the report of issue 16).
+DETECTOR = "ssdlite320_mobilenet_v3_large"
+#: Settings measured to learn the shapes from scratch on one CPU thread (engine alone, 45
+#: training images: mAP@.5 0.62 at 96 px in 20 epochs, 0.79 at 128 px in 15; with 120
+#: training images, 0.61 at 96 px in 12 epochs). AdamW with onecycle's warm-up; faster R-CNN
+#: reached 0.09 in 7 epochs at 3 s a batch of 4, ssdlite trains a batch in 0.3 s.
 LEARNS: dict[str, Any] = {
     "model": DETECTOR,
-    "epochs": 12 if SOAK else 6,
+    "epochs": 12,
     "batch_size": 4,
-    "learning_rate": 0.02,
-    "optimizer": "sgd",
-    "schedule": "none",
-    "image_size": 96,
+    "learning_rate": 0.003,
+    "optimizer": "adamw",
+    "schedule": "onecycle",
+    "image_size": 128,
     "augmentation": "light",
     "seed": 3,
 }
@@ -40,12 +43,17 @@ LEARNS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def split(stack: Stack) -> tuple[str, str]:
-    """A detection project with a train/val split of the generated shapes."""
+    """A detection project with a train/val split of 60 generated shapes."""
+    return shapes_split(stack, 60, seed=16)
+
+
+def shapes_split(stack: Stack, count: int, *, seed: int) -> tuple[str, str]:
+    """A new detection project with a 3:1 train/val split of ``count`` generated shapes."""
     with client(stack) as api:
         body = {"name": f"det-{uuid.uuid4().hex[:6]}", "task_type": "detection"}
         project_id = api.post(f"{API}/projects", json=body).json()["data"]["id"]
         root = stack.imports / uuid.uuid4().hex
-        shapes.write_coco(root, 160 if SOAK else 60, seed=16, size=96)
+        shapes.write_coco(root, count, seed=seed, size=96)
         job = api.post(
             f"{API}/datasets/import/local", json={"project_id": project_id, "path": str(root)}
         ).json()["data"]
@@ -64,22 +72,23 @@ def split(stack: Stack) -> tuple[str, str]:
         return project_id, made.json()["data"]["id"]
 
 
-@pytest.mark.soak  # minutes of CPU: not measured to fit make test's budget (see the report)
-def test_a_detector_learns_the_shapes_well_above_chance(stack: Stack, split: Any) -> None:
-    project_id, split_id = split
+@pytest.mark.soak  # minutes of CPU a data set: over make test's budget (see the module's doc)
+@pytest.mark.parametrize("seed", [16, 17])
+def test_a_detector_learns_the_shapes_well_above_chance(stack: Stack, seed: int) -> None:
+    project_id, split_id = shapes_split(stack, 160, seed=seed)
     resp = submit(stack, project_id, split_id, hyperparameters=LEARNS)
     assert resp.status_code == 202, resp.text
     assert resp.json()["data"]["classes"] == list(sorted(shapes.CLASSES))
-    done = wait_status(stack, resp.json()["data"]["id"], "completed", "failed", timeout=900)
+    done = wait_status(stack, resp.json()["data"]["id"], "completed", "failed", timeout=3600)
     assert done["status"] == "completed", done
     history = done["history"]
     assert [e["epoch"] for e in history] == list(range(1, LEARNS["epochs"] + 1))
-    components = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    components = {"classification", "bbox_regression"}  # SSD's losses
     assert all(set(e["losses"]) == components and e["val_accuracy"] == 0.0 for e in history)
     best = max(history, key=lambda e: e["val_map"])
     assert done["best_epoch"] == best["epoch"] and done["best_val_map"] == best["val_map"]
     # Chance is ~0: random boxes almost never overlap a shape by half, in the right class.
-    assert best["val_map50"] >= (0.5 if SOAK else 0.25), history
+    assert best["val_map50"] >= 0.5, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
