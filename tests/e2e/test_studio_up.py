@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from subprocess import PIPE, CompletedProcess
 
 import httpx
 import pytest
@@ -90,14 +91,17 @@ def test_up_create_watch_stop_restart_and_the_project_is_still_there(tmp_path: P
         assert again.ctrl_c() == 0
 
 
-def run_studio(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STUDIO, *args],
-        env=env or env_without_nats(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_all(*argvs: list[str], env: dict[str, str] | None = None) -> list[CompletedProcess[str]]:
+    """Each command run to its end, all at once (each waits seconds for what it cannot reach)."""
+    procs = [
+        subprocess.Popen(argv, env=env or env_without_nats(), stdout=PIPE, stderr=PIPE, text=True)
+        for argv in argvs
+    ]
+    done = []
+    for argv, proc in zip(argvs, procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        done.append(CompletedProcess(argv, proc.returncode, out, err))
+    return done
 
 
 def test_a_busy_port_or_workspace_fails_with_a_clear_message(tmp_path: Path):
@@ -106,10 +110,12 @@ def test_a_busy_port_or_workspace_fails_with_a_clear_message(tmp_path: Path):
     studio = Studio(tmp_path / "ws", port, services="identity")
     try:
         studio.wait_ready()
-        busy = run_studio("up", "--port", str(port), "--workspace", str(tmp_path / "other"))
+        busy, same_ws = run_all(
+            [*STUDIO, "up", "--port", str(port), "--workspace", str(tmp_path / "other")],
+            [*STUDIO, "up", "--port", str(free_port()), "--workspace", str(tmp_path / "ws")],
+        )
         assert busy.returncode == 2
         assert f"Port {port}" in busy.stderr and "already in use" in busy.stderr
-        same_ws = run_studio("up", "--port", str(free_port()), "--workspace", str(tmp_path / "ws"))
         assert same_ws.returncode == 2
         assert "Another studio is already running" in same_ws.stderr
         for done in (busy, same_ws):
@@ -125,18 +131,15 @@ def test_nats_not_running_gives_a_message_not_a_traceback(tmp_path: Path):
         "STUDIO_WORKSPACE": str(tmp_path),
         "STUDIO_NATS_CONNECT_TIMEOUT": "2",
     }
-    up = run_studio("up", "--port", str(free_port()), "--workspace", str(tmp_path), env=env)
+    up, *services = run_all(
+        [*STUDIO, "up", "--port", str(free_port()), "--workspace", str(tmp_path)],
+        *([sys.executable, "-m", f"services.{service}"] for service in ("projects", "gateway")),
+        env=env,
+    )
     assert up.returncode != 0
     assert "Cannot reach NATS" in up.stderr
     assert "Traceback" not in up.stderr
-    for service in ("projects", "gateway"):
-        done = subprocess.run(
-            [sys.executable, "-m", f"services.{service}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 2
+    for done in services:
+        assert done.returncode == 2, done.args
         assert "Cannot reach NATS" in done.stderr
         assert "Traceback" not in done.stderr
