@@ -88,7 +88,7 @@ def test_a_detector_learns_the_shapes_well_above_chance(stack: Stack, seed: int)
     best = max(history, key=lambda e: e["val_map"])
     assert done["best_epoch"] == best["epoch"] and done["best_val_map"] == best["val_map"]
     # Chance is ~0: random boxes almost never overlap a shape by half, in the right class.
-    assert best["val_map50"] >= 0.5, history
+    assert best["val_map50"] >= 0.7, history  # measured 0.94 and 0.96
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
