@@ -16,7 +16,7 @@ from tests.training_helpers import API, client, submit, wait, wait_status
 
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets", "trainer")
-DETECTOR = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "image_size": 64, "epochs": 1,
+DETECTOR = {"model": "ssdlite320_mobilenet_v3_large", "image_size": 64, "epochs": 1,
             "batch_size": 4, "learning_rate": 0.01, "augmentation": "none"}  # fmt: skip
 
 
