@@ -16,6 +16,7 @@ pinned by the lock). Imports nats-py only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -55,7 +56,7 @@ async def _delivered(sub: Any, batch: int) -> list[Msg]:
     """What an earlier request delivered after its fetch had returned (statuses dropped)."""
     got: list[Msg] = []
     while sub.pending_msgs and len(got) < batch:
-        msg = await sub._sub.next_msg(timeout=1.0)
+        msg = await _next(sub, 1.0)
         if not _status(msg):
             got.append(msg)
     return got
@@ -69,7 +70,7 @@ async def _request(sub: Any, asked: dict[str, Any], batch: int, timeout: float) 
     deadline = time.monotonic() + timeout
     while len(got) < batch:
         try:
-            msg = await sub._sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
+            msg = await _next(sub, max(deadline - time.monotonic(), 0.001))
         except NatsTimeoutError:
             break
         status = _status(msg)
@@ -84,6 +85,18 @@ async def _request(sub: Any, asked: dict[str, Any], batch: int, timeout: float) 
         else:
             raise APIError.from_msg(msg)
     return got
+
+
+async def _next(sub: Any, timeout: float) -> Msg:
+    """The subscription's next message; raises the cancel of the task that waits for it even
+    when the message came in the same turn: nats-py waits with ``asyncio.wait_for``, which on
+    Python 3.11 then returns the message and drops the cancel (a projector being stopped at
+    that moment would run on for ever, its ``stop`` waiting on it)."""
+    msg = await sub._sub.next_msg(timeout=timeout)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return msg
 
 
 def _status(msg: Msg) -> str | None:

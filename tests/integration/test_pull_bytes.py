@@ -1,7 +1,8 @@
 """A projector's fetch is bounded in bytes (``kernel.pull.fetch``): against a real nats-server,
 a fetch of up to 256 messages of 100 KB brings what fits in ``max_bytes``, a message larger
 than that comes alone, every message comes once and in order across fetches, and an idle
-consumer's fetch waits for the next message (or says there was none)."""
+consumer's fetch waits for the next message (or says there was none); a fetch cancelled is
+cancelled, even in the turn its message comes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 
@@ -68,3 +71,33 @@ async def test_an_idle_fetch_waits_for_the_next_message_or_says_there_was_none(n
     msgs = await pull.fetch(sub, 256, 250_000, timeout=10.0)
     await publisher
     assert [m.data for m in msgs] == [b"0007late"]
+
+
+class Pending:
+    """A pull subscription as ``pull.fetch`` sees it, whose requests go to one that never
+    answers them."""
+
+    def __init__(self, nc: NATS, sub: Subscription) -> None:
+        self._nc, self._sub, self._nms, self._deliver = nc, sub, "silent.listener", sub.subject
+
+    @property
+    def pending_msgs(self) -> int:
+        return self._sub.pending_msgs
+
+
+async def test_a_fetch_cancelled_in_the_turn_its_message_comes_is_cancelled(nc: NATS):
+    # nats-py waits with asyncio.wait_for, which (Python 3.11) returns a message that came in
+    # the turn its task was cancelled and drops the cancel: a stopped projector ran on for ever
+    await nc.subscribe("silent.listener")  # there, so that the server says no "no responders"
+    sub = Pending(nc, await nc.subscribe(nc.new_inbox()))
+    fetching = asyncio.create_task(pull.fetch(sub, 1, 1000, timeout=10.0))
+    for _ in range(1000):  # until it waits for the answer to its request
+        if sub._sub._pending_next_msgs_calls:
+            break
+        await asyncio.sleep(0.01)
+
+    sub._sub._pending_queue.put_nowait(Msg(nc, subject=sub._deliver, data=b"0001"))
+    fetching.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await fetching
