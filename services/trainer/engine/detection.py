@@ -12,7 +12,7 @@ modules only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +100,14 @@ class Detection:
                 if not 0 <= box[0] < len(classes):
                     raise ValueError(f"box label {box[0]} of {sample.path} is not a class index")
 
-    def build(self, h: Hyperparameters, classes: int, pretrained: Path | None) -> nn.Module:
+    def build(
+        self, h: Hyperparameters, classes: int, pretrained: Path | None, *,
+        like: Mapping[str, Any] | None = None,
+    ) -> nn.Module:  # fmt: skip
         if pretrained is not None:
             raise ValueError("a detector trains from scratch: pretrained weights are not taken")
-        return build_detector(h.model, classes, h.image_size)
+        # A run started before detectors normalised by GroupNorm resumes with its BatchNorm.
+        return build_detector(h.model, classes, h.image_size, like=like)
 
     def dataset(
         self, samples: Sequence[Sample], h: Hyperparameters, *, train: bool

@@ -8,7 +8,7 @@ Imports torch, msgspec, ``contracts.training`` and the engine's own modules only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,13 @@ class Session:
 def open_session(
     h: Hyperparameters, classes: list[str], train: Sequence[Sample], val: Sequence[Sample],
     device: str, *, pretrained: Path | None, world: World = SOLO,
+    like: Mapping[str, Any] | None = None,
 ) -> Session:  # fmt: skip
+    """``like``: the state dict the model will load (see ``Task.build``)."""
     dev = torch.device(device)
     task = task_for(h.model)
     task.prepare(h, train, len(classes), dev)
-    model = task.build(h, len(classes), pretrained).to(dev)
+    model = task.build(h, len(classes), pretrained, like=like).to(dev)
     if dev.type == "cuda":
         # channels_last lets cuDNN use its tensor-core convolutions without transposes.
         model = model.to(memory_format=torch.channels_last)
@@ -159,10 +161,11 @@ def snapshot(s: Session, progress: Progress) -> dict[str, Any]:
     }
 
 
-def restore(s: Session, path: Path) -> Progress:
-    """Loads ``path`` into the session. The schedule is not loaded: it is re-planned from the
-    epoch (see ``optim.plan_schedule``), which also covers a change in the number of epochs."""
-    state = read_checkpoint(path)
+def restore(s: Session, path: Path, state: dict[str, Any] | None = None) -> Progress:
+    """Loads ``path`` (``state``, when already read) into the session. The schedule is not
+    loaded: it is re-planned from the epoch (see ``optim.plan_schedule``), which also covers
+    a change in the number of epochs."""
+    state = read_checkpoint(path) if state is None else state
     if state["model_name"] != s.h.model or list(state["classes"]) != s.classes:
         raise CheckpointError(
             f"{path} was trained as {state['model_name']} on {state['classes']}, "

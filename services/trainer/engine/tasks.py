@@ -8,7 +8,7 @@ Imports torch, ``contracts.training``, ``services.vision`` and the engine's own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +46,12 @@ class Task(Protocol):
     def check(self, classes: Sequence[str], samples: Sequence[Sample]) -> None:
         """ValueError when the classes or the samples cannot train this task."""
 
-    def build(self, h: Hyperparameters, classes: int, pretrained: Path | None) -> nn.Module: ...
+    def build(
+        self, h: Hyperparameters, classes: int, pretrained: Path | None, *,
+        like: Mapping[str, Any] | None = None,
+    ) -> nn.Module:  # fmt: skip
+        """The untrained model; ``like``: the state dict it is about to load (a resumed
+        checkpoint's), whose layers it takes where the model's have changed since."""
 
     def dataset(
         self, samples: Sequence[Sample], h: Hyperparameters, *, train: bool
@@ -94,7 +99,10 @@ class Classification:
             if not 0 <= sample.label < len(classes):
                 raise ValueError(f"label {sample.label} of {sample.path} is not a class index")
 
-    def build(self, h: Hyperparameters, classes: int, pretrained: Path | None) -> nn.Module:
+    def build(
+        self, h: Hyperparameters, classes: int, pretrained: Path | None, *,
+        like: Mapping[str, Any] | None = None,
+    ) -> nn.Module:  # fmt: skip
         return build_model(h.model, classes, pretrained)
 
     def dataset(

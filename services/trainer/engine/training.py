@@ -26,7 +26,7 @@ from services.trainer.engine.api import (
     Outcome,
     Sample,
 )
-from services.trainer.engine.checkpoints import write_checkpoints
+from services.trainer.engine.checkpoints import read_checkpoint, write_checkpoints
 from services.trainer.engine.devices import peak_memory, reset_peak_memory
 from services.trainer.engine.faults import fault_point
 from services.trainer.engine.loop import Loader, StopRequested, train_pass, validate_pass
@@ -57,8 +57,12 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     seed_all(derive_seed("init", h.seed))
     pretrained = pretrained_path(h.model, h.pretrained) if h.pretrained and not resume else None
-    session = open_session(h, classes, train, val, device, pretrained=pretrained, world=world)
-    progress = restore(session, resume) if resume is not None else Progress()
+    state = read_checkpoint(resume) if resume is not None else None
+    like = state["model"] if state is not None else None
+    session = open_session(
+        h, classes, train, val, device, pretrained=pretrained, world=world, like=like
+    )
+    progress = restore(session, resume, state) if resume is not None else Progress()
     if progress.epoch >= h.epochs:
         return _measured(session, progress.outcome(COMPLETED))
     t = session.trainee

@@ -28,6 +28,7 @@ from services.trainer.engine.detection import Detection, DetectionDataset, detec
 from services.trainer.engine.session import Progress
 from services.trainer.engine.tasks import Classification, task_for
 from services.trainer.handlers import _classes
+from services.vision import detectors
 from services.vision.detectors import DETECTORS, build_detector, is_detector
 from tests import shapes
 from tests.unit.trainer.test_engine import Recorder, comparable
@@ -284,3 +285,21 @@ def test_a_stopped_detector_resumes_to_the_uninterrupted_runs_exact_figures(
 def test_the_contract_names_the_same_detectors_as_the_zoo() -> None:
     # The gateway (no torch) refuses a detector on a classification project by this list.
     assert c.DETECTORS == DETECTORS
+
+
+def test_a_run_stopped_before_detectors_had_groupnorm_resumes_with_its_batchnorm(
+    tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a detector run stopped after epoch 1 by a studio whose detectors had BatchNorm
+    with monkeypatch.context() as old_studio:
+        old_studio.setattr(detectors, "_group_norm", lambda module: None)
+        stopped, before = run(tiny, tmp_path / "old", stop_after=(2, 1))
+    assert (stopped.status, stopped.epochs_done) == ("stopped", 1)
+    saved = before.saved[-1][0].path
+    assert any(key.endswith(".running_mean") for key in read_checkpoint(saved)["model"])
+
+    # when today's studio resumes it, then it trains on to its end with the same layers
+    resumed, after = run(tiny, tmp_path / "old", resume=saved)
+    assert resumed.status == "completed" and [m.epoch for m in after.epochs] == [2]
+    final = read_checkpoint(after.saved[-1][0].path)["model"]
+    assert final.keys() == read_checkpoint(saved)["model"].keys()
