@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 #: Pause before a failed projector subscribes again from its stored position.
 RESUME_S = 1.0
+#: How long fetches meeting an election are retried on their subscription before subscribing
+#: anew (whose 5 s JetStream calls, mid-election, came back up to 3.5 s after the new leader).
+RIDE_OUT_S = 10.0
 #: Bytes of events one fetch holds at most (a larger event comes alone, ``kernel.pull``): the
 #: events a stream has waiting (an import's 100 batches of 1,000 images) never all at once.
 FETCH_BYTES = 4 * 1024 * 1024
@@ -310,11 +313,19 @@ class ProjectionRunner:
                         await sub.unsubscribe()
 
     async def _consume(self, group: _Group, sub: Any) -> None:
+        failing_since: float | None = None
         while True:
             try:
                 msgs = await pull.fetch(sub, self._batch, FETCH_BYTES, timeout=2.0)
             except (NatsTimeoutError, TimeoutError):
                 msgs = []
+            except Exception as exc:  # an election: the next leader serves this subscription
+                failing_since = failing_since or time.monotonic()
+                if not is_transient(exc) or time.monotonic() - failing_since > RIDE_OUT_S:
+                    raise
+                await asyncio.sleep(0.25)
+                continue
+            failing_since = None
             if msgs:
                 await self._apply(group, msgs)
                 await msgs[-1].ack()

@@ -191,3 +191,43 @@ async def test_a_read_model_asked_whether_it_caught_up_waits_out_an_election():
     # then asking whether the read model caught up answers, after the election
     assert await runner.caught_up(timeout=5)
     assert js.stream_info.calls == 3
+
+
+class Stop(BaseException):
+    """Ends a projector's loop in a test."""
+
+
+async def test_a_projector_fetches_through_an_election_on_the_subscription_it_has(monkeypatch):
+    from nats.js.errors import ServiceUnavailableError
+
+    from services.kernel import projection
+
+    # given a consumer whose leader is being elected: three fetches answer 503, then a fourth
+    # comes (the test stops there)
+    fetches: list[Any] = []
+
+    async def fetch(sub: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        fetches.append(sub)
+        if len(fetches) <= 3:
+            raise ServiceUnavailableError()
+        raise Stop
+
+    monkeypatch.setattr(projection.pull, "fetch", fetch)
+    runner = projection.ProjectionRunner(
+        SimpleNamespace(jetstream=lambda: None),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        [],
+        consumer_prefix="t",
+    )
+    group = SimpleNamespace(name="g")
+    # when it consumes, then it keeps fetching on the same subscription (no new one set up,
+    # which waited out 5 s JetStream calls mid-election)
+    with pytest.raises(Stop):
+        await runner._consume(group, "the subscription")  # type: ignore[arg-type]
+    assert fetches == ["the subscription"] * 4
+    # and an election longer than the ride-out is raised, for the projector to subscribe anew
+    fetches.clear()
+    monkeypatch.setattr(projection, "RIDE_OUT_S", -1.0)
+    with pytest.raises(ServiceUnavailableError):
+        await runner._consume(group, "the subscription")  # type: ignore[arg-type]
+    assert len(fetches) == 1
