@@ -4,7 +4,8 @@ The projectors of one stream (and filter) share one durable pull consumer. Each 
 is one transaction: it takes the file's write turn, reads each projector's stored position (the
 gateways of one workspace apply the same events to one file), lets each apply what it has not,
 and stores their new positions, so an event is applied once. At start the consumer is realigned
-to the lowest stored position (which is how a deleted read model rebuilds by replay). A failing
+to the lowest stored position (which is how a deleted read model rebuilds by replay); a
+projector given a table since the file was written starts over (``sqlschema.stale``). A failing
 projector fails the batch for its stream's others. ``health`` says whether each can update its
 read model now (failing, stuck or not running), for ``/health`` to report.
 
@@ -31,12 +32,12 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
-from sqlalchemy import Table
+from sqlalchemy import Table, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.kernel import pull, tracing
+from services.kernel import pull, sqlschema, tracing
 from services.kernel.eventstore import StoredEvent
 from services.kernel.sqlite import session
 from services.kernel.telemetry import CONSUMER_LAG, EVENTS_CONSUMED, PROJECTION_POSITION
@@ -143,6 +144,7 @@ class ProjectionRunner:
     async def start(self) -> None:
         async with self._engine.begin() as conn:
             await conn.run_sync(_create, [_table(ProjectionPosition)])
+            await conn.run_sync(self._replay_new_tables)
             for p in self._projectors:
                 await conn.run_sync(_create, p.tables)
         stored = {r.projector: r.position for r in await self._stored()}
@@ -154,6 +156,18 @@ class ProjectionRunner:
             self._alive[group.name] = time.monotonic()
             task = asyncio.create_task(self._run(group), name=f"projection:{group.name}")
             self._tasks.append(task)
+
+    def _replay_new_tables(self, conn: Any) -> None:
+        """Projectors with a table the file lacks start over (``sqlschema.stale``)."""
+        at = dict(conn.exec_driver_sql(_POSITIONS).all())
+        tables_of = {p.name: [t.name for t in p.tables] for p in self._projectors}
+        if not (replay := sqlschema.stale(tables_of, set(inspect(conn).get_table_names()), at)):
+            return
+        log.warning("the read model lacks tables of %s: replaying them", ", ".join(replay))
+        again = [p for p in self._projectors if p.name in replay]
+        _drop(conn, list({t.name: t for p in again for t in p.tables}.values()))
+        positions = _table(ProjectionPosition)
+        conn.execute(positions.delete().where(positions.c.projector.in_(replay)))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -12,8 +12,9 @@ NOT NULL, default, primary-key position) and its indexes (name, unique, origin, 
 SQLite itself reports them (``PRAGMA table_info``/``index_list``/``index_info``) for the file
 and for the same tables created from the declarations in an in-memory database, so both sides
 are read by one rule. A declared table the file lacks is not a difference (the runner creates
-it; one process declares other files' tables too), nor is a table the file holds that nothing
-declares (a leftover of a removed projector: harmless, and a rebuild would not need it).
+it, and replays the projectors that write it when they are past their start: ``stale``; one
+process declares other files' tables too), nor is a table the file holds that nothing declares
+(a leftover of a removed projector: harmless, and a rebuild would not need it).
 
 Imports SQLAlchemy and the standard library only.
 """
@@ -21,7 +22,7 @@ Imports SQLAlchemy and the standard library only.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence, Set
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,23 @@ def _compare(table: str, found: Shape, expected: Shape) -> list[str]:
             if have[name] != want[name]:
                 lines.append(f"{table}: {noun} {name} is {have[name]}, declared {want[name]}")
     return lines
+
+
+def stale(
+    tables_of: Mapping[str, Sequence[str]], present: Set[str], positions: Mapping[str, int]
+) -> list[str]:
+    """The projectors (by name, each with the names of its tables) to replay from the start:
+    one that has applied events (a position past 0) into a file lacking one of its tables
+    (a table added since the file was written: created empty, it would miss every event
+    before that position), and every projector sharing a table with one of those (the table
+    is dropped and rebuilt for all who write it)."""
+    replay = [
+        name
+        for name, tables in tables_of.items()
+        if positions.get(name, 0) > 0 and not set(tables) <= present
+    ]
+    dropped = {table for name in replay for table in tables_of[name]}
+    while more := [n for n, t in tables_of.items() if n not in replay and dropped & set(t)]:
+        replay += more
+        dropped |= {table for name in more for table in tables_of[name]}
+    return replay

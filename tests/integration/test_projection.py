@@ -152,3 +152,62 @@ async def test_a_deleted_model_file_is_rebuilt_by_replay_at_start(store, nc, tmp
 async def test_wait_for_gives_up_after_its_timeout(runner):
     await runner.start()
     assert not await runner.wait_for(c.STREAM, 10_000, timeout=0.2)
+
+
+class Named(SQLModel, table=True):
+    """A table the recorder's next version adds: each project's latest name."""
+
+    __tablename__ = "test_named"
+    project_id: str = Field(primary_key=True)
+    name: str
+
+
+class Writer(Decodes):
+    """A second projector writing the recorder's table (it must start over with it)."""
+
+    name = "writer"
+    stream = c.STREAM
+    filter_subject = c.EVENTS
+    tables: Sequence[Table] = (Seen.__table__,)  # type: ignore[attr-defined]
+    event_type = c.Event
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        db.add(Seen(sequence=-stored.sequence, project_id=stored.event.project_id, kind="w"))
+
+
+class RecorderWithNames(Recorder):
+    """The recorder after an upgrade that gave it a table: it must hold every event's name."""
+
+    tables: Sequence[Table] = (Seen.__table__, Named.__table__)  # type: ignore[attr-defined]
+
+    async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
+        await super().apply(db, stored)
+        await db.merge(Named(project_id=stored.event.project_id, name=stored.event.name))
+
+
+async def test_a_projector_that_gained_a_table_replays_into_it_and_its_sharers(store, nc, tmp_path):
+    # given a read model written by two projectors of one table, past their first events
+    last = await write(store, projects=2, renames=2)
+    engine = create_engine(tmp_path / "model.db")
+    try:
+        before = ProjectionRunner(nc, engine, [Recorder(), Writer()], consumer_prefix="grow")
+        await before.start()
+        assert await before.wait_for(c.STREAM, last, timeout=10)
+        await before.stop()
+
+        # when the recorder's new version, with a table the file lacks, starts on that file
+        projectors = [RecorderWithNames(), Writer()]
+        upgraded = ProjectionRunner(nc, engine, projectors, consumer_prefix="grow")
+        await upgraded.start()
+        assert await upgraded.wait_for(c.STREAM, last, timeout=10)
+        await upgraded.stop()
+
+        # then it replayed from the start: the new table holds every project's latest name,
+        # and the table it shares was rebuilt by both its writers, each event once
+        async with session(engine) as db:
+            names = {(n.project_id, n.name) for n in (await db.exec(select(Named))).all()}
+        assert names == {("p0", "n1"), ("p1", "n1")}
+        found = sorted(s for s, _, _ in await rows(upgraded))
+        assert found == sorted([*range(1, last + 1), *(-s for s in range(1, last + 1))])
+    finally:
+        await engine.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlmodel import SQLModel
 
 import services.gateway.readmodels  # noqa: F401  (declares the gateway's tables)
+from services.kernel import sqlschema
 from services.kernel.sqlite import create_engine, set_aside_if_outdated
 from services.kernel.sqlschema import differences
 
@@ -123,3 +124,13 @@ def test_a_file_sqlite_cannot_read_is_a_difference(tmp_path: Path, garbage: byte
     path.write_bytes(garbage)
     (line,) = differences(path, declared())
     assert line.startswith("the file cannot be read")
+
+
+def test_projectors_past_their_start_with_a_missing_table_replay_with_whoever_shares_it() -> None:
+    tables_of = {"a": ["t1", "new"], "b": ["t1", "t2"], "c": ["t2"], "d": ["t3"], "e": ["t4"]}
+    positions = {"a": 5, "b": 5, "c": 5, "d": 5}
+    # "a" lacks "new"; "b" shares t1 with it, "c" shares t2 with "b"; "d" and "e" are whole
+    assert sqlschema.stale(tables_of, {"t1", "t2", "t3"}, positions) == ["a", "b", "c"]
+    # a projector that has applied nothing yet just fills its new table
+    assert sqlschema.stale(tables_of, {"t1", "t2", "t3"}, {"a": 0}) == []
+    assert sqlschema.stale(tables_of, {"t1", "t2", "t3", "t4", "new"}, positions) == []
