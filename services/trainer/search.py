@@ -13,8 +13,9 @@ study that never stopped, given the same events.
 
 Pruning (``report``) follows the FIRST objective only, and only when it is ``val_accuracy``,
 ``val_loss`` or a detector's ``val_map`` (mAP@[.5:.95]): the others (``params``, ``latency_ms``,
-``macro_f1``) are measured once, at the end of a run, so there is nothing per epoch to prune on. Optuna cannot prune a multi-objective study
-either (``check_experiment`` refuses it; here ``report`` answers False).
+``macro_f1``) are measured once, at the end of a run, so there is nothing per epoch to prune
+on. Optuna cannot prune a multi-objective study either (``check_experiment`` refuses it; here
+``report`` answers False).
 """
 
 from __future__ import annotations
