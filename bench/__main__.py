@@ -63,12 +63,20 @@ class Runner:
         self.rows += got
 
 
+def compute_threads() -> str:
+    """The torch threads of the baselines in this process, for the studio's services too (a
+    test stack runs one per process: it shares two cores with its client and a browser)."""
+    import torch
+
+    return str(torch.get_num_threads())
+
+
 def with_stack(run: Runner, root: Path) -> None:
     from bench import fig_gateway, fig_import, fig_kernel, fig_stream, fig_train
     from tests.stack import Stack
 
     a = run.args
-    stack = Stack(root, STUDIO_LOG_LEVEL="ERROR")
+    stack = Stack(root, STUDIO_LOG_LEVEL="ERROR", OMP_NUM_THREADS=compute_threads())
     stack.up(timeout=180)
     found: dict[str, str] = {}
     try:

@@ -143,7 +143,8 @@ def main() -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="train-bench-"))
-    stack, n, load = Stack(root), args.images_per_class, os.getloadavg()[0]
+    threads = str(torch.get_num_threads())  # the plain loop's, for the studio's trainer too
+    stack, n, load = Stack(root, OMP_NUM_THREADS=threads), args.images_per_class, os.getloadavg()[0]
     folder = imagesets.squares(stack.imports / "squares", n, size=args.image_size)
     hyper = {"model": args.model, "batch_size": args.batch_size, "learning_rate": 1e-3}
     hyper |= {"image_size": args.image_size, "augmentation": "none", "schedule": "none"}
