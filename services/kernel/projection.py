@@ -33,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
 from sqlalchemy import Table, inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -142,11 +143,17 @@ class ProjectionRunner:
         self._lag_at: dict[str, float] = {}
 
     async def start(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_create, [_table(ProjectionPosition)])
-            await conn.run_sync(self._replay_new_tables)
-            for p in self._projectors:
-                await conn.run_sync(_create, p.tables)
+        for attempt in range(5):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(_create, [_table(ProjectionPosition)])
+                    await conn.run_sync(self._replay_new_tables)
+                    for p in self._projectors:
+                        await conn.run_sync(_create, p.tables)
+                break
+            except OperationalError as exc:  # another process of this file created it first
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
         stored = {r.projector: r.position for r in await self._stored()}
         for group in _grouped(self._projectors):
             for p in group.projectors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,27 @@ async def test_a_projector_that_gained_a_table_replays_into_it_and_its_sharers(s
         assert found == sorted([*range(1, last + 1), *(-s for s in range(1, last + 1))])
     finally:
         await engine.dispose()
+
+
+async def test_runners_of_one_new_file_starting_at_once_all_start(store, nc, tmp_path):
+    # given several processes' engines on one read-model file that does not exist yet
+    last = await write(store, projects=1, renames=1)
+    engines = [create_engine(tmp_path / "shared.db") for _ in range(6)]
+    runners = [
+        ProjectionRunner(nc, e, [Recorder()], consumer_prefix=f"r{n}")
+        for n, e in enumerate(engines)
+    ]
+    try:
+        # when they all start at once, then each creates or finds the tables, none fails
+        await asyncio.gather(*(r.start() for r in runners))
+        # and between them the events are applied to the file, each once
+        for _ in range(200):
+            if len(await rows(runners[0])) == last:
+                break
+            await asyncio.sleep(0.05)
+        assert [s for s, _, _ in await rows(runners[0])] == list(range(1, last + 1))
+    finally:
+        for r in runners:
+            await r.stop()
+        for e in engines:
+            await e.dispose()
