@@ -32,6 +32,7 @@ from sqlmodel import col, select
 from contracts import Message
 from contracts.common import CommandAccepted
 from services.datasets import domain, importer
+from services.kernel import tracing
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
 from services.kernel.jobs.decider import RUNNING
@@ -191,15 +192,18 @@ class Reaper:
     async def _fail(self, import_id: str, dataset_id: str, instance: str) -> bool:
         message = why_ended(instance, self.instance, self.leases.ttl)
         decide = importer.failed(import_id, dataset_id, Failure(INTERRUPTED, message))
-        reply = await execute(
-            self.datasets,
-            dataset_id,
-            Message(actor=self.instance),
-            decide,
-            headers={},
-            refusals=(DomainError,),
-            noun="dataset",
-        )
+        # No request started this: the reaper's own span is the trace its ImportFailed joins.
+        with tracing.span("end import of a gone instance") as span:
+            span.set_attribute("studio.import_id", import_id)
+            reply = await execute(
+                self.datasets,
+                dataset_id,
+                Message(actor=self.instance),
+                decide,
+                headers=tracing.inject({}),
+                refusals=(DomainError,),
+                noun="dataset",
+            )
         if isinstance(reply, CommandAccepted):
             log.warning("import %s of instance %s ended as interrupted", import_id, instance)
             return True
