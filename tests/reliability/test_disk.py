@@ -142,7 +142,9 @@ def test_the_disk_filling_up_fails_an_import_and_a_checkpoint_clearly_and_retry_
         body = {"project_id": project_id, "path": str(root)}
         # given a full blob disk, when an import runs
         filler = fill(blobs)
-        job = api.post(f"{API}/datasets/import/local", json=body).json()["data"]
+        started = api.post(f"{API}/datasets/import/local", json=body)
+        assert started.status_code == 202, started.text
+        job = started.json()["data"]
         ended = settled(api, f"{API}/datasets/import/{job['id']}", "state", ("completed", "failed"))
         # then it fails saying the disk is full, and keeps nothing
         assert ended["state"] == "failed", ended

@@ -324,7 +324,9 @@ async def _import_answer(gateway: Gateway, request: Request, import_id: str) -> 
     row = await _wait_for_import(
         gateway, import_id, lambda r: r.state != "running", VALIDATION_WAIT_S
     )
-    if row.state == "failed" and row.error:
+    # A source that could not be read is the request's error; a failure once it was read (a
+    # full disk, a cancel) is the job's, whether or not it came before this answer.
+    if row.state == "failed" and row.error and row.files is None:
         err = row.error
         raise ApiError(err["code"], err["message"], field=err.get("field"), status=err["status"])
     location = str(request.url_for("get_import", import_id=import_id))
