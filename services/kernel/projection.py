@@ -9,10 +9,18 @@ projector given a table since the file was written starts over (``sqlschema.stal
 projector fails the batch for its stream's others. ``health`` says whether each can update its
 read model now (failing, stuck or not running), for ``/health`` to report.
 
+This module is the consuming loop and the runner's face. The tables it keeps its positions in,
+the start's DDL and the rebuild's reset are ``services.kernel.projection_tables``'s (its
+``ProjectionPosition`` is re-exported here); the durable consumers, one per group, aligned to
+the stored positions, are ``services.kernel.projection_consumers``'s. A process killed at any
+moment (a SIGKILL, the OOM killer) leaves each batch applied with its positions or not at all:
+the fault points (``services.kernel.projection_faults``) let the tests kill it at each.
+
 Each projector's figures go to Prometheus: events applied, the position, and its lag (events on
 its subjects not applied yet), from the pulled messages' pending count, or one look at its
 consumer every ``LAG_EVERY_S`` while idle. A leader election or a node restart only pauses a
-projector: it subscribes again from its stored position once NATS answers.
+projector: it subscribes again from its stored position once NATS answers. Imports nats-py,
+msgspec, SQLAlchemy/sqlmodel and the kernel.
 """
 
 from __future__ import annotations
@@ -23,23 +31,23 @@ import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import api
-from nats.js.errors import NotFoundError
-from sqlalchemy import Table, inspect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.kernel import pull, sqlschema, tracing
+from services.kernel import projection_consumers as consumers
+from services.kernel import projection_tables as tables
+from services.kernel import pull, tracing
 from services.kernel.eventstore import StoredEvent
+from services.kernel.projection_consumers import Group
+from services.kernel.projection_faults import fault_point
+from services.kernel.projection_tables import ProjectionPosition
 from services.kernel.sqlite import session
 from services.kernel.telemetry import CONSUMER_LAG, EVENTS_CONSUMED, PROJECTION_POSITION
 from services.kernel.transient import is_transient, retry_transient
@@ -56,14 +64,6 @@ RIDE_OUT_S = 10.0
 #: Bytes of events one fetch holds at most (a larger event comes alone, ``kernel.pull``): the
 #: events a stream has waiting (an import's 100 batches of 1,000 images) never all at once.
 FETCH_BYTES = 4 * 1024 * 1024
-
-
-class ProjectionPosition(SQLModel, table=True):
-    __tablename__ = "projection_position"
-    projector: str = Field(primary_key=True)
-    stream: str
-    position: int = 0
-    events: int = 0
 
 
 class Projector(Protocol):
@@ -94,24 +94,6 @@ class Decodes:
         return self._decoder.decode(data)
 
 
-@dataclass
-class _Group:
-    """One stream's (and filter's) projectors: one consumer, named after the first's."""
-
-    name: str
-    stream: str
-    filter_subject: str
-    projectors: list[Projector]
-
-
-def _grouped(projectors: Sequence[Projector]) -> list[_Group]:
-    groups: dict[tuple[str, str], _Group] = {}
-    for p in projectors:
-        fresh = _Group(p.name, p.stream, p.filter_subject, [])
-        groups.setdefault((p.stream, p.filter_subject), fresh).projectors.append(p)
-    return list(groups.values())
-
-
 class ProjectionRunner:
     def __init__(
         self,
@@ -130,7 +112,7 @@ class ProjectionRunner:
         self._engine = engine
         self._projectors = list(projectors)
         self._group_of: dict[str, str] = {}
-        self._prefix = _safe(consumer_prefix)
+        self._prefix = consumers.safe(consumer_prefix)
         self._batch = batch
         self._positions: dict[str, int] = {}
         self._changed = asyncio.Condition()
@@ -143,19 +125,9 @@ class ProjectionRunner:
         self._lag_at: dict[str, float] = {}
 
     async def start(self) -> None:
-        for attempt in range(5):
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(_create, [_table(ProjectionPosition)])
-                    await conn.run_sync(self._replay_new_tables)
-                    for p in self._projectors:
-                        await conn.run_sync(_create, p.tables)
-                break
-            except OperationalError as exc:  # another process of this file created it first
-                if "already exists" not in str(exc) or attempt == 4:
-                    raise
+        await tables.prepare(self._engine, self._projectors)
         stored = {r.projector: r.position for r in await self._stored()}
-        for group in _grouped(self._projectors):
+        for group in consumers.grouped(self._projectors):
             for p in group.projectors:
                 self._group_of[p.name] = group.name
                 self._positions[p.name] = stored.get(p.name, 0)
@@ -163,18 +135,6 @@ class ProjectionRunner:
             self._alive[group.name] = time.monotonic()
             task = asyncio.create_task(self._run(group), name=f"projection:{group.name}")
             self._tasks.append(task)
-
-    def _replay_new_tables(self, conn: Any) -> None:
-        """Projectors with a table the file lacks start over (``sqlschema.stale``)."""
-        at = dict(conn.exec_driver_sql(_POSITIONS).all())
-        tables_of = {p.name: [t.name for t in p.tables] for p in self._projectors}
-        if not (replay := sqlschema.stale(tables_of, set(inspect(conn).get_table_names()), at)):
-            return
-        log.warning("the read model lacks tables of %s: replaying them", ", ".join(replay))
-        again = [p for p in self._projectors if p.name in replay]
-        _drop(conn, list({t.name: t for p in again for t in p.tables}.values()))
-        positions = _table(ProjectionPosition)
-        conn.execute(positions.delete().where(positions.c.projector.in_(replay)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -234,11 +194,7 @@ class ProjectionRunner:
     async def rebuild(self, timeout: float = 300.0) -> tuple[int, dict[str, int]]:
         """Drop every table, replay every stream from the start; returns (events, positions)."""
         await self.stop()
-        async with self._engine.begin() as conn:
-            for p in self._projectors:
-                await conn.run_sync(_drop, p.tables)
-                await conn.run_sync(_create, p.tables)
-            await conn.execute(_table(ProjectionPosition).delete())
+        await tables.reset(self._engine, self._projectors)
         self._positions.clear()
         await self.start()
         if not await self.caught_up(timeout):
@@ -247,8 +203,7 @@ class ProjectionRunner:
         return sum(r.events for r in rows), {r.stream: r.position for r in rows}
 
     async def _stored(self) -> list[ProjectionPosition]:
-        async with session(self._engine) as db:
-            return list((await db.exec(select(ProjectionPosition))).all())
+        return await tables.stored(self._engine)
 
     def _labels(self, p: Projector) -> tuple[str, str, str]:
         return (self._service, p.name, p.stream)
@@ -259,12 +214,12 @@ class ProjectionRunner:
         CONSUMER_LAG.labels(*self._labels(p))
         PROJECTION_POSITION.labels(*self._labels(p)).set(self._positions[p.name])
 
-    def _set_lag(self, what: Projector | _Group, pending: int) -> None:
-        for p in what.projectors if isinstance(what, _Group) else [what]:
+    def _set_lag(self, what: Projector | Group, pending: int) -> None:
+        for p in what.projectors if isinstance(what, Group) else [what]:
             CONSUMER_LAG.labels(*self._labels(p)).set(max(0, pending))
         self._lag_at[what.name] = time.monotonic()
 
-    async def _look_at_lag(self, what: Projector | _Group, sub: Any) -> None:
+    async def _look_at_lag(self, what: Projector | Group, sub: Any) -> None:
         """Refresh an idle consumer's lag, at most every ``LAG_EVERY_S`` (a failure keeps it)."""
         if time.monotonic() - self._lag_at.get(what.name, 0.0) < LAG_EVERY_S:
             return
@@ -277,42 +232,16 @@ class ProjectionRunner:
         self._set_lag(what, int(info.num_pending or 0) + int(info.num_ack_pending or 0))
 
     def _durable(self, name: str) -> str:
-        return f"{self._prefix}-{_safe(name)}"
+        return f"{self._prefix}-{consumers.safe(name)}"
 
-    async def _retire(self, group: _Group) -> None:
-        """Delete the consumers kept per projector before they shared one (best effort)."""
-        for p in group.projectors[1:]:
-            with contextlib.suppress(Exception):
-                await self._js.delete_consumer(group.stream, self._durable(p.name))
-
-    async def _subscribe(self, group: _Group) -> Any:
-        """(Re)create the consumer to deliver from its projectors' lowest stored position."""
-        durable = self._durable(group.name)
+    async def _subscribe(self, group: Group) -> Any:
+        """Bind to the group's consumer, delivering from its lowest stored position."""
         stored = {r.projector: r.position for r in await self._stored()}
         position = min(stored.get(p.name, 0) for p in group.projectors)
-        try:
-            info = await self._js.consumer_info(group.stream, durable)
-            aligned = info.ack_floor is not None and info.ack_floor.stream_seq == position
-            if not aligned or info.num_ack_pending:
-                await self._js.delete_consumer(group.stream, durable)
-                raise NotFoundError
-        except NotFoundError:
-            await self._js.add_consumer(
-                group.stream,
-                api.ConsumerConfig(
-                    durable_name=durable,
-                    filter_subject=group.filter_subject,
-                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=position + 1,
-                    ack_policy=api.AckPolicy.ALL,
-                    ack_wait=60.0,
-                    inactive_threshold=7 * 24 * 3600.0,
-                ),
-            )
-        return await self._js.pull_subscribe_bind(durable=durable, stream=group.stream)
+        return await consumers.subscribe(self._js, group, self._durable(group.name), position)
 
-    async def _run(self, group: _Group) -> None:
-        await self._retire(group)
+    async def _run(self, group: Group) -> None:
+        await consumers.retire(self._js, group, self._durable)
         while True:
             sub = None
             try:
@@ -333,7 +262,7 @@ class ProjectionRunner:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
 
-    async def _consume(self, group: _Group, sub: Any) -> None:
+    async def _consume(self, group: Group, sub: Any) -> None:
         failing_since: float | None = None
         while True:
             try:
@@ -351,20 +280,23 @@ class ProjectionRunner:
                 await self._apply(group, msgs)
                 await msgs[-1].ack()
                 # What the server still holds for this consumer after the last one applied.
-                self._set_lag(group, int(msgs[-1].metadata.num_pending or 0))
+                pending = int(msgs[-1].metadata.num_pending or 0)
+                self._set_lag(group, pending)
+                if not pending:
+                    fault_point("caught_up", group.name)
             else:
                 await self._look_at_lag(group, sub)
             self._alive[group.name] = time.monotonic()
             self._errors.pop(group.name, None)
 
-    async def _apply(self, group: _Group, msgs: list[Msg]) -> None:
+    async def _apply(self, group: Group, msgs: list[Msg]) -> None:
         """One transaction: each projector applies the events it has not and stores its place."""
         ps = group.projectors
         applied = {p.name: 0 for p in ps}
         async with session(self._engine) as db:
             # The write turn, then the positions: another gateway may apply these to this file.
-            await (conn := await db.connection()).exec_driver_sql(_TURN)
-            at: dict[str, int] = dict(cast(Any, await conn.exec_driver_sql(_POSITIONS)).all())
+            await tables.turn(conn := await db.connection())
+            at = await tables.positions(conn)
             positions = {p.name: at.get(p.name, 0) for p in ps}
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
@@ -376,29 +308,17 @@ class ProjectionRunner:
                         await p.apply(db, stored)
                     positions[p.name] = seq
                     applied[p.name] += 1
+            fault_point("batch_applied", group.name)  # its positions not stored yet
             rows = [(p.name, p.stream, positions[p.name], applied[p.name]) for p in ps]
-            if advanced := [row for row in rows if row[3]]:
-                await conn.exec_driver_sql(_ADVANCE, advanced)
+            await tables.advance(conn, [row for row in rows if row[3]])
             await db.commit()
+        fault_point("batch_committed", group.name)
         for p in ps:
             EVENTS_CONSUMED.labels(*self._labels(p)).inc(applied[p.name])
             PROJECTION_POSITION.labels(*self._labels(p)).set(positions[p.name])
         async with self._changed:
             self._positions.update(positions)
             self._changed.notify_all()
-
-
-#: As the driver takes them (SQLAlchemy's building and compiling cost more than SQLite's work):
-#: a write that takes the file's turn, the positions, each projector's new one and count.
-_TURN, _POSITIONS = (
-    "UPDATE projection_position SET position = position WHERE 0",
-    "SELECT projector, position FROM projection_position",
-)
-_ADVANCE = (
-    "INSERT INTO projection_position (projector, stream, position, events) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (projector) DO UPDATE SET position = excluded.position,"
-    " events = projection_position.events + excluded.events"
-)
 
 
 @contextlib.contextmanager
@@ -416,19 +336,3 @@ def _consuming(p: Projector, stored: StoredEvent[Any]) -> Iterator[None]:
         span.set_attribute("studio.stream", p.stream)
         span.set_attribute("studio.sequence", stored.sequence)
         yield
-
-
-def _table(model: type[SQLModel]) -> Table:
-    return model.__table__  # type: ignore[attr-defined]
-
-
-def _create(conn: Any, tables: Sequence[Table]) -> None:
-    SQLModel.metadata.create_all(conn, tables=list(tables))
-
-
-def _drop(conn: Any, tables: Sequence[Table]) -> None:
-    SQLModel.metadata.drop_all(conn, tables=list(tables))
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
