@@ -217,13 +217,22 @@ async def recover(
     else:
         log.error("could not read the imports' history; the reaper looks again in a while")
     elsewhere = await running_elsewhere(engine, domain.IMPORT.noun, reaper.instance)
-    await asyncio.to_thread(handlers.importer.sweep_spill)
+    for import_id in await asyncio.to_thread(handlers.importer.sweep_spill):
+        log.warning("removed the staging file of import %s, whose process is gone", import_id)
     for import_id in await handlers.reap_staging(keep=elsewhere):
         log.warning("removed the staging folder of import %s, which no longer runs", import_id)
     if handlers.handed is not None:  # uploads a crashed gateway put but never named
         for name in await handlers.handed.sweep_if_due():
             log.warning("removed the uploaded archive %s, which no import claimed", name)
-    await reaper.forever(lambda import_id, _: handlers.clear_staging(import_id))
+    await reaper.forever(partial(tidy_ended, handlers))
+
+
+async def tidy_ended(handlers: Datasets, import_id: str, instance: str) -> None:
+    """What an import ended by the reaper left on this workspace goes, once its process is
+    dead (``claims``): its upload's folder and its staging file."""
+    assert handlers.importer is not None
+    await handlers.clear_staging(import_id)
+    await asyncio.to_thread(handlers.importer.sweep_spill)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from contracts import common
 from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
 from services.datasets import domain, health, sources
+from services.datasets.claims import CLAIM_WAIT_S, Claim, claim_of, sweep
 from services.datasets.importer import Importer, Job
 from services.datasets.importlease import ImportLeases
 from services.datasets.uploads import UploadDamaged, UploadGone, Uploads
@@ -143,8 +144,8 @@ class Datasets:
         finally:
             if not started:  # refused or failed: the claimed archive and its folder go too
                 self.active.discard(command.import_id)
-                if job is not None and job.staging is not None:
-                    await asyncio.to_thread(shutil.rmtree, job.staging, True)
+                if job is not None:
+                    await asyncio.to_thread(job.drop_staging)
                 if lease is not None and self.leases is not None:
                     await self.leases.release(lease)
             if command.upload_object and self.handed is not None:
@@ -269,30 +270,35 @@ class Datasets:
         staging folder before anything of the import is stored."""
         if self.handed is None or not name.startswith(c.upload_object("")[:-4]):
             raise domain.InvalidImport("the uploaded archive is not where it was staged", "file")
-        folder = self._folder(command.import_id)
+        folder, claim = await asyncio.to_thread(self._folder, command.import_id)
+        job = Job(command, folder / "files", staging=folder, archive=folder / ARCHIVE, claim=claim)
         try:
             await self.handed.fetch(name, folder / ARCHIVE)
         except (UploadGone, UploadDamaged) as exc:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            await asyncio.to_thread(job.drop_staging)
             why = "is no longer there" if isinstance(exc, UploadGone) else "arrived damaged"
             raise domain.InvalidImport(
                 f"the uploaded archive {why}: send it again", "file"
             ) from None
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            await asyncio.to_thread(job.drop_staging)
             raise
-        root = folder / "files"
-        root.mkdir()
-        return Job(command, root, staging=folder, archive=folder / ARCHIVE)
+        job.root.mkdir()
+        return job
 
-    def _folder(self, import_id: str) -> Path:
+    def _folder(self, import_id: str) -> tuple[Path, Claim]:
+        """An import's new staging folder, and the claim that keeps every sweep off it (taken
+        first: a sweep may be removing what a dead process left under the same name)."""
         folder = self.staging / import_id
-        self.staging.mkdir(parents=True, exist_ok=True)
+        claim = Claim.take(claim_of(folder), CLAIM_WAIT_S)
+        if claim is None:
+            raise domain.ImportAlreadyExists(f"import {import_id} is already being started")
         try:
             folder.mkdir()
         except FileExistsError:
+            claim.release()
             raise domain.ImportAlreadyExists(f"import {import_id} already exists") from None
-        return folder
+        return folder, claim
 
     def _job(self, command: c.StartImport) -> Job:
         if command.format not in FORMATS:
@@ -313,38 +319,34 @@ class Datasets:
         is still under its name whatever the outcome), and a gateway that gave up first leaves
         nothing to move, so the import is refused before anything of it is stored.
         """
-        folder = self._folder(command.import_id)
-        archive = folder / ARCHIVE
+        folder, claim = self._folder(command.import_id)
+        job = Job(command, folder / "files", staging=folder, archive=folder / ARCHIVE, claim=claim)
         try:
-            os.rename(staged, archive)
+            os.rename(staged, folder / ARCHIVE)
         except OSError:
-            shutil.rmtree(folder, ignore_errors=True)
+            job.drop_staging()
             raise domain.InvalidImport(
                 "the uploaded archive is no longer there: send it again", "file"
             ) from None
-        root = folder / "files"
-        root.mkdir()
-        return Job(command, root, staging=folder, archive=archive)
+        job.root.mkdir()
+        return job
 
     # --- after a restart ----------------------------------------------------------------------
 
     async def clear_staging(self, import_id: str) -> None:
-        """Remove an ended import's staging folder (its archive and extracted files)."""
-        await asyncio.to_thread(shutil.rmtree, self.staging / import_id, True)
+        """Remove an ended import's staging folder (its archive and extracted files), unless a
+        live process still holds it (a slow owner, which removes it when its job ends)."""
+        await asyncio.to_thread(self._clear, import_id)
+
+    def _clear(self, import_id: str) -> None:
+        claim = Claim.take(claim_of(self.staging / import_id))
+        if claim is not None:
+            shutil.rmtree(self.staging / import_id, ignore_errors=True)
+            claim.release()
 
     async def reap_staging(self, keep: set[str]) -> list[str]:
-        """Remove every staging folder but those of ``keep`` and of the imports this process
-        runs: what a crash left, even before its import was recorded. Returns what it removed."""
-        try:
-            names = await asyncio.to_thread(lambda: [p.name for p in self.staging.iterdir()])
-        except FileNotFoundError:
-            return []
-        removed = []
-        for name in names:
-            # Checked here, in the loop, right before removing: an import started meanwhile is
-            # in ``active`` from before its folder exists until its job has ended.
-            if name in keep or name in self.active:
-                continue
-            await self.clear_staging(name)
-            removed.append(name)
-        return removed
+        """Remove every staging folder whose owner is dead, but those of ``keep`` and of the
+        imports this process handles: what a crash left, even before its import was recorded,
+        never what a live process of any instance on this workspace uses (``claims``). Returns
+        the imports whose folder it removed."""
+        return await asyncio.to_thread(sweep, self.staging, "", keep | self.active)

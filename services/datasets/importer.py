@@ -30,7 +30,7 @@ from typing import Any
 
 from contracts import common
 from contracts import datasets as c
-from services.datasets import domain, formats, metrics, sources
+from services.datasets import claims, domain, formats, metrics, sources
 from services.datasets.decoding import Decoder
 from services.datasets.imaging import CorruptImage, ImageInfo
 from services.datasets.manifestfile import ManifestFile
@@ -67,6 +67,8 @@ class Job:
     staging: Path | None = None
     #: An upload's archive, extracted into ``root`` and deleted once extracted.
     archive: Path | None = None
+    #: The claim on ``staging`` (``claims``), let go once the folder is removed.
+    claim: claims.Claim | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     #: The starting command's trace headers, carried on to the job's outcome.
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -84,6 +86,13 @@ class Job:
     @property
     def import_id(self) -> str:
         return self.command.import_id
+
+    def drop_staging(self) -> None:
+        """Removes an upload's folder, then lets its claim go (blocking: run it in a thread)."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if self.claim is not None:
+            self.claim.release()
 
     def progress(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -154,11 +163,11 @@ class Importer:
         work = self._job(job, heartbeat=partial(self._publish, job), tidy=partial(self._tidy, job))
         return self.runner.start(work)
 
-    def sweep_spill(self) -> None:
-        """Deletes the staging files no running import owns (what a crash left)."""
-        for path in self.spill.glob("*.db"):
-            if path.stem not in self.jobs:
-                path.unlink(missing_ok=True)
+    def sweep_spill(self) -> list[str]:
+        """Deletes the staging files whose import's process is dead (what a crash left), never
+        one a live import uses, of this instance or of another on the same workspace (each
+        holds its file's claim: ``claims``); returns the imports whose file went."""
+        return claims.sweep(self.spill, ".db", keep=list(self.jobs))
 
     def _job(self, job: Job, **hooks: Any) -> runner.Job[Decision]:
         """The import as the runner runs it: in its dataset, in its command's trace and ids."""
@@ -186,8 +195,7 @@ class Importer:
         if job.staged is not None:
             await asyncio.to_thread(job.staged.close)
         metrics.import_ended(job.outcome, time.monotonic() - job.started)
-        if job.staging is not None:
-            await asyncio.to_thread(shutil.rmtree, job.staging, True)
+        await asyncio.to_thread(job.drop_staging)
         if job.outcome == "committed":  # its images folded into the index now, not in the
             await self._fold(job.command.dataset_id)  # time of the next command's answer
 

@@ -6,7 +6,9 @@ dataset's events leave them, with the stream position they are folded up to).
 Both are caches of facts kept elsewhere: a staging file of an import that ended (or of a crash)
 is worth nothing, and the index file can be deleted at any time (a damaged one is replaced at
 open) — the datasets' events rebuild it. Imports ``contracts``, the dataset's pure
-``imageindex`` and the standard library.
+``imageindex``, ``claims`` and the standard library.
+A staging file is claimed (``claims``) by its import's process for its life, so that no sweep
+of another datasets instance on the same workspace removes it while it is used.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import msgspec
 
 from contracts import datasets as c
+from services.datasets.claims import CLAIM_WAIT_S, Claim, claim_of
 from services.datasets.imageindex import Image, ImageIndex, image_of
 
 log = logging.getLogger(__name__)
@@ -188,11 +191,16 @@ class SqliteIndex(ImageIndex):
 
 class StagedFile:
     """A running import's records in file order, in a SQLite file of its own (``Staged``):
-    what it read waits there, not in memory, until it commits; the file goes when it ends."""
+    what it read waits there, not in memory, until it commits; the file goes when it ends. Its
+    ``Claim`` is held meanwhile, so no sweep (of any instance) removes it while it is used."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.unlink(missing_ok=True)
+        claim = Claim.take(claim_of(path), CLAIM_WAIT_S)
+        if claim is None:
+            raise RuntimeError(f"the staging file {path} is held by another process")
+        self.claim = claim
+        path.unlink(missing_ok=True)  # a dead owner's
         self.db = _connect(path, durable=False)
         self.db.executescript(
             "CREATE TABLE records (n INTEGER PRIMARY KEY, image_id TEXT NOT NULL,"
@@ -259,6 +267,7 @@ class StagedFile:
         return (size for (size,) in rows)
 
     def close(self) -> None:
-        """Closes and deletes the file."""
+        """Closes and deletes the file, then lets its claim go."""
         self.db.close()
         self.path.unlink(missing_ok=True)
+        self.claim.release()
