@@ -216,18 +216,70 @@ def run(args: argparse.Namespace, table: Table) -> None:
     table.data["seconds"] = time.monotonic() - started
 
 
-def main(argv: list[str] | None = None) -> int:
+def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value >= low:  # NaN included
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, not {text}")
+        return value
+
+    return parse
+
+
+def named_models(text: str) -> str:
+    """An argparse type: comma-separated model names, none empty."""
+    if not text or any(not name.strip() for name in text.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected model names separated by commas")
+    return ",".join(name.strip() for name in text.split(","))
+
+
+def checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses, before any work, what only torch and the contracts know: a device this machine
+    does not have, a model not in the zoo, sizes outside a run's bounds (a usage error, exit 2)."""
+    from contracts.training import hyperparameter_bounds
+    from services.trainer.engine import pick_device
+    from services.vision.models import HEADS
+
+    try:
+        pick_device(args.device)
+    except ValueError as exc:
+        parser.error(f"argument --device: {exc}")
+    unknown = [name for name in args.models.split(",") if name not in HEADS]
+    if unknown:
+        parser.error(
+            f"argument --models: unknown {', '.join(unknown)}; expected {', '.join(HEADS)}"
+        )
+    for key in ("image_size", "batch_size", "epochs"):
+        bounds, value = hyperparameter_bounds(key), getattr(args, key)
+        if not bounds.get("ge", value) <= value <= bounds.get("le", value):
+            parser.error(f"argument --{key.replace('_', '-')}: {value} is outside "
+                         f"{bounds['ge']}-{bounds['le']}")  # fmt: skip
+
+
+def parsed(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts past this")
+    parser.add_argument("--budget-s", type=at_least(1, float), default=420.0,
+                        help="skip parts past this")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    for key, value in GPU.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value))
+    for key in GPU:
+        kind = named_models if key == "models" else at_least(-1 if key == "workers" else 1)
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind)
     args = parser.parse_args(argv)
     for key, value in (TINY if args.tiny else GPU).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    return parser, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parsed(argv)
     # cuBLAS is deterministic only with a fixed workspace; it must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     missing = bring_wheels()
@@ -235,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing modules: {', '.join(missing)}; bring their wheels into {WHEELS} "
               "(bench/README.md, 'gpu_check')", file=sys.stderr)  # fmt: skip
         return 2
+    checked(parser, args)
     table = Table()
     run(args, table)
     table.print(f"gpu_check ({'tiny, ' if args.tiny else ''}{table.data['seconds']:.0f} s)")
