@@ -7,9 +7,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -18,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import Message
 from contracts.common import CommandAccepted, CommandRejected
-from services.gateway.envelope import REQUEST_ID, ApiError
+from services.gateway.envelope import REQUEST_ID, ApiError, ok
 from services.gateway.idempotency import Idempotency
 from services.kernel import bus
 from services.kernel.lease import Leases
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: How long a read waits for the read model to show an aggregate's latest event.
 FRESH_WAIT_S = 2.0
+#: What a pending answer asks a client to wait before it reads its ``Location``: the read
+#: model, behind for longer than ``read_your_writes_timeout``, is busy or reconnecting.
+PENDING_RETRY_S = 1
 
 
 class LatestProgress:
@@ -126,6 +130,20 @@ class Gateway:
     async def caught_up(self, stream: str, sequence: int) -> bool:
         """Read-your-writes: wait until the read model shows ``stream`` up to ``sequence``."""
         return await self.runner.wait_for(stream, sequence, self.settings.read_your_writes_timeout)
+
+
+def pending(
+    data: dict[str, Any], *, location: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The answer to a command that is accepted (its events are stored) while the read model
+    has not shown them within ``caught_up``'s wait: 202 with ``pending: true``, what the command
+    itself says of the result (its id at least), where to read it (``Location``) and when
+    (``Retry-After``). Never a 404 for what was just made, nor stale data shown as the result;
+    and no 503, which would tell a client without an ``Idempotency-Key`` to send it again."""
+    extra = {"Retry-After": str(PENDING_RETRY_S), **(headers or {})}
+    if location is not None:
+        extra["Location"] = location
+    return ok(data | {"pending": True}, status=202, headers=extra)
 
 
 def get_gateway(request: Request) -> Gateway:

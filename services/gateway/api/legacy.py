@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts import common
 from contracts import datasets as c
 from services.gateway.access import require
-from services.gateway.api import datasets, training
+from services.gateway.api import imports, training
 from services.gateway.api.imagefiles import serve_image
 from services.gateway.api.params import BodyId, PathId
 from services.gateway.auth.deps import STREAM_ROUTE
@@ -52,7 +52,7 @@ class DocumentImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     project_id: BodyId
     source_path: str = Field(min_length=1, max_length=common.PATH_MAX)
-    format: datasets.Format = "auto"
+    format: imports.Format = "auto"
 
 
 _UPLOAD_FORM = {
@@ -84,21 +84,21 @@ async def import_dataset(request: Request, gateway: GatewayDep) -> Response:
     if kind == "multipart/form-data" or kind.encode() in RAW_TYPES:
         # An upload: today's route reads (and refuses) the stream itself.
         project_id = request.query_params.get("project_id") or None
-        if project_id is not None and not datasets.check(project_id):
+        if project_id is not None and not imports.check(project_id):
             raise ApiError(common.VALIDATION_ERROR, "project_id is malformed", field="project_id")
         fmt = request.query_params.get("format") or None
         if fmt is not None and fmt not in ("auto", "folder", "csv", "coco", "yolo"):
             raise ApiError(common.VALIDATION_ERROR, "unknown format", field="format")
-        return await datasets.import_upload(request, gateway, project_id, cast(Any, fmt))
+        return await imports.import_upload(request, gateway, project_id, cast(Any, fmt))
     try:
         body = DocumentImport.model_validate_json(await request.body())
     except ValidationError as exc:
         errors = [dict(e) | {"loc": ("body", *e["loc"])} for e in exc.errors()]
         raise RequestValidationError(errors) from None
-    local = datasets.LocalImport(
+    local = imports.LocalImport(
         project_id=body.project_id, path=body.source_path, format=body.format
     )
-    return await datasets.import_local(local, request, gateway)
+    return await imports.import_local(local, request, gateway)
 
 
 @documents.get(
@@ -146,7 +146,7 @@ async def _serve(
     """An id is served as today's routes serve it; a file name is looked up first: one
     image is served, several are a 409 naming their ids, none a 404."""
     await require(request, project_id, "viewer")
-    if datasets.check(name) and await read.get_image(db, dataset_id=project_id, image_id=name):
+    if imports.check(name) and await read.get_image(db, dataset_id=project_id, image_id=name):
         return await serve_image(request, db, project_id, name, kind, if_none_match)
     named = await images_named(db, dataset_id=project_id, filename=name, limit=AMBIGUOUS_MAX)
     if not named:
