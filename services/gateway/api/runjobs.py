@@ -16,7 +16,7 @@ from services.gateway.access import require_of
 from services.gateway.api.idempotent import idempotent, keyed_id
 from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ApiError, ok
-from services.gateway.gateway import Gateway
+from services.gateway.gateway import Gateway, pending
 from services.gateway.readmodels.tasks import task_link
 from services.kernel.sqlite import session
 
@@ -52,7 +52,11 @@ async def start_run_job(
 
     async def run() -> Response:
         accepted = await gateway.send(job.subject, command(job_id), request)
-        await gateway.caught_up(job.stream, accepted.sequence)
+        if not await gateway.caught_up(job.stream, accepted.sequence):
+            # Started, not yet shown here: the job as its command says, never a 404.
+            location = str(request.url_for(job.route, **{job.id_param: job_id}))
+            started = {"id": job_id, "run_id": run_id, "status": "running"}
+            return pending(started | task_link(job_id), location=location)
         return await answer()
 
     async def answer() -> Response:

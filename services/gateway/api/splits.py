@@ -17,7 +17,7 @@ from services.gateway.api.idempotent import idempotent
 from services.gateway.api.params import BodyId, PathId, QueryId
 from services.gateway.auth.deps import actor_of
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
-from services.gateway.gateway import DbDep, GatewayDep
+from services.gateway.gateway import DbDep, GatewayDep, pending
 from services.gateway.idempotency import derived_id
 from services.gateway.readmodels import datasets as read
 from services.gateway.readmodels.training.queries import runs_using_split
@@ -62,9 +62,14 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
             actor=actor_of(request),
             correlation_id=REQUEST_ID.get(),
         )
+        location = str(request.url_for("get_split", split_id=split_id))
         try:
             accepted = await gateway.send(c.Subjects.CREATE_SPLIT, command, request)
-            await gateway.caught_up(c.STREAM, accepted.sequence)
+            if not await gateway.caught_up(c.STREAM, accepted.sequence):
+                # Made, not yet shown here: a 202 (which leaves the key free for a retry to read
+                # it), never a 404 for the split just made.
+                made = {"id": split_id, "project_id": body.project_id, "name": body.name}
+                return pending(made, location=location)
         except ApiError as err:
             # A retry of a request whose first try was stored after its answer was lost (NATS
             # electing a leader for longer than the gateway waits): the key names its split.
@@ -72,7 +77,6 @@ async def create_split(body: SplitCreate, request: Request, gateway: GatewayDep)
                 raise
         async with session(gateway.engine) as db:
             data = await _split(db, split_id)
-        location = str(request.url_for("get_split", split_id=split_id))
         return ok(data, status=201, headers={"Location": location})
 
     return await idempotent(request, gateway, actor_of(request), run)

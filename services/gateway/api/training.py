@@ -30,7 +30,7 @@ from services.gateway.api.training_sockets import (
 from services.gateway.auth.deps import STREAM_ROUTE, CurrentUser, actor_of
 from services.gateway.auth.principal import Principal
 from services.gateway.envelope import ERROR_RESPONSES, REQUEST_ID, ApiError, found, ok
-from services.gateway.gateway import DbDep, Gateway, GatewayDep
+from services.gateway.gateway import DbDep, Gateway, GatewayDep, pending
 from services.gateway.readmodels import training as read
 from services.gateway.readmodels.projects import get_project
 from services.gateway.readmodels.tasks import task_link
@@ -132,7 +132,10 @@ async def start_run(body: RunSubmit, request: Request, gateway: GatewayDep, db: 
 
     async def run() -> Response:
         accepted = await gateway.send(c.Subjects.START_RUN, command, request)
-        return await _run_answer(gateway, request, accepted.aggregate_id, accepted.sequence, 202)
+        queued = {"project_id": command.project_id, "split_id": command.split_id}
+        return await _run_answer(
+            gateway, request, accepted.aggregate_id, accepted.sequence, 202, queued
+        )
 
     async def existing() -> Response | None:  # a retry whose first try queued the run
         async with session(gateway.engine) as db:
@@ -322,9 +325,22 @@ def _sse_response(body: Any) -> StreamingResponse:
 
 
 async def _run_answer(
-    gateway: Gateway, request: Request, run_id: str, sequence: int, status: int
+    gateway: Gateway,
+    request: Request,
+    run_id: str,
+    sequence: int,
+    status: int,
+    queued: dict[str, str] | None = None,
 ) -> Response:
-    await gateway.caught_up(c.STREAM, sequence)
+    """The run as the read model shows it once ``sequence`` is applied; when that takes longer
+    than read-your-writes waits, a pending 202: the run as it was (a stop, a resume) or, just
+    queued (``queued``: its project and split), as its command says."""
+    if not await gateway.caught_up(c.STREAM, sequence):
+        async with session(gateway.engine) as db:
+            row = await read.get_run(db, run_id=run_id)
+        was = row.public() if row else {"id": run_id, "status": "queued"} | (queued or {})
+        location = str(request.url_for("get_run", run_id=run_id))
+        return pending(was | task_link(run_id), location=location)
     async with session(gateway.engine) as db:
         row = await _run(db, run_id)
         data = row.public()
