@@ -149,6 +149,12 @@ def start_nats(workspace: Path) -> tuple[str, nats_server.EmbeddedNats | None]:
         options = credentials(settings, bus_access.GATEWAY)
         asyncio.run(check_nats(settings.nats_url, settings.connect_timeout, **options))
         return settings.nats_url, None
+    if settings.stream_replicas > 1:  # refused before a server starts, not after a minute
+        raise StartupError(
+            f"STUDIO_STREAM_REPLICAS={settings.stream_replicas} needs a NATS cluster, and the "
+            "embedded nats-server is one node: point STUDIO_NATS_URL at a cluster of at least "
+            "that many nodes, or leave STUDIO_STREAM_REPLICAS at 1."
+        )
     try:
         embedded = nats_server.start(workspace / "nats", access=bus_access.access(workspace))
         bus_access.provision_now(embedded.operator_url, settings.stream_replicas)

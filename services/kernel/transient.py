@@ -49,6 +49,9 @@ TRANSIENT: tuple[type[Exception], ...] = (
 #: JetStream's "no suitable peers for placement" (a replicated stream, consumer or bucket made
 #: while too few nodes are up): a 400 that passes once the node is back.
 NO_PEERS = 10005
+#: JetStream's "replicas > 1 not supported in non-clustered mode": a 500 that never passes (a
+#: single server does not become a cluster), so it is not retried.
+NOT_CLUSTERED = 10074
 
 FIRST_DELAY_S = 0.1
 #: The longest wait between two tries. A leader election ends unannounced, so a call waiting
@@ -90,6 +93,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is NATS or JetStream being out of reach for now (see the module)."""
     if isinstance(exc, BadRequestError):
         return exc.err_code == NO_PEERS
+    if isinstance(exc, ServerError) and exc.err_code == NOT_CLUSTERED:
+        return False
     return isinstance(exc, TRANSIENT)
 
 
