@@ -17,6 +17,7 @@ import secrets
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import limits
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -182,6 +183,13 @@ class Settings(BaseSettings):
             return tuple(s.strip() for s in raw.split(",") if s.strip())
         return raw
 
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, raw: str) -> str:
+        for server in raw.split(","):
+            check_nats_server(server.strip())
+        return raw
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, raw: Any) -> Any:
@@ -298,8 +306,27 @@ def explain(exc: ValidationError) -> str:
         name = str(loc[0])
         name = name if name.startswith(PREFIX) else variable(name)
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{name}: {message}, got {error.get('input')!r}")
+        shown = error.get("input")
+        if name == variable("nats_url") and isinstance(shown, str):  # no password in a log
+            shown = ",".join(server.rsplit("@", 1)[-1] for server in shown.split(","))
+        lines.append(f"{name}: {message}, got {shown!r}")
     return "\n".join(lines)
+
+
+def check_nats_server(server: str) -> None:
+    """ValueError unless ``server`` is a NATS server as nats-py reads one (``host[:port]``, or
+    ``nats|tls|ws|wss://[user:pass@]host[:port]``): a wrong scheme or port is said at start,
+    not found by a connect that times out."""
+    scheme, _, rest = server.rpartition("://")
+    if scheme not in ("", "nats", "tls", "ws", "wss"):
+        raise ValueError(f"{scheme}:// is not a NATS scheme (nats://, tls://, ws:// or wss://)")
+    try:
+        parsed = urlsplit(f"{scheme or 'nats'}://{rest}")
+        port = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"not a NATS server address: {exc}") from None
+    if not parsed.hostname or parsed.path not in ("", "/") or port == 0:
+        raise ValueError("not a NATS server address: expected [scheme://]host[:port]")
 
 
 def is_loopback(host: str) -> bool:
