@@ -87,7 +87,7 @@ def _report(output: Output, job: Import) -> None:
             out.print(
                 f"Imported {report.get('imported', 0)} of {report.get('files', 0)} files "
                 f"({report.get('format', job.format)}) in {report.get('seconds', 0):.1f} s: "
-                + ", ".join(f"{len(report.get(k) or [])} {k.replace('_', ' ')}" for k in PROBLEMS)
+                + ", ".join(f"{_total(report, k)} {k.replace('_', ' ')}" for k in PROBLEMS)
             )
         else:
             out.print(f"Import {job.id}: {job.state}")
@@ -98,10 +98,16 @@ def _report(output: Output, job: Import) -> None:
         ]
         if problems:
             out.print(table(("problem", "file", "reason"), problems[:SHOWN]))
-            if len(problems) > SHOWN:
-                out.print(f"... and {len(problems) - SHOWN} more (--json shows them all)")
+            more = sum(_total(report, k) for k in PROBLEMS) - SHOWN
+            if more > 0:  # a report lists the first 1,000 of each kind, and counts them all
+                out.print(f"... and {more} more (--json lists the first of each kind)")
 
     output.result(job, human)
+
+
+def _total(report: dict[str, Any], kind: str) -> int:
+    """How many files of ``kind`` the report counts (it may list only the first of them)."""
+    return max(int(report.get(f"{kind}_total") or 0), len(report.get(kind) or []))
 
 
 @click.command(

@@ -129,3 +129,16 @@ def test_running_picks_the_newest_import_still_under_way():
     imports = [job(state="completed"), job(id="j" * 32, state="importing"), job(id="k" * 32)]
     assert dataset.running(imports) == "j" * 32
     assert dataset.running([job()]) == ""
+
+
+def test_a_bounded_report_shows_the_totals_of_what_it_lists_in_part():
+    # given a report that lists its first 1,000 skipped files of 300,000 (``ImportReport``)
+    skipped = [
+        {"file": f"junk/{i}.txt", "reason": "unsupported file type .txt"} for i in range(1000)
+    ]
+    report = job()["report"] | {"skipped": skipped, "skipped_total": 300_000}
+    html = draw(JOB, data=job(report=report))
+    # then its figure counts them all, and its table says how many it does not show
+    assert 'data-figure="skipped">300,000<' in html
+    assert "junk/199.txt" in html and "junk/200.txt" not in html
+    assert "and 299,800 more" in html
