@@ -127,7 +127,20 @@ class SplitDeviation(msgspec.Struct, frozen=True):
     reason: str
 
 
+#: The most files an import's report lists of each kind (duplicates, corrupt, skipped, label
+#: problems): its first ones, in the order found; its ``<kind>_total`` counts them all.
+REPORT_LISTED: Final = 1000
+#: The most bytes (encoded) each of those lists takes, so that a report, and the event that
+#: carries it, stays far below a NATS message's limit (8 MB) whatever the import's size.
+REPORT_LIST_BYTES: Final = 1_000_000
+_REPORT_LISTS: Final = ("duplicates", "corrupt", "skipped", "label_problems")
+
+
 class ImportReport(msgspec.Struct, frozen=True):
+    """What an import did. Each list holds the first ``REPORT_LISTED`` files of its kind (fewer
+    if they take more than ``REPORT_LIST_BYTES``); ``<kind>_total`` counts every one. Made or
+    decoded, a report is bounded so (a report from before the totals counts its lists)."""
+
     format: str
     files: int
     imported: int
@@ -136,6 +149,35 @@ class ImportReport(msgspec.Struct, frozen=True):
     skipped: list[FileProblem] = []
     label_problems: list[FileProblem] = []
     seconds: float = 0.0
+    duplicates_total: int = 0
+    corrupt_total: int = 0
+    skipped_total: int = 0
+    label_problems_total: int = 0
+
+    def __post_init__(self) -> None:
+        for kind in _REPORT_LISTS:
+            listed = getattr(self, kind)
+            total = f"{kind}_total"
+            msgspec.structs.force_setattr(self, total, max(getattr(self, total), len(listed)))
+            bounded = _first(listed)
+            if len(bounded) < len(listed):
+                msgspec.structs.force_setattr(self, kind, bounded)
+
+
+def _first(items: list[Any]) -> list[Any]:
+    """The first of ``items`` within ``REPORT_LISTED`` and ``REPORT_LIST_BYTES``."""
+    kept = items[:REPORT_LISTED]
+    if len(_encode(kept)) <= REPORT_LIST_BYTES:
+        return kept
+    size = 2  # the brackets
+    for n, item in enumerate(kept):
+        size += len(_encode(item)) + 1
+        if size > REPORT_LIST_BYTES:
+            return kept[:n]
+    return kept
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 # --- commands -------------------------------------------------------------------------------

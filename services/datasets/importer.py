@@ -225,19 +225,23 @@ class Importer:
         metrics.files("skipped", len(manifest.skipped) + len(manifest.label_problems))
         await self._validated(job, manifest)
         job.phase = "decoding"
-        imported, corrupt = await asyncio.to_thread(self._decode_all, job, entries)
+        imported, corrupt, corrupt_total = await asyncio.to_thread(self._decode_all, job, entries)
         self._check(job)
         job.phase = "committing"
         # The images must be on disk before the events that refer to them are stored.
         await asyncio.to_thread(self._store.sync)
+        # Its lists are bounded (``ImportReport``): a source of a million stray files commits.
         report = c.ImportReport(
             format=manifest.format,
             files=manifest.count + len(manifest.skipped) + len(manifest.label_problems),
             imported=imported,
             corrupt=corrupt,
-            skipped=[c.FileProblem(p.file, p.reason) for p in manifest.skipped],
-            label_problems=[c.FileProblem(p.file, p.reason) for p in manifest.label_problems],
+            skipped=_listed(manifest.skipped),
+            label_problems=_listed(manifest.label_problems),
             seconds=round(time.monotonic() - started, 3),
+            corrupt_total=corrupt_total,
+            skipped_total=len(manifest.skipped),
+            label_problems_total=len(manifest.label_problems),
         )
         return partial(
             domain.commit,
@@ -263,12 +267,14 @@ class Importer:
 
         await self.runner.store(self._job(job), decide, "validated")
 
-    def _decode_all(self, job: Job, manifest: ManifestFile) -> tuple[int, list[c.FileProblem]]:
+    def _decode_all(self, job: Job, manifest: ManifestFile) -> tuple[int, list[c.FileProblem], int]:
         """Reads every file of the manifest, its record staged on disk a window at a time;
-        answers how many were read and the files that were not images."""
+        answers how many were read, the first files that were not images (as many as a report
+        lists), and how many were not."""
         assert job.staged is not None
         records: list[c.ImageRecord] = []
         corrupt: list[c.FileProblem] = []
+        corrupt_total = 0
         sent: deque[formats.Entry] = deque()  # the files in the decoder's window, in order
 
         def files() -> Iterator[Path]:
@@ -282,8 +288,10 @@ class Importer:
                 entry = sent.popleft()
                 job.done += 1
                 if isinstance(result, CorruptImage):
-                    reason = str(result) or "not a readable image"
-                    corrupt.append(c.FileProblem(entry.name, reason))
+                    corrupt_total += 1
+                    if len(corrupt) < c.REPORT_LISTED:
+                        reason = str(result) or "not a readable image"
+                        corrupt.append(c.FileProblem(entry.name, reason))
                     metrics.files("failed")
                 elif result is not None:
                     records.append(_record(entry, result))
@@ -292,11 +300,16 @@ class Importer:
                     job.staged.add(records)
                     records.clear()
         job.staged.add(records)
-        return job.staged.count, corrupt
+        return job.staged.count, corrupt, corrupt_total
 
     def _check(self, job: Job) -> None:
         if job.cancel.is_set():
             raise Cancelled
+
+
+def _listed(problems: Sequence[formats.Problem]) -> list[c.FileProblem]:
+    """The problems a report lists (the first ones); its total counts the rest."""
+    return [c.FileProblem(p.file, p.reason) for p in problems[: c.REPORT_LISTED]]
 
 
 def _record(entry: formats.Entry, info: ImageInfo) -> c.ImageRecord:
