@@ -32,6 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.arguments import at_least, names
+
 HERE = Path(__file__).resolve().parent
 WHEELS = HERE / "wheels"
 NEEDED = ("torch", "torchvision", "msgspec", "onnx", "onnxruntime", "onnxscript", "onnx_ir",
@@ -216,28 +218,6 @@ def run(args: argparse.Namespace, table: Table) -> None:
     table.data["seconds"] = time.monotonic() - started
 
 
-def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` no smaller than ``low``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value >= low:  # NaN included
-            raise argparse.ArgumentTypeError(f"must be at least {low:g}, not {text}")
-        return value
-
-    return parse
-
-
-def named_models(text: str) -> str:
-    """An argparse type: comma-separated model names, none empty."""
-    if not text or any(not name.strip() for name in text.split(",")):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected model names separated by commas")
-    return ",".join(name.strip() for name in text.split(","))
-
-
 def checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuses, before any work, what only torch and the contracts know: a device this machine
     does not have, a model not in the zoo, sizes outside a run's bounds (a usage error, exit 2)."""
@@ -269,7 +249,7 @@ def parsed(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
                         help="skip parts past this")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     for key in GPU:
-        kind = named_models if key == "models" else at_least(-1 if key == "workers" else 1)
+        kind = names() if key == "models" else at_least(-1 if key == "workers" else 1)
         parser.add_argument(f"--{key.replace('_', '-')}", type=kind)
     args = parser.parse_args(argv)
     for key, value in (TINY if args.tiny else GPU).items():

@@ -41,7 +41,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         (["--resume-images", "0"], "argument --resume-images: must be at least 1"),
         (["--workers", "-2"], "argument --workers: must be at least -1, not -2"),
         (["--budget-s", "nan"], "argument --budget-s: must be at least 1, not nan"),
-        (["--models", ""], "argument --models: '': expected model names"),
+        (["--models", ""], "argument --models: '': expected names"),
         (["--models", "resnet50,,convnext_tiny"], "argument --models: 'resnet50,,convnext_tiny'"),
         (["--models", "resnet5O"], "argument --models: unknown resnet5O; expected smallcnn"),
         (["--image-size", "8"], "argument --image-size: 8 is outside 16-1024"),
