@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.arguments import names
 from bench.core import Row, table
 
 FULL: dict[str, Any] = {
@@ -103,7 +104,8 @@ def with_stack(run: Runner, root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
+    parser.add_argument("--only", type=names(FIGURES), default=",".join(FIGURES),
+                        help="comma-separated figures")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results.json")
     ns = parser.parse_args(argv)
     args = argparse.Namespace(**(QUICK if ns.quick else FULL), only=ns.only.split(","))

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from bench.arguments import at_least, names
 from contracts.training import Hyperparameters
 from services.exporter.engine import export_onnx, providers
 from services.trainer.engine import Sample, train
@@ -87,8 +88,8 @@ def bench(model: str, root: Path, repeats: int) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", default="smallcnn,resnet18")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--models", type=names(), default="smallcnn,resnet18")
+    parser.add_argument("--repeats", type=at_least(1), default=20)
     args = parser.parse_args()
     print(
         f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, "

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from bench.arguments import at_least
 from contracts import new_id
 from tests.stack import Stack
 from tests.stream_helpers import Runs, SseClient, frame, ws_url
@@ -115,9 +116,9 @@ async def writer(stack: Stack, pid: str, run_id: str, stop: asyncio.Event) -> in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sse", type=int, default=500)
-    parser.add_argument("--ws", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--sse", type=at_least(0), default=500)
+    parser.add_argument("--ws", type=at_least(0), default=50)
+    parser.add_argument("--requests", type=at_least(1), default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp), ("projects",), STUDIO_LOG_LEVEL="ERROR").up()

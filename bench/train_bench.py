@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from bench.arguments import typed
 from bench.core import data_of
 from services.trainer.engine import build_model, pick_device
 from tests import imagesets
@@ -140,7 +141,7 @@ def row(name: str, values: list[float], fmt: str = ".1f") -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in OPTIONS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=typed(default), default=default)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="train-bench-"))
     threads = str(torch.get_num_threads())  # the plain loop's, for the studio's trainer too
