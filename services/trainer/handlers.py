@@ -132,6 +132,9 @@ class Training:
         """Why the run cannot train on the devices it asks, or None. A run asking more than any
         trainer has would wait for ever: it is refused at once, saying how many there are."""
         devices, batch = command.devices, command.hyperparameters.batch_size
+        if devices > 1 and is_detector(command.hyperparameters.model):  # the engine's own rule
+            message = f"a detector trains on one device, not {devices}"
+            return invalid(message, "devices")
         largest = await self.largest() if devices > 1 else 1
         if not 1 <= devices <= largest:
             return invalid(
