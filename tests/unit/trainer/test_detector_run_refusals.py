@@ -1,8 +1,9 @@
-"""A detection run asking for several devices is refused when it is submitted (a 422 naming
-``devices``), not queued to fail once its leases are taken: the engine trains a detector on one
-device only (``Detection.distributed`` is False). A classifier on two devices of a trainer that
-has them, and a detector on one, are still queued. The trainer's start-run handler, its event
-store in memory and the datasets query faked.
+"""What a detection run cannot be is refused when it is submitted, naming its field, with
+nothing stored: several devices (the engine trains a detector on one only, so it used to be
+queued and fail once its leases were taken), pretrained weights, an image size below the
+backbone's least. A classifier on two devices of a trainer that has them, and a detector on
+one, are still queued. The trainer's start-run handler, its event store in memory and the
+datasets query faked.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def training() -> tuple[Training, InMemoryEventStore[Any]]:
     return handler, store
 
 
-def start(model: str, devices: int) -> c.StartRun:
-    hyper = c.HyperparametersIn(model=model, epochs=1, batch_size=4, image_size=64)
+def start(model: str, devices: int = 1, **change: Any) -> c.StartRun:
+    values = {"model": model, "epochs": 1, "batch_size": 4, "image_size": 64} | change
+    hyper = c.HyperparametersIn(**values)
     return c.StartRun(run_id=new_id(), experiment_id=new_id(), project_id=new_id(),
                       split_id=new_id(), hyperparameters=hyper, devices=devices)  # fmt: skip
 
@@ -73,3 +75,23 @@ async def test_what_the_engine_can_train_is_still_queued(model: str, devices: in
     assert not isinstance(answer, common.CommandRejected), answer
     (queued,) = [s.event for s in await store.load(command.run_id)]
     assert isinstance(queued, c.RunQueued) and queued.devices == devices
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"pretrained": "imagenet"}, "pretrained", f"{DETECTOR} trains from scratch"),
+        ({"image_size": 16}, "image_size", f"must be at least 32 for {DETECTOR}, not 16"),
+        ({"model": "fcos_resnet50_fpn", "image_size": 24}, "image_size", "at least 32"),
+    ],
+)
+async def test_what_a_detector_cannot_take_is_refused_naming_its_hyperparameter(
+    change: dict[str, Any], field: str, says: str
+):
+    handler, store = training()
+    command = start(**{"model": DETECTOR} | change)
+    answer = await handler.start_run(command, {})
+    assert isinstance(answer, common.CommandRejected), answer
+    assert (answer.code, answer.field) == (common.VALIDATION_ERROR, f"hyperparameters.{field}")
+    assert says in answer.message, answer.message
+    assert await store.load(command.run_id) == []
