@@ -6,6 +6,7 @@ default; ``--yes`` deletes. Imports ``contracts`` and ``services.cli``'s NATS he
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 
 #: Exit code when deleting was held off (imports running): nothing was wrong, try again later.
 DEFERRED = 3
+
+
+def _finite(seconds: float | None) -> float | None:
+    """nan and inf pass ``FloatRange`` but travel as JSON null, which the service reads as
+    "its default grace": refused here instead of deleting by a grace nobody asked for."""
+    if seconds is not None and not math.isfinite(seconds):
+        raise click.BadParameter(f"{seconds} is not a number of seconds")
+    return seconds
 
 
 @click.command(
@@ -31,6 +40,7 @@ DEFERRED = 3
     "--grace",
     type=click.FloatRange(min=0),
     default=None,
+    callback=lambda _ctx, _param, value: _finite(value),
     metavar="SECONDS",
     help="keep files younger than this (default: the service's STUDIO_GC_GRACE_S, 3600)",
 )
