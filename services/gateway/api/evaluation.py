@@ -80,6 +80,9 @@ async def confusion_cell(
     """The images of one confusion-matrix cell, most confident first, with thumbnail links."""
     await require_of(request, "evaluation", evaluation_id, "viewer")
     row = await _evaluation(db, evaluation_id)
+    if (row.metrics or {}).get("task") == "detection":
+        message = "a detector's evaluation has no confusion matrix: its worst images are listed"
+        raise ApiError(common.VALIDATION_ERROR, message + " in its metrics", field="evaluation_id")
     if row.status != "completed" or row.predictions is None:
         raise ApiError(common.CONFLICT, f"evaluation {evaluation_id} is {row.status}")
     run = await read.get_run(db, run_id=row.run_id)
