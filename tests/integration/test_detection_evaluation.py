@@ -118,3 +118,17 @@ def test_the_page_draws_the_worst_images_over_served_thumbnails(stack, trained, 
             assert f'data-image-id="{w["image_id"]}"' in html
             thumbnail = api.get(f"{API}/datasets/{pid}/thumbnail/{w['image_id']}")
             assert thumbnail.status_code == 200
+
+
+def test_a_confusion_cell_of_a_detectors_evaluation_is_refused_saying_why(
+    stack, trained, evaluation
+):
+    # a detector's evaluation has no confusion matrix: asking one of its cells is a 422, not
+    # an empty list that reads as "no image there"
+    label = trained["classes"][0]
+    with client(stack) as api:
+        resp = api.get(f"{API}/evaluation/{evaluation['id']}/cell",
+                       params={"true": label, "predicted": label})  # fmt: skip
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and "no confusion matrix" in error["message"]
