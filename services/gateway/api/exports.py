@@ -10,6 +10,8 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from contracts import common
 from contracts import exports as x
@@ -26,6 +28,8 @@ from services.kernel.sqlite import session
 router = APIRouter(prefix="/export", tags=["export"], responses=ERROR_RESPONSES)
 #: Images sent to one prediction, in bytes (they travel to the exporter in one NATS message).
 PREDICT_MAX_BYTES = 6 * 1024 * 1024
+#: Form fields besides the images (none are read): more is a malformed request.
+PREDICT_MAX_FIELDS = 16
 MEDIA = {"onnx": "application/onnx", "torchscript": "application/octet-stream"}
 ZIP = "application/zip"
 
@@ -131,7 +135,12 @@ async def _images(request: Request) -> list[bytes]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > PREDICT_MAX_BYTES:
         raise ApiError("PAYLOAD_TOO_LARGE", "send at most 6 MB of images at once", status=413)
-    form = await request.form(max_files=x.PREDICT_MAX_IMAGES, max_fields=16)
+    try:
+        form = await request.form(max_files=x.PREDICT_MAX_IMAGES, max_fields=PREDICT_MAX_FIELDS)
+    except (HTTPException, MultiPartException) as exc:  # too many parts, or a malformed body
+        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
+        message = f"{detail} (send at most {x.PREDICT_MAX_IMAGES} images as multipart files)"
+        raise ApiError(common.VALIDATION_ERROR, message, field="file") from None
     images = [await f.read() for _, f in form.multi_items() if isinstance(f, UploadFile)]
     if not images:
         raise ApiError(
