@@ -16,18 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from contracts import datasets as d
 from contracts import training as c
 from services.kernel.lease import Lease, Leases
 from services.trainer import domain, engine, metrics
+from services.trainer.bridge import Bridge, Publish
 from services.trainer.epochs import Epochs
 from services.trainer.images import SplitImages
 from services.trainer.projection import RunQueue
@@ -36,14 +33,16 @@ from services.trainer.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 0.25
 #: After the worker's loop failed, how long it waits before looking for a run again.
 RETRY_S = 2.0
 #: How soon a trainer with nothing to train looks again (sooner when the queue changes): a
 #: device freed by a dead holder's lease TTL is taken within this of the key expiring.
 IDLE_LOOK_S = 0.25
-
-Publish = Callable[[str, bytes], Coroutine[Any, Any, None]]
+#: How long a stopping trainer (SIGTERM) waits for its runs to stop at their next batch and go
+#: back to the queue: within the 5 s the service gives its whole clean-up (BACKGROUND_STOP_S).
+LEAVE_S = 3.5
+#: Why a run a stopping trainer handed back was interrupted.
+LEFT = "its trainer was stopped (SIGTERM); it goes on from its last stored epoch"
 
 
 @dataclass(frozen=True)
@@ -118,6 +117,8 @@ class Worker:
         #: How many devices each run asks (fixed when it is queued), as looked up.
         self.wanted: dict[str, int] = {}
         self.training: set[asyncio.Task[None]] = set()
+        #: The trainer is stopping (``leave``): the runs that stop now go back to the queue.
+        self.leaving = False
 
     def request_stop(self, run_id: str) -> None:
         """Called by the projection when a stop is stored: the engine stops at its next batch."""
@@ -142,11 +143,30 @@ class Worker:
                     continue
                 if not took:
                     await self.queue.wait(IDLE_LOOK_S)
-        finally:
+        finally:  # cancelled: the service is stopping
             reaper.cancel()
             watcher.cancel()
-            for task in list(self.__dict__.get("training", ())):
-                task.cancel()
+            await self.leave(LEAVE_S)
+
+    async def leave(self, within: float) -> None:
+        """The trainer stops (SIGTERM): each run it trains stops at its next batch (the epoch
+        under way is abandoned, never half-saved) and goes back to the queue from its last
+        stored epoch (interrupted, and with auto-resume queued again), its leases released at
+        once, so that another trainer, or this one restarted, continues it exactly without
+        waiting for their TTL. A run still training after ``within`` (a batch longer than that)
+        is handed back all the same; its thread ends at its next batch, storing nothing."""
+        self.leaving = True
+        # (read as the loop's own tests make it: a worker of bare parts has neither)
+        for flag in self.__dict__.get("stops", {}).values():
+            flag.set()
+        training = set(self.__dict__.get("training", ()))
+        if not training:
+            return
+        _, late = await asyncio.wait(training, timeout=within)
+        for task in late:
+            task.cancel()
+        if late:  # each hands its run back and releases its leases as it ends
+            await asyncio.wait(late, timeout=within)
 
     async def _watch_queue(self) -> None:
         """Keeps ``studio_queue_depth`` to the queue as this trainer's read model has it, also
@@ -259,6 +279,10 @@ class Worker:
         bridge = Bridge(self.publish, self.epochs, run, loop, stop, leases)
         try:
             outcome = await self._attempt(run, bridge, devices or [self.slot.device])
+        except asyncio.CancelledError:
+            if self.leaving and not bridge.lost():  # still ours: back to the queue at once
+                await asyncio.shield(self._hand_back(run_id))
+            raise
         except Exception as exc:  # the engine (torch) fails in many ways; fail() sorts them
             self.stops.pop(run_id, None)
             if bridge.lost():
@@ -269,8 +293,19 @@ class Worker:
         self.stops.pop(run_id, None)
         if bridge.lost():
             return
-        await self.runs.finish(run_id, ended(run_id, outcome))
+        if self.leaving and outcome.status == "stopped":
+            await self._hand_back(run_id)  # stopped by the trainer's stop, not by its user
+        else:
+            await self.runs.finish(run_id, ended(run_id, outcome))
         await self.epochs.tidy(run_id)
+
+    async def _hand_back(self, run_id: str) -> None:
+        """The run ends interrupted here, while its leases are still held (so no other trainer
+        has it), and (auto-resume) is queued again; a run its user was stopping ends stopped."""
+        try:
+            await self.runs.interrupt(run_id, LEFT)
+        except Exception:  # its leases go all the same: a reaper interrupts it once they do
+            log.exception("run %s could not be handed back to the queue", run_id)
 
     async def _attempt(
         self, run: domain.Run, bridge: Bridge, devices: Sequence[str]
@@ -321,62 +356,3 @@ def ended(run_id: str, outcome: engine.Outcome) -> c.Event:
         latency_ms=outcome.latency_ms,
         best_val_map=outcome.best_val_map,
     )
-
-
-class Bridge:
-    """The engine's callbacks, called from the training thread, carried to the event loop."""
-
-    def __init__(
-        self,
-        publish: Publish,
-        epochs: Epochs,
-        run: domain.Run,
-        loop: asyncio.AbstractEventLoop,
-        stop: threading.Event,
-        leases: Sequence[Lease],
-    ) -> None:
-        self.publish, self.epochs = publish, epochs
-        self.run, self.loop, self.stop, self.leases = run, loop, stop, list(leases)
-        #: The stored records the run still needs, by kind: its last and its best checkpoint.
-        self.kept = {r.kind: r for r in (run.last_checkpoint, run.best_checkpoint) if r is not None}
-        self._last = 0.0
-        self._epoch, self._epoch_start, self._loss_sum = 0, time.monotonic(), 0.0
-
-    def on_batch(self, epoch: int, batch: int, batches: int, loss: float) -> None:
-        now = time.monotonic()
-        if epoch != self._epoch:
-            self._epoch, self._epoch_start, self._loss_sum = epoch, now, 0.0
-        self._loss_sum += loss
-        if now - self._last < PROGRESS_INTERVAL_S and batch != batches:
-            return
-        self._last = now
-        per_batch = (now - self._epoch_start) / max(batch, 1)
-        eta = per_batch * ((batches - batch) + (self.run.epochs - epoch) * batches)
-        data = msgspec.json.encode(
-            {
-                "run_id": self.run.run_id,
-                "epoch": epoch,
-                "epochs": self.run.epochs,
-                "batch": batch,
-                "batches": batches,
-                "loss": round(loss, 6),
-                "running_loss": round(self._loss_sum / max(batch, 1), 6),
-                "eta_s": round(eta, 1),
-            }
-        )
-        subject = c.progress_subject(self.run.run_id)
-        asyncio.run_coroutine_threadsafe(self.publish(subject, data), self.loop)
-
-    def on_epoch(self, metrics: engine.EpochMetrics, checkpoints: list[engine.Checkpoint]) -> None:
-        # Block the training thread until the epoch is stored: nothing runs ahead of the log.
-        future = asyncio.run_coroutine_threadsafe(
-            self.epochs.store(self.run, metrics, checkpoints, self.kept), self.loop
-        )
-        future.result()
-
-    def lost(self) -> bool:
-        """Whether any of the run's device leases is lost: the run is no longer this trainer's."""
-        return any(lease.lost.is_set() for lease in self.leases)
-
-    def should_stop(self) -> bool:
-        return self.stop.is_set() or self.lost()
