@@ -3,7 +3,8 @@ studio ``test_detection_data.py`` runs on): a YOLO ZIP with malformed lines, unk
 and boxes of no size or outside the image imports the rest, its problems reported per file in
 the import's report and not one box of a good image lost; a format without boxes given to a
 detection project, local or uploaded, is a 422 naming ``format`` that starts nothing and
-stores nothing; an export of another project's split is unknown.
+stores nothing; an export of another project's split is unknown; a cancel of a finished import
+is a conflict.
 
 Each answer is the error envelope ``{"status": "error", "error": {"code", "message"}}``.
 """
@@ -140,7 +141,11 @@ async def test_an_export_of_another_projects_split_is_unknown(
     body = {"project_id": first, "path": str(root), "format": "auto"}
     resp = await api.post(f"{API}/datasets/import/local", json=body)
     assert resp.status_code == 202, resp.text
-    assert (await finished(api, resp.json()["data"]["id"]))["state"] == "completed"
+    import_id = resp.json()["data"]["id"]
+    assert (await finished(api, import_id))["state"] == "completed"
+    # (a cancel of the finished import is a conflict that says so, whichever instance hears it)
+    late = await api.post(f"{API}/datasets/import/{import_id}/cancel")
+    assert "has already completed" in refused(late, 409)["message"]
     ratios = {"train": 0.5, "val": 0.5}
     split = await api.post(f"{API}/splits", json={"project_id": first, "name": "s",
                                                   "ratios": ratios, "seed": 1})  # fmt: skip
