@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -44,19 +43,18 @@ def spec() -> StreamSpec:
 
 
 async def test_replicas_a_single_server_cannot_keep_are_refused_at_once(
-    nats_srv: EmbeddedNats,
+    nats_srv: EmbeddedNats, caplog: pytest.LogCaptureFixture
 ) -> None:
     # given one nats-server (not a cluster), when a stream is made with three replicas
     nc = await nats.connect(nats_srv.url)
-    began = time.monotonic()
     try:
         with pytest.raises(ReplicasRefused) as refused:
             await ensure_stream(nc.jetstream(), spec(), replicas=3, retry_for=30)
     finally:
         await nc.close()
-    # then it is refused at its first answer (a single server never becomes a cluster), with
-    # the setting to change and why; it is a message for people (an exit, not a traceback)
-    assert time.monotonic() - began < 15  # not the retry window: it was not retried
+    # then it is refused at its first answer, not retried as an outage (a single server never
+    # becomes a cluster), with the setting to change and why; a message for people (an exit)
+    assert "waits for NATS" not in caplog.text
     message = str(refused.value)
     assert "STUDIO_STREAM_REPLICAS=3" in message and "non-clustered" in message
     assert "(1 for a single server)" in message
