@@ -225,6 +225,8 @@ def checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from services.trainer.engine import pick_device
     from services.vision.models import HEADS
 
+    if args.json is not None and not args.json.parent.is_dir():  # else lost after the run
+        parser.error(f"argument --json: {args.json.parent} is not a folder")
     try:
         pick_device(args.device)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """The prepared GPU check refuses bad arguments before any work, as a usage error (exit 2) that
 names the argument: a device this machine does not have, a model not in the zoo, sizes of zero,
-below zero or outside a run's bounds. Issue 17: it must not break, or half-run, on the day a
-GPU machine is at hand. Imports the standard library and ``bench.gpu_check``.
+below zero or outside a run's bounds, a JSON file in no folder (lost after the run). Issue 17:
+it must not break, or half-run, on the day a GPU machine is at hand. Imports the standard
+library and ``bench.gpu_check``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         (["--image-size", "8"], "argument --image-size: 8 is outside 16-1024"),
         (["--batch-size", "100000"], "argument --batch-size: 100000 is outside 1-4096"),
         (["--epochs", "5000"], "argument --epochs: 5000 is outside 1-1000"),
+        (["--json", "/no/such/folder/gpu.json"], "argument --json: /no/such/folder is not a"),
     ],
 )
 def test_a_bad_argument_is_a_usage_error_naming_it_before_any_work(
