@@ -25,6 +25,7 @@ import pytest
 from contracts import training as c
 from services.kernel.eventstore import EventStore
 from services.trainer.engine.faults import POINTS
+from tests.conftest import PATIENT_S
 from tests.stack import Stack
 from tests.training_helpers import (
     API,
@@ -43,22 +44,30 @@ pytestmark = pytest.mark.integration
 SLOW = {"epochs": 5, "image_size": 48, "seed": 3}
 
 
-@pytest.fixture
-def stack(tmp_path) -> Stack:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One studio for the module (a studio start costs seconds of CPU): each test leaves it
+    whole, with its one trainer running, for the next."""
     s = Stack(
-        tmp_path,
+        tmp_path_factory.mktemp("faults"),
         ("projects", "datasets", "trainer"),
         STUDIO_LEASE_TTL="2",
         STUDIO_TRAINER_SLOT="slot-a",
     )
     try:
-        yield s.up()
+        yield s.up(PATIENT_S)
     finally:
         s.down()
 
 
-def test_nats_restarted_mid_run_training_goes_on_and_no_event_is_lost(stack):
-    project_id, split_id = learnable_split(stack, per_class=80)
+@pytest.fixture(scope="module")
+def busy(stack: Stack) -> tuple[str, str]:
+    """A split big enough that a ``SLOW`` run is still training when a test acts."""
+    return learnable_split(stack, per_class=80)
+
+
+def test_nats_restarted_mid_run_training_goes_on_and_no_event_is_lost(stack, busy):
+    project_id, split_id = busy
     queued = submit(stack, project_id, split_id, hyperparameters=SLOW).json()["data"]
     wait(lambda: len(run(stack, queued["id"])["history"]) >= 1, every=0.02)
     port = stack.nats.port
@@ -70,11 +79,17 @@ def test_nats_restarted_mid_run_training_goes_on_and_no_event_is_lost(stack):
     assert [e["epoch"] for e in done["history"]] == [1, 2, 3, 4, 5]
 
 
-def test_two_trainers_run_two_runs_at_once_and_never_more(stack):
+def test_two_trainers_run_two_runs_at_once_and_never_more(stack, busy):
     env = {"STUDIO_TRAINER_SLOT": "slot-2", "STUDIO_INSTANCE": "t2", "STUDIO_LOG_LEVEL": "INFO"}
     stack.start("trainer-2", module="trainer", **env)
-    project_id, split_id = learnable_split(stack, per_class=80)
-    wait(lambda: "trainer is running" in stack.log("trainer-2"), timeout=60)
+    try:
+        _two_trainers(stack, *busy)
+    finally:  # the module's next tests count on one trainer
+        stack.stop("trainer-2")
+
+
+def _two_trainers(stack: Stack, project_id: str, split_id: str) -> None:
+    wait(lambda: "trainer is running" in stack.log("trainer-2"), timeout=PATIENT_S)
     hyper = SLOW | {"epochs": 4}
     ids = [
         submit(stack, project_id, split_id, hyperparameters=hyper).json()["data"]["id"]
@@ -110,21 +125,11 @@ FAULT_EPOCH = 2
 
 
 @pytest.fixture(scope="module")
-def boundary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str, str, Any]]:
-    """One studio for the boundary faults, a split, and the curves of an uninterrupted run."""
-    s = Stack(
-        tmp_path_factory.mktemp("faults"),
-        ("projects", "datasets", "trainer"),
-        STUDIO_LEASE_TTL="2",
-        STUDIO_TRAINER_SLOT="slot-a",
-    )
-    try:
-        s.up()
-        project_id, split_id = learnable_split(s, per_class=24)
-        reference = submit(s, project_id, split_id, hyperparameters=BOUNDARY).json()["data"]
-        yield s, project_id, split_id, curves(wait_status(s, reference["id"], "completed"))
-    finally:
-        s.down()
+def boundary(stack: Stack) -> tuple[Stack, str, str, Any]:
+    """The module's studio, a split, and the curves of an uninterrupted run."""
+    project_id, split_id = learnable_split(stack, per_class=24)
+    reference = submit(stack, project_id, split_id, hyperparameters=BOUNDARY).json()["data"]
+    return stack, project_id, split_id, curves(wait_status(stack, reference["id"], "completed"))
 
 
 def test_a_crash_at_every_step_of_an_epoch_boundary_resumes_by_itself_to_the_same_curves(
@@ -140,7 +145,7 @@ def test_a_crash_at_every_step_of_an_epoch_boundary_resumes_by_itself_to_the_sam
         env = {"STUDIO_INSTANCE": name, "STUDIO_TRAINER_SLOT": f"slot-{name}"}
         stack.start(name, module="trainer", STUDIO_FAULT_POINT=f"{point}:{FAULT_EPOCH}", **env)
         doomed[name] = point
-    stack.wait_healthy(timeout=60)
+    stack.wait_healthy(timeout=PATIENT_S)
     victims = [
         submit(stack, project_id, split_id, hyperparameters=BOUNDARY).json()["data"]["id"]
         for _ in POINTS
@@ -176,7 +181,7 @@ def test_without_auto_resume_a_run_killed_mid_training_waits_interrupted_then_re
     stack, project_id, split_id, reference = boundary
     stack.stop("trainer")
     stack.start("trainer", STUDIO_AUTO_RESUME="0")
-    stack.wait_healthy(timeout=60)
+    stack.wait_healthy(timeout=PATIENT_S)
     victim = submit(stack, project_id, split_id, hyperparameters=BOUNDARY).json()["data"]
     wait(lambda: len(run(stack, victim["id"])["history"]) >= 2, every=0.02)
     # when the trainer dies without a word, wherever it is in its third epoch
