@@ -23,7 +23,8 @@ from studio_client import AsyncStudioClient, StudioClient
 from studio_client.experiments import fixed, float_range
 from studio_client.models import SocketMessage, StreamEvent
 from tests import imagesets
-from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
+from tests.client_helpers import signed_in
+from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 STACK_SERVICES = ("identity", "projects", "datasets", "trainer", "exporter")
@@ -42,9 +43,7 @@ COMPLETED = "training.experiment_completed.v1"
 
 @pytest.fixture(scope="module")
 def studio(stack: Stack) -> Iterator[StudioClient]:
-    stack.token()  # waits until the identity service has made the first admin
-    with StudioClient(stack.base_url, timeout=30) as client:
-        client.auth.login(ADMIN, ADMIN_PASSWORD)
+    with signed_in(stack) as client:
         yield client
 
 

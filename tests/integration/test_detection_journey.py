@@ -33,7 +33,8 @@ from globox import AnnotationSet
 from studio_client import StudioClient
 from studio_client.experiments import choice, fixed, float_range
 from tests import shapes
-from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
+from tests.client_helpers import signed_in
+from tests.stack import Stack
 from tests.training_helpers import API
 
 pytestmark = pytest.mark.integration
@@ -53,9 +54,7 @@ IMAGES = 24
 
 @pytest.fixture(scope="module")
 def studio(stack: Stack) -> Iterator[StudioClient]:
-    stack.token()  # waits until the identity service has made the first admin
-    with StudioClient(stack.base_url, timeout=60) as client:
-        client.auth.login(ADMIN, ADMIN_PASSWORD)
+    with signed_in(stack, timeout=60) as client:
         yield client
 
 

@@ -23,10 +23,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import projects as c
 from services.kernel import sqlite as kernel_sqlite
-from services.kernel.eventstore import EventStore, StoredEvent
-from services.kernel.projection import Decodes, ProjectionRunner
+from services.kernel.eventstore import StoredEvent
+from services.kernel.projection import ProjectionRunner
 from services.kernel.sqlite import create_engine, session
-from services.kernel.streams import StreamSpec, ensure_stream
+from tests.projection_helpers import ProjectsProjector, make_tables, projects_store
 
 pytestmark = pytest.mark.integration
 PROJECTORS, PROJECTS, RENAMES = 4, 10, 9
@@ -45,13 +45,8 @@ class Note(SQLModel, table=True):
     n: int = Field(primary_key=True)
 
 
-class Slow(Decodes):
+class Slow(ProjectsProjector):
     """Reads, yields to the loop, then writes: each batch's transaction spans loop turns."""
-
-    stream = c.STREAM
-    filter_subject = c.EVENTS
-    tables: Sequence[Table] = ()
-    event_type = c.Event
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -68,14 +63,9 @@ async def test_projectors_and_api_writes_share_a_file_without_locked(
 ) -> None:
     monkeypatch.setattr(kernel_sqlite, "BUSY_TIMEOUT_MS", 50)
     caplog.set_level(logging.WARNING, logger="services.kernel.projection")
-    await ensure_stream(nc.jetstream(), StreamSpec(c.STREAM, (c.EVENTS,)))
-    store: EventStore[c.Event] = EventStore(
-        nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
-    )
+    store = await projects_store(nc)
     engine = create_engine(tmp_path / "readmodel.db")
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all, tables=[Applied.__table__])  # type: ignore[attr-defined]
-        await conn.run_sync(SQLModel.metadata.create_all, tables=[Note.__table__])  # type: ignore[attr-defined]
+    await make_tables(engine, Applied, Note)
     projectors = [Slow(f"slow{i}") for i in range(PROJECTORS)]
     runner = ProjectionRunner(nc, engine, projectors, consumer_prefix="writers", batch=16)
     await runner.start()
@@ -122,14 +112,11 @@ async def test_projectors_and_api_writes_share_a_file_without_locked(
     assert failures == []
 
 
-class Counted(Decodes):
+class Counted(ProjectsProjector):
     """Adds one to a counter per event: applying an event twice shows."""
 
     name = "counted"
-    stream = c.STREAM
-    filter_subject = c.EVENTS
     tables: Sequence[Table] = (Note.__table__,)  # type: ignore[attr-defined]
-    event_type = c.Event
 
     async def apply(self, db: AsyncSession, stored: StoredEvent[Any]) -> None:
         await db.exec(update(Note).values(n=Note.n + 1))
@@ -139,18 +126,14 @@ async def test_two_gateways_sharing_a_read_model_apply_each_event_once(
     nc: NATS, tmp_path: Path
 ) -> None:
     # given two runners on one file, as two gateways of one workspace, each with its consumer
-    await ensure_stream(nc.jetstream(), StreamSpec(c.STREAM, (c.EVENTS,)))
-    store: EventStore[c.Event] = EventStore(
-        nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
-    )
+    store = await projects_store(nc)
     path = tmp_path / "readmodel.db"
     engines = [create_engine(path), create_engine(path)]
     runners = [
         ProjectionRunner(nc, engine, [Counted()], consumer_prefix=f"shared-{i}", batch=4)
         for i, engine in enumerate(engines)
     ]
-    async with engines[0].begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all, tables=[Note.__table__])  # type: ignore[attr-defined]
+    await make_tables(engines[0], Note)
     async with session(engines[0]) as db:
         db.add(Note(n=0))
         await db.commit()
