@@ -287,6 +287,10 @@ class Worker:
             self.stops.pop(run_id, None)
             if bridge.lost():
                 return  # another trainer will see the lease gone and mark the run interrupted
+            if self.leaving:  # the stop's doing (DDP ranks hit by the same signal): no fault
+                log.warning("run %s ended as the trainer stopped (%r); handed back", run_id, exc)
+                await self._hand_back(run_id)
+                return
             await self.runs.fail(run_id, exc)
             await self.epochs.tidy(run_id)
             return
@@ -303,7 +307,9 @@ class Worker:
         """The run ends interrupted here, while its leases are still held (so no other trainer
         has it), and (auto-resume) is queued again; a run its user was stopping ends stopped."""
         try:
-            await self.runs.interrupt(run_id, LEFT)
+            run = await self.runs.get(run_id)
+            if run is not None and run.instance == self.runs.instance:
+                await self.runs.interrupt(run_id, LEFT)
         except Exception:  # its leases go all the same: a reaper interrupts it once they do
             log.exception("run %s could not be handed back to the queue", run_id)
 

@@ -56,6 +56,8 @@ class Engine:
 
     def __init__(self, deaf: bool = False) -> None:
         self.training, self.done, self.deaf = threading.Event(), threading.Event(), deaf
+        #: Raises instead of returning once stopped (a DDP rank killed by the same signal).
+        self.fails: Exception | None = None
         #: Ends a deaf engine's batch (the test's end).
         self.release = threading.Event()
 
@@ -67,6 +69,8 @@ class Engine:
                 time.sleep(0.01)
                 if self.deaf and self.release.wait(0.01):
                     break
+            if self.fails is not None:
+                raise self.fails
             return engine.Outcome("stopped", 0, 0, 0.0)
         finally:
             self.done.set()
@@ -147,6 +151,18 @@ async def test_a_run_whose_batch_outlasts_the_wait_is_handed_back_all_the_same(t
     assert isinstance(interrupted, c.RunInterrupted) and isinstance(resumed, c.RunResumed)
     assert training.lease.released.is_set() and not training.engine.done.is_set()
     assert not training.worker.training
+
+
+async def test_a_run_whose_engine_fails_as_the_trainer_stops_is_handed_back_not_failed(training):
+    # given a run on several devices, whose rank processes the same SIGTERM ends
+    training.engine.fails = RuntimeError("rank 1 exited with code -15 before its end")
+    await training.start()
+    # when the trainer stops
+    await training.worker.leave(within=10)
+    # then the run goes back to the queue: its failure was the stop's, not the run's
+    events = await training.events()
+    assert not any(isinstance(e, c.RunFailed) for e in events)
+    assert isinstance(events[-2], c.RunInterrupted) and isinstance(events[-1], c.RunResumed)
 
 
 async def test_a_trainer_that_stops_with_nothing_to_train_stops_at_once(training):
