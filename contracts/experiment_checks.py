@@ -41,7 +41,9 @@ from contracts.experiments import (
 
 def check(cmd: CreateExperiment) -> Problem | None:
     """The first problem of ``cmd`` as (field, message), or None."""
-    for step in (_check_head, _check_space, _check_objectives, _check_budget, _check_pruning):
+    steps = (_check_head, _check_space, _check_sizes, _check_objectives, _check_budget,
+             _check_pruning)  # fmt: skip
+    for step in steps:
         problem = step(cmd)
         if problem is not None:
             return problem
@@ -74,6 +76,32 @@ def _check_space(cmd: CreateExperiment) -> Problem | None:
             sub, message = problem
             return (f"{field}.{sub}" if sub else field), message
     return None
+
+
+def _check_sizes(cmd: CreateExperiment) -> Problem | None:
+    """An image size the space can give below the least of a model it can give: each trial
+    drawn so would be refused when it starts (the trainer's rule), failing one by one."""
+    size = cmd.search_config.get("image_size")
+    if size is None:
+        return None
+    model = cmd.search_config.get("model")
+    if isinstance(model, Fixed | Categorical):
+        models = [model.value] if isinstance(model, Fixed) else list(model.choices)
+    else:
+        models = list(MODEL_FAMILIES.get(cmd.architecture_type, ()))
+    backbones = [m for m in models if m != "smallcnn"]
+    if isinstance(size, Fixed | Categorical):
+        values = [size.value] if isinstance(size, Fixed) else list(size.choices)
+        least = min(values, key=float)
+        sub = "value" if isinstance(size, Fixed) else f"choices.{values.index(least)}"
+    else:
+        least, sub = size.low, "low"
+    if not backbones or float(least) >= training.TORCHVISION_MIN_SIZE:
+        return None
+    return f"search_config.image_size.{sub}", (
+        f"must be at least {training.TORCHVISION_MIN_SIZE} for {backbones[0]}, which this "
+        f"search may train, not {least}"
+    )
 
 
 def _check_param(name: str, param: Param, family: str) -> Problem | None:

@@ -41,6 +41,10 @@ SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS: Final = ("none", "light", "standard")
 CLASS_WEIGHTS: Final = ("none", "auto")
 MIXED_PRECISION: Final = ("auto", "on", "off")
+#: The least image size of every model but smallcnn: torchvision backbones downsample 32 times,
+#: and smaller images vanish before their head (the trainer refuses a run below it; a search
+#: whose space can go below it is refused when it is created).
+TORCHVISION_MIN_SIZE: Final = 32
 #: Bounds of ``Hyperparameters``' strings, checked where a run is submitted.
 MODEL_MAX: Final = 64
 #: A weights path: a file name of at most 255 bytes in a path of at most this many characters.

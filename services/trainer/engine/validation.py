@@ -17,13 +17,12 @@ from contracts.training import (
     HYPERPARAMETER_CHOICES,
     INT64_MAX,
     MODELS,
+    TORCHVISION_MIN_SIZE,
     Hyperparameters,
 )
 from services.vision.detectors import DETECTORS
 from services.vision.models import pretrained_path
 
-#: torchvision backbones downsample 32 times; smaller images vanish before their head.
-TORCHVISION_MIN_SIZE = 32
 #: What a run may train: a classifier of the contract's zoo, or a detector (for a detection
 #: project; the trainer matches the model to the project's task when the run is started).
 TRAINABLE = (*MODELS, *DETECTORS)
