@@ -41,6 +41,8 @@ IDLE_LOOK_S = 0.25
 #: How long a stopping trainer (SIGTERM) waits for its runs to stop at their next batch and go
 #: back to the queue: within the 5 s the service gives its whole clean-up (BACKGROUND_STOP_S).
 LEAVE_S = 3.5
+#: How long a run cancelled past ``LEAVE_S`` is given to be handed back (two NATS calls).
+HAND_BACK_S = 1.0
 #: Why a run a stopping trainer handed back was interrupted.
 LEFT = "its trainer was stopped (SIGTERM); it goes on from its last stored epoch"
 
@@ -166,7 +168,7 @@ class Worker:
         for task in late:
             task.cancel()
         if late:  # each hands its run back and releases its leases as it ends
-            await asyncio.wait(late, timeout=within)
+            await asyncio.wait(late, timeout=HAND_BACK_S)
 
     async def _watch_queue(self) -> None:
         """Keeps ``studio_queue_depth`` to the queue as this trainer's read model has it, also
