@@ -41,9 +41,7 @@ SCHEDULES: Final = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS: Final = ("none", "light", "standard")
 CLASS_WEIGHTS: Final = ("none", "auto")
 MIXED_PRECISION: Final = ("auto", "on", "off")
-#: The least image size of every model but smallcnn: torchvision backbones downsample 32 times,
-#: and smaller images vanish before their head (the trainer refuses a run below it; a search
-#: whose space can go below it is refused when it is created).
+#: Every model but smallcnn downsamples 32 times: runs and search spaces below it are refused.
 TORCHVISION_MIN_SIZE: Final = 32
 #: Bounds of ``Hyperparameters``' strings, checked where a run is submitted.
 MODEL_MAX: Final = 64
