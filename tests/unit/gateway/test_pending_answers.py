@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,7 @@ from services.gateway.auth.principal import Principal
 from services.gateway.readmodels.datasets.tables import ImageRow
 from services.gateway.readmodels.training.tables import RunRow
 from services.kernel.sqlite import create_engine, session
+from studio_client import models
 
 API = "/api/v1"
 PROJECT, RUN, IMAGE = "p" * 32, "r" * 32, "i" * 32
@@ -193,3 +195,20 @@ def _image(label: str) -> ImageRow:
         format="PNG",
         import_id="m" * 32,
     )
+
+
+async def test_the_python_client_reads_each_pending_answer_as_what_it_asked_for(held):
+    client, _ = held
+    run = {"project_id": PROJECT, "split_id": "s" * 32, "hyperparameters": {"epochs": 1}}
+    split = {"project_id": PROJECT, "name": "s", "ratios": {"train": 0.5, "val": 0.5}}
+    asked = [
+        ("training/run", run, models.Run),
+        ("datasets/import/local", {"project_id": PROJECT, "path": "/x"}, models.Import),
+        ("splits", split, models.Split),
+        ("evaluation/run", {"run_id": RUN}, models.Evaluation),
+        ("export/run", {"run_id": RUN}, models.Export),
+    ]
+    for route, body, model in asked:
+        data = pending(await client.post(f"{API}/{route}", json=body), None)
+        read = msgspec.convert(data, model, strict=False)  # as studio_client's transport does
+        assert read.id == data["id"]
