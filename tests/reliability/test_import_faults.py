@@ -97,9 +97,12 @@ def mid_import(stack: Stack, source: Path, begin=start, hold: bool = True) -> tu
 
 
 def staging(stack: Stack) -> list[str]:
-    """The import folders in the datasets service's staging area."""
+    """The imports with something in the datasets service's staging area: a folder, or the
+    claim (``<import id>.lock``) its live owner holds on it."""
     folder = stack.workspace / "datasets" / "staging"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return (
+        sorted({p.name.removesuffix(".lock") for p in folder.iterdir()}) if folder.exists() else []
+    )
 
 
 def uploads(stack: Stack) -> list[str]:
