@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import common
 from contracts import datasets as c
 from contracts import projects as p
-from services.datasets import domain, importlease, sources
+from services.datasets import domain, faults, importlease, sources
 from services.datasets.folding import FoldingRepository
 from services.datasets.gc import Collector
 from services.datasets.handlers import Datasets, KnownProject
@@ -66,6 +66,7 @@ async def find_project(projects: EventStore[p.Event], project_id: str) -> KnownP
 
 
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
+    faults.arm()  # a mistyped test spec stops the start, loudly
     nc = broker.connection
     js = nc.jetstream()
     await ensure_stream(js, STREAM, settings.stream_replicas)

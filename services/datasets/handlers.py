@@ -20,7 +20,7 @@ from pathlib import Path
 from contracts import common
 from contracts import datasets as c
 from contracts.common import CommandAccepted, CommandRejected, Reply
-from services.datasets import domain, health, sources
+from services.datasets import domain, faults, health, sources
 from services.datasets.claims import CLAIM_WAIT_S, Claim, claim_of, sweep
 from services.datasets.importer import Importer, Job
 from services.datasets.importlease import ImportLeases
@@ -343,6 +343,7 @@ class Datasets:
         if claim is not None:
             shutil.rmtree(self.staging / import_id, ignore_errors=True)
             claim.release()
+            faults.fault_point("after_staging_cleanup")
 
     async def reap_staging(self, keep: set[str]) -> list[str]:
         """Remove every staging folder whose owner is dead, but those of ``keep`` and of the

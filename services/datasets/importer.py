@@ -30,7 +30,7 @@ from typing import Any
 
 from contracts import common
 from contracts import datasets as c
-from services.datasets import claims, domain, formats, metrics, sources
+from services.datasets import claims, domain, faults, formats, metrics, sources
 from services.datasets.decoding import Decoder
 from services.datasets.imaging import CorruptImage, ImageInfo
 from services.datasets.manifestfile import ManifestFile
@@ -196,6 +196,7 @@ class Importer:
             await asyncio.to_thread(job.staged.close)
         metrics.import_ended(job.outcome, time.monotonic() - job.started)
         await asyncio.to_thread(job.drop_staging)
+        faults.fault_point("after_staging_cleanup")
         if job.outcome == "committed":  # its images folded into the index now, not in the
             await self._fold(job.command.dataset_id)  # time of the next command's answer
 

@@ -15,7 +15,7 @@ keeps one outcome whole: the owner's commit (one atomic batch) or the reaper's f
 whichever is stored first; the other is refused. The images an ended import stored are named
 by no event, and the datasets garbage collector takes them (``gc``).
 
-Imports the dataset's domain and importer, and the kernel.
+Imports the dataset's domain, importer and fault points, and the kernel.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sqlmodel import col, select
 
 from contracts import Message
 from contracts.common import CommandAccepted
-from services.datasets import domain, importer
+from services.datasets import domain, faults, importer
 from services.kernel import tracing
 from services.kernel.commands import execute
 from services.kernel.domain import DomainError
@@ -84,8 +84,18 @@ class ImportLeases:
         self.leases, self.instance = leases, instance
 
     async def take(self, import_id: str) -> Lease | None:
-        """The lease of an import about to start; None when another instance holds it."""
-        return await self.leases.acquire(key(import_id), self.instance)
+        """The lease of an import about to start; None when another instance holds it. One of
+        this instance's name is taken over: the caller does not run the import, so the name's
+        holder was this instance before a restart (killed while it started the same command,
+        which is now sent again)."""
+        lease = await self.leases.take_over(key(import_id), self.instance, self._before_restart)
+        if lease is not None:
+            faults.fault_point("after_lease_acquire")
+            lease = _renewals_faulted(lease)
+        return lease
+
+    def _before_restart(self, holder: LeaseInfo) -> bool:
+        return holder.holder == self.instance
 
     async def release(self, lease: Lease) -> None:
         """Drop a lease whose import did not start; an outage leaves it to its TTL."""
@@ -95,6 +105,8 @@ class ImportLeases:
             if not is_transient(exc):
                 raise
             log.warning("import lease %s not released (%s); it expires", lease.key, exc)
+        else:
+            faults.fault_point("after_lease_release")
 
     async def hold(self, lease: Lease, work: asyncio.Future[None]) -> None:
         """Keep ``lease`` alive until ``work`` (the import's job, outcome stored) is done, then
@@ -108,6 +120,7 @@ class ImportLeases:
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 lost.cancel()
             if work.done():
+                faults.fault_point("after_lease_release")
                 return
             log.warning("import lease %s lost while the import runs; taking it again", held.key)
             held = await self._retake(held.key, work)
@@ -122,9 +135,25 @@ class ImportLeases:
             else:
                 if lease is None:
                     log.warning("import lease %s was taken over: a reaper ends it", lease_key)
-                return lease
+                return lease if lease is None else _renewals_faulted(lease)
             await asyncio.wait({work}, timeout=RETAKE_S)
         return None
+
+
+def _renewals_faulted(lease: Lease) -> Lease:
+    """``lease``, whose renewals pass the ``after_lease_renew`` fault point (where armed)."""
+    if not faults.armed("after_lease_renew"):
+        return lease
+    renew = lease.renew
+
+    async def renewed(*args: Any, **kwargs: Any) -> bool:
+        held = await renew(*args, **kwargs)
+        if held:
+            faults.fault_point("after_lease_renew")
+        return held
+
+    lease.renew = renewed  # type: ignore[method-assign]
+    return lease
 
 
 class Reaper:
@@ -205,6 +234,7 @@ class Reaper:
                 noun="dataset",
             )
         if isinstance(reply, CommandAccepted):
+            faults.fault_point("after_reap_append")
             log.warning("import %s of instance %s ended as interrupted", import_id, instance)
             return True
         # It ended meanwhile (its owner's outcome, or another reaper's): the read model lagged.

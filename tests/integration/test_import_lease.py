@@ -105,6 +105,16 @@ async def test_an_expired_lease_is_taken_by_one_of_several_takers(leases):
     assert len([lease for lease in won if lease is not None]) == 1
 
 
+async def test_a_restarted_instance_takes_its_own_lease_of_a_command_sent_again(leases):
+    # given instance x killed right after taking the lease of an import it was starting
+    assert await importlease.ImportLeases(leases, "x").take("i3") is not None
+    # when the command is sent again and another instance gets it, then it is refused
+    assert await importlease.ImportLeases(leases, "y").take("i3") is None
+    # and when x, restarted, gets it, then x takes its own lease over at once (no TTL wait)
+    again = await importlease.ImportLeases(leases, "x").take("i3")
+    assert again is not None and (await leases.holder(key("i3"))) == again.info
+
+
 # --- the reaper: one outcome per import, whoever races --------------------------------------
 
 
