@@ -158,7 +158,7 @@ class Worker:
         waiting for their TTL. A run still training after ``within`` (a batch longer than that)
         is handed back all the same; its thread ends at its next batch, storing nothing."""
         self.leaving = True
-        # (read as the loop's own tests make it: a worker of bare parts has neither)
+        # (got, not read: a worker built bare, as the loop's own test builds it, has neither)
         for flag in self.__dict__.get("stops", {}).values():
             flag.set()
         training = set(self.__dict__.get("training", ()))

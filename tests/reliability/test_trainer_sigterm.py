@@ -72,10 +72,10 @@ def test_soak_another_trainer_takes_a_stopped_trainers_run_over_at_once(tmp_path
     # given a studio of two trainers of its own and a run on one of them, the other idle
     studio = Stack(tmp_path, ("projects", "datasets"))
     try:
-        studio.up()
+        studio.up(timeout=150)  # as patient as the shared studios (a loaded machine)
         trainers = [start_trainer(studio, name) for name in ("sigterm-a", "sigterm-b")]
         project_id, split_id = learnable_split(studio, per_class=60)
-        wait(lambda: all("trainer is running" in studio.log(n) for n in trainers), timeout=90)
+        wait(lambda: all("trainer is running" in studio.log(n) for n in trainers), timeout=150)
         hyper = HYPER | {"epochs": 6}
         victim = submit(studio, project_id, split_id, hyperparameters=hyper).json()["data"]["id"]
         wait(lambda: run(studio, victim)["status"] == "running", every=0.02)
