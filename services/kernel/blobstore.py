@@ -41,22 +41,23 @@ class BlobStore:
         before it records anything that refers to what it wrote (an import: 3 times faster)."""
         self.root = Path(root)
         self.durable = durable
+        self._root = str(self.root)
 
     def sync(self) -> None:
         """Flush every file written so far to disk."""
         os.sync()
 
     def blob_path(self, sha256: str) -> Path:
-        return self._fanout("blobs", sha256) / sha256
+        return Path(self._file("blobs", sha256, ""))
 
     def thumb_path(self, sha256: str) -> Path:
-        return self._fanout("thumbs", sha256) / f"{sha256}.jpg"
+        return Path(self._file("thumbs", sha256, ".jpg"))
 
     def has(self, sha256: str) -> bool:
-        return self.blob_path(sha256).is_file()
+        return os.path.isfile(self._file("blobs", sha256, ""))
 
     def has_thumb(self, sha256: str) -> bool:
-        return self.thumb_path(sha256).is_file()
+        return os.path.isfile(self._file("thumbs", sha256, ".jpg"))
 
     def put(self, src: Path, sha256: str) -> bool:
         """Copy ``src`` in unless already stored; True if this call stored it.
@@ -64,8 +65,8 @@ class BlobStore:
         The caller vouches that ``sha256`` is the digest of ``src``. Under a race two callers
         may both return True: each renames identical bytes over the same name, which is harmless.
         """
-        dest = self.blob_path(sha256)
-        if dest.is_file():
+        dest = self._file("blobs", sha256, "")
+        if os.path.isfile(dest):
             return False
         with open(src, "rb") as source:
             _write_atomic(dest, lambda out: shutil.copyfileobj(source, out, 1 << 20), self.durable)
@@ -73,20 +74,24 @@ class BlobStore:
 
     def put_bytes(self, data: bytes, sha256: str) -> bool:
         """Store ``data`` unless already stored; True if this call stored it (as :meth:`put`)."""
-        dest = self.blob_path(sha256)
-        if dest.is_file():
+        dest = self._file("blobs", sha256, "")
+        if os.path.isfile(dest):
             return False
         _write_atomic(dest, lambda out: out.write(data), self.durable)
         return True
 
     def put_thumb(self, sha256: str, data: bytes) -> None:
-        _write_atomic(self.thumb_path(sha256), lambda out: out.write(data), self.durable)
+        _write_atomic(
+            self._file("thumbs", sha256, ".jpg"), lambda out: out.write(data), self.durable
+        )
 
-    def _fanout(self, kind: str, sha256: str) -> Path:
+    def _file(self, kind: str, sha256: str, suffix: str) -> str:
+        """The file's path as a string: an import writes two files per image, and building them
+        as ``Path`` objects cost more than the writes themselves on small images."""
         # Validating here keeps a crafted id such as "../../etc" from ever reaching a path.
         if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
-        return self.root / kind / sha256[:2] / sha256[2:4]
+        return f"{self._root}/{kind}/{sha256[:2]}/{sha256[2:4]}/{sha256}{suffix}"
 
 
 class DiskFull(Exception):
@@ -102,7 +107,7 @@ class DiskFull(Exception):
         return str(self.args[0])
 
 
-def _write_atomic(dest: Path, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
+def _write_atomic(dest: str, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
     try:
         tmp, fd = _create_temp(dest)
     except OSError as exc:
@@ -116,35 +121,41 @@ def _write_atomic(dest: Path, fill: Callable[[BinaryIO], object], durable: bool 
                 os.fsync(out.fileno())
         os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)  # a half-written temp file is never left to fill the disk
+        _unlink(tmp)  # a half-written temp file is never left to fill the disk
         _raise_if_full(exc, dest)
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     if durable:
-        _fsync_dir(dest.parent)
+        _fsync_dir(os.path.dirname(dest))
 
 
-def _raise_if_full(exc: OSError, dest: Path) -> None:
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _raise_if_full(exc: OSError, dest: str) -> None:
     """``DiskFull`` (from ``exc``) when ``exc`` says the disk is full."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskFull(f"{exc.strerror} writing {dest}", exc.errno) from exc
 
 
-def _create_temp(dest: Path) -> tuple[Path, int]:
+def _create_temp(dest: str) -> tuple[str, int]:
     """A new temp file beside ``dest``, readable by all (blobs are served by other processes)."""
+    folder, name = os.path.split(dest)
     while True:
-        tmp = dest.parent / f".{dest.name}.{_TOKEN}-{next(_SERIAL)}.tmp"
+        tmp = f"{folder}/.{name}.{_TOKEN}-{next(_SERIAL)}.tmp"
         try:
             return tmp, os.open(tmp, _CREATE, 0o644)
         except FileNotFoundError:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         except FileExistsError:
             continue  # left by a process that crashed with our pid and token: next number
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str) -> None:
     # The rename is only durable once the folder entry is on disk; not every OS allows this.
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
