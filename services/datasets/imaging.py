@@ -1,7 +1,8 @@
 """Reads one image file for import: digest, validation, oriented size, perceptual hashes, thumbnail.
 
 ``inspect`` is the only entry point with side effects (it stores the original and a thumbnail in
-a :class:`BlobStore`). It reads the file once (its bytes are hashed, decoded and stored from
+a :class:`BlobStore`: the original first, so that a new one, the usual case, gets its thumbnail
+without a look for one). It reads the file once (its bytes are hashed, decoded and stored from
 memory; only a file over ``INLINE_MAX`` is streamed from disk instead) and opens it as an image
 once: a PNG's checksums, the one thing ``verify()`` checks that decoding does not, are checked on
 the same bytes without a second open. Pillow, numpy and the filesystem only; imports nothing from
@@ -89,12 +90,10 @@ def inspect(path: Path, store: BlobStore) -> ImageInfo:
     with thumb:
         grey = thumb.convert("L")
         phash, near = dhash(grey), near_hash(grey)
-        if not store.has_thumb(sha256):
+        stored = store.put(path, sha256) if data is None else store.put_bytes(data, sha256)
+        # A new original gets its thumbnail without a look; a known one only if it lacks it.
+        if stored or not store.has_thumb(sha256):
             store.put_thumb(sha256, _jpeg_bytes(thumb))
-    if data is None:
-        store.put(path, sha256)
-    else:
-        store.put_bytes(data, sha256)
     return ImageInfo(sha256, size, width, height, fmt, mime_of(fmt), phash, near)
 
 

@@ -257,14 +257,29 @@ def test_an_image_in_the_warning_band_is_corrupt_too(
 
 
 def test_an_existing_thumbnail_is_not_rewritten(tmp_path: Path, store: BlobStore) -> None:
-    # given an image whose thumbnail is already in the store
+    # given an image already in the store, original and thumbnail
     path = save(tmp_path, scene(8), "a.png")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    store.put_bytes(path.read_bytes(), sha)
     store.put_thumb(sha, b"already here")
-    # when it is inspected
+    # when it is inspected again
     inspect(path, store)
     # then the stored thumbnail is left alone
     assert store.thumb_path(sha).read_bytes() == b"already here"
+
+
+def test_a_stored_original_missing_its_thumbnail_gets_one(
+    tmp_path: Path, store: BlobStore
+) -> None:
+    # given an original stored without its thumbnail (a crash between the two writes)
+    path = save(tmp_path, scene(8), "a.png")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    store.put_bytes(path.read_bytes(), sha)
+    # when it is inspected again
+    inspect(path, store)
+    # then its thumbnail is written
+    with Image.open(store.thumb_path(sha)) as thumb:
+        assert thumb.format == "JPEG"
 
 
 def test_near_identical_images_have_close_phashes(tmp_path: Path, store: BlobStore) -> None:
