@@ -9,6 +9,15 @@ added since it was written, a changed type or index: ``services.kernel.sqlschema
 the same way under an ``.outdated-<time>`` name and is rebuilt: a schema change is a rebuild,
 never a silent migration, and never a command an operator must remember to run.
 
+Setting a file aside survives being killed half way: the new name is written first to a
+``<file>.moving-aside`` note, then the file moves, then its WAL, then the note goes; a process
+that finds the note at start finishes the move before opening the file (a WAL left behind
+would be lost to the copy: SQLite deletes it when it opens the new, empty file). Each copy has
+a name of its own, even within one second, never reused. Only the newest ``KEEP_ASIDE``
+copies are kept: older ones are deleted when another is set aside, and the log says which, so
+a file damaged at every start, or versions switched back and forth, cannot fill the disk.
+``services.kernel.projection_faults`` lets the tests kill the process at each of those steps.
+
 Writers of one file in one process take turns (``_Turns``): a write transaction begins
 ``BEGIN IMMEDIATE`` at its first write, once the transactions of the same file before it have
 ended, waited for in asyncio, first come first served. A transaction holds SQLite's lock across
@@ -20,14 +29,16 @@ Another process writing the file is waited for by SQLite (``BUSY_TIMEOUT_MS``).
 ``Reader`` is the lean route for a gateway's hot reads (a project, a page of images): one plain
 ``sqlite3`` connection per process, read-only, its statements prepared once and cached, called
 on the event loop (a primary-key SELECT takes microseconds; the async ORM's thread hop and
-session cost hundreds). Imports SQLAlchemy, sqlmodel, the kernel's ``sqlschema`` and the
-standard library only.
+session cost hundreds). Imports SQLAlchemy, sqlmodel, the kernel's ``sqlschema`` and
+``projection_faults`` and the standard library only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
+import re
 import sqlite3
 import time
 import weakref
@@ -42,12 +53,16 @@ from sqlalchemy.util import await_
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.kernel.projection_faults import fault_point
 from services.kernel.sqlschema import differences
 
 log = logging.getLogger(__name__)
 
 #: The files SQLite keeps beside a database in WAL mode: they go aside with it.
 _SIDE_FILES = ("-wal", "-shm")
+#: How many set-aside copies of a read model are kept, the newest: a copy is for a look at
+#: what went wrong, never read again by the studio (the file is rebuilt by replay).
+KEEP_ASIDE = 2
 #: How long SQLite waits for another process's write transaction on the file (milliseconds).
 BUSY_TIMEOUT_MS = 5000
 #: How long a writer waits for its turn behind this process's writers of the file (seconds):
@@ -63,6 +78,7 @@ def create_engine(path: Path, declared: MetaData | None = None) -> AsyncEngine:
     """An engine on ``path`` with WAL, so readers never wait for the projection's writer; a
     damaged file at ``path``, or one whose tables differ from ``declared``'s (by default every
     SQLModel table this process declares), is moved aside first (see the module's docstring)."""
+    finish_setting_aside(path)
     set_aside_if_corrupt(path) or set_aside_if_outdated(path, declared or SQLModel.metadata)
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
 
@@ -178,14 +194,7 @@ def set_aside_if_corrupt(path: Path) -> Path | None:
     reason = damage(path)
     if reason is None:
         return None
-    aside = _move_aside(path, "corrupt")
-    log.warning(
-        "read model %s is corrupt (%s): moved aside to %s; rebuilding it by replay",
-        path,
-        reason,
-        aside,
-    )
-    return aside
+    return _set_aside(path, "corrupt", f"is corrupt ({reason})")
 
 
 def set_aside_if_outdated(path: Path, declared: MetaData) -> Path | None:
@@ -194,25 +203,118 @@ def set_aside_if_outdated(path: Path, declared: MetaData) -> Path | None:
     found = differences(path, declared)
     if not found:
         return None
-    aside = _move_aside(path, "outdated")
     shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+    return _set_aside(path, "outdated", f"differs from the declared tables ({shown})")
+
+
+def finish_setting_aside(path: Path) -> Path | None:
+    """Finishes moving ``path`` aside when a process was killed doing it (its note says where
+    to); returns where it went, None when no move was under way."""
+    note = _note(path)
+    note.with_name(note.name + ".tmp").unlink(missing_ok=True)
+    try:
+        name = note.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not name.startswith(f"{path.name}.") or "/" in name:  # not a note this module wrote
+        note.unlink()
+        return None
+    aside = path.with_name(name)
+    _move(path, aside)
+    removed = _prune(path)
     log.warning(
-        "read model %s differs from the declared tables (%s): moved aside to %s; "
-        "rebuilding it by replay",
+        "read model %s was being moved aside to %s when its process ended: moved; "
+        "rebuilding it by replay; %s",
         path,
-        shown,
         aside,
+        _kept(removed),
     )
     return aside
 
 
-def _move_aside(path: Path, why: str) -> Path:
-    aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
+def _set_aside(path: Path, why: str, reason: str) -> Path:
+    aside = _aside_name(path, why)
+    note = _note(path)
+    draft = note.with_name(note.name + ".tmp")
+    draft.write_text(aside.name, encoding="utf-8")
+    draft.replace(note)  # whole or absent: a killed write leaves no half a name
+    fault_point("aside_noted")
+    _move(path, aside)
+    removed = _prune(path)
+    log.warning(
+        "read model %s %s: moved aside to %s; rebuilding it by replay; %s",
+        path,
+        reason,
+        aside,
+        _kept(removed),
+    )
+    fault_point("aside_done")
+    return aside
+
+
+def _move(path: Path, aside: Path) -> None:
+    """The file first, then its WAL and shared memory, then the note: each step is a rename,
+    and a step done is not done again when a killed move is finished."""
     for suffix in ("", *_SIDE_FILES):
         side = path.with_name(path.name + suffix)
         if side.exists():
             side.replace(aside.with_name(aside.name + suffix))
-    return aside
+        if not suffix:
+            fault_point("aside_file_moved")  # its WAL not yet
+    _note(path).unlink(missing_ok=True)
+
+
+def _aside_name(path: Path, why: str) -> Path:
+    """``<file>.<why>-<time>``, counted past the copies of that second (even pruned ones'
+    names are not reused: a copy's name sorts after every older copy's)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    taken = [n for at, n, _why in _aside_files(path) if at == stamp]
+    n = max(taken) + 1 if taken else 0
+    return path.with_name(f"{path.name}.{why}-{stamp}" + (f"-{n}" if n else ""))
+
+
+def asides(path: Path) -> list[Path]:
+    """The copies of ``path`` set aside (without their WAL files), oldest first."""
+    return [files[0] for _key, files in sorted(_aside_files(path).items())]
+
+
+def _aside_files(path: Path) -> dict[tuple[str, int, str], list[Path]]:
+    """Each set-aside copy of ``path`` by (time, count, why): its file first, then its WAL's."""
+    found: dict[tuple[str, int, str], list[Path]] = {}
+    for file in sorted(path.parent.glob(f"{glob.escape(path.name)}.*")):
+        match = _ASIDE.fullmatch(file.name[len(path.name) :])
+        if match:
+            why, stamp, n, side = match.groups()
+            files = found.setdefault((stamp, int(n or 0), why), [])
+            files.insert(0 if not side else len(files), file)
+    return found
+
+
+def _prune(path: Path) -> list[Path]:
+    """Deletes all but the newest ``KEEP_ASIDE`` copies of ``path``; returns those deleted."""
+    found = _aside_files(path)
+    removed = []
+    for key in sorted(found)[: max(0, len(found) - KEEP_ASIDE)]:
+        for file in found[key]:
+            file.unlink(missing_ok=True)
+        removed.append(found[key][0])
+    return removed
+
+
+def _kept(removed: list[Path]) -> str:
+    """The log's words on the copies kept and deleted."""
+    kept = f"the newest {KEEP_ASIDE} set-aside copies are kept"
+    if not removed:
+        return kept
+    return f"{kept}, older ones deleted: {', '.join(p.name for p in removed)}"
+
+
+def _note(path: Path) -> Path:
+    return path.with_name(f"{path.name}.moving-aside")
+
+
+#: A set-aside copy's name after its file's: ``.<why>-<time>[-<count>][-wal|-shm]``.
+_ASIDE = re.compile(r"\.(corrupt|outdated)-(\d{8}T\d{6})(?:-(\d+))?(-wal|-shm)?")
 
 
 class Reader:
