@@ -7,7 +7,8 @@ reaper's ``ImportFailed`` stored, an ended import's staging files removed. It is
 every import must end with one outcome, stored once: a command resent after the kill is
 accepted and commits, an import cut mid-way ends ``INTERRUPTED`` and its retry commits whole, no
 staging file or folder is left behind, nothing is committed twice. One of the imports is a
-folder of 3,000 stray files whose report, listed whole, would not fit in a NATS message.
+folder of 3,000 stray files whose report, listed whole, would not fit in a NATS message; the
+soak imports one of 300,000 stray and unlabelled files.
 
 Only NATS and the datasets service run: commands go over NATS as the gateway sends them, and
 the outcome is read from the datasets stream itself (the projects the service checks are
@@ -17,6 +18,7 @@ appended to the projects stream directly).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -238,3 +240,45 @@ async def test_an_import_ends_once_and_leaves_nothing_whatever_lease_write_its_s
         duplicates_applied=0,
         worst_takeover_s=round(took, 2),
     )
+
+
+def many_files(root: Path, stray: int, unlabelled: int) -> Path:
+    """Two good images, ``stray`` text files (skipped) and ``unlabelled`` images outside any
+    class folder (label problems), made by descriptor (hundreds of thousands of them)."""
+    imagesets.folder(root, {"cat": 2})
+    png = next((root / "cat").iterdir()).read_bytes()
+    (root / "junk").mkdir()
+    for folder, count, name, body in ((root / "junk", stray, "n{:06d}.txt", b""),
+                                      (root, unlabelled, "u{:06d}.png", png)):  # fmt: skip
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            for n in range(count):
+                out = os.open(name.format(n), os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+                os.write(out, body)
+                os.close(out)
+        finally:
+            os.close(fd)
+    return root
+
+
+@pytest.mark.soak
+async def test_a_folder_of_hundreds_of_thousands_of_stray_and_unlabelled_files_commits(
+    studio: Studio,
+):
+    # given a folder of two images among 200,000 text files and 100,000 unlabelled images:
+    # listed whole, its report would be ~25 MB
+    source = many_files(studio.stack.imports / "many", stray=200_000, unlabelled=100_000)
+    await project(studio.nc, "p9")
+    studio.start()
+    # when it is imported, then it commits, its report listing the first files and counting all
+    assert isinstance(await studio.send(start("p9", "i9", source)), CommandAccepted)
+    done = await studio.ended("p9", "i9")
+    assert isinstance(done, c.ImportCompleted), done
+    report = done.report
+    assert report.imported == 2 and report.files == 300_002
+    assert report.skipped_total == 200_000 and len(report.skipped) == c.REPORT_LISTED
+    assert report.label_problems_total == 100_000
+    assert len(report.label_problems) == c.REPORT_LISTED
+    print(f"\n300,002 files imported in {report.seconds} s; ImportCompleted "
+          f"{len(msgspec.json.encode(done)):,} bytes")  # fmt: skip
+    assert studio.leftovers() == []
