@@ -3,7 +3,10 @@
 The instance running an import holds a lease on it (``services.kernel.lease``, in a KV bucket of
 its own, one key per import): taken before ``ImportStarted`` is stored, renewed while the job
 runs, released once its outcome is stored. A lease lost while the import runs (NATS out for
-longer than the TTL) is taken again as soon as it is free; the import goes on meanwhile.
+longer than the TTL) is taken again as soon as it is free; the import goes on meanwhile. A lease
+of the instance's own name on an import it is asked to start is its own from before a restart
+(killed between taking the lease and storing the start): taken over, so that the command sent
+again starts at once rather than after the TTL.
 
 Every instance's ``Reaper`` looks, every ``REAP_INTERVAL_S``, at the imports its read model has
 running that this process does not run: one whose lease has expired (its instance was killed,
