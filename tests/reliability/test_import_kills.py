@@ -44,8 +44,9 @@ from tests.stack import Stack
 from tests.unit.datasets.test_importer_report import stray_files
 
 pytestmark = pytest.mark.integration
-#: The import leases' TTL: short, so that a lease a kill left is seen expire quickly.
-TTL_S = 1.0
+#: The import leases' TTL: never waited for (a restarted instance takes its own leases over at
+#: once), short so that an import outlasts its first renewal (at a third of it) by far.
+TTL_S = 1.5
 INSTANCE = "ds"
 #: How long a step may take on a loaded machine (a service's start included).
 PATIENT_S = 90.0
