@@ -156,7 +156,7 @@ def test_an_imports_live_progress_is_what_the_datasets_service_publishes() -> No
 
 def test_a_runs_live_progress_is_what_the_trainer_publishes() -> None:
     # the trainer builds its progress message as a dict literal: read its keys from the source
-    tree = ast.parse((ROOT / "services/trainer/worker.py").read_text())
+    tree = ast.parse((ROOT / "services/trainer/bridge.py").read_text())
     literals = [
         {k.value for k in node.keys if isinstance(k, ast.Constant)}
         for node in ast.walk(tree)
