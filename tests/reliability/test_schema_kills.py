@@ -2,17 +2,19 @@
 as the fault-free rebuild would: the same rows, each event applied once, the old file kept
 whole beside it, and never more than ``KEEP_ASIDE`` old copies.
 
-A read model written by an older version (two projectors on one stream, one of them for one
-project only, writing one table) is upgraded two ways: its table gains a column (the file
-differs: set aside and rebuilt by replay) or a projector gains a table (``sqlschema.stale``:
-both projectors, sharing the table, start over; each is its own consumer, so one can have
-replayed while the other has not). A child process runs the upgraded projection with
-``STUDIO_READMODEL_FAULT`` armed (``services.kernel.projection_faults``) and kills itself at
-one point; the restart is the projection started again on what it left. The comparison dumps
-every table, sorted, position table included (its event counts show an event applied twice).
+A read model written by an older version (two projectors, each on a stream of its own, both
+writing one table, its last batches left in the WAL) is upgraded two ways: its table gains a
+column (the file differs: set aside and rebuilt by replay) or a projector gains a table
+(``sqlschema.stale``: both projectors, sharing the table, start over; each is its own
+consumer, so one can have replayed while the other has not). A child process runs the
+upgraded projection with ``STUDIO_READMODEL_FAULT`` armed (``services.kernel.projection_faults``)
+and kills itself at one point; the restart is the projection started again on what it left.
+The comparison dumps every table, sorted, position table included (its event counts show an
+event applied twice).
 
 Run as ``python -m tests.reliability.test_schema_kills NATS_URL FILE VERSION PREFIX``, the
-module is that child.
+module is that child. Under ``soak``, the real datasets service is killed the same way while it
+rebuilds its outdated read model, at each point, on one studio of its own.
 """
 
 from __future__ import annotations
@@ -42,12 +44,18 @@ from services.kernel import projection_faults
 from services.kernel.eventstore import EventStore, StoredEvent
 from services.kernel.nats_server import EmbeddedNats
 from services.kernel.projection import Decodes, ProjectionRunner
-from services.kernel.sqlite import asides, create_engine
+from services.kernel.sqlite import KEEP_ASIDE, asides, create_engine
 from services.kernel.streams import StreamSpec, ensure_stream
+from tests import imagesets
 from tests.reliability import figures
-from tests.reliability.test_rebuild import Dump, dump
+from tests.reliability.test_rebuild import Dump, dump, equal_now
+from tests.stack import Stack
+from tests.training_helpers import wait
 
 pytestmark = pytest.mark.integration
+#: The soak scenario's studio (``own_stack``); the others start no service.
+STACK_SERVICES = ("projects", "datasets")
+API = "/api/v1"
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Events of the two streams (each project created, then renamed) and the batch size.
@@ -278,6 +286,47 @@ def at_kill(scenario: str, path: Path) -> None:
     elif scenario == "gained table: one replayed, one not":
         at = positions(path)
         assert at["other"] == OTHER_EVENTS and 0 < at["recorder"] < EVENTS, at
+
+
+@pytest.mark.soak
+def test_the_datasets_service_killed_at_each_point_of_its_rebuild_restarts_to_the_same_rows(
+    own_stack: Stack,
+):
+    # given a datasets read model holding an import, as the live service wrote it
+    studio = own_stack.up(150)
+    with studio.sync_client(timeout=30) as api:
+        body = {"name": f"kills-{os.getpid()}"}
+        project_id = api.post(f"{API}/projects", json=body).json()["data"]["id"]
+        root = imagesets.folder(studio.imports / "kills", {"a": 3, "b": 3})
+        job = api.post(
+            f"{API}/datasets/import/local", json={"project_id": project_id, "path": str(root)}
+        ).json()["data"]
+        wait(lambda: api.get(f"{API}/datasets/import/{job['id']}").json()["data"]["state"]
+             == "completed", 120)  # fmt: skip
+    path = studio.workspace / "datasets" / "readmodel.db"
+    studio.stop("datasets")
+    live = dump(path)
+    for point in projection_faults.POINTS:
+        # when the file is outdated again (a column its table lacks) and the service dies at
+        # the point of its rebuild, then is started again
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("ALTER TABLE jobs DROP COLUMN parent_id")
+            db.commit()
+        studio.start("datasets", **{projection_faults.ENV: f"{point}:1"})
+        assert studio.procs.pop("datasets").wait(timeout=150) == -signal.SIGKILL, point
+        studio.start("datasets")
+        studio.wait_healthy(150)
+        # then it holds exactly the rows it held, and at most KEEP_ASIDE old copies
+        wait(lambda: equal_now(path, live), 120, every=0.5)
+        studio.stop("datasets")
+        assert len(asides(path)) <= KEEP_ASIDE
+    assert f"the newest {KEEP_ASIDE} set-aside copies are kept" in studio.log("datasets")
+    figures.record(
+        "schema rebuild: datasets service killed at each point",
+        events_lost=0,
+        duplicates_applied=0,
+        kills=len(projection_faults.POINTS),
+    )
 
 
 if __name__ == "__main__":
