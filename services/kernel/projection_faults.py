@@ -57,8 +57,9 @@ def parse(spec: str) -> list[tuple[str, str, int]]:
     an unknown point or a bad count, so a mistyped test fails loudly."""
     armed = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        point, *who, times = item.split(":")
-        if point not in POINTS or len(who) > 1 or not times.isdigit():
+        parts = item.split(":")
+        point, who, times = parts[0], ":".join(parts[1:-1]), parts[-1]
+        if point not in POINTS or len(parts) not in (2, 3) or not times.isdigit():
             raise ValueError(f"{ENV}: {item!r} is not POINT[:WHO]:N of {POINTS}")
-        armed.append((point, who[0] if who else "", int(times)))
+        armed.append((point, who, int(times)))
     return armed
