@@ -268,9 +268,7 @@ def test_an_existing_thumbnail_is_not_rewritten(tmp_path: Path, store: BlobStore
     assert store.thumb_path(sha).read_bytes() == b"already here"
 
 
-def test_a_stored_original_missing_its_thumbnail_gets_one(
-    tmp_path: Path, store: BlobStore
-) -> None:
+def test_a_stored_original_missing_its_thumbnail_gets_one(tmp_path: Path, store: BlobStore) -> None:
     # given an original stored without its thumbnail (a crash between the two writes)
     path = save(tmp_path, scene(8), "a.png")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
