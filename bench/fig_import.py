@@ -1,5 +1,6 @@
 """Import figures: images/s against one minimal process (``bench.import_bench``, on tmpfs and on
-disk), and the peak RSS of the datasets service and the gateway importing 10k and 40k images.
+disk), the same import with the datasets service on all its cores against on 1 core (how it
+scales), and the peak RSS of the datasets service and the gateway importing 10k and 40k images.
 
 Imports the bench helpers and ``tests.stack``.
 """
@@ -16,6 +17,9 @@ from bench import import_bench as ib
 from bench.core import Row
 from tests.stack import Stack
 
+#: Images of each import of the scaling figure (3 repeats a side; fewer images, 1 repeat, --quick).
+SCALING_IMAGES = 2_000
+
 
 def throughput(args: Any) -> list[Row]:
     rows = []
@@ -26,7 +30,20 @@ def throughput(args: Any) -> list[Row]:
                         statistics.median(place.ratios()), "≥ 1.0 on 2 cores",
                         "baseline: one process reads, sha256, decodes, thumbnails, writes, one sync"
                         + ("; AN IMPORT FAILED" if place.failed else "")))  # fmt: skip
+    rows.append(scaling(args))
     return rows
+
+
+def scaling(args: Any) -> Row:
+    """The same import with the datasets service on all its cores against on 1 core (tmpfs)."""
+    images = min(SCALING_IMAGES, args.import_images)
+    s = ib.scaling(images, 3 if images >= SCALING_IMAGES else 1)
+    return Row(f"import scaling: datasets on all {s.cores} cores vs 1 core ({images:,} images)",
+               "img/s", s.rates(s.all_s), s.rates(s.one_s), statistics.median(s.ratios()),
+               f"close to {s.cores} (its cores)",
+               "datasets service pinned to 1 core vs all (sched_setaffinity; its pool of decoding "
+               "processes sizes itself to them); ratio = median of each repeat's pair; tmpfs"
+               + ("; AN IMPORT FAILED" if s.failed else ""))  # fmt: skip
 
 
 def memory(stack: Stack, api: httpx.Client, args: Any) -> Row:

@@ -12,11 +12,20 @@ Which side goes first alternates. It prints images/s of both (min/median/max ove
 the ratio of each repeat's pair, and the peak RSS of the datasets service (with its decoding
 processes) and of the gateway. It fails only when an import fails, never because of a speed.
 ``measure(where, images, size, repeats)`` is the same, for ``python -m bench``.
+
+    .venv/bin/python -m bench.import_bench --scaling [--images 2000] [--repeats 3]
+
+How the import scales with cores (``scaling``): two studios on tmpfs, one whose datasets
+service may run on 1 core only (``sched_setaffinity``, which its pool of decoding processes
+inherits and sizes itself to) and one on every core, import fresh sets of the same size in
+turn (which goes first alternates), after a small untimed import each that starts their pools;
+it prints images/s of both and the ratio all cores / 1 core of each repeat's pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
@@ -33,7 +42,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from tests.stack import Stack
+from tests.stack import ADMIN, ADMIN_PASSWORD, Stack
 
 API = "/api/v1"
 SAMPLE_S = 0.05
@@ -82,13 +91,19 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of every thread of ``pid``: the datasets service starts its decoding
+    processes from a worker thread, whose children its main thread's list does not show."""
+    found: list[int] = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(FileNotFoundError):  # the thread ended since
+            found += [int(child) for child in listing.read_text().split()]
+    return found
+
+
 def with_children(pid: int) -> float:
     """RSS of a process and its children (the datasets service's decoding processes)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        children = []
-    return rss_mib(pid) + sum(rss_mib(int(child)) for child in children)
+    return rss_mib(pid) + sum(rss_mib(child) for child in children(pid))
 
 
 class PeakRss(threading.Thread):
@@ -213,6 +228,123 @@ def table(places: list[Place]) -> str:
     return "\n".join(lines)
 
 
+class PinnedStack(Stack):
+    """A studio (projects and datasets only) whose datasets service may run on ``cpus`` only: it
+    sizes its pool of decoding processes to them (``decoding.cores`` reads the affinity, which
+    the processes it starts inherit), as it would in a container given that many cores."""
+
+    def __init__(self, root: Path, cpus: set[int]) -> None:
+        super().__init__(root, services=("projects", "datasets"), STUDIO_LOG_LEVEL="ERROR")
+        self.cpus = cpus
+
+    def start(self, name: str, module: str | None = None, **env: str) -> None:
+        super().start(name, module, **env)
+        if name == "datasets":  # before its interpreter has started a thread: all inherit it
+            os.sched_setaffinity(self.procs[name].pid, self.cpus)
+
+    def check_pinned(self) -> None:
+        """Every thread of the datasets service runs on ``cpus`` (else the figure would lie)."""
+        pid = self.procs["datasets"].pid
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            if os.sched_getaffinity(int(task.name)) != self.cpus:
+                raise RuntimeError(f"datasets thread {task.name} is not pinned to {self.cpus}")
+
+
+@dataclass
+class Scaling:
+    """Seconds per repeat of the same import with the datasets service on 1 core and on all."""
+
+    images: int
+    cores: int
+    one_s: list[float] = field(default_factory=list)
+    all_s: list[float] = field(default_factory=list)
+    failed: bool = False
+
+    def rates(self, seconds: list[float]) -> list[float]:
+        return sorted(self.images / s for s in seconds)
+
+    def ratios(self) -> list[float]:
+        """All cores over 1 core, images/s, of each repeat's pair (run one after the other)."""
+        return sorted(one / every for one, every in zip(self.one_s, self.all_s, strict=True))
+
+
+#: Files imported by each stack before the measured repeats: its pool of processes starts then.
+WARM_UP = 100
+
+
+def scaling(images: int, repeats: int, size: int = 64, keep: bool = False) -> Scaling:
+    """The same import by a studio whose datasets service runs on 1 core and by one on every
+    core, on tmpfs, interleaved ``repeats`` times (which goes first alternates), each on a
+    fresh set of files; each stack first imports ``WARM_UP`` files, not timed."""
+    every = os.sched_getaffinity(0)
+    root = Path(tempfile.mkdtemp(prefix="import-scaling-", dir=PLACES["tmpfs"]))
+    stacks = {
+        "1 core": PinnedStack(root / "one", {min(every)}),
+        "all": PinnedStack(root / "all", every),
+    }
+    result = Scaling(images, len(every))
+    print(f"scaling: {len(every)} cores; {2 * repeats} x {images} {size}x{size} JPEGs in {root}")
+    folders = {
+        name: [_set(stack.imports / f"set_{i}", images, size, 1000 * n + i) for i in range(repeats)]
+        for n, (name, stack) in enumerate(stacks.items())
+    }
+    try:
+        for stack in stacks.values():  # one after the other: two started at once did not
+            stack.up(timeout=180)  # answer their first sign-in (seen on a loaded machine)
+        for stack in stacks.values():
+            stack.check_pinned()
+        with (
+            stacks["1 core"].sync_client(signed_in(stacks["1 core"]), timeout=60) as one,
+            stacks["all"].sync_client(signed_in(stacks["all"]), timeout=60) as all_,
+        ):
+            apis = {"1 core": one, "all": all_}
+            for name, api in apis.items():
+                studio_import(api, _set(stacks[name].imports / "warm", WARM_UP, size, 9999), 300)
+            for r in range(repeats):
+                order = ("1 core", "all") if r % 2 == 0 else ("all", "1 core")
+                took = {}
+                for name in order:
+                    took[name], job = studio_import(
+                        apis[name], folders[name][r], max(300, images / 10)
+                    )
+                    imported = (job.get("report") or {}).get("imported")
+                    result.failed |= job["state"] != "completed" or imported != images
+                result.one_s.append(took["1 core"])
+                result.all_s.append(took["all"])
+                print(f"  repeat {r + 1}: 1 core {images / took['1 core']:.0f} img/s, all "
+                      f"{len(every)} cores {images / took['all']:.0f} img/s, "
+                      f"ratio {took['1 core'] / took['all']:.2f}", flush=True)  # fmt: skip
+    finally:
+        for stack in stacks.values():
+            stack.down()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def signed_in(stack: Stack) -> str:
+    """The first admin's token, waited for longer than a test waits: on a loaded machine the
+    identity service of a fresh stack can take more than 30 s to answer its first sign-in."""
+    return stack.sign_in(ADMIN, ADMIN_PASSWORD, timeout=180)
+
+
+def _set(folder: Path, count: int, size: int, seed: int) -> Path:
+    """A folder of ``count`` fresh JPEGs, read once (a warm page cache)."""
+    for path in generate(folder, count, size, seed):
+        path.read_bytes()
+    return folder
+
+
+def scaling_table(s: Scaling) -> str:
+    return "\n".join([
+        "| images | 1 core img/s min/med/max | all cores img/s min/med/max "
+        "| all cores / 1 core per repeat min/med/max | cores |",
+        "|--:|--:|--:|--:|--:|",
+        f"| {s.images:,} | {spread(s.rates(s.one_s))} | {spread(s.rates(s.all_s))} "
+        f"| {spread(s.ratios(), 2)} | {s.cores} |",
+    ])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -220,8 +352,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--where", default="tmpfs,disk", help="tmpfs, disk or both")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (stack logs)")
+    parser.add_argument(
+        "--scaling", action="store_true", help="only the datasets service on 1 core vs all cores"
+    )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})")
+    if args.scaling:
+        scaled = scaling(args.images, args.repeats, args.size, args.keep)
+        print("\n" + scaling_table(scaled))
+        return 1 if scaled.failed else 0
     places = [
         measure(where, args.images, args.size, args.repeats, args.keep)
         for where in args.where.split(",")

@@ -322,3 +322,30 @@ async def _import(root: Path, decoder: Decoder) -> list[c.Event]:
     importer.decoder = decoder  # the module's pool: one start of processes for the module
     await importer.start(Job(command=command, root=root))
     return [s.event for s in await store.load(command.dataset_id)]
+
+
+PINNED = """
+import sys
+from pathlib import Path
+from services.datasets.decoding import Decoder
+from services.kernel.blobstore import BlobStore
+print(Decoder(BlobStore(Path(sys.argv[1]))).workers)
+"""
+
+
+def test_a_service_given_one_core_decodes_in_one_process(tmp_path: Path) -> None:
+    # given a service started on one core only (as a container given one core, or the bench's
+    # scaling figure: taskset / sched_setaffinity)
+    core = min(os.sched_getaffinity(0))
+    cmd = [sys.executable, "-c", PINNED, str(tmp_path / "store")]
+    pinned = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.getcwd(),
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )
+    # then its pool has one process, where an unpinned one has one per core it may use
+    assert pinned.stdout.split() == ["1"]
+    assert Decoder(BlobStore(tmp_path / "store")).workers == len(os.sched_getaffinity(0))
