@@ -48,6 +48,9 @@ class Dataset:
     #: What imports found and did not keep, for the health report.
     duplicates: tuple[c.DuplicateRecord, ...] = ()
     corrupt: tuple[c.FileProblem, ...] = ()
+    #: How many of each there were: a report lists only its first (``c.REPORT_LISTED``).
+    duplicates_total: int = 0
+    corrupt_total: int = 0
 
 
 class ProjectNotFound(NotFound):
@@ -276,6 +279,8 @@ def evolve(state: Dataset, event: c.Event) -> Dataset:
                 _import(state, event),
                 duplicates=(*state.duplicates, *event.report.duplicates),
                 corrupt=(*state.corrupt, *event.report.corrupt),
+                duplicates_total=state.duplicates_total + event.report.duplicates_total,
+                corrupt_total=state.corrupt_total + event.report.corrupt_total,
             )
         case c.ImportFailed():
             return _import(state, event)

@@ -45,10 +45,20 @@ class _Rest(msgspec.Struct):
     splits: dict[str, str]
     duplicates: list[c.DuplicateRecord]
     corrupt: list[c.FileProblem]
+    #: Stored before the reports were bounded: absent, the lists held every one.
+    duplicates_total: int = 0
+    corrupt_total: int = 0
 
 
 def _encode(state: domain.Dataset) -> bytes:
-    rest = _Rest(state.imports, state.splits, list(state.duplicates), list(state.corrupt))
+    rest = _Rest(
+        state.imports,
+        state.splits,
+        list(state.duplicates),
+        list(state.corrupt),
+        state.duplicates_total,
+        state.corrupt_total,
+    )
     return msgspec.json.encode(rest)
 
 
@@ -101,7 +111,9 @@ class FoldingRepository(Repository[domain.Dataset]):
             return fresh
         r = msgspec.json.decode(rest, type=_Rest)
         state = replace(fresh.state, imports=r.imports, splits=r.splits,
-                        duplicates=tuple(r.duplicates), corrupt=tuple(r.corrupt))  # fmt: skip
+                        duplicates=tuple(r.duplicates), corrupt=tuple(r.corrupt),
+                        duplicates_total=max(r.duplicates_total, len(r.duplicates)),
+                        corrupt_total=max(r.corrupt_total, len(r.corrupt)))  # fmt: skip
         return Loaded(state, position, version)
 
     async def _fold(self, aggregate_id: str, last: int) -> Loaded[domain.Dataset]:

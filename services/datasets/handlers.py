@@ -242,6 +242,8 @@ class Datasets:
             [health.DuplicateSeen(d.file, d.label, d.image_id) for d in state.duplicates],
             [health.CorruptSeen(p.file, p.reason) for p in state.corrupt],
             detection=project is not None and project.task_type == "detection",
+            duplicate_files=state.duplicates_total,
+            corrupt_files=state.corrupt_total,
         )
         return c.HealthReport(dataset_id=query.dataset_id, report=report)
 

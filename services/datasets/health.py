@@ -65,7 +65,12 @@ def report(
     tiny: int = 32,
     huge: int = 8000,
     detection: bool = False,
+    duplicate_files: int | None = None,
+    corrupt_files: int | None = None,
 ) -> dict[str, Any]:
+    """The report; ``duplicate_files`` and ``corrupt_files`` count every such file the imports
+    found, of which ``duplicates`` and ``corrupt`` are those their reports list (the first of
+    each import), so the counts and warnings are whole while the lists stay bounded."""
     ordered = sorted(images, key=lambda f: (f.filename, f.image_id))
     classes = _classes(images, detection)
     exact = _exact_duplicates(images, duplicates)
@@ -76,6 +81,7 @@ def report(
         "unlabeled": sum(1 for f in images if f.label is None),
         "classes": classes,
         "exact_duplicates": exact,
+        "exact_duplicate_files": max(duplicate_files or 0, len(duplicates)),
         "label_conflicts": sum(1 for entry in conflicts if entry["label_conflict"]),
         "near_duplicates": near,
         "near_duplicate_images": sum(len(g["group"]) for g in near),
@@ -89,6 +95,7 @@ def report(
             {"filename": c.filename, "reason": c.reason}
             for c in sorted(corrupt, key=lambda c: (c.filename, c.reason))
         ],
+        "corrupt_files": max(corrupt_files or 0, len(corrupt)),
         "imbalance": _imbalance(classes),
         "tiny_images": [_size_entry(f) for f in ordered if min(f.width, f.height) < tiny],
         "huge_images": [_size_entry(f) for f in ordered if max(f.width, f.height) > huge],
@@ -199,15 +206,22 @@ def _stats(values: list[int]) -> dict[str, float | int | None]:
     }
 
 
+def _listed(listed: int, total: int) -> str:
+    """The end of a warning: a full stop, or which of them the report lists."""
+    return "." if listed >= total else f" (the first {listed} are listed)."
+
+
 def _warnings(r: dict[str, Any], *, min_per_class: int, tiny: int, huge: int) -> list[str]:
     found: list[str] = []
     if r["images"] == 0:
         found.append("The dataset has no images.")
     if r["unlabeled"]:
         found.append(f"{r['unlabeled']} images have no label.")
-    copies = sum(len(e["copies"]) for e in r["exact_duplicates"])
-    if copies:
-        found.append(f"{copies} files were exact copies of images already imported and skipped.")
+    if copies := r["exact_duplicate_files"]:
+        found.append(
+            f"{copies} files were exact copies of images already imported and skipped"
+            + _listed(sum(len(e["copies"]) for e in r["exact_duplicates"]), copies)
+        )
     if r["label_conflicts"]:
         found.append(
             f"{r['label_conflicts']} duplicated or near-duplicate images were given conflicting "
@@ -224,8 +238,11 @@ def _warnings(r: dict[str, Any], *, min_per_class: int, tiny: int, huge: int) ->
             f"{old} images were imported before near-duplicate hashes existed: they are checked "
             "for exact copies only."
         )
-    if r["corrupt"]:
-        found.append(f"{len(r['corrupt'])} files could not be read as images and were skipped.")
+    if bad := r["corrupt_files"]:
+        found.append(
+            f"{bad} files could not be read as images and were skipped"
+            + _listed(len(r["corrupt"]), bad)
+        )
     found.extend(_class_warnings(r, min_per_class))
     if r["tiny_images"]:
         found.append(f"{len(r['tiny_images'])} images are under {tiny} px on their short side.")

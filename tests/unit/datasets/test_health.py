@@ -215,3 +215,26 @@ def test_a_balanced_single_class_has_no_ratio() -> None:
     assert single["imbalance"]["ratio"] is None
     assert single["imbalance"]["class_weights"] == {"a": 1.0}
     assert single["warnings"] == ["Only one class: a classifier needs at least two."]
+
+
+def test_counts_and_warnings_are_whole_when_the_imports_listed_only_their_first() -> None:
+    # given imports that found 5,000 copies and 3,000 unreadable files, listing 2 and 1 of them
+    images = [fact("c1", "cat", BASE)]
+    duplicates = [DuplicateSeen("a.jpg", "cat", "c1"), DuplicateSeen("b.jpg", "cat", "c1")]
+    corrupt = [CorruptSeen("z.jpg", "truncated file")]
+    result = report(images, duplicates, corrupt, duplicate_files=5000, corrupt_files=3000)
+    # then the report counts every one, lists what it has, and its warnings say both
+    assert result["exact_duplicate_files"] == 5000 and result["corrupt_files"] == 3000
+    assert len(result["exact_duplicates"][0]["copies"]) == 2 and len(result["corrupt"]) == 1
+    assert (
+        "5000 files were exact copies of images already imported and skipped "
+        "(the first 2 are listed)." in result["warnings"]
+    )
+    assert (
+        "3000 files could not be read as images and were skipped (the first 1 are listed)."
+        in result["warnings"]
+    )
+    # and without totals (every one listed), the counts are the lists' and nothing is qualified
+    whole = report(images, duplicates, corrupt)
+    assert whole["exact_duplicate_files"] == 2 and whole["corrupt_files"] == 1
+    assert "1 files could not be read as images and were skipped." in whole["warnings"]

@@ -129,3 +129,15 @@ def test_the_command_line_says_the_totals_of_a_bounded_report(capsys):
     # then it counts every skipped file, and how many it does not show
     said = " ".join(capsys.readouterr().out.split())
     assert "300000 skipped" in said and "and 299990 more" in said
+
+
+def test_a_datasets_state_counts_every_duplicate_and_unreadable_file_of_its_imports():
+    # given two imports whose reports list fewer files than they found
+    state = domain.Dataset()
+    for n, (dups, bad) in enumerate(((1499, 3), (10, 2000))):
+        report = c.ImportReport(format="folder", files=1, imported=0, duplicates_total=dups,
+                                corrupt_total=bad)  # fmt: skip
+        done = c.ImportCompleted(dataset_id="d1", import_id=f"i{n}", report=report)
+        state = domain.evolve(state, done)
+    # then the state (which the health report reads) counts them all
+    assert state.duplicates_total == 1509 and state.corrupt_total == 2003
