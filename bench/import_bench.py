@@ -249,6 +249,22 @@ class PinnedStack(Stack):
             if os.sched_getaffinity(int(task.name)) != self.cpus:
                 raise RuntimeError(f"datasets thread {task.name} is not pinned to {self.cpus}")
 
+    def check_pool(self) -> None:
+        """The datasets service decodes in one process per core it was given."""
+        pool = decoding_processes(self.procs["datasets"].pid)
+        if len(pool) != len(self.cpus):
+            raise RuntimeError(f"{len(pool)} decoding processes on {len(self.cpus)} cores")
+
+
+def decoding_processes(pid: int) -> list[int]:
+    """The children of ``pid`` that multiprocessing spawned to run work (not its trackers)."""
+    found = []
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
 
 @dataclass
 class Scaling:
@@ -300,6 +316,7 @@ def scaling(images: int, repeats: int, size: int = 64, keep: bool = False) -> Sc
             apis = {"1 core": one, "all": all_}
             for name, api in apis.items():
                 studio_import(api, _set(stacks[name].imports / "warm", WARM_UP, size, 9999), 300)
+                stacks[name].check_pool()
             for r in range(repeats):
                 order = ("1 core", "all") if r % 2 == 0 else ("all", "1 core")
                 took = {}
