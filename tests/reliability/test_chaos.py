@@ -278,7 +278,7 @@ def storm(studio: Studio, size: dict[str, Any]) -> tuple[Chaos, Workload, int, f
         chaos.halt.set()
         chaos.join(30)
     seconds = time.monotonic() - began
-    wait(lambda: healthy(studio), 120, every=0.5)
+    wait(lambda: healthy(studio), 120, every=0.1)
     return chaos, stormy, stored_events(studio) - before, seconds
 
 
