@@ -318,25 +318,29 @@ def scaling(images: int, repeats: int, size: int = 64, keep: bool = False) -> Sc
                 studio_import(api, _set(stacks[name].imports / "warm", WARM_UP, size, 9999), 300)
                 stacks[name].check_pool()
             for r in range(repeats):
-                order = ("1 core", "all") if r % 2 == 0 else ("all", "1 core")
-                took = {}
-                for name in order:
-                    took[name], job = studio_import(
-                        apis[name], folders[name][r], max(300, images / 10)
-                    )
-                    imported = (job.get("report") or {}).get("imported")
-                    result.failed |= job["state"] != "completed" or imported != images
-                result.one_s.append(took["1 core"])
-                result.all_s.append(took["all"])
-                print(f"  repeat {r + 1}: 1 core {images / took['1 core']:.0f} img/s, all "
-                      f"{len(every)} cores {images / took['all']:.0f} img/s, "
-                      f"ratio {took['1 core'] / took['all']:.2f}", flush=True)  # fmt: skip
+                _round(result, r, {name: (apis[name], folders[name][r]) for name in apis})
     finally:
         for stack in stacks.values():
             stack.down()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _round(result: Scaling, r: int, sides: dict[str, tuple[httpx.Client, Path]]) -> None:
+    """One repeat: each side imports its fresh set, which goes first alternating."""
+    order = ("1 core", "all") if r % 2 == 0 else ("all", "1 core")
+    took = {}
+    for name in order:
+        api, folder = sides[name]
+        took[name], job = studio_import(api, folder, max(300, result.images / 10))
+        imported = (job.get("report") or {}).get("imported")
+        result.failed |= job["state"] != "completed" or imported != result.images
+    result.one_s.append(took["1 core"])
+    result.all_s.append(took["all"])
+    print(f"  repeat {r + 1}: 1 core {result.images / took['1 core']:.0f} img/s, all "
+          f"{result.cores} cores {result.images / took['all']:.0f} img/s, "
+          f"ratio {took['1 core'] / took['all']:.2f}", flush=True)  # fmt: skip
 
 
 def signed_in(stack: Stack) -> str:
