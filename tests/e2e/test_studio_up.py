@@ -79,7 +79,11 @@ def test_up_create_watch_stop_restart_and_the_project_is_still_there(tmp_path: P
     # nothing of the studio is left running
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{studio.url}/health", timeout=2)
-    again = Studio(workspace, port)
+    # The studio again on the same port and workspace: the services that keep and show the
+    # project are enough to find it (each service's start on a used workspace, the trainer's
+    # and exporter's included, is the fault suite's: tests/reliability/test_chaos.py restarts
+    # every one of them there); the trainer and exporter cost seconds of CPU to start.
+    again = Studio(workspace, port, services="identity,projects")
     try:
         again.wait_ready()
         got = httpx.get(
