@@ -83,10 +83,19 @@ class Studios:
         self.key, self.current = None, None
 
 
+#: Modules of the first set run on the studio of the second: the exporter acts only when asked
+#: (an export command; the training events it reads only feed its read model), so a studio with
+#: it serves a module that trains and never exports as one without it would, and the modules of
+#: both sets share one studio start (seconds of CPU: the exporter and the trainer import torch).
+SERVED_BY = {("identity", "projects", "datasets", "trainer"): SERVICES}
+
+
 def normalised(services: tuple[str, ...]) -> tuple[str, ...]:
-    """The services in the studio's order, with identity (every studio signs in)."""
+    """The services of the studio that serves a module of ``services``, in the studio's order,
+    with identity (every studio signs in)."""
     wanted = {"identity", *services}
-    return tuple(name for name in SERVICES if name in wanted)
+    key = tuple(name for name in SERVICES if name in wanted)
+    return SERVED_BY.get(key, key)
 
 
 def whole(studio: Stack) -> bool:
