@@ -35,10 +35,8 @@ pytestmark = pytest.mark.e2e
 
 API = "/api/v1"
 STUDIO = [sys.executable, "-m", "services.cli"]
-#: About a second an epoch here: the kills land in the middle of the run, past its first epoch
-#: (so that what was stored before them can be compared after), with epochs left to train once
-#: NATS is back (the kills and the services' reconnects take a few seconds, during which the
-#: trainer goes on training and waits to store its epochs).
+#: About a second an epoch here: the kills land past the first epoch (stored before them, to
+#: compare after), with epochs left to store once NATS is back.
 HYPER = FAST | {"epochs": 6, "image_size": 48, "seed": 3}
 #: Longer than a JetStream call waits for its answer (5 s), so that calls time out meanwhile.
 DOWN_S = 6.0
@@ -56,9 +54,7 @@ class Studio:
         self.imports.mkdir(parents=True)
         self.log = root / "studio.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-        # A test's traffic is heavier than a person's: the test limits (the limits' own tests
-        # are in tests/integration/test_limits.py), not a 429 once a slow machine's run outlasts
-        # a minute of requests.
+        # The tests' rate limits: a slow machine's run outlasts a minute of the test's traffic.
         env |= TEST_LIMITS | {
             "STUDIO_SERVICES": services,
             "STUDIO_LOG_LEVEL": "INFO",
