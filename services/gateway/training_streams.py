@@ -14,13 +14,18 @@ and a trial run's own end is a ``status`` (its trial's outcome is ``trial_comple
 ``trial_pruned`` or ``trial_failed``), so that ``complete`` means the search's end only. It
 reads no database: a route reads what it needs in a short session first, so that open streams
 never hold a pooled connection.
+
+Stored events come through an ordered consumer made again as soon as the connection is back
+from an outage (``Stored``): nats-py's own notices a consumer lost with its server only after
+missed idle heartbeats, and live curves stalled that long (12 s) after each NATS restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +40,18 @@ from contracts import training as c
 from services.gateway.readmodels.training import STATUS_OF, RunRow
 from services.kernel.transient import retry_transient
 
+log = logging.getLogger(__name__)
+
 KEEPALIVE_S = 15.0
 #: How long a feed waits for its stream (a leader election, a node restarting) to answer.
 FOLLOW_RETRY_S = 30.0
+#: How often a feed looks whether its connection came back from an outage (one dict read).
+RECONNECT_LOOK_S = 0.25
+#: The ordered consumer's idle heartbeat: nats-py makes it again after two missed ones, for a
+#: consumer lost while the connection stays (its stream's leader moved to another node).
+IDLE_HEARTBEAT_S = 2.0
+#: How long a feed that failed to follow its stream again waits to try once more.
+REFOLLOW_PAUSE_S = 1.0
 NAMES: dict[str, str] = {
     "training.epoch_completed.v1": "epoch_end",
     "training.checkpoint_saved.v1": "checkpoint",
@@ -208,6 +222,67 @@ async def _seq(js: JetStreamContext, run_id: str, *, first: bool) -> int:
 
 #: What a feed makes of an item: the item to send (renamed, with more said), or None to skip it.
 Shape = Callable[[Item], Item | None]
+OnEvent = Callable[[Msg], Awaitable[None]]
+
+
+class Stored:
+    """A feed's stored events of ``subject`` after ``after``, each handed to ``on_event`` once
+    and in order, through an ordered consumer that ``watch`` makes again from the last event
+    handed on whenever the connection is back from an outage (the consumer, in memory on one
+    replica, may have gone with its server). An event seen already (the last deliveries of the
+    consumer it replaced) is dropped: the client sees no gap and no duplicate."""
+
+    def __init__(self, nc: NATS, subject: str, after: int, on_event: OnEvent) -> None:
+        self.nc, self.subject, self.last = nc, subject, after
+        self._on_event = on_event
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._reconnects: int = nc.stats["reconnects"]
+
+    async def _deliver(self, msg: Msg) -> None:
+        sequence = msg.metadata.sequence.stream
+        if sequence > self.last:
+            await self._on_event(msg)
+            self.last = sequence  # once handed on: one lost to a cancel comes again
+
+    async def follow(self) -> None:
+        """Subscribe from the event after the last one handed on (a stream electing its leader
+        is waited for: the response has started, it cannot 503)."""
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.last + 1
+        )
+        self._sub = await retry_transient(
+            lambda: self.nc.jetstream().subscribe(
+                self.subject,
+                cb=self._deliver,
+                ordered_consumer=True,
+                idle_heartbeat=IDLE_HEARTBEAT_S,
+                config=config,
+            ),
+            what=f"following {self.subject}",
+            retry_for=FOLLOW_RETRY_S,
+        )
+
+    async def watch(self) -> None:
+        """Follow again each time the connection is back from an outage, until cancelled."""
+        while True:
+            await asyncio.sleep(RECONNECT_LOOK_S)
+            reconnects = self.nc.stats["reconnects"]
+            if reconnects == self._reconnects or not self.nc.is_connected:
+                continue
+            await self.close()
+            try:
+                await self.follow()
+            except Exception as exc:  # the stream still out of reach: look again shortly
+                log.warning("following %s again failed (%r); retrying", self.subject, exc)
+                await asyncio.sleep(REFOLLOW_PAUSE_S)
+                continue
+            self._reconnects = reconnects
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 async def feed(
@@ -236,32 +311,32 @@ async def feed(
             await queue.put(item)
 
     live = await nc.subscribe(progress, cb=on_progress)
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
-    )
-    # A stream electing its leader: the feed waits (its response has started, it cannot 503).
-    stored = await retry_transient(
-        lambda: nc.jetstream().subscribe(
-            subject, cb=on_event, ordered_consumer=True, config=config
-        ),
-        what=f"following {subject}",
-        retry_for=FOLLOW_RETRY_S,
-    )
+    stored = Stored(nc, subject, after, on_event)
     try:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                yield Item("keepalive", {})
-                continue
-            yield item
-            ending.see(item)
-            if ending.over:
-                return
+        await stored.follow()
+        watching = asyncio.create_task(stored.watch())
+        try:
+            async for item in _items(queue):
+                yield item
+                ending.see(item)
+                if ending.over:
+                    return
+        finally:
+            watching.cancel()
+            await asyncio.wait([watching])  # it follows no more before the feed lets go
     finally:
-        for sub in (live, stored):
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await stored.close()
+        with contextlib.suppress(Exception):
+            await live.unsubscribe()
+
+
+async def _items(queue: asyncio.Queue[Item]) -> AsyncIterator[Item]:
+    """The queue's items, and a keepalive after each ``KEEPALIVE_S`` without one."""
+    while True:
+        try:
+            yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+        except TimeoutError:
+            yield Item("keepalive", {})
 
 
 def run_feed(nc: NATS, run_id: str, after: int, ending: Ending) -> AsyncIterator[Item]:
