@@ -12,9 +12,10 @@ still for ``LEASE_S`` on its own clock (no clock shared between machines is trus
 gateway holding it died mid-request, and takes the claim over with a compare-and-set on that
 revision: of several such retries one wins, the others wait for its answer.
 
-Every KV call rides out a leader election or a node restart for ``CALL_RETRY_S`` (then the
-outage is raised, which the API answers 503 UNAVAILABLE). A retried write whose first try was
-stored unseen is recognised by its owner: a claim finds its own record, not another's.
+Every KV call rides out a leader election or a node restart for ``CALL_RETRY_S``, or for the
+time its request has left (``within``; then the outage is raised, which the API answers 503
+UNAVAILABLE): a keyed request waits for NATS no longer than an unkeyed one. A retried write
+whose first try was stored unseen is recognised by its owner: a claim finds its own record.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.js import JetStreamContext, api
@@ -45,6 +46,7 @@ from services.gateway.envelope import ApiError
 from services.kernel.transient import TRANSIENT, retry_transient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUCKET = "studio_idempotency"
 TTL_S = 24 * 3600.0
@@ -60,8 +62,11 @@ OPEN_RETRY_S = 10.0
 #: How long a request waits for the answer of its key's first request, still running.
 IN_FLIGHT_WAIT_S = 20.0
 IN_FLIGHT_POLL_S = 0.05
-#: How long a claim, a stored answer or a release waits for NATS (an election, a node restart).
+#: How long a claim, a stored answer or a release waits for NATS (an election, a node restart)
+#: unless its request has less time left.
 CALL_RETRY_S = 10.0
+#: The shortest try of a KV call: a request out of time still gets one short try.
+MIN_TRY_S = 0.1
 _NAMESPACE = uuid.UUID("6f1d8a52-3f2e-4a8e-9a7c-2d1b5e0c9f10")
 
 
@@ -151,23 +156,25 @@ class Idempotency:
         return key
 
     async def claim(
-        self, actor: str, key: str, request_fingerprint: str
+        self, actor: str, key: str, request_fingerprint: str, within: float = CALL_RETRY_S
     ) -> Claim | tuple[int, Any, dict[str, str]]:
         """Claim ``key``, or return the stored (status, body, headers) of its first request.
         While that request is still running (on this gateway or another), wait for its answer
         (up to ``IN_FLIGHT_WAIT_S``, then 409), so that both callers get the same answer; a
-        claim whose holder died (no heartbeat for ``LEASE_S``) is taken over."""
+        claim whose holder died (no heartbeat for ``LEASE_S``) is taken over. NATS out of
+        reach is waited for ``within`` seconds in all, then raised."""
         kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
         deadline = time.monotonic() + IN_FLIGHT_WAIT_S
         # One owner for every try of this claim: a try stored unseen is known as ours.
         mine = Claim(kv_key, request_fingerprint, 0, uuid.uuid4().hex, time.time())
         watch = _Watch()
+        out_of_reach = time.monotonic() + within
         while True:
             try:
-                return await retry_transient(
+                return await until(
                     functools.partial(self._claim_once, mine, watch),
                     what="claiming an idempotency key",
-                    retry_for=CALL_RETRY_S,
+                    end=out_of_reach,
                 )
             except InFlight:
                 if time.monotonic() >= deadline:
@@ -249,13 +256,20 @@ class Idempotency:
         claim.revision = entry.revision or 0
         return claim.revision
 
-    async def complete(self, claim: Claim, status: int, body: Any, headers: dict[str, str]) -> None:
+    async def complete(
+        self,
+        claim: Claim,
+        status: int,
+        body: Any,
+        headers: dict[str, str],
+        within: float = CALL_RETRY_S,
+    ) -> None:
         record = Record(claim.fingerprint, claim.claimed_at, status, body, headers, claim.owner)
         value = msgspec.json.encode(record)
-        await retry_transient(
+        await until(
             lambda: self._complete_once(claim, value),
             what="storing an idempotent answer",
-            retry_for=CALL_RETRY_S,
+            end=time.monotonic() + within,
         )
 
     async def _complete_once(self, claim: Claim, value: bytes) -> None:
@@ -272,8 +286,9 @@ class Idempotency:
                 log.warning("idempotency key %s: answer not stored, claim taken over", claim.key)
                 return
 
-    async def release(self, claim: Claim) -> None:
-        """Forget a claim whose request failed for a passing reason, so a retry may run."""
+    async def release(self, claim: Claim, within: float = CALL_RETRY_S) -> None:
+        """Forget a claim whose request failed for a passing reason, so a retry may run (one
+        not released in time lapses: a retry takes it over after ``LEASE_S``)."""
 
         async def delete() -> None:
             while True:
@@ -292,7 +307,19 @@ class Idempotency:
                     if await self._ours(claim) is None:
                         return
 
-        await retry_transient(delete, what="releasing an idempotency key", retry_for=CALL_RETRY_S)
+        end = time.monotonic() + within
+        await until(delete, what="releasing an idempotency key", end=end)
+
+
+async def until(call: Callable[[], Awaitable[T]], *, what: str, end: float) -> T:
+    """``retry_transient`` until ``end`` (monotonic) at the latest, each try cut at what is
+    left (at least ``MIN_TRY_S``): a KV call otherwise waits its own 5 s past the end."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(call(), max(end - time.monotonic(), MIN_TRY_S))
+
+    left = max(end - time.monotonic(), MIN_TRY_S)
+    return await retry_transient(bounded, what=what, retry_for=left)
 
 
 def _wrong_last_sequence(err: APIError) -> bool:

@@ -8,11 +8,18 @@ That refusal (a CONFLICT) is no answer for a retry, though: a route passes ``exi
 answers for the job its key names if it exists, and the retry gets the 202 the first request
 would have had. The claim is renewed while ``run`` runs (``Idempotency.held``), so that only a
 claim whose gateway died is taken over by a retry.
+
+The key's own NATS calls share the request's deadline (``request_timeout`` from its start), so
+that a keyed request waits for an unreachable NATS as long as an unkeyed one, then answers 503:
+the claim's KV calls once rode out an outage for their own 10 s before the command was sent.
+``run`` keeps its own waits (an upload's body, its command's); the answer's storing or the key's
+release after it gets what is left, at least ``SETTLE_S``: one KV write when NATS is there.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
@@ -29,6 +36,8 @@ from services.gateway.idempotency import Claim, derived_id, fingerprint
 _FINAL = frozenset(range(200, 500)) - {202}
 #: A job's start: its 202 says the job exists, as final as a 201.
 _JOB_FINAL = frozenset(range(200, 500))
+#: What storing a request's answer (or releasing its key) may take past the request's deadline.
+SETTLE_S = 2.0
 #: The answer for the job a request's key names, or None where there is no such job.
 Existing = Callable[[], Awaitable[Response | None]]
 
@@ -57,14 +66,14 @@ async def idempotent(
     key = request.headers.get("idempotency-key")
     if key is None:
         return await run()
+    deadline = time.monotonic() + gateway.settings.request_timeout
     if streamed:
         length = request.headers.get("content-length", "")
         body = f"{request.url.query}\n{length}".encode()
     else:
         body = await request.body()
-    claimed = await gateway.idempotency.claim(
-        actor, key, fingerprint(request.method, request.url.path, body)
-    )
+    what = fingerprint(request.method, request.url.path, body)
+    claimed = await gateway.idempotency.claim(actor, key, what, deadline - time.monotonic())
     if not isinstance(claimed, Claim):
         status, stored, headers = claimed
         return JSONResponse(stored, status, headers={**headers, "Idempotent-Replayed": "true"})
@@ -72,17 +81,22 @@ async def idempotent(
         async with gateway.idempotency.held(claimed):
             response = await _started(gateway, run, existing)
     except BaseException:
-        await gateway.idempotency.release(claimed)
+        await gateway.idempotency.release(claimed, _left(deadline))
         raise
     final = _JOB_FINAL if job else _FINAL
     if response.status_code in final and isinstance(response, JSONResponse):
         keep = {k: v for k, v in response.headers.items() if k.lower() in ("location", "etag")}
         await gateway.idempotency.complete(
-            claimed, response.status_code, json.loads(bytes(response.body)), keep
+            claimed, response.status_code, json.loads(bytes(response.body)), keep, _left(deadline)
         )
     else:
-        await gateway.idempotency.release(claimed)
+        await gateway.idempotency.release(claimed, _left(deadline))
     return response
+
+
+def _left(deadline: float) -> float:
+    """What the request has left until ``deadline``, at least ``SETTLE_S``."""
+    return max(deadline - time.monotonic(), SETTLE_S)
 
 
 async def _started(
