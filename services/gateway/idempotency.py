@@ -162,21 +162,20 @@ class Idempotency:
         While that request is still running (on this gateway or another), wait for its answer
         (up to ``IN_FLIGHT_WAIT_S``, then 409), so that both callers get the same answer; a
         claim whose holder died (no heartbeat for ``LEASE_S``) is taken over. NATS out of
-        reach is waited for ``within`` seconds in all, then raised."""
+        reach is waited for ``within`` seconds at a time, then raised."""
         kv_key = hashlib.sha256(f"{actor}\n{self.validate(key)}".encode()).hexdigest()
         deadline = time.monotonic() + IN_FLIGHT_WAIT_S
         # One owner for every try of this claim: a try stored unseen is known as ours.
         mine = Claim(kv_key, request_fingerprint, 0, uuid.uuid4().hex, time.time())
         watch = _Watch()
-        out_of_reach = time.monotonic() + within
         while True:
             try:
                 return await until(
                     functools.partial(self._claim_once, mine, watch),
                     what="claiming an idempotency key",
-                    end=out_of_reach,
+                    end=time.monotonic() + within,
                 )
-            except InFlight:
+            except InFlight:  # NATS answered: the next look has ``within`` again
                 if time.monotonic() >= deadline:
                     raise ApiError(
                         common.CONFLICT,
