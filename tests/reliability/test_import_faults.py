@@ -1,16 +1,24 @@
-"""An import interrupted by a crash or a cancel leaves the dataset exactly as it was."""
+"""An import interrupted by a crash or a cancel leaves the dataset exactly as it was.
+
+One studio serves the module (``tests.fault_helpers``): a test that kills the datasets service
+leaves it to be started again before the next, which also waits until no import of an earlier
+test has anything left in the staging area or the uploads; the tests of the upload cap and of
+a missing service restart the gateway alone with their settings.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import imagesets
+from tests.fault_helpers import gateway_with, module_studio, whole_again
 from tests.stack import Stack
 from tests.upload_objects import left_behind
 
@@ -19,6 +27,25 @@ pytestmark = pytest.mark.integration
 STACK_SERVICES = ("projects", "datasets")
 
 API = "/api/v1"
+#: The gateway's settings: a short request timeout, as for a studio of a test's own ...
+QUICK = {"STUDIO_REQUEST_TIMEOUT": "1.5"}
+#: ... or a small upload cap and a short wait for a missing service.
+CAPPED = {"STUDIO_UPLOAD_MAX_BYTES": "20000", "STUDIO_RESPONDER_WAIT": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with module_studio(tmp_path_factory.mktemp("imports"), STACK_SERVICES, **QUICK) as s:
+        yield s
+
+
+@pytest.fixture
+def stack(studio: Stack) -> Stack:
+    """The module's studio, whole again, with nothing of an earlier test's imports left."""
+    whole_again(studio)
+    wait_for(lambda: staging(studio) == [], "the earlier imports leave no staging folder")
+    wait_for(lambda: uploads(studio) == [], "the earlier uploads leave no file")
+    return studio
 
 
 def project(stack: Stack) -> str:
@@ -125,8 +152,12 @@ def images(stack: Stack, project_id: str) -> int:
 
 
 def inside(stack: Stack, source: Path) -> Path:
-    """The set, hard-linked under the stack's allowed import root (a symlink would escape it)."""
-    return Path(shutil.copytree(source, stack.imports / "heavy", copy_function=os.link))
+    """The set, hard-linked under the stack's allowed import root (a symlink would escape it),
+    once for the module's studio."""
+    target = stack.imports / "heavy"
+    if not target.exists():
+        shutil.copytree(source, target, copy_function=os.link)
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +171,10 @@ def heavy_zip(heavy_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
-    own_stack: Stack, heavy_set
+    stack: Stack, heavy_set
 ):
-    stack = own_stack
+    gateway_with(stack, QUICK)
     source = inside(stack, heavy_set)
-    stack.up()
     # when the service is killed while it decodes the images
     project_id, import_id = mid_import(stack, source)
     stack.kill("datasets")
@@ -171,9 +201,8 @@ def test_a_datasets_service_killed_mid_import_keeps_nothing_and_the_retry_works(
     assert images(stack, project_id) == 200
 
 
-def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
-    stack = own_stack
-    stack.up()
+def test_a_cancelled_import_keeps_nothing(stack: Stack, heavy_set):
+    gateway_with(stack, QUICK)
     source = inside(stack, heavy_set)
     for _ in range(5):  # a loaded machine may finish the import before the cancel lands
         project_id, import_id = mid_import(stack, source, hold=False)
@@ -192,34 +221,6 @@ def test_a_cancelled_import_keeps_nothing(own_stack: Stack, heavy_set):
     assert again.status_code == 409
 
 
-def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(tmp_path: Path):
-    stack = Stack(tmp_path, STACK_SERVICES, STUDIO_UPLOAD_MAX_BYTES="20000")
-    try:
-        stack.up()
-        pid = httpx.post(
-            f"{stack.base_url}{API}/projects",
-            json={"name": "p"},
-            headers=stack.headers(),
-            timeout=15,
-        )
-        project_id = pid.json()["data"]["id"]
-        big = imagesets.zip_dir(imagesets.heavy(tmp_path / "big", 2, size=64), tmp_path / "b.zip")
-        with big.open("rb") as fh:
-            resp = httpx.post(
-                f"{stack.base_url}{API}/datasets/import/upload",
-                data={"project_id": project_id},
-                files={"file": ("b.zip", fh, "application/zip")},
-                headers=stack.headers(),
-                timeout=30,
-            )
-        assert resp.status_code == 413, resp.text
-        assert resp.json()["error"]["code"] == "ARCHIVE_TOO_LARGE"
-        assert uploads(stack) == []
-        assert images(stack, project_id) == 0
-    finally:
-        stack.down()
-
-
 def wait_for(condition, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -228,9 +229,9 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
 
 
 def test_a_datasets_service_killed_mid_upload_import_leaves_no_file_and_the_retry_works(
-    own_stack: Stack, heavy_zip: Path
+    stack: Stack, heavy_zip: Path
 ):
-    stack = own_stack.up()
+    gateway_with(stack, QUICK)
     # given an uploaded ZIP being imported: its files extracted into its staging folder
     project_id, import_id = mid_import(stack, heavy_zip, start_upload)
     assert staging(stack) == [import_id]
@@ -256,19 +257,27 @@ def test_a_datasets_service_killed_mid_upload_import_leaves_no_file_and_the_retr
     assert uploads(stack) == []
 
 
-def test_an_upload_answered_503_leaves_no_file(tmp_path: Path):
+def test_an_upload_over_the_size_limit_is_refused_with_413_and_leaves_no_file(
+    stack: Stack, tmp_path: Path
+):
+    gateway_with(stack, CAPPED)
+    project_id = project(stack)
+    big = imagesets.zip_dir(imagesets.heavy(tmp_path / "big", 2, size=64), tmp_path / "b.zip")
+    resp = upload(stack, project_id, big)
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "ARCHIVE_TOO_LARGE"
+    assert uploads(stack) == []
+    assert images(stack, project_id) == 0
+
+
+def test_an_upload_answered_503_leaves_no_file(stack: Stack, tmp_path: Path):
     # given a studio whose datasets service is down (and a short wait for it)
-    stack = Stack(tmp_path, STACK_SERVICES, STUDIO_RESPONDER_WAIT="0.5").up()
-    try:
-        project_id = project(stack)
-        stack.stop("datasets")
-        archive = imagesets.zip_dir(
-            imagesets.folder(tmp_path / "set", {"a": 2}), tmp_path / "s.zip"
-        )
-        # when an archive is uploaded, then it is answered 503 and no staged file stays
-        resp = upload(stack, project_id, archive)
-        assert resp.status_code == 503, resp.text
-        assert resp.json()["error"]["code"] == "UNAVAILABLE"
-        assert uploads(stack) == []
-    finally:
-        stack.down()
+    gateway_with(stack, CAPPED)
+    project_id = project(stack)
+    stack.stop("datasets")
+    archive = imagesets.zip_dir(imagesets.folder(tmp_path / "set", {"a": 2}), tmp_path / "s.zip")
+    # when an archive is uploaded, then it is answered 503 and no staged file stays
+    resp = upload(stack, project_id, archive)
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"]["code"] == "UNAVAILABLE"
+    assert uploads(stack) == []
