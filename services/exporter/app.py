@@ -1,8 +1,14 @@
 """Composition root of the exporter service: the stores, the handler table on its subjects, the
-export jobs and their read model, and the reaping of the exports a stop left running."""
+export jobs and their read model, and the reaping of the exports a stop left running.
+
+The export engine (``services.exporter.engine``: torch, torchvision, onnx, onnxruntime) is not
+imported here: the first export or prediction imports it, in its worker thread (seconds of CPU
+that a start of a service most of which never export no longer pays; the service is ready to
+take commands without it, and its /health and /metrics need none of it)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -15,7 +21,7 @@ from nats.js.object_store import ObjectStore
 from contracts import datasets as d
 from contracts import exports as x
 from contracts import training as t
-from services.exporter import domain, engine, handlers
+from services.exporter import domain, handlers
 from services.exporter.files import keep_earlier
 from services.exporter.jobs import ExportRunner, runner_for
 from services.exporter.projection import export_jobs
@@ -38,6 +44,7 @@ STREAMS = (
 log = logging.getLogger(__name__)
 COMMANDS = ((x.Subjects.REQUEST_EXPORT, x.RequestExport),)
 QUERIES = ((x.Subjects.PREDICT, x.Predict),)
+ENGINE = "services.exporter.engine"
 
 
 async def wire(broker: NatsBroker, settings: Settings) -> Parts:
@@ -53,6 +60,7 @@ async def wire(broker: NatsBroker, settings: Settings) -> Parts:
         nc, stream=x.STREAM, subject=x.event_subject, event_type=x.Event
     )
     exports = Repository(store, domain.evolve, None)
+    engine = handlers.OnFirstUse(partial(importlib.import_module, ENGINE))
     workdir = settings.data_dir("exports")
     jobs = ExportRunner(
         runner_for(exports, settings.instance),

@@ -4,12 +4,15 @@
 parity is checked on), decides against the stored Export, stores it, and hands an accepted
 export to the jobs; ``predict`` answers a query from a completed ONNX export. Imports the
 domain, ``contracts`` and kernel ports; the stores, the jobs and the engine are passed in.
+``OnFirstUse`` makes a thing (the engine's facade, its Predictor) when it is first used, so a
+service that never exports or predicts never imports torch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -40,6 +43,28 @@ log = logging.getLogger(__name__)
 PARITY_IMAGES = 100
 
 Handler = Callable[[Any, Mapping[str, str]], Awaitable[Any]]
+
+
+class OnFirstUse:
+    """Stands for what ``make`` returns, made once, when one of its attributes is first asked
+    for (in whichever thread asks: an export's or a prediction's worker thread, not the event
+    loop). The exporter's engine and Predictor are made so: importing torch, torchvision, onnx
+    and onnxruntime costs seconds of CPU, and most exporters that start never export."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make: Callable[[], Any] | None = make
+        self._made: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+    def made(self) -> Any:
+        """What ``make`` returned, made now if it was not yet (only once, whatever the threads)."""
+        with self._lock:
+            if self._make is not None:
+                self._made, self._make = self._make(), None
+            return self._made
 
 
 class Jobs(Protocol):
@@ -220,10 +245,12 @@ def table(
     files: Path,
     engine: Any,
 ) -> dict[type, Handler]:
-    """Each message the exporter answers, with its handler."""
+    """Each message the exporter answers, with its handler. The engine's Predictor is made by
+    the first prediction (``engine`` may be an ``OnFirstUse``: nothing of it is touched here)."""
+    predictor = OnFirstUse(lambda: engine.Predictor())
     return {
         x.RequestExport: partial(request_export, exports=exports, sources=sources, jobs=jobs),
         x.Predict: partial(
-            predict, exports=exports, files=files, engine=engine, predictor=engine.Predictor()
+            predict, exports=exports, files=files, engine=engine, predictor=predictor
         ),
     }
