@@ -41,7 +41,6 @@ from services.gateway.readmodels.training import STATUS_OF, RunRow
 from services.kernel.transient import retry_transient
 
 log = logging.getLogger(__name__)
-
 KEEPALIVE_S = 15.0
 #: How long a feed waits for its stream (a leader election, a node restarting) to answer.
 FOLLOW_RETRY_S = 30.0
@@ -50,8 +49,7 @@ RECONNECT_LOOK_S = 0.25
 #: The ordered consumer's idle heartbeat: nats-py makes it again after two missed ones, for a
 #: consumer lost while the connection stays (its stream's leader moved to another node).
 IDLE_HEARTBEAT_S = 2.0
-#: How long a feed that failed to follow its stream again waits to try once more.
-REFOLLOW_PAUSE_S = 1.0
+REFOLLOW_PAUSE_S = 1.0  # before a feed that failed to follow its stream again tries anew
 NAMES: dict[str, str] = {
     "training.epoch_completed.v1": "epoch_end",
     "training.checkpoint_saved.v1": "checkpoint",
