@@ -32,17 +32,17 @@ from tests.stack import Stack
 pytestmark = pytest.mark.integration
 #: What these tests need of the studio: the studio starts only these (and the gateway).
 STACK_SERVICES = ("projects", "datasets")
-#: The gateway's settings: a short request timeout (a hung service is seen quickly) ...
-QUICK = {"STUDIO_REQUEST_TIMEOUT": "1.5"}
-#: ... and a wait of one second for a responder, so that a stopped service is refused soon ...
-BOUNDED = QUICK | {"STUDIO_RESPONDER_WAIT": "1"}
-#: ... or a wait long enough for a restart on a busy machine.
+#: The gateway's settings: a short request timeout (a hung service is seen quickly) and a wait
+#: of a second for a responder (a stopped service is refused soon) ...
+BOUNDED = {"STUDIO_REQUEST_TIMEOUT": "1.5", "STUDIO_RESPONDER_WAIT": "1"}
+#: ... or a wait long enough for a restart on a busy machine. The tests that need it come last,
+#: after the one that starts the gateway anyway, so that no test restarts it only for them.
 PATIENT = {"STUDIO_RESPONDER_WAIT": "60"}
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with module_studio(tmp_path_factory.mktemp("faults"), STACK_SERVICES, **QUICK) as s:
+    with module_studio(tmp_path_factory.mktemp("faults"), STACK_SERVICES, **BOUNDED) as s:
         yield s
 
 
@@ -79,9 +79,29 @@ def ids(projects: list[dict]) -> list[str]:
     return sorted(project["id"] for project in projects)
 
 
+def test_a_stopped_service_answers_503_after_a_bounded_wait_and_health_says_which(stack: Stack):
+    # given a gateway that waits at most 1 s for a responder, and no projects service
+    gateway_with(stack, BOUNDED)
+    stack.stop("projects")
+    # when a command is sent, then it is answered 503 once the wait is over, and says so
+    resp = httpx.post(
+        f"{stack.base_url}/api/v1/projects",
+        json={"name": "x"},
+        headers=stack.headers(),
+        timeout=15,
+    )
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "UNAVAILABLE"
+    assert "waited 1s" in resp.json()["error"]["message"]
+    health = httpx.get(f"{stack.base_url}/health", timeout=15)
+    assert health.status_code == 503
+    assert health.json()["data"]["services"]["projects"]["ok"] is False
+    assert "projects" in health.json()["error"]["message"]
+
+
 def test_a_hung_service_answers_503_after_the_request_timeout(stack: Stack):
     # given a projects service that stops answering (SIGSTOP) with a 1.5 s request timeout
-    gateway_with(stack, QUICK)
+    gateway_with(stack, BOUNDED)
     stack.pause("projects")
     try:
         started = time.monotonic()
@@ -100,7 +120,7 @@ def test_a_hung_service_answers_503_after_the_request_timeout(stack: Stack):
 
 
 def test_killed_and_restarted_services_keep_every_project(stack: Stack):
-    gateway_with(stack, QUICK)
+    gateway_with(stack, BOUNDED)
     made = [create(stack, f"p{i}") for i in range(3)]
     before = ids(listing(stack))
     assert set(ids(made)) <= set(before)
@@ -124,7 +144,7 @@ def test_killed_and_restarted_services_keep_every_project(stack: Stack):
 
 
 def test_nats_restarted_the_studio_reconnects_and_nothing_is_lost(stack: Stack):
-    gateway_with(stack, QUICK)
+    gateway_with(stack, BOUNDED)
     before = create(stack, "before")
     held = ids(listing(stack))
     assert before["id"] in held
@@ -138,7 +158,7 @@ def test_nats_restarted_the_studio_reconnects_and_nothing_is_lost(stack: Stack):
 
 
 def test_a_deleted_read_model_is_rebuilt_identical(stack: Stack):
-    gateway_with(stack, QUICK)
+    gateway_with(stack, BOUNDED)
     first = last_sequence(stack, p.STREAM)
     for i in range(4):
         project = create(stack, f"p{i}")
@@ -156,7 +176,7 @@ def test_a_deleted_read_model_is_rebuilt_identical(stack: Stack):
     stack.stop("gateway")
     cli(stack, "rebuild", "gateway")
     assert not (stack.workspace / "gateway" / "readmodel.db").exists()
-    start_gateway(stack, QUICK)
+    start_gateway(stack, BOUNDED)
     # then it replays the stream into the same model
     assert listing(stack) == before
     # and `studio rebuild` on the running gateway does the same in place
@@ -190,33 +210,13 @@ def test_a_starting_gateway_removes_uploads_a_crash_left_but_not_recent_ones(sta
     then = time.time() - 2 * 3600
     os.utime(old, (then, then))
     try:
-        # when the gateway starts
-        start_gateway(stack, QUICK)
+        # when the gateway starts (with the settings the next tests need: any would do here)
+        start_gateway(stack, PATIENT)
         # then the crash's leftover is gone, and a file another gateway may be receiving stays
         assert not old.exists()
         assert recent.exists()
     finally:
         recent.unlink(missing_ok=True)
-
-
-def test_a_stopped_service_answers_503_after_a_bounded_wait_and_health_says_which(stack: Stack):
-    # given a gateway that waits at most 1 s for a responder, and no projects service
-    gateway_with(stack, BOUNDED)
-    stack.stop("projects")
-    # when a command is sent, then it is answered 503 once the wait is over, and says so
-    resp = httpx.post(
-        f"{stack.base_url}/api/v1/projects",
-        json={"name": "x"},
-        headers=stack.headers(),
-        timeout=15,
-    )
-    assert resp.status_code == 503
-    assert resp.json()["error"]["code"] == "UNAVAILABLE"
-    assert "waited 1s" in resp.json()["error"]["message"]
-    health = httpx.get(f"{stack.base_url}/health", timeout=15)
-    assert health.status_code == 503
-    assert health.json()["data"]["services"]["projects"]["ok"] is False
-    assert "projects" in health.json()["error"]["message"]
 
 
 def test_a_service_restarted_while_a_command_waits_answers_it(stack: Stack):
