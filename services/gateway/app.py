@@ -21,11 +21,13 @@ from services.gateway.access_log import AccessLog
 from services.gateway.api import (
     asyncapi,
     audit,
+    dataset_export,
     datasets,
     evaluation,
     experiments,
     exports,
     hub,
+    imports,
     legacy,
     members,
     projects,
@@ -189,7 +191,12 @@ SIGNED_IN_ROUTERS = (
     users.router,
     projects.router,
     members.router,
+    # Included one by one, never one router in another: FastAPI 0.165 matches an included
+    # router's routes under their own paths, so the limits' per-route quotas and the metrics'
+    # route labels would see "/import/local" instead of "/datasets/import/local".
+    imports.router,  # /datasets/import/...: before /datasets/{project_id}/...
     datasets.router,
+    dataset_export.router,  # /datasets/{project_id}/export: after the routes above
     splits.router,
     training.router,
     experiments.router,

@@ -35,7 +35,7 @@ from services.gateway.envelope import ERROR_RESPONSES, ApiError
 from services.gateway.readmodels.datasets import lean
 from services.kernel.sqlite import Reader
 
-router = APIRouter(tags=["datasets"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 #: Image rows read from the read model at a time.
 PAGE = 1000
 

@@ -1,6 +1,6 @@
 """REST for datasets: browsing (pages of images, the class histogram), images and their
-labels, health; the imports (``api.imports``) are included first, so that
-``/datasets/import/...`` is matched before ``/datasets/{project_id}/...``."""
+labels, health. The imports (``api.imports``) and the dataset export (``api.dataset_export``)
+share its prefix and are routers of their own, which the app includes before and after it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import common
 from contracts import datasets as c
 from services.gateway.access import require
-from services.gateway.api import dataset_export, imports
 from services.gateway.api.imagefiles import image_row, serve_image
 from services.gateway.api.params import Limit, MaybeFilter, MaybeQueryId, PathId
 from services.gateway.auth.deps import actor_of
@@ -26,7 +25,6 @@ from services.gateway.readmodels.datasets import lean
 from services.kernel.sqlite import session
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
-router.include_router(imports.router)  # POST/GET /import/...: before /{project_id}/...
 
 #: A page cursor: a file name (a path in an archive, at most PATH_MAX) and an image id, JSON
 #: in base64 (4/3 the size).
@@ -169,6 +167,3 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         return str(name), str(image_id)
     except Exception:
         raise ApiError(common.VALIDATION_ERROR, "invalid cursor", field="cursor") from None
-
-
-router.include_router(dataset_export.router)  # GET /{project_id}/export: after the routes above

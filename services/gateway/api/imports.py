@@ -34,7 +34,7 @@ from services.gateway.uploads import Sweeper, receive, sweep
 from services.kernel.eventstore import check_id
 from services.kernel.sqlite import session
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 
 #: How long starting an import waits to answer a bad source with its 4xx rather than a 202.
 VALIDATION_WAIT_S = 10.0

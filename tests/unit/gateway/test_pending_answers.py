@@ -90,7 +90,13 @@ async def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         request.state.principal = ADMIN
         return await call_next(request)
 
-    for router in (datasets.router, splits.router, training.router, evaluation.router):
+    for router in (
+        imports.router,
+        datasets.router,
+        splits.router,
+        training.router,
+        evaluation.router,
+    ):
         app.include_router(router, prefix=API)
     app.include_router(exports.router, prefix=API)
     transport = httpx.ASGITransport(app=app)
