@@ -21,6 +21,8 @@ from services.kernel.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Seconds a client is told to wait (``Retry-After``) before retrying a 503 of a NATS outage.
+UNAVAILABLE_RETRY_S = 1
 
 STATUS_OF = {
     common.VALIDATION_ERROR: 422,
@@ -201,7 +203,9 @@ def install(app: FastAPI) -> None:
 
     async def _nats_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # NATS restarting, or unreachable for longer than a call waits: try again shortly.
-        return error(503, common.UNAVAILABLE, f"NATS is unavailable ({type(exc).__name__})")
+        answer = error(503, common.UNAVAILABLE, f"NATS is unavailable ({type(exc).__name__})")
+        answer.headers["Retry-After"] = str(UNAVAILABLE_RETRY_S)
+        return answer
 
     for transient in TRANSIENT:  # a NATS outage is a 503, never a 500
         app.add_exception_handler(transient, _nats_unavailable)

@@ -256,7 +256,7 @@ def test_nats_killed_mid_training_is_restarted_and_the_run_completes(studio: Stu
     finally:
         os.kill(pid, signal.SIGCONT)
     assert hung.status_code == 503, hung.text
-    assert hung.json()["error"]["code"] == "UNAVAILABLE"
+    assert hung.json()["error"]["code"] == "UNAVAILABLE" and hung.headers["Retry-After"] == "1"
     assert studio.proc.poll() is None
     assert studio.stop() == 0
 
