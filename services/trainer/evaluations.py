@@ -16,6 +16,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 from functools import partial, reduce
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,7 +34,6 @@ from services.kernel.repository import Repository
 from services.trainer.checkpoints import CheckpointFiles
 from services.trainer.domain import evaluation
 from services.trainer.domain import run as runs
-from services.trainer.engine.evaluate import evaluate
 from services.trainer.images import Listing, SplitImages
 from services.trainer.metrics import evaluation_ended
 
@@ -128,7 +129,7 @@ class Evaluations:
             # Each image with its true boxes: a detector is scored by them (none: a negative),
             # a classifier's evaluation reads the label and leaves them.
             samples = [(i, p, label, listing.boxes.get(i, ())) for i, p, label in fetched]
-            result = await asyncio.to_thread(evaluate, path, samples)
+            result = await asyncio.to_thread(_evaluate, path, samples)
         finally:
             copy.unlink(missing_ok=True)
         predictions = [tuple(p) for p in result.pop("predictions", [])]
@@ -143,3 +144,11 @@ class Evaluations:
     async def reap(self, read_model: ProjectionRunner, db: AsyncEngine) -> None:
         """Ends as interrupted the evaluations this instance left running when it stopped."""
         await self.jobs.reap(read_model, db, evaluation.INTERRUPTED)
+
+
+def _evaluate(path: Path, samples: list[Any]) -> dict[str, Any]:
+    """``engine.evaluate``, imported (torchvision with it) by the first evaluation, in its
+    thread: a trainer starts without it."""
+    from services.trainer.engine.evaluate import evaluate
+
+    return evaluate(path, samples)

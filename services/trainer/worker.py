@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from contracts import datasets as d
 from contracts import training as c
@@ -325,7 +326,7 @@ class Worker:
         workdir.mkdir(parents=True, exist_ok=True)
         resume = await self.epochs.resume_from(run) if run.epochs_done > 0 else None
         return await asyncio.to_thread(
-            engine.train_on,
+            _train_on,
             domain.hyperparameters(run),
             run.queued.classes,
             train,
@@ -348,6 +349,12 @@ class Worker:
             ]
 
         return await samples("train"), await samples("val")
+
+
+def _train_on(*args: Any, **kwargs: Any) -> engine.Outcome:
+    """``engine.train_on``, looked up in the run's thread: the first run imports the training
+    engine (torchvision with it) there, never in the event loop that keeps the leases."""
+    return engine.train_on(*args, **kwargs)
 
 
 def ended(run_id: str, outcome: engine.Outcome) -> c.Event:

@@ -18,7 +18,7 @@ a BatchNorm detector (before this change) still loads: ``build_detector(..., lik
 builds the norm layers the state holds.
 
 Nothing is downloaded: ``weights=None`` and ``weights_backbone=None`` always. Imports torch and
-torchvision only.
+torchvision only (torchvision when a detector is built: a trainer starts without it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
-from torchvision.models import detection as tvd
 
 #: The detectors a run may name in ``Hyperparameters.model`` (detection projects only).
 DETECTORS: tuple[str, ...] = (
@@ -39,8 +38,6 @@ DETECTORS: tuple[str, ...] = (
     "fcos_resnet50_fpn",
 )
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {name: getattr(tvd, name) for name in DETECTORS}
-
 #: Detectors whose torchvision builder fixes the input size (their transform resizes to a square).
 _FIXED_SIZE = frozenset({"ssdlite320_mobilenet_v3_large"})
 #: GroupNorm's usual number of groups (Wu and He, 2018).
@@ -49,7 +46,7 @@ GROUPS = 32
 
 def is_detector(model: str) -> bool:
     """Whether ``model`` names a detector (and not a classifier)."""
-    return model in _BUILDERS
+    return model in DETECTORS
 
 
 def build_detector(
@@ -58,7 +55,7 @@ def build_detector(
     """``name`` untrained, predicting ``num_classes`` classes (labels 1..K; 0 is background),
     resizing its inputs so their longer side is ``image_size`` (a square of it for SSD), its
     norm layers GroupNorm; BatchNorm where ``like``, a state dict to load, holds BatchNorm's."""
-    if name not in _BUILDERS:
+    if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
     if num_classes < 1:
         raise ValueError(f"a detector needs at least one class, not {num_classes}")
@@ -67,7 +64,10 @@ def build_detector(
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
     if name not in _FIXED_SIZE:
         kwargs |= {"min_size": image_size, "max_size": image_size}
-    model = _BUILDERS[name](num_classes=num_classes + 1, **kwargs)
+    from torchvision.models import detection as tvd
+
+    builder: Callable[..., nn.Module] = getattr(tvd, name)
+    model = builder(num_classes=num_classes + 1, **kwargs)
     if name in _FIXED_SIZE:
         # SSD's anchors follow its feature maps, so another square input size works as well.
         model.transform.fixed_size = (image_size, image_size)  # type: ignore[union-attr]

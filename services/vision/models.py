@@ -1,7 +1,8 @@
 """The architectures a run can train, built from scratch, and loading a local weights file.
 
 Torchvision models are always built with ``weights=None``: nothing is downloaded, pretrained
-weights come only from a file on the trainer's machine. Imports torch and torchvision only.
+weights come only from a file on the trainer's machine. Imports torch and torchvision only
+(torchvision when a model of it is built or its weights looked up: a trainer starts without it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision import models as tv
 
 #: The state-dict prefix of each model's classifier head, which may differ in shape when loading.
 HEADS = {
@@ -25,9 +25,15 @@ HEADS = {
     "efficientnet_b0": "classifier.1.",
     "convnext_tiny": "classifier.2.",
 }
-_TORCHVISION: dict[str, Callable[..., nn.Module]] = {
-    name: getattr(tv, name) for name in HEADS if name != "smallcnn"
-}
+_TORCHVISION = frozenset(name for name in HEADS if name != "smallcnn")
+
+
+def _torchvision(name: str) -> Callable[..., nn.Module]:
+    """torchvision's builder of ``name`` (torchvision is imported by the first one asked for)."""
+    from torchvision import models as tv
+
+    builder: Callable[..., nn.Module] = getattr(tv, name)
+    return builder
 
 
 class SmallCNN(nn.Module):
@@ -63,7 +69,7 @@ def build_model(name: str, num_classes: int, pretrained: Path | None = None) -> 
     if name == "smallcnn":
         model: nn.Module = SmallCNN(num_classes)
     else:
-        model = _TORCHVISION[name](weights=None, num_classes=num_classes)
+        model = _torchvision(name)(weights=None, num_classes=num_classes)
     if pretrained is not None:
         load_pretrained(model, name, pretrained)
     return model
@@ -125,6 +131,8 @@ def pretrained_path(model: str, value: str) -> Path:
         return path
     if model not in _TORCHVISION:
         raise ValueError(f"{model} has no ImageNet weights; give a weights file or none")
+    from torchvision import models as tv
+
     url = tv.get_model_weights(model).DEFAULT.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if not path.is_file():

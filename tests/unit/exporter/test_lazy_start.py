@@ -1,10 +1,13 @@
 """The exporter starts without its engine: importing the service imports no torch, torchvision,
 onnx or onnxruntime (seconds of CPU at every start, and most exporters never export); the first
-export or prediction imports it, once, in its worker thread, and then behaves as before.
+export or prediction imports it, once, in its worker thread, and then behaves as before. The
+trainer starts with torch (its devices, for their leases) but without torchvision and the
+training loop, which its first run or evaluation imports.
 """
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import threading
@@ -32,6 +35,20 @@ def imported_by(module: str) -> list[str]:
 
 def test_importing_the_exporter_service_imports_no_torch() -> None:
     assert imported_by("services.exporter.app") == []
+
+
+def test_importing_the_trainer_service_imports_torch_but_not_torchvision() -> None:
+    assert imported_by("services.trainer.app") == ["torch"]
+
+
+def test_the_trainer_engines_names_are_those_of_its_modules() -> None:
+    from services.trainer import engine
+    from services.trainer.engine import ddp, devices, validation
+
+    assert engine.pick_devices is devices.pick_devices and engine.train_on is ddp.train_on
+    assert engine.validate is validation.validate
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        importlib.import_module("services.trainer.engine").nothing  # noqa: B018
 
 
 def test_the_engine_is_made_once_by_its_first_use_whatever_the_threads() -> None:
