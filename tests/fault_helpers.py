@@ -7,8 +7,9 @@ the module, ``whole_again`` (before each test) brings back what the last test br
 process resumed, a killed or stopped one started again, NATS started again on its port, then
 waits until the studio is healthy. ``gateway_with`` gives a test the gateway settings it needs
 (a wait for responders, a request timeout, an upload cap) by restarting the gateway alone, and
-only when they differ from the running one's; a later restart of the gateway by the test keeps
-them. Each test makes its own projects, so tests stay independent of their order.
+only when they differ from the running one's; they are the gateway's only (``FaultStudio``), so
+a later restart of the gateway keeps them and a restarted service never gets them. Each test
+makes its own projects, so tests stay independent of their order.
 
 Imports: tests.stack (the studio's processes), nats-py (a stream's last sequence).
 """
@@ -29,10 +30,27 @@ from tests.stack import Stack
 HEALTHY_S = 90.0
 
 
+class FaultStudio(Stack):
+    """A studio whose gateway, however it is started (by a test, or ``up``), gets the settings
+    of ``gateway_env`` and the other services never do (the datasets service reads the upload
+    cap too)."""
+
+    gateway_env: dict[str, str]
+
+    def start(self, name: str, module: str | None = None, **env: str) -> None:
+        if name == "gateway":
+            env = self.gateway_env | env
+        super().start(name, module, **env)
+
+
 @contextmanager
-def module_studio(root: Path, services: tuple[str, ...], **env: str) -> Iterator[Stack]:
-    """A studio of ``services`` with ``env``, started once for a module and stopped after it."""
-    studio = Stack(root, services, **env)
+def module_studio(
+    root: Path, services: tuple[str, ...], gateway: dict[str, str] | None = None, **env: str
+) -> Iterator[Stack]:
+    """A studio of ``services`` with ``env``, and ``gateway`` as its gateway's own settings,
+    started once for a module and stopped after it."""
+    studio = FaultStudio(root, services, **env)
+    studio.gateway_env = dict(gateway or {})
     try:
         yield studio.up(HEALTHY_S)
     finally:
@@ -51,9 +69,10 @@ def whole_again(studio: Stack) -> None:
 
 
 def gateway_with(studio: Stack, env: dict[str, str]) -> None:
-    """The studio's gateway running with ``env`` as the studio's extra settings: restarted with
-    them when the running one has others."""
-    if studio.extra_env == env and "gateway" in studio.procs:
+    """The studio's gateway running with the settings ``env``: restarted with them when the
+    running one has others."""
+    assert isinstance(studio, FaultStudio), "a studio of module_studio's"
+    if studio.gateway_env == env and "gateway" in studio.procs:
         return
     if "gateway" in studio.procs:
         studio.stop("gateway")
@@ -61,9 +80,10 @@ def gateway_with(studio: Stack, env: dict[str, str]) -> None:
 
 
 def start_gateway(studio: Stack, env: dict[str, str]) -> None:
-    """Start the (stopped) gateway with ``env``, and wait until the studio is healthy. ``env``
-    stays the studio's, so that a test restarting the gateway itself gets the same."""
-    studio.extra_env = dict(env)
+    """Start the (stopped) gateway with the settings ``env``, and wait until the studio is
+    healthy. They stay the gateway's, so that a test restarting it itself gets the same."""
+    assert isinstance(studio, FaultStudio), "a studio of module_studio's"
+    studio.gateway_env = dict(env)
     studio.start("gateway")
     studio.wait_healthy(HEALTHY_S)
 

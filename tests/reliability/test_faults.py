@@ -42,7 +42,7 @@ PATIENT = {"STUDIO_RESPONDER_WAIT": "60"}
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with module_studio(tmp_path_factory.mktemp("faults"), STACK_SERVICES, **BOUNDED) as s:
+    with module_studio(tmp_path_factory.mktemp("faults"), STACK_SERVICES, BOUNDED) as s:
         yield s
 
 

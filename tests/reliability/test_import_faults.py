@@ -35,7 +35,7 @@ CAPPED = {"STUDIO_UPLOAD_MAX_BYTES": "20000", "STUDIO_RESPONDER_WAIT": "0.5"}
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with module_studio(tmp_path_factory.mktemp("imports"), STACK_SERVICES, **QUICK) as s:
+    with module_studio(tmp_path_factory.mktemp("imports"), STACK_SERVICES, QUICK) as s:
         yield s
 
 
