@@ -30,6 +30,9 @@ ADMIN_PASSWORD = "test-admin-password"
 API = "/api/v1"
 #: How long the services of a stack may take to stop on SIGTERM before they are killed.
 STOP_GRACE_S = 10.0
+#: How long a studio may take to become healthy before a test fails: a bound, never a wait. On a
+#: loaded 2-core machine a trainer or exporter importing torch has taken more than 30 s.
+UP_S = 120.0
 #: Tests sign in often and work fast, all from one IP: limits no test but the limits' own
 #: (``tests/integration/test_limits.py``, which sets its own) ever meets.
 TEST_LIMITS = {
@@ -143,7 +146,7 @@ class Stack:
     def resume(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGCONT)
 
-    def up(self, timeout: float = 30.0) -> Stack:
+    def up(self, timeout: float = UP_S) -> Stack:
         if self.nats is None and self.cluster is None:
             self.start_nats()
         for name in (*self.services, "gateway"):
@@ -175,7 +178,7 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = UP_S) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
