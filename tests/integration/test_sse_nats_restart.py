@@ -126,8 +126,13 @@ async def test_a_feed_hands_on_each_event_once_when_two_consumers_deliver_it(
     try:
         # when the run stores epochs
         sequences = await publish(nc, range(1, 6))
-        # and both consumers have delivered every one of them
-        both = lambda: all(sub is not None and sub.delivered >= len(sequences) for sub in subs)  # noqa: E731
+        # and both consumers have delivered every one of them, and their callbacks have taken
+        # each from their queues (a callback runs to its end once it took its message: the
+        # feed's own never waits here), so nothing either received is still on its way
+        both = lambda: all(  # noqa: E731
+            sub is not None and sub.delivered >= len(sequences) and sub.pending_msgs == 0
+            for sub in subs
+        )
         await until(both, "both consumers' deliveries")
     finally:
         await stored.close()

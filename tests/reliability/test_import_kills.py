@@ -162,6 +162,12 @@ def test_the_fault_points_are_the_writes_of_the_lease_path_and_a_typo_is_refused
         faults.parse("after_lease_renwe")
 
 
+# Soak only: its kill after a lease renewal needs an import still running at its first renewal,
+# and on a quiet machine the 60-image import can end before it (the service never dies and the
+# test waits out its patience: 93 s in a fresh-clone run). make test keeps the reaper's
+# takeover of a killed instance's import (test_import_lease.py) and the claims' kills
+# (tests/unit/datasets/test_spill_claims.py).
+@pytest.mark.soak
 async def test_an_import_ends_once_and_leaves_nothing_whatever_lease_write_its_service_dies_after(
     studio: Studio,
 ):
