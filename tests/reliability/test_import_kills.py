@@ -70,12 +70,13 @@ class Studio:
 
     async def killed(self) -> None:
         """Waits for the datasets process to die by its fault point (SIGKILL, nothing else)."""
-        proc = self.stack.procs.pop("datasets")
+        proc = self.stack.procs["datasets"]  # the stack's still, so that a failure stops it
 
         async def exited() -> int | None:
             return proc.poll()
 
         code = await eventually(exited, PATIENT_S, "the datasets service did not die")
+        self.stack.procs.pop("datasets")
         assert code == -9, self.stack.log("datasets")[-3000:]
         self.kills += 1
 
