@@ -7,7 +7,10 @@ import uuid
 from typing import Any
 
 import httpx
+import nats
 
+from contracts import training as c
+from services.kernel.eventstore import EventStore
 from tests import imagesets
 from tests.stack import Stack
 
@@ -88,3 +91,15 @@ def curves(detail: dict[str, Any]) -> list[tuple[int, float, float, float]]:
         )
         for e in detail["history"]
     ]
+
+
+async def run_events(stack: Stack, run_id: str) -> list[c.Event]:
+    """Every event stored of run ``run_id``, read from its stream."""
+    nc = await nats.connect(stack.nats_url)
+    try:
+        store: EventStore[c.Event] = EventStore(
+            nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
+        )
+        return [s.event for s in await store.load(run_id)]
+    finally:
+        await nc.close()

@@ -23,12 +23,20 @@ import nats
 import pytest
 
 from contracts import training as c
-from services.kernel.eventstore import EventStore
 from services.kernel.lease import Leases
 from services.trainer.worker import LEFT
 from tests.reliability import figures
 from tests.stack import STOP_GRACE_S, Stack
-from tests.training_helpers import FAST, curves, learnable_split, run, submit, wait, wait_status
+from tests.training_helpers import (
+    FAST,
+    curves,
+    learnable_split,
+    run,
+    run_events,
+    submit,
+    wait,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +125,7 @@ def sigterm_mid_run(stack: Stack, doomed: str, victim: str, epochs: int = 3) -> 
     # it exited by itself, promptly, having handed the run back and freed its device
     assert exited == 0, stack.log(doomed)[-3000:]
     stack.procs.pop(doomed)
-    handed = asyncio.run(_events(stack, victim))
+    handed = asyncio.run(run_events(stack, victim))
     interrupted = [e for e in handed if isinstance(e, c.RunInterrupted)]
     assert [e.reason for e in interrupted] == [LEFT], handed
     back = handed[handed.index(interrupted[0]) + 1]  # in the same append: queued again
@@ -128,7 +136,7 @@ def sigterm_mid_run(stack: Stack, doomed: str, victim: str, epochs: int = 3) -> 
     done = wait_status(stack, victim, "completed", "failed", "interrupted")
     assert done["status"] == "completed" and done["instance"] != doomed, done
     assert done["attempt"] == 2 and done["message"] is None
-    events = asyncio.run(_events(stack, victim))
+    events = asyncio.run(run_events(stack, victim))
     assert [e.epoch for e in events if isinstance(e, c.EpochCompleted)] == [*range(1, epochs + 1)]
     return events
 
@@ -138,17 +146,6 @@ def _takeover_s(events: list[Any]) -> float:
     back = next(e for e in events if isinstance(e, c.RunInterrupted)).occurred_at
     again = [e for e in events if isinstance(e, c.RunStarted)][-1].occurred_at
     return (again - back).total_seconds()
-
-
-async def _events(stack: Stack, run_id: str) -> list[c.Event]:
-    nc = await nats.connect(stack.nats_url)
-    try:
-        store: EventStore[c.Event] = EventStore(
-            nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
-        )
-        return [s.event for s in await store.load(run_id)]
-    finally:
-        await nc.close()
 
 
 async def _holders(stack: Stack) -> set[str]:

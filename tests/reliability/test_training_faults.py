@@ -23,7 +23,6 @@ import nats
 import pytest
 
 from contracts import training as c
-from services.kernel.eventstore import EventStore
 from services.trainer.engine.faults import POINTS
 from tests.conftest import PATIENT_S
 from tests.stack import Stack
@@ -33,6 +32,7 @@ from tests.training_helpers import (
     curves,
     learnable_split,
     run,
+    run_events,
     submit,
     wait,
     wait_status,
@@ -166,7 +166,7 @@ def test_a_crash_at_every_step_of_an_epoch_boundary_resumes_by_itself_to_the_sam
         assert done["status"] == "completed", (done, seen[run_id])
         assert "failed" not in seen[run_id] and done["attempt"] == 2 and done["message"] is None
         assert curves(done) == reference
-        events = asyncio.run(_events(stack, run_id))
+        events = asyncio.run(run_events(stack, run_id))
         assert [e.epoch for e in events if isinstance(e, c.EpochCompleted)] == [1, 2, 3, 4]
         [resumed] = [e for e in events if isinstance(e, c.RunResumed)]
         assert resumed.automatic and any(isinstance(e, c.RunInterrupted) for e in events)
@@ -196,7 +196,7 @@ def test_without_auto_resume_a_run_killed_mid_training_waits_interrupted_then_re
     # and the resume continues from the last stored epoch to the same curves, no epoch twice
     done = wait_status(stack, victim["id"], "completed")
     assert curves(done) == reference
-    events = asyncio.run(_events(stack, victim["id"]))
+    events = asyncio.run(run_events(stack, victim["id"]))
     assert [e.epoch for e in events if isinstance(e, c.EpochCompleted)] == [1, 2, 3, 4]
     assert not any(isinstance(e, c.RunResumed) and e.automatic for e in events)
     # and an evaluation reads the best checkpoint its record names, from the Object Store once
@@ -255,17 +255,6 @@ def _tidied(stack: Stack, run_id: str, events: list[c.Event]) -> bool:
 def _kept(events: list[c.Event]) -> set[str]:
     records = {e.kind: e for e in events if isinstance(e, c.CheckpointSaved)}
     return {r.object_name for r in records.values()}
-
-
-async def _events(stack: Stack, run_id: str) -> list[c.Event]:
-    nc = await nats.connect(stack.nats_url)
-    try:
-        store: EventStore[c.Event] = EventStore(
-            nc, stream=c.STREAM, subject=c.event_subject, event_type=c.Event
-        )
-        return [s.event for s in await store.load(run_id)]
-    finally:
-        await nc.close()
 
 
 async def _objects(stack: Stack, run_id: str, data: bool = False) -> dict[str, bytes | None]:
